@@ -1,0 +1,41 @@
+# Two entry points that work on a fresh machine (see README):
+#   make run   set up .venv and run the main job (`emdloss compare` on its built-in default)
+#   make test  set up .venv, then lint, type-check and run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Tests, CI and the default run read real data from ../shared/data when it is there.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export EMDLOSS_DATA ?= $(SHARED_DATA)
+endif
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: setup run test lint typecheck pytest bench
+
+setup: $(VENV)/.installed
+
+# torch/torchvision come from plain pip (the local wheel store here); the rest from PyPI.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+run: setup
+	$(BIN)/emdloss compare
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+pytest: setup
+	$(BIN)/python -m pytest -q tests src/emdloss
+
+test: lint typecheck pytest
+
+bench: setup
+	$(BIN)/python benchmarks/loss_speed.py
