@@ -1,0 +1,52 @@
+"""Ordinal classification metrics: functional (:mod:`emdloss.metrics.functional`) and stateful
+torchmetrics classes that synchronise under DDP (:class:`OrdinalMetrics` and single metrics).
+
+Examples
+--------
+>>> import torch
+>>> from emdloss.metrics import OrdinalMetrics, mean_absolute_error
+>>> float(mean_absolute_error(torch.tensor([0, 2]), torch.tensor([1, 2])))
+0.5
+>>> sorted(OrdinalMetrics(num_classes=3, positions=[0.0, 1.0, 3.0]).metric_names)
+['accuracy', 'amae', 'mae', 'mae_pos', 'one_off_accuracy', 'qwk', 'rmse', 'rmse_pos', 'rps', 'spearman']
+"""
+
+from emdloss.metrics.functional import (
+    accuracy,
+    average_mae,
+    confusion_matrix,
+    mean_absolute_error,
+    one_off_accuracy,
+    per_class_mae,
+    quadratic_weighted_kappa,
+    ranked_probability_score,
+    root_mean_squared_error,
+    spearman,
+)
+from emdloss.metrics.stateful import (
+    ORDINAL_METRIC_KEYS,
+    AverageMAE,
+    OneOffAccuracy,
+    OrdinalMetrics,
+    QuadraticWeightedKappa,
+    RankedProbabilityScore,
+)
+
+__all__ = [
+    "ORDINAL_METRIC_KEYS",
+    "AverageMAE",
+    "OneOffAccuracy",
+    "OrdinalMetrics",
+    "QuadraticWeightedKappa",
+    "RankedProbabilityScore",
+    "accuracy",
+    "average_mae",
+    "confusion_matrix",
+    "mean_absolute_error",
+    "one_off_accuracy",
+    "per_class_mae",
+    "quadratic_weighted_kappa",
+    "ranked_probability_score",
+    "root_mean_squared_error",
+    "spearman",
+]
