@@ -1,0 +1,131 @@
+"""Shared encoding of tables: standardisation and one-hot codes fitted on the training part only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ._dataset import OrdinalDataset, TensorSplit
+from .splits import Split
+
+
+@dataclass
+class EncodedTable:
+    """Inputs of the three splits and what the encoding learned from the training part."""
+
+    inputs: dict[str, Tensor]
+    feature_names: list[str]
+    mean: NDArray[np.float64]
+    scale: NDArray[np.float64]
+    medians: NDArray[np.float64]
+    categories: dict[str, list[str]]
+
+
+def encode_table(
+    numeric: NDArray[np.float64],
+    numeric_names: Sequence[str],
+    categorical: Sequence[Sequence[str | None]],
+    categorical_names: Sequence[str],
+    split: Split,
+) -> EncodedTable:
+    r"""Encode a table with statistics of the training rows only.
+
+    Numeric column :math:`j` becomes :math:`(x_j - \bar x_j) / s_j` with the mean and the
+    population standard deviation (``ddof=0``, as scikit-learn's ``StandardScaler``) of the
+    training rows (:math:`s_j = 1` for a constant column); missing numeric cells (NaN) are first
+    filled with the training median. Categorical columns become one-hot blocks over the
+    categories seen in the training rows; a missing or unseen category encodes as all zeros.
+    """
+    train = split.train
+    numeric = np.asarray(numeric, dtype=np.float64).reshape(len(numeric), -1)
+    medians = np.zeros(numeric.shape[1])
+    if numeric.shape[1]:
+        train_block = numeric[train]
+        for j in range(numeric.shape[1]):
+            present = train_block[~np.isnan(train_block[:, j]), j]
+            if present.size == 0:
+                raise ValueError(
+                    f"column {numeric_names[j]!r} has no value in the training rows; "
+                    "cannot impute or standardise it"
+                )
+            medians[j] = float(np.median(present))
+        numeric = np.where(np.isnan(numeric), medians, numeric)
+        mean = numeric[train].mean(axis=0)
+        scale = numeric[train].std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)  # a constant column stays finite (all zeros)
+        numeric = (numeric - mean) / scale
+    else:
+        mean = np.zeros(0)
+        scale = np.ones(0)
+    blocks = [numeric]
+    names = list(numeric_names)
+    categories: dict[str, list[str]] = {}
+    for name, column in zip(categorical_names, categorical, strict=True):
+        values = np.asarray(column, dtype=object)
+        seen = sorted({v for v in values[train] if v is not None})
+        categories[name] = seen
+        index = {v: k for k, v in enumerate(seen)}
+        onehot = np.zeros((values.size, len(seen)))
+        for row, value in enumerate(values):
+            k = index.get(value)
+            if k is not None:
+                onehot[row, k] = 1.0
+        blocks.append(onehot)
+        names.extend(f"{name}={v}" for v in seen)
+    matrix = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(numeric), 0))
+    inputs = {
+        part: torch.from_numpy(matrix[getattr(split, part)].astype(np.float32))
+        for part in ("train", "val", "test")
+    }
+    return EncodedTable(inputs, names, mean, scale, medians, categories)
+
+
+def tabular_dataset(
+    *,
+    name: str,
+    class_names: list[str],
+    positions: list[float] | None,
+    labels: NDArray[np.int64],
+    ids: Sequence[str],
+    table: EncodedTable,
+    split: Split,
+    info: dict[str, object],
+    dists: NDArray[np.float64] | None = None,
+) -> OrdinalDataset:
+    """Assemble an :class:`OrdinalDataset` from an encoded table and its split."""
+    parts = {}
+    for part in ("train", "val", "test"):
+        rows = getattr(split, part)
+        parts[part] = TensorSplit(
+            table.inputs[part],
+            labels[rows],
+            [ids[i] for i in rows],
+            None if dists is None else dists[rows],
+        )
+    info = dict(info)
+    info.update(
+        {
+            "split_indices": {p: getattr(split, p).tolist() for p in ("train", "val", "test")},
+            "feature_mean": table.mean.tolist(),
+            "feature_scale": table.scale.tolist(),
+            "categories": table.categories,
+        }
+    )
+    return OrdinalDataset(
+        name=name,
+        class_names=class_names,
+        kind="tabular",
+        input_shape=(len(table.feature_names),),
+        train=parts["train"],
+        val=parts["val"],
+        test=parts["test"],
+        positions=positions,
+        protocol=split.protocol,
+        feature_names=table.feature_names,
+        info=info,
+    )

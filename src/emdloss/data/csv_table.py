@@ -1,0 +1,445 @@
+"""Any CSV file with an ordinal target column (``csv:PATH``)."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ._dataset import OrdinalDataset
+from ._options import as_float, as_float_list, as_int, as_str_list
+from ._table import encode_table, tabular_dataset
+from .splits import make_split
+
+#: Cell values read as missing (after stripping spaces).
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "?"})
+MISSING_POLICIES = ("error", "drop", "impute")
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def read_csv_rows(
+    path: str | os.PathLike[str], *, delimiter: str = ","
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a CSV file into its header, its rows (stripped cells) and each row's 1-based line.
+
+    Raises
+    ------
+    ValueError
+        For an empty file, a duplicate column name, or a row with the wrong number of cells
+        (names the line).
+    """
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot open CSV file {path}: {exc}") from exc
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header: list[str] | None = None
+        rows: list[list[str]] = []
+        lines: list[int] = []
+        for raw in reader:
+            if not raw or (all(cell.strip() == "" for cell in raw) and len(raw) <= 1):
+                continue  # blank line
+            cells = [cell.strip() for cell in raw]
+            if header is None:
+                header = cells
+                duplicates = sorted({c for c in header if header.count(c) > 1})
+                if duplicates:
+                    raise ValueError(f"{path}: duplicate column names {duplicates}")
+                continue
+            if len(cells) != len(header):
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: {len(cells)} cells, "
+                    f"expected {len(header)} (columns {header})"
+                )
+            rows.append(cells)
+            lines.append(reader.line_num)
+    if header is None:
+        raise ValueError(f"{path} is empty (no header row)")
+    return header, rows, lines
+
+
+def bin_scores(
+    scores: NDArray[np.float64],
+    *,
+    bins: int | None = None,
+    bin_edges: list[float] | None = None,
+    binning: str = "uniform",
+) -> tuple[NDArray[np.int64], list[str], list[float], NDArray[np.float64]]:
+    r"""Bin continuous scores into ordered classes.
+
+    With ``bins=K`` and ``binning="uniform"`` the range :math:`[\min, \max]` is cut into K equal
+    widths; with ``"quantile"`` the cuts are the :math:`k/K` quantiles. ``bin_edges`` gives the
+    K-1 inner cut points :math:`e_1 < \dots < e_{K-1}` directly. A score :math:`s` falls into
+    class :math:`k = \#\{i : e_i \le s\}`, i.e. bins are closed on the left
+    (:math:`[e_k, e_{k+1})`), the last one closed on both sides, as in ``numpy.histogram``.
+
+    Returns
+    -------
+    labels : numpy.ndarray of int64
+    class_names : list of str
+        ``"[a, b)"`` intervals (the first and last bounded by the data's min and max).
+    positions : list of float
+        Bin midpoints.
+    inner_edges : numpy.ndarray
+        The K-1 inner edges used.
+
+    Examples
+    --------
+    >>> labels, names, pos, _ = bin_scores(np.array([0.0, 1.0, 2.0, 3.0]), bins=2)
+    >>> labels.tolist(), names, pos
+    ([0, 0, 1, 1], ['[0, 1.5)', '[1.5, 3]'], [0.75, 2.25])
+    """
+    lo, hi = float(np.min(scores)), float(np.max(scores))
+    if bin_edges is not None:
+        inner = np.asarray(bin_edges, dtype=np.float64)
+        if inner.size < 1 or np.any(np.diff(inner) <= 0):
+            raise ValueError(
+                f"bin_edges must be strictly increasing inner cut points, got {bin_edges}"
+            )
+    else:
+        if bins is None or bins < 2:
+            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+        if hi <= lo:
+            raise ValueError(f"cannot bin a constant score ({lo:g}) into {bins} classes")
+        if binning == "uniform":
+            inner = np.linspace(lo, hi, bins + 1)[1:-1]
+        elif binning == "quantile":
+            inner = np.quantile(scores, np.arange(1, bins) / bins)
+            if np.any(np.diff(inner) <= 0) or inner[0] <= lo:
+                raise ValueError(
+                    f"quantile binning into {bins} classes gives repeated edges {inner.tolist()}; "
+                    "use fewer bins or binning='uniform'"
+                )
+        else:
+            raise ValueError(f"binning must be 'uniform' or 'quantile', got {binning!r}")
+    labels = np.searchsorted(inner, scores, side="right").astype(np.int64)
+    bounds = [min(lo, float(inner[0])), *inner.tolist(), max(hi, float(inner[-1]))]
+    names = [
+        f"[{_fmt(a)}, {_fmt(b)}" + ("]" if k == len(bounds) - 2 else ")")
+        for k, (a, b) in enumerate(itertools.pairwise(bounds))
+    ]
+    positions = [(a + b) / 2 for a, b in itertools.pairwise(bounds)]
+    return labels, names, positions, inner
+
+
+@dataclass
+class TargetEncoding:
+    """Class indices of a target column, the class names in order and their positions."""
+
+    labels: NDArray[np.int64]
+    class_names: list[str]
+    positions: list[float] | None
+    scores: NDArray[np.float64] | None  # the numeric values, when the target is numeric
+
+
+def encode_target(
+    values: list[str],
+    lines: list[int],
+    *,
+    path: Path,
+    column: str,
+    classes: Any = None,
+    bins: Any = None,
+    bin_edges: Any = None,
+    binning: str = "uniform",
+    note: str = "",
+) -> TargetEncoding:
+    """Turn the cells of a target column into class indices (see :func:`load_csv`).
+
+    Raises
+    ------
+    ValueError
+        Naming the file, line and value of a label outside ``classes`` or a non-numeric target
+        without ``classes``, and naming every empty class.
+
+    Examples
+    --------
+    >>> encode_target(["b", "a", "b"], [2, 3, 4], path=Path("f.csv"), column="y",
+    ...               classes="b,a").labels.tolist()
+    [0, 1, 0]
+    """
+    positions: list[float] | None
+    scores: NDArray[np.float64] | None = None
+    if classes is not None:
+        if bins is not None or bin_edges is not None:
+            raise ValueError("give either classes or bins/bin_edges, not both")
+        class_names = as_str_list("classes", classes)
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"classes has repeated names: {class_names}")
+        lookup = {name: k for k, name in enumerate(class_names)}
+        numeric_names = [_number(n) for n in class_names]
+        numeric_lookup = {v: k for k, v in enumerate(numeric_names) if v is not None}
+        labels_list = []
+        for value, line in zip(values, lines, strict=True):
+            k = lookup.get(value)
+            if k is None and (number := _number(value)) is not None:
+                k = numeric_lookup.get(number)
+            if k is None:
+                raise ValueError(
+                    f"{path}, line {line}: label {value!r} in column {column!r} is not one of "
+                    f"the declared classes {class_names}"
+                )
+            labels_list.append(k)
+        labels = np.asarray(labels_list, dtype=np.int64)
+        positions = (
+            [float(v) for v in numeric_names if v is not None]
+            if all(v is not None for v in numeric_names)
+            else None
+        )
+    else:
+        numbers = []
+        for value, line in zip(values, lines, strict=True):
+            number = _number(value)
+            if number is None:
+                raise ValueError(
+                    f"{path}, line {line}: target {value!r} in column {column!r} is not a number; "
+                    "give the class order with classes='a,b,c' (or bins for a continuous score)"
+                )
+            numbers.append(number)
+        scores = np.asarray(numbers, dtype=np.float64)
+        if bins is not None or bin_edges is not None:
+            labels, class_names, positions, _ = bin_scores(
+                scores,
+                bins=None if bins is None else as_int("bins", bins, minimum=2),
+                bin_edges=None if bin_edges is None else as_float_list("bin_edges", bin_edges),
+                binning=binning,
+            )
+        else:
+            levels = np.unique(scores)
+            if levels.size < 2:
+                raise ValueError(f"{path}: the target column {column!r} has a single value")
+            labels = np.searchsorted(levels, scores).astype(np.int64)
+            class_names = [_fmt(v) for v in levels]
+            positions = [float(v) for v in levels]
+    counts = np.bincount(labels, minlength=len(class_names))
+    empty = [class_names[k] for k in np.flatnonzero(counts == 0)]
+    if empty:
+        raise ValueError(f"{path}: class(es) {empty} of column {column!r} have no rows{note}")
+    return TargetEncoding(labels, class_names, positions, scores)
+
+
+def load_csv(
+    path: str | os.PathLike[str],
+    *,
+    target: str | None = None,
+    seed: int = 0,
+    fold: int | None = None,
+    num_folds: int | None = None,
+    classes: Any = None,
+    bins: Any = None,
+    bin_edges: Any = None,
+    binning: str = "uniform",
+    missing: str = "error",
+    features: Any = None,
+    ignore: Any = None,
+    categorical: Any = None,
+    delimiter: str = ",",
+    val_fraction: Any = 0.1,
+    test_fraction: Any = 0.3,
+) -> OrdinalDataset:
+    """Load a CSV file whose column ``target`` holds an ordinal class.
+
+    Class order: ``classes`` (explicit, e.g. ``"low,medium,high"``), else the sorted numeric
+    values of the target, else (continuous targets) ``bins``/``bin_edges`` (see
+    :func:`bin_scores`). Every other column (or those in ``features``, minus ``ignore``) is a
+    feature: numeric when all its present cells are numbers (unless listed in ``categorical``),
+    categorical otherwise (one-hot over the categories of the training rows). Numeric features
+    are standardised with training statistics. Splits as in :func:`emdloss.data.make_split`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        CSV file with a header row.
+    target : str
+        Name of the target column (required).
+    classes : str or list of str, optional
+        Class names in order; target cells must equal one of them (numerically equal numbers
+        also match, so ``"1.0"`` matches class ``"1"``).
+    bins : int, optional
+        Bin a continuous target into this many classes.
+    bin_edges : str or list of float, optional
+        Inner cut points of the bins instead of ``bins``.
+    binning : {"uniform", "quantile"}
+        How ``bins`` places the cuts.
+    missing : {"error", "drop", "impute"}
+        Missing cells (see :data:`MISSING_TOKENS`): refuse with the line and column named, drop
+        the rows, or impute features (numeric: training median; categorical: all-zero code).
+        Rows with a missing target are dropped under ``"drop"`` and ``"impute"``.
+    features, ignore, categorical : str or list of str, optional
+        Feature columns to use, columns to leave out, columns to treat as categorical.
+    delimiter : str
+        Field separator.
+    val_fraction, test_fraction, seed, fold, num_folds
+        Split settings.
+
+    Returns
+    -------
+    OrdinalDataset
+        ``ids`` are ``"line N"`` (1-based line of the file); ``info`` counts dropped rows.
+
+    Raises
+    ------
+    ValueError
+        For a missing column (lists the columns), a label outside the classes (names the line
+        and value), an empty class, a missing value under ``missing="error"``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = Path(d, "t.csv")
+    ...     _ = p.write_text("x,grade\\n" + "".join(f"{i},{'abc'[i % 3]}\\n" for i in range(30)))
+    ...     ds = load_csv(p, target="grade", classes="a,b,c")
+    >>> ds.class_names, ds.input_shape, len(ds.test)
+    (['a', 'b', 'c'], (1,), 9)
+    """
+    path = Path(path)
+    if not target:
+        raise ValueError(f"csv:{path} needs the option target=COLUMN (the ordinal target column)")
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    header, rows, lines = read_csv_rows(path, delimiter=delimiter)
+
+    def column_index(name: str, role: str) -> int:
+        if name not in header:
+            raise ValueError(f"{role} column {name!r} not found in {path}; columns: {header}")
+        return header.index(name)
+
+    t_col = column_index(target, "target")
+    ignored = set(as_str_list("ignore", ignore)) if ignore is not None else set()
+    for name in ignored:
+        column_index(name, "ignored")
+    if features is not None:
+        feature_cols = [column_index(n, "feature") for n in as_str_list("features", features)]
+    else:
+        feature_cols = [i for i, n in enumerate(header) if i != t_col and n not in ignored]
+    if t_col in feature_cols:
+        raise ValueError(f"the target column {target!r} cannot also be a feature")
+    forced = set(as_str_list("categorical", categorical)) if categorical is not None else set()
+    for name in forced:
+        column_index(name, "categorical")
+
+    # Rows with missing cells.
+    dropped_target = dropped_features = 0
+    kept: list[int] = []
+    for r, cells in enumerate(rows):
+        if cells[t_col] in MISSING_TOKENS:
+            if missing == "error":
+                raise ValueError(
+                    f"{path}, line {lines[r]}: missing target value in column {target!r} "
+                    "(use missing='drop' to drop such rows)"
+                )
+            dropped_target += 1
+            continue
+        gaps = [header[c] for c in feature_cols if cells[c] in MISSING_TOKENS]
+        if gaps and missing == "error":
+            raise ValueError(
+                f"{path}, line {lines[r]}: missing value in column {gaps[0]!r} "
+                "(use missing='drop' or missing='impute')"
+            )
+        if gaps and missing == "drop":
+            dropped_features += 1
+            continue
+        kept.append(r)
+    rows = [rows[r] for r in kept]
+    lines = [lines[r] for r in kept]
+    if not rows:
+        raise ValueError(f"{path} has no usable data rows")
+
+    target_encoding = encode_target(
+        [cells[t_col] for cells in rows],
+        lines,
+        path=path,
+        column=target,
+        classes=classes,
+        bins=bins,
+        bin_edges=bin_edges,
+        binning=binning,
+        note=" (after dropping rows with missing values)" if dropped_features else "",
+    )
+    labels, class_names = target_encoding.labels, target_encoding.class_names
+
+    # Features.
+    numeric_cols, categorical_cols = [], []
+    for c in feature_cols:
+        present = [cells[c] for cells in rows if cells[c] not in MISSING_TOKENS]
+        if header[c] not in forced and all(_number(v) is not None for v in present):
+            numeric_cols.append(c)
+        else:
+            categorical_cols.append(c)
+    numeric = np.array(
+        [
+            [np.nan if cells[c] in MISSING_TOKENS else float(cells[c]) for c in numeric_cols]
+            for cells in rows
+        ],
+        dtype=np.float64,
+    ).reshape(len(rows), len(numeric_cols))
+    categorical_values = [
+        [None if cells[c] in MISSING_TOKENS else cells[c] for cells in rows]
+        for c in categorical_cols
+    ]
+    split = make_split(
+        labels,
+        seed=seed,
+        fold=fold,
+        num_folds=num_folds,
+        val_fraction=as_float(
+            "val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False
+        ),
+        test_fraction=as_float(
+            "test_fraction",
+            test_fraction,
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+        ),
+    )
+    table = encode_table(
+        numeric,
+        [header[c] for c in numeric_cols],
+        categorical_values,
+        [header[c] for c in categorical_cols],
+        split,
+    )
+    if not table.feature_names:
+        raise ValueError(f"{path}: no feature columns left besides the target {target!r}")
+    info: dict[str, object] = {
+        "file": str(path),
+        "target": target,
+        "rows_read": len(kept) + dropped_target + dropped_features,
+        "dropped_missing_target": dropped_target,
+        "dropped_missing_features": dropped_features,
+        "numeric_columns": [header[c] for c in numeric_cols],
+        "categorical_columns": [header[c] for c in categorical_cols],
+    }
+    return tabular_dataset(
+        name=f"csv:{path}",
+        class_names=class_names,
+        positions=target_encoding.positions,
+        labels=labels,
+        ids=[f"line {n}" for n in lines],
+        table=table,
+        split=split,
+        info=info,
+    )
