@@ -1,0 +1,460 @@
+"""Figures for ordinal-loss experiments: ground distances, confusion, curves, comparisons.
+
+matplotlib (the ``train`` extra) is imported only when a function here is called, so
+``import emdloss`` never needs it. Figures are built as plain ``matplotlib.figure.Figure``
+objects outside pyplot and rendered by the Agg canvas: no display, no global backend switch,
+nothing to close. Every function returns the ``Figure``; with ``path`` it also writes a PNG
+atomically (a temporary file in the same directory, then :func:`os.replace`), so a reader
+never sees half a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_ground_distance",
+    "plot_learning_curves",
+    "plot_metric_by_group",
+    "plot_per_class_mae",
+    "save_figure",
+]
+
+_DPI = 120
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A figure outside pyplot: rendered by Agg, never shown, nothing to close or leak."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _as_matrix(values: Any, name: str) -> np.ndarray:
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be a square (C, C) matrix, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    return arr
+
+
+def _check_names(class_names: Sequence[str], count: int) -> list[str]:
+    names = [str(n) for n in class_names]
+    if len(names) != count:
+        raise ValueError(f"class_names must have {count} entries, got {len(names)}")
+    return names
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to save.
+    path : str or PathLike
+        Destination; its directory is created if needed.
+
+    Returns
+    -------
+    Path
+        The destination.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> fig = plot_learning_curves({"loss": [1.0, 0.5]})
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = save_figure(fig, pathlib.Path(d) / "curve.png")
+    ...     out.read_bytes()[:4]
+    b'\\x89PNG'
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=_DPI, bbox_inches="tight")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return dest
+
+
+def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _annotated_heatmap(
+    ax: Axes, values: np.ndarray, names: list[str], fmt: str, cmap: str, center: bool
+) -> Any:
+    if center:
+        span = float(np.abs(values).max()) or 1.0
+        image = ax.imshow(values, cmap=cmap, vmin=-span, vmax=span)
+    else:
+        image = ax.imshow(values, cmap=cmap)
+    c = len(names)
+    ax.set_xticks(range(c), labels=names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(c), labels=names)
+    if c <= 30:  # beyond that the numbers are unreadable
+        lo, hi = image.get_clim()
+        mid = (lo + hi) / 2.0
+        for i in range(c):
+            for j in range(c):
+                v = values[i, j]
+                # Dark text on light cells and vice versa.
+                light = abs(v - mid) < 0.3 * (hi - lo) if center else v < mid
+                ax.text(
+                    j,
+                    i,
+                    format(v, fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=max(5, 10 - c // 4),
+                    color="black" if light else "white",
+                )
+    return image
+
+
+def plot_ground_distance(
+    matrix: Any,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    title: str = "Ground distance",
+    fmt: str = ".2f",
+) -> Figure:
+    """Heatmap of a ``(C, C)`` ground-distance (cost) matrix with its values written in.
+
+    A diverging colour map centred at 0 is used when the matrix has negative entries (the
+    learned matrix of :class:`emdloss.ground.LearnedGroundDistance`), a sequential one
+    otherwise. Rows are the true class, columns the predicted class.
+
+    Parameters
+    ----------
+    matrix : Tensor or array-like
+        ``(C, C)`` finite matrix.
+    class_names : sequence of str
+        ``C`` names for the axes.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    ax : matplotlib Axes, optional
+        Draw into this axes instead of a new figure.
+    title : str
+        Axes title.
+    fmt : str
+        Format of the annotations.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from emdloss.ground import ordinal_ground_distance
+    >>> fig = plot_ground_distance(ordinal_ground_distance(3), ["low", "mid", "high"])
+    >>> fig.axes[0].get_title()
+    'Ground distance'
+    """
+    values = _as_matrix(matrix, "matrix")
+    names = _check_names(class_names, values.shape[0])
+    if ax is None:
+        size = max(4.0, 0.6 * len(names) + 2.0)
+        fig = _new_figure((size + 1.0, size))
+        ax = fig.subplots()
+    else:
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise ValueError("ax must belong to a figure")
+        fig = root
+    center = bool((values < 0).any())
+    image = _annotated_heatmap(ax, values, names, fmt, "RdBu_r" if center else "viridis", center)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _finish(fig, path)
+
+
+def plot_confusion_matrix(
+    cm: Any,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    normalize: str | None = "true",
+    title: str = "Confusion matrix",
+) -> Figure:
+    """Heatmap of a confusion matrix (rows: true class, columns: predicted class).
+
+    Parameters
+    ----------
+    cm : Tensor or array-like
+        ``(C, C)`` counts.
+    class_names : sequence of str
+        ``C`` names.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    normalize : {"true", "pred", "all", None}
+        As scikit-learn's ``confusion_matrix``: divide by row sums (recall per class), column
+        sums, the total, or show counts. Empty rows/columns stay 0.
+    title : str
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_confusion_matrix([[5, 1], [2, 2]], ["a", "b"], normalize=None)
+    >>> fig.axes[0].texts[1].get_text()
+    '1'
+    """
+    counts = _as_matrix(cm, "cm")
+    if (counts < 0).any():
+        raise ValueError("cm must hold non-negative counts")
+    names = _check_names(class_names, counts.shape[0])
+    if normalize not in ("true", "pred", "all", None):
+        raise ValueError(f"normalize must be 'true', 'pred', 'all' or None, got {normalize!r}")
+    if normalize is None:
+        values, fmt = counts, ".0f" if np.all(counts == np.round(counts)) else ".2f"
+    else:
+        axis = {"true": 1, "pred": 0, "all": None}[normalize]
+        total = counts.sum(axis=axis, keepdims=axis is not None)
+        values = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+        fmt = ".2f"
+    size = max(4.0, 0.6 * len(names) + 2.0)
+    fig = _new_figure((size + 1.0, size))
+    ax = fig.subplots()
+    image = _annotated_heatmap(ax, values, names, fmt, "Blues", center=False)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title if normalize is None else f"{title} (normalised over {normalize})")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _finish(fig, path)
+
+
+def plot_learning_curves(
+    history: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    xlabel: str = "epoch",
+    title: str = "Learning curves",
+) -> Figure:
+    """Line plot of per-epoch series, one panel per metric name.
+
+    Series named ``train_X`` and ``val_X`` (or ``X/train``, ``X/val``) share one panel ``X``.
+
+    Parameters
+    ----------
+    history : mapping of str to sequence of float
+        E.g. ``{"train_loss": [...], "val_loss": [...], "val_mae": [...]}``. NaN entries
+        (epochs without that value) are left as gaps.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    xlabel, title : str
+        Labels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_learning_curves({"train_loss": [1.0, 0.6], "val_loss": [1.1, 0.8]})
+    >>> len(fig.axes)
+    1
+    """
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    panels: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for name, series in history.items():
+        arr = np.asarray(list(series), dtype=np.float64)
+        if arr.ndim != 1:
+            raise ValueError(f"history[{name!r}] must be a 1-D sequence, got shape {arr.shape}")
+        panel, split = name, name
+        for prefix in ("train_", "val_", "test_"):
+            if name.startswith(prefix):
+                panel, split = name[len(prefix) :], prefix[:-1]
+        for suffix in ("/train", "/val", "/test"):
+            if name.endswith(suffix):
+                panel, split = name[: -len(suffix)], suffix[1:]
+        panels.setdefault(panel, []).append((split, arr))
+    from matplotlib.ticker import MaxNLocator
+
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = _new_figure((4.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
+        for split, arr in lines:
+            epochs = np.arange(1, len(arr) + 1)
+            ax.plot(epochs, arr, marker="o" if len(arr) <= 30 else None, ms=3, label=split)
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(lines) > 1:
+            ax.legend()
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.remove()
+    fig.suptitle(title)
+    return _finish(fig, path)
+
+
+def plot_metric_by_group(
+    means: Mapping[str, float],
+    stds: Mapping[str, float] | None,
+    metric: str,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    lower_is_better: bool | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Compare groups (e.g. losses) on one metric: mean with error bars, best group marked.
+
+    Parameters
+    ----------
+    means : mapping of str to float
+        Mean of the metric per group (e.g. over seeds or folds); plotted in the given order.
+    stds : mapping of str to float, optional
+        Standard deviation per group (error bars); missing groups get none.
+    metric : str
+        Metric name, for the axis label.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    lower_is_better : bool, optional
+        Which end is best; default guessed from the name (MAE, RMSE, RPS, loss: lower).
+    title : str, optional
+        Axes title (default: the metric).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_metric_by_group({"ce": 0.61, "emd2": 0.52}, {"ce": 0.02, "emd2": 0.03}, "mae")
+    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ['ce', 'emd2 (best)']
+    """
+    if not means:
+        raise ValueError("means is empty: nothing to plot")
+    groups = list(means)
+    mu = np.array([float(means[g]) for g in groups])
+    sd = np.array([float((stds or {}).get(g, np.nan)) for g in groups])
+    if not np.isfinite(mu).all():
+        raise ValueError(f"means must be finite, got {dict(zip(groups, mu.tolist(), strict=True))}")
+    if (sd[np.isfinite(sd)] < 0).any():
+        raise ValueError("stds must be non-negative")
+    if lower_is_better is None:
+        lowered = metric.lower()
+        lower_is_better = any(k in lowered for k in ("mae", "mse", "rps", "loss", "error", "emd"))
+    best = int(np.argmin(mu) if lower_is_better else np.argmax(mu))
+    labels = [f"{g} (best)" if i == best else g for i, g in enumerate(groups)]
+    fig = _new_figure((6.0, 0.45 * len(groups) + 1.6))
+    ax = fig.subplots()
+    ypos = np.arange(len(groups))
+    colours = ["tab:orange" if i == best else "tab:blue" for i in range(len(groups))]
+    ax.barh(
+        ypos,
+        mu,
+        xerr=np.where(np.isfinite(sd), sd, 0.0),
+        color=colours,
+        alpha=0.8,
+        capsize=4,
+        error_kw={"elinewidth": 1},
+    )
+    for y, m, s in zip(ypos.tolist(), mu.tolist(), sd.tolist(), strict=True):
+        text = f"{m:.3f}" + (f" ± {s:.3f}" if np.isfinite(s) else "")
+        # Written past the end of the error bar so the two never overlap.
+        ax.text(m + (s if np.isfinite(s) else 0.0), y, "  " + text, va="center", fontsize=8)
+    ax.set_yticks(ypos, labels=labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{metric} ({'lower' if lower_is_better else 'higher'} is better)")
+    ax.set_title(title or metric)
+    ax.grid(axis="x", alpha=0.3)
+    lo, hi = min(0.0, float((mu - np.nan_to_num(sd)).min())), float((mu + np.nan_to_num(sd)).max())
+    ax.set_xlim(lo, hi + 0.35 * (hi - lo or 1.0))  # room for the value labels
+    return _finish(fig, path)
+
+
+def plot_per_class_mae(
+    per_class: Mapping[str, Sequence[float]],
+    class_names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    metric: str = "MAE",
+    title: str = "Per-class error",
+) -> Figure:
+    """Grouped bars of a per-class error (e.g. MAE by true class) for several models/losses.
+
+    Parameters
+    ----------
+    per_class : mapping of str to sequence of float
+        For each group (loss), ``C`` values, one per true class (NaN for a class absent from
+        the test set).
+    class_names : sequence of str
+        ``C`` names.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    metric, title : str
+        Labels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_per_class_mae({"ce": [0.2, 0.9], "emd2": [0.3, 0.6]}, ["0", "1"])
+    >>> len(fig.axes[0].patches)
+    4
+    """
+    if not per_class:
+        raise ValueError("per_class is empty: nothing to plot")
+    names = [str(n) for n in class_names]
+    groups = list(per_class)
+    values = []
+    for g in groups:
+        arr = np.asarray(list(per_class[g]), dtype=np.float64)
+        if arr.shape != (len(names),):
+            raise ValueError(
+                f"per_class[{g!r}] must have {len(names)} values (one per class), got {arr.shape}"
+            )
+        values.append(arr)
+    fig = _new_figure((max(5.0, 0.5 * len(names) * len(groups) + 2.0), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(groups)
+    x = np.arange(len(names))
+    for k, (g, arr) in enumerate(zip(groups, values, strict=True)):
+        ax.bar(x + (k - (len(groups) - 1) / 2) * width, np.nan_to_num(arr), width, label=g)
+    ax.set_xticks(x, labels=names)
+    ax.set_xlabel("true class")
+    ax.set_ylabel(metric)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return _finish(fig, path)

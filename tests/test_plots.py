@@ -1,0 +1,152 @@
+"""Plot helpers write valid PNGs atomically and show the numbers they are given."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("matplotlib")
+from PIL import Image
+
+from emdloss import plots
+from emdloss.ground import LearnedGroundDistance
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAMES = ["none", "mild", "moderate", "severe", "proliferative"]
+
+
+def assert_png(path: Path, min_side: int = 100) -> tuple[int, int]:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    with Image.open(path) as image:
+        image.verify()  # checks the chunks' CRCs
+    with Image.open(path) as image:
+        width, height = image.size
+    assert width >= min_side and height >= min_side
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    return width, height
+
+
+def test_ground_distance_heatmap_annotates_every_value(tmp_path: Path) -> None:
+    ground = LearnedGroundDistance(5, mu=0.25, omega=2.0)
+    out = tmp_path / "sub" / "ground.png"
+    fig = plots.plot_ground_distance(ground.matrix, NAMES, out)
+    assert_png(out)
+    ax = fig.axes[0]
+    texts = [float(t.get_text()) for t in ax.texts]
+    np.testing.assert_allclose(texts, ground.matrix.numpy().ravel(), atol=0.005)
+    assert [t.get_text() for t in ax.get_xticklabels()] == NAMES
+    assert ax.images[0].get_cmap().name == "RdBu_r"  # negative entries: diverging map
+
+
+def test_ground_distance_into_given_axes() -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax1, ax2 = fig.subplots(1, 2)
+    out = plots.plot_ground_distance(np.eye(3), ["a", "b", "c"], ax=ax2, title="eye")
+    assert out is fig
+    assert ax2.get_title() == "eye" and ax1.get_title() == ""
+
+
+def test_confusion_matrix_normalisations(tmp_path: Path) -> None:
+    cm = np.array([[5, 1, 0], [2, 2, 0], [0, 0, 0]])
+    for normalize in ("true", "pred", "all", None):
+        out = tmp_path / f"cm_{normalize}.png"
+        fig = plots.plot_confusion_matrix(cm, ["a", "b", "c"], out, normalize=normalize)
+        assert_png(out)
+        shown = np.array([float(t.get_text()) for t in fig.axes[0].texts]).reshape(3, 3)
+        if normalize is None:
+            expected = cm.astype(float)
+        elif normalize == "all":
+            expected = cm / cm.sum()
+        else:
+            axis = 1 if normalize == "true" else 0
+            total = cm.sum(axis=axis, keepdims=True)
+            expected = np.where(total > 0, cm / np.where(total > 0, total, 1), 0.0)
+        np.testing.assert_allclose(shown, expected, atol=0.005)
+
+
+def test_learning_curves_group_splits(tmp_path: Path) -> None:
+    history = {
+        "train_loss": [1.2, 0.9, 0.7],
+        "val_loss": [1.3, 1.0, 0.95],
+        "val_mae": [0.9, 0.8, float("nan")],
+        "qwk/val": [0.1, 0.3, 0.4],
+    }
+    out = tmp_path / "curves.png"
+    fig = plots.plot_learning_curves(history, out)
+    assert_png(out)
+    titles = sorted(ax.get_title() for ax in fig.axes)
+    assert titles == ["loss", "mae", "qwk"]
+    loss_ax = next(ax for ax in fig.axes if ax.get_title() == "loss")
+    np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), history["val_loss"])
+
+
+def test_metric_by_group_marks_the_best(tmp_path: Path) -> None:
+    means = {"ce": 0.62, "emd2": 0.51, "xemd1": 0.55}
+    stds = {"ce": 0.03, "emd2": 0.02}
+    out = tmp_path / "mae.png"
+    fig = plots.plot_metric_by_group(means, stds, "mae", out)
+    assert_png(out)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["ce", "emd2 (best)", "xemd1"]
+    fig = plots.plot_metric_by_group(means, stds, "accuracy")  # higher is better
+    assert "ce (best)" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    widths = [p.get_width() for p in fig.axes[0].patches]
+    np.testing.assert_allclose(widths, list(means.values()))
+
+
+def test_per_class_mae_bars(tmp_path: Path) -> None:
+    per_class = {"ce": [0.2, 0.9, 1.1, 0.8, 1.9], "emd2": [0.3, 0.6, 0.7, 0.6, 1.2]}
+    out = tmp_path / "per_class.png"
+    fig = plots.plot_per_class_mae(per_class, NAMES, out)
+    assert_png(out)
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    np.testing.assert_allclose(heights, per_class["ce"] + per_class["emd2"])
+
+
+def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.figure import Figure
+
+    def broken(self: Figure, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    fig = plots.plot_learning_curves({"loss": [1.0, 0.5]})
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        plots.save_figure(fig, tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match="square"):
+        plots.plot_ground_distance(torch.zeros(2, 3), ["a", "b"])
+    with pytest.raises(ValueError, match="3 entries, got 2"):
+        plots.plot_ground_distance(torch.zeros(3, 3), ["a", "b"])
+    with pytest.raises(ValueError, match="finite"):
+        plots.plot_ground_distance([[0.0, float("nan")], [1.0, 0.0]], ["a", "b"])
+    with pytest.raises(ValueError, match="'rows'"):
+        plots.plot_confusion_matrix(np.eye(2), ["a", "b"], normalize="rows")
+    with pytest.raises(ValueError, match="non-negative"):
+        plots.plot_confusion_matrix(-np.eye(2), ["a", "b"])
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_learning_curves({})
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_metric_by_group({}, None, "mae")
+    with pytest.raises(ValueError, match=r"'ce'.*5 values"):
+        plots.plot_per_class_mae({"ce": [1.0]}, NAMES)
+
+
+def test_import_emdloss_does_not_import_matplotlib() -> None:
+    import subprocess
+
+    code = (
+        "import sys, emdloss, emdloss.ground, emdloss.decoding; print('matplotlib' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
