@@ -149,6 +149,9 @@ def load_dataset(
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"dataset spec must be a non-empty string, got {spec!r}")
     seed = as_int("seed", seed)
+    # Command lines and YAML configs may hand these over as strings.
+    fold = None if fold is None else as_int("fold", fold, minimum=0)
+    num_folds = None if num_folds is None else as_int("num_folds", num_folds, minimum=2)
     limit = options.pop("limit", None)
     text = spec.strip()
     loader: Callable[..., OrdinalDataset]

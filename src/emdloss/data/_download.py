@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -167,8 +168,8 @@ def download_file(
                             handle.write(chunk)
                             digest.update(chunk)
                             bar.update(len(chunk))
-                    except OSError as exc:
-                        raise DownloadError(f"download of {url} interrupted: {exc}") from exc
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise DownloadError(f"download of {url} interrupted: {exc!r}") from exc
             if total is not None and handle.tell() != total:
                 raise DownloadError(
                     f"download of {url} incomplete: {handle.tell()} of {total} bytes"
