@@ -1,0 +1,180 @@
+"""Plots of a comparison, drawn with :mod:`emdloss.plots`: each metric per loss with error bars,
+and the per-class MAE per loss."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emdloss.compare._plan import dataset_slug
+from emdloss.compare._report import HIGHER_IS_BETTER, METRIC_LABELS, DatasetInfo, aggregate
+from emdloss.compare._runner import METRIC_KEYS, RunRecord
+
+__all__ = ["class_mae_by_loss", "per_class_mae", "read_predictions", "write_plots"]
+
+# Column names a run's per-sample prediction CSV may use for the true and the predicted class.
+_TARGET_COLUMNS = ("target", "label", "y_true", "true", "y")
+_PRED_COLUMNS = ("pred_argmax", "argmax", "prediction", "pred", "y_pred")
+_PREDICTION_FILES = ("predictions_test.csv", "test_predictions.csv", "predictions.csv")
+
+
+def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """True and argmax-predicted classes of a run's test set, from its per-sample CSV.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        A run directory.
+
+    Returns
+    -------
+    (targets, predictions) or None
+        Integer arrays, or ``None`` when the run has no readable per-sample predictions.
+    """
+    candidates = [run_dir / name for name in _PREDICTION_FILES]
+    candidates += sorted(run_dir.glob("*predictions*.csv"))
+    for path in candidates:
+        if not path.is_file():
+            continue
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            fields = reader.fieldnames or []
+            target = next((c for c in _TARGET_COLUMNS if c in fields), None)
+            pred = next((c for c in _PRED_COLUMNS if c in fields), None)
+            if target is None or pred is None:
+                continue
+            pairs = [(row[target], row[pred]) for row in reader]
+        try:
+            y = np.array([int(a) for a, _ in pairs], dtype=np.int64)
+            p = np.array([int(b) for _, b in pairs], dtype=np.int64)
+        except ValueError:
+            continue
+        return y, p
+    return None
+
+
+def per_class_mae(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    r"""Mean absolute error in class units per true class (NaN for a class absent from the set).
+
+    .. math:: \mathrm{MAE}_c = \frac{1}{|\{i : y_i = c\}|} \sum_{i : y_i = c} |\hat y_i - c|
+
+    Parameters
+    ----------
+    targets, predictions : numpy.ndarray of int
+        True and predicted class indices.
+    num_classes : int
+        Number of classes.
+
+    Returns
+    -------
+    numpy.ndarray, shape (num_classes,)
+
+    Examples
+    --------
+    >>> per_class_mae(np.array([0, 0, 2]), np.array([1, 0, 0]), 3).tolist()
+    [0.5, nan, 2.0]
+    """
+    errors = np.abs(predictions - targets).astype(np.float64)
+    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
+    sums = np.bincount(targets, weights=errors, minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def class_mae_by_loss(
+    records: Sequence[RunRecord], dataset: str, losses: Sequence[str], num_classes: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and standard deviation over runs of the per-class MAE, per loss (argmax rule).
+
+    Losses whose runs have no per-sample predictions are left out.
+    """
+    result: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for loss in losses:
+        curves = []
+        for record in records:
+            if record.spec.dataset != dataset or record.spec.loss != loss or not record.metrics:
+                continue
+            read = read_predictions(record.run_dir)
+            if read is not None:
+                curves.append(per_class_mae(read[0], read[1], num_classes))
+        if curves:
+            stacked = np.vstack(curves)
+            with warnings.catch_warnings():  # all-NaN columns: classes absent from a test set
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean = np.nanmean(stacked, axis=0)
+                std = np.nanstd(stacked, axis=0, ddof=1) if len(curves) > 1 else mean * np.nan
+            result[loss] = (mean, std)
+    return result
+
+
+def write_plots(
+    out: Path,
+    records: Sequence[RunRecord],
+    rows: Sequence[Mapping[str, Any]],
+    infos: Sequence[DatasetInfo],
+) -> list[Path]:
+    """Write ``plots/<dataset>/<metric>.png`` and ``plots/<dataset>/per_class_mae.png``.
+
+    Every metric is drawn per loss as the mean over runs with a one-standard-deviation bar
+    (:func:`emdloss.plots.plot_metric_by_group`); the per-class MAE (argmax rule, mean over runs)
+    per loss with :func:`emdloss.plots.plot_per_class_mae` when the runs wrote per-sample
+    predictions.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Comparison directory.
+    records : sequence of RunRecord
+        Every run.
+    rows : sequence of Mapping
+        Rows of ``results.csv``.
+    infos : sequence of DatasetInfo
+        The data sets.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    from emdloss.plots import plot_metric_by_group, plot_per_class_mae
+
+    stats = aggregate(rows)
+    files: list[Path] = []
+    for info in infos:
+        losses = [loss for loss in info.losses if (info.spec, loss, "argmax") in stats]
+        if not losses:
+            continue
+        folder = out / "plots" / dataset_slug(info.spec)
+        for metric in (*METRIC_KEYS, "train_seconds"):
+            values = {loss: stats[(info.spec, loss, "argmax")][metric] for loss in losses}
+            if any(math.isnan(v.mean) for v in values.values()):
+                continue
+            path = folder / f"{metric}.png"
+            plot_metric_by_group(
+                {loss: v.mean for loss, v in values.items()},
+                {loss: v.std for loss, v in values.items() if not math.isnan(v.std)},
+                METRIC_LABELS[metric],
+                path,
+                lower_is_better=metric not in HIGHER_IS_BETTER,
+                title=f"{info.spec}: test {METRIC_LABELS[metric]}, mean ± 1 sd over runs",
+            )
+            files.append(path)
+        curves = class_mae_by_loss(records, info.spec, losses, info.num_classes)
+        if curves:
+            names = info.class_names or tuple(str(k) for k in range(info.num_classes))
+            path = folder / "per_class_mae.png"
+            plot_per_class_mae(
+                {loss: mean.tolist() for loss, (mean, _) in curves.items()},
+                names,
+                path,
+                metric="MAE (classes)",
+                title=f"{info.spec}: per-class test MAE, mean over runs (argmax rule)",
+            )
+            files.append(path)
+    return files

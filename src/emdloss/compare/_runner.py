@@ -1,0 +1,361 @@
+"""Running the grid: skip finished runs, resume or restart half-finished ones, run in parallel."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emdloss.compare._io import write_json
+from emdloss.compare._plan import RunSpec
+
+__all__ = [
+    "METRIC_KEYS",
+    "RunRecord",
+    "TrainFn",
+    "build_config",
+    "read_finished",
+    "run_all",
+]
+
+#: The test metrics every run reports, per prediction rule.
+METRIC_KEYS: tuple[str, ...] = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
+
+#: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
+TrainFn = Callable[[Any], Any]
+
+# Written by compare next to the training's own files; holds what metrics.json may not.
+RECORD_FILE = "compare_run.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class RunRecord:
+    """The outcome of one run of the grid.
+
+    Attributes
+    ----------
+    spec : RunSpec
+        Which run.
+    run_dir : pathlib.Path
+        Its directory.
+    status : str
+        ``"done"`` (trained now), ``"skipped"`` (finished earlier) or ``"failed"``.
+    metrics : dict
+        Test metrics per prediction rule (``{"argmax": {"accuracy": ..., ...}, ...}``); empty when
+        the run failed.
+    train_seconds : float
+        Training wall time (NaN when unknown).
+    error : str or None
+        The error of a failed run (the full traceback is in ``<run_dir>/error.txt``).
+    """
+
+    spec: RunSpec
+    run_dir: Path
+    status: str
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    train_seconds: float = math.nan
+    error: str | None = None
+
+
+def _is_metric_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(key in value for key in METRIC_KEYS)
+
+
+def extract_test_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Test metrics per prediction rule from a run's ``metrics.json`` content.
+
+    Accepts ``{"test": {rule: {metric: value}}}`` (the run-directory contract) and, for a run
+    that reports a single rule, ``{"test": {metric: value}}`` (taken as ``argmax``).
+
+    Parameters
+    ----------
+    metrics : Mapping
+        Parsed ``metrics.json``.
+
+    Returns
+    -------
+    dict
+        ``{rule: {metric: float}}`` with every key of :data:`METRIC_KEYS`; empty when the content
+        is incomplete.
+
+    Examples
+    --------
+    >>> m = dict.fromkeys(METRIC_KEYS, 0.5)
+    >>> extract_test_metrics({"test": {"argmax": m, "median": m}, "val": {}}).keys()
+    dict_keys(['argmax', 'median'])
+    >>> extract_test_metrics({"val": {"argmax": m}})
+    {}
+    """
+    test = metrics.get("test") if isinstance(metrics, Mapping) else None
+    if not isinstance(test, Mapping):
+        return {}
+    if _is_metric_dict(test):
+        test = {"argmax": test}
+    rules = {
+        str(rule): {key: float(values[key]) for key in METRIC_KEYS}
+        for rule, values in test.items()
+        if _is_metric_dict(values)
+    }
+    return rules if "argmax" in rules else {}
+
+
+def read_finished(run_dir: Path) -> tuple[dict[str, dict[str, float]], float] | None:
+    """``(test metrics per rule, train seconds)`` of a finished run, or ``None`` if unfinished.
+
+    A run is finished when its ``metrics.json`` parses and holds the test metrics of at least the
+    ``argmax`` rule with every metric key. ``train_seconds`` comes from ``metrics.json`` when it
+    has it, else from compare's own ``compare_run.json``, else NaN.
+
+    Parameters
+    ----------
+    run_dir : pathlib.Path
+        A run directory.
+
+    Returns
+    -------
+    tuple or None
+    """
+    try:
+        content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    metrics = extract_test_metrics(content)
+    if not metrics:
+        return None
+    seconds = content.get("train_seconds") if isinstance(content, Mapping) else None
+    if not isinstance(seconds, int | float):
+        try:
+            record = json.loads((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+            seconds = float(record["train_seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            seconds = math.nan
+    return metrics, float(seconds)
+
+
+def _config_fields() -> set[str]:
+    from emdloss.training import TrainConfig
+
+    return {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def build_config(
+    spec: RunSpec, run_dir: Path, options: Mapping[str, Any], *, resume: bool = False
+) -> Any:
+    """The :class:`emdloss.training.TrainConfig` of one run.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    run_dir : pathlib.Path
+        Its output directory.
+    options : Mapping
+        Train options shared by every run of the data set (model, epochs, batch size, ...).
+    resume : bool
+        Continue from the run directory's last checkpoint.
+
+    Returns
+    -------
+    TrainConfig
+    """
+    from emdloss.training import TrainConfig
+
+    fields = _config_fields()
+    # ``options`` names the dataset only for compare's own sources (digits -> csv:PATH).
+    kwargs = {"dataset": spec.dataset, **options}
+    kwargs.update(loss=spec.loss, seed=spec.seed, output=str(run_dir))
+    if spec.fold is not None:
+        kwargs.update(fold=spec.fold, num_folds=spec.num_folds)
+    if resume:
+        kwargs["resume"] = True
+    unknown = sorted(set(kwargs) - fields)
+    if unknown:
+        raise ValueError(
+            f"unknown train option(s) {', '.join(unknown)}; TrainConfig fields: "
+            f"{', '.join(sorted(fields))}"
+        )
+    return TrainConfig(**kwargs)
+
+
+def _has_checkpoint(run_dir: Path) -> bool:
+    return any(run_dir.rglob("*.ckpt"))
+
+
+def _default_train() -> TrainFn:
+    from emdloss.training import train
+
+    return train
+
+
+def execute(
+    spec: RunSpec, run_dir: Path, options: Mapping[str, Any], train_fn: TrainFn | None
+) -> RunRecord:
+    """Run one cell: skip if finished, resume or restart if half-finished, else train.
+
+    Errors of the training are caught and recorded (``status="failed"``, traceback in
+    ``error.txt``) so that one diverging run does not stop the comparison; a
+    :class:`KeyboardInterrupt` propagates.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The run.
+    run_dir : pathlib.Path
+        Its directory.
+    options : Mapping
+        Train options of its data set.
+    train_fn : callable or None
+        ``train(config) -> RunResult``; ``None`` for :func:`emdloss.training.train`.
+
+    Returns
+    -------
+    RunRecord
+    """
+    finished = read_finished(run_dir)
+    if finished is not None:
+        return RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
+    train = train_fn if train_fn is not None else _default_train()
+    resume = run_dir.exists() and _has_checkpoint(run_dir) and "resume" in _config_fields()
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # half-written and not resumable: start again from scratch
+    start = time.perf_counter()
+    try:
+        try:
+            result = train(build_config(spec, run_dir, options, resume=resume))
+        except Exception:
+            if not resume:
+                raise
+            # A checkpoint that cannot be resumed from: restart the run once from scratch.
+            shutil.rmtree(run_dir, ignore_errors=True)
+            start = time.perf_counter()
+            result = train(build_config(spec, run_dir, options))
+        seconds = getattr(result, "train_seconds", None)
+        train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
+        write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
+        finished = read_finished(run_dir)
+        if finished is None:
+            raise RuntimeError(
+                f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
+                f"metrics {', '.join(METRIC_KEYS)}"
+            )
+        return RunRecord(spec, run_dir, "done", finished[0], train_seconds)
+    except Exception as error:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        return RunRecord(spec, run_dir, "failed", error=f"{type(error).__name__}: {error}")
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="compare", unit="run", disable=not enabled, file=sys.stderr)
+
+
+def run_all(
+    specs: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]],
+    *,
+    jobs: int = 1,
+    train_fn: TrainFn | None = None,
+    progress: bool = True,
+    mp_context: str | None = None,
+) -> list[RunRecord]:
+    """Run (or skip) every run, ``jobs`` at a time, with a progress bar over runs.
+
+    Parameters
+    ----------
+    specs : sequence of (RunSpec, run_dir, options)
+        The runs in plan order.
+    jobs : int
+        Parallel processes (1: in this process). Each gets ``cores // jobs`` torch threads.
+    train_fn : callable or None
+        Training function (must be picklable when ``jobs > 1``).
+    progress : bool
+        Show the progress bar.
+    mp_context : str or None
+        Multiprocessing start method for ``jobs > 1`` (default ``"spawn"``, safe with torch's
+        thread pools; ``"fork"`` is faster to start).
+
+    Returns
+    -------
+    list of RunRecord
+        In plan order.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+    records: list[RunRecord | None] = [None] * len(specs)
+    todo: list[int] = []
+    bar = _progress(len(specs), progress)
+    try:
+        # Finished runs first, so the bar shows how much is left.
+        for index, (spec, run_dir, _) in enumerate(specs):
+            finished = read_finished(run_dir)
+            if finished is None:
+                todo.append(index)
+            else:
+                records[index] = RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
+                bar.update(1)
+        if todo and records:
+            bar.set_postfix_str(f"{len(specs) - len(todo)} already done")
+        for index, record in _execute_many(specs, todo, jobs, train_fn, mp_context):
+            records[index] = record
+            bar.set_postfix_str(f"{record.spec.label} {record.status}")
+            bar.update(1)
+    finally:
+        bar.close()
+    return [record for record in records if record is not None]
+
+
+def _execute_many(
+    specs: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]],
+    todo: Sequence[int],
+    jobs: int,
+    train_fn: TrainFn | None,
+    mp_context: str | None,
+) -> Iterator[tuple[int, RunRecord]]:
+    if jobs == 1 or len(todo) <= 1:
+        for index in todo:
+            spec, run_dir, options = specs[index]
+            yield index, execute(spec, run_dir, options, train_fn)
+        return
+    workers = min(jobs, len(todo))
+    threads = max(1, available_cores() // jobs)
+    context = multiprocessing.get_context(mp_context or "spawn")
+    executor = ProcessPoolExecutor(workers, context, _init_worker, (threads,))
+    try:
+        pending: dict[Future[RunRecord], int] = {
+            executor.submit(execute, specs[i][0], specs[i][1], specs[i][2], train_fn): i
+            for i in todo
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
