@@ -149,7 +149,8 @@ def download_file(
     try:
         with handle:
             try:
-                response = urllib.request.urlopen(url, timeout=timeout)
+                request = urllib.request.Request(url, headers={"User-Agent": "emdloss"})
+                response = urllib.request.urlopen(request, timeout=timeout)
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 raise DownloadError(f"cannot download {url}: {exc}") from exc
             with response:

@@ -132,6 +132,21 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    # Chunked exact sums of x and x^2 (uint8 values), so 224 px images need no float copy.
+    pixels = images.reshape(images.shape[0], -1, 1 if images.ndim == 3 else images.shape[-1])
+    total = np.zeros(pixels.shape[-1])
+    squares = np.zeros(pixels.shape[-1])
+    for start in range(0, pixels.shape[0], 64):
+        chunk = pixels[start : start + 64].astype(np.float64)
+        total += chunk.sum(axis=(0, 1))
+        squares += np.square(chunk).sum(axis=(0, 1))
+    count = pixels.shape[0] * pixels.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return tuple(float(v) for v in mean / 255.0), tuple(float(v) for v in std / 255.0)
+
+
 def load_retinamnist(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -202,10 +217,7 @@ def load_retinamnist(
             raise ValueError(f"{path}: {split}_labels must hold one grade in 0..4 per image")
         ids = [f"{split}/{i}" for i in range(labels.size)]
         splits[split] = UInt8ImageSplit(images, labels, ids)
-    train_images = arrays["train_images"].astype(np.float64) / 255.0
-    axes = tuple(range(train_images.ndim - 1))
-    mean = tuple(float(v) for v in np.atleast_1d(train_images.mean(axis=axes)))
-    std = tuple(float(v) for v in np.atleast_1d(train_images.std(axis=axes)))
+    mean, std = _channel_stats(arrays["train_images"])
     channels = 1 if arrays["train_images"].ndim == 3 else arrays["train_images"].shape[-1]
     sizes = "/".join(str(len(splits[s])) for s in _SPLIT_SIZES)
     return OrdinalDataset(
