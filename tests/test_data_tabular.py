@@ -86,3 +86,14 @@ def test_string_options_and_unknown_option() -> None:
         load_dataset("lev", bins=3)
     with pytest.raises(ValueError, match="val_fraction='x'"):
         load_dataset("lev", val_fraction="x")
+
+
+def test_digits_is_the_orderless_control_set() -> None:
+    from sklearn.datasets import load_digits
+
+    ds = load_dataset("digits", seed=0)
+    raw = load_digits()
+    assert ds.class_names == [str(k) for k in range(10)] and ds.input_shape == (64,)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == raw.target.size
+    idx = ds.info["split_indices"]["test"]
+    assert np.array_equal(ds.test.targets, raw.target[idx])

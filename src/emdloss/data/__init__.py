@@ -30,7 +30,16 @@ from .splits import group_split, make_split, stratified_folds, stratified_split
 from .tabular import load_tabular
 
 #: Built-in dataset names; files are given as ``csv:PATH``, ``folder:PATH`` or ``images:PATH``.
-DATASET_NAMES: tuple[str, ...] = ("retinamnist", "era", "esl", "esl6", "lev", "swd", "adience")
+DATASET_NAMES: tuple[str, ...] = (
+    "retinamnist",
+    "era",
+    "esl",
+    "esl6",
+    "lev",
+    "swd",
+    "adience",
+    "digits",
+)
 SOURCE_PREFIXES: tuple[str, ...] = ("csv:", "folder:", "images:")
 
 __all__ = [
@@ -108,7 +117,7 @@ def load_dataset(
     ----------
     spec : str
         A name from :data:`DATASET_NAMES` (``retinamnist``; the skordinal tables ``era``,
-        ``esl``, ``esl6``, ``lev``, ``swd``; ``adience``), or ``csv:PATH`` (a table with an
+        ``esl``, ``esl6``, ``lev``, ``swd``; ``adience``; the orderless control ``digits``), or ``csv:PATH`` (a table with an
         ordinal ``target`` column), ``folder:PATH`` (one sub-folder of images per class) or
         ``images:PATH`` (a CSV of image paths with labels, scores or rating counts).
     data_dir : str or PathLike, optional

@@ -12,6 +12,9 @@ from ._table import encode_table, tabular_dataset
 from .splits import make_split
 
 SKORDINAL_NAMES = ("era", "esl", "lev", "swd")
+#: Orderless control set: scikit-learn's bundled 8x8 ``digits`` (10 classes, no order), used as
+#: the paper's ImageNet-style check that an EMD loss loses nothing on classes without order.
+ORDERLESS_NAMES = ("digits",)
 
 #: ``esl6``: ESL's 9 fitness scores (1-based 1..9; counts 2, 12, 38, 100, 116, 135, 62, 19, 4)
 #: regrouped into 6 classes by merging the sparse ends, {1,2,3} and {8,9}, so every class has at
@@ -37,8 +40,9 @@ def load_tabular(
 
     Parameters
     ----------
-    name : {"era", "esl", "esl6", "lev", "swd"}
-        Dataset; ``esl6`` is ESL with its classes regrouped as in :data:`ESL6_GROUPS`.
+    name : {"era", "esl", "esl6", "lev", "swd", "digits"}
+        Dataset; ``esl6`` is ESL with its classes regrouped as in :data:`ESL6_GROUPS`;
+        ``digits`` is scikit-learn's orderless control set (64 pixel features, 10 classes).
     seed : int, optional
         Seed of the split.
     fold, num_folds : int, optional
@@ -59,16 +63,24 @@ def load_tabular(
     >>> ds.input_shape, ds.class_names, len(ds.test)
     ((4,), ['1', '2', '3', '4', '5'], 300)
     """
-    import skordinal.datasets as skd
-
     base = "esl" if name == "esl6" else name
-    if base not in SKORDINAL_NAMES:
-        raise ValueError(f"unknown skordinal dataset {name!r}; valid: {(*SKORDINAL_NAMES, 'esl6')}")
-    bunch = getattr(skd, f"load_{base}")()
+    if base in ORDERLESS_NAMES:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        source = "sklearn.datasets.load_digits (bundled, offline; classes have no order)"
+    elif base in SKORDINAL_NAMES:
+        import skordinal.datasets as skd
+
+        bunch = getattr(skd, f"load_{base}")()
+        source = f"skordinal.datasets.load_{base}"
+    else:
+        valid = (*SKORDINAL_NAMES, "esl6", *ORDERLESS_NAMES)
+        raise ValueError(f"unknown tabular dataset {name!r}; valid: {valid}")
     x = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target, dtype=np.int64)
     class_names = [str(v) for v in bunch.target_names]
-    info: dict[str, object] = {"source": f"skordinal.datasets.load_{base}"}
+    info: dict[str, object] = {"source": source}
     if name == "esl6":
         mapping = np.empty(len(class_names), dtype=np.int64)
         for k, group in enumerate(ESL6_GROUPS):
