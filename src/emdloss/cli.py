@@ -1,0 +1,356 @@
+"""The ``emdloss`` command: ``train``, ``evaluate``, ``predict`` and ``compare``.
+
+Every option of ``emdloss train`` is a field of :class:`emdloss.training.TrainConfig`; a
+``--config`` YAML file takes the same names as keys (dashes or underscores), and flags given on
+the command line override the file. Bad input ends the command with exit code 2 and a one-line
+message, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+__all__ = ["build_parser", "format_table", "main"]
+
+#: Metrics shown in the summary tables, in order.
+SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
+_SHORT = {"one_off_accuracy": "1-off"}
+
+
+class CLIError(Exception):
+    """A user error: reported as one line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------- parser
+_HELP = {
+    "dataset": "retinamnist, era, esl, esl6, lev, swd, adience, csv:PATH, folder:PATH, images:PATH",
+    "output": "run directory (default runs/<dataset>-<loss>-seed<seed>)",
+    "loss": "training loss (see `emdloss train --help` epilog for the list)",
+    "model": "network: mlp, cnn, resnet18, ... (default mlp for tables, cnn for small images)",
+    "epochs": "training epochs",
+    "seed": "random seed (splits, initialisation, shuffling)",
+    "batch_size": "mini-batch size per process",
+    "data_dir": "directory of data files (else $EMDLOSS_DATA, else a per-user cache)",
+    "target": "target column of a CSV data set",
+    "classes": "class names in order, comma-separated (CSV and image folders)",
+    "data_options": "further data option KEY=VALUE (repeatable), e.g. bins=5",
+    "fold": "test fold of k-fold cross-validation",
+    "num_folds": "number of folds",
+    "pretrained": "start backbones from ImageNet weights in the local torch cache",
+    "model_options": "further model option KEY=VALUE (repeatable), e.g. dropout=0.2",
+    "loss_options": "further loss option KEY=VALUE (repeatable), e.g. mu=0.25",
+    "ground_matrix": "ground-distance matrix file (.npy, .csv, .txt) for --loss ground",
+    "ground_power": "power p of the default ground distance |x_i - x_j|^p",
+    "warmup_epochs": "recipe: epochs of cross-entropy before the EMD term",
+    "ce_weight": "recipe: weight of cross-entropy",
+    "emd_weight": "recipe: weight of the EMD term",
+    "optimizer": "adamw or sgd (SGD with Nesterov momentum)",
+    "lr": "learning rate",
+    "momentum": "SGD momentum (the paper: 0.98)",
+    "weight_decay": "weight decay",
+    "scheduler": "learning-rate schedule: exponential, cosine or none",
+    "lr_decay": "factor per epoch of the exponential schedule (the paper: 0.995)",
+    "monitor": "validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
+    "monitor_rule": "prediction rule of the monitored metric",
+    "tta": "mirror test-time augmentation for images",
+    "limit_train": "use at most N training samples (stratified)",
+    "limit_val": "use at most N validation samples (stratified)",
+    "limit_test": "use at most N test samples (stratified)",
+    "num_workers": "data-loader worker processes",
+    "accelerator": "cpu, gpu, mps or auto",
+    "devices": "devices (processes) per node: a count, a list like 0,1, or auto",
+    "strategy": "auto, ddp, ddp_spawn, ... (Lightning strategies)",
+    "num_nodes": "number of machines",
+    "precision": "32-true, 16-mixed, bf16-mixed, ...",
+    "deterministic": "deterministic algorithms",
+    "progress": "progress bars",
+    "resume": "continue the run in --output from checkpoints/last.ckpt",
+    "overwrite": "replace an existing run in --output",
+}
+_DICT_FLAGS = {"data_options": "data-option", "model_options": "model-option"}
+_DICT_FLAGS["loss_options"] = "loss-option"
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().replace("-", "_"), parsed
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from emdloss.training.config import TrainConfig
+
+    parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
+    bools = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
+    for name in TrainConfig.field_names():
+        flag = "--" + name.replace("_", "-")
+        help_text = _HELP.get(name, "")
+        if name in bools:
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        elif name in _DICT_FLAGS:
+            parser.add_argument(
+                "--" + _DICT_FLAGS[name],
+                flag,
+                dest=name,
+                action="append",
+                type=_key_value,
+                default=argparse.SUPPRESS,
+                metavar="KEY=VALUE",
+                help=help_text,
+            )
+        else:
+            metavar = {"classes": "A,B,C"}.get(name, name.upper())
+            parser.add_argument(
+                flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``emdloss`` command.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["train", "--loss", "w1", "--epochs", "3"])
+    >>> args.command, args.loss, args.epochs
+    ('train', 'w1', '3')
+    """
+    from emdloss import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="emdloss",
+        description="Train and compare networks on ordered classes with the squared EMD loss.",
+    )
+    parser.add_argument("--version", action="version", version=f"emdloss {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    from emdloss.training.losses import LOSS_NAMES
+
+    train = commands.add_parser(
+        "train",
+        help="train one network and write a run directory",
+        description="Train one network, select it on validation data, test it once.",
+        epilog="losses: " + ", ".join(LOSS_NAMES),
+    )
+    _add_train_arguments(train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="re-evaluate the best checkpoint of a run (writes nothing)",
+        description="Re-evaluate the best checkpoint of a run on its validation and test data.",
+    )
+    evaluate.add_argument("run_dir", metavar="RUN_DIR")
+    evaluate.add_argument("--data-dir", help="where the data lives now")
+    evaluate.add_argument("--accelerator", help="override the run's accelerator, e.g. cpu")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict classes of images or CSV rows with a trained run",
+        description="Predict with the best checkpoint of a run; CSV on stdout or --output.",
+    )
+    predict.add_argument("run_dir", metavar="RUN_DIR")
+    predict.add_argument(
+        "inputs", nargs="+", metavar="INPUTS", help="image files/folders or CSV files"
+    )
+    predict.add_argument("--output", "-o", help="write the predictions CSV here")
+
+    compare = commands.add_parser(
+        "compare",
+        help="run many losses x seeds under one protocol and summarise",
+        description="Compare losses under one protocol (see docs/results.md).",
+    )
+    try:
+        from emdloss import compare as compare_module
+    except ImportError:
+        compare.set_defaults(compare_missing=True)
+    else:
+        compare_module.add_arguments(compare)
+    return parser
+
+
+# ---------------------------------------------------------------------------- output
+def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    """Metrics per prediction rule as an aligned text table.
+
+    Parameters
+    ----------
+    metrics : mapping
+        ``{rule: {metric: value}}``.
+    title : str
+        First line.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(format_table({"argmax": {"accuracy": 0.5, "mae": 0.75}}, "test"))
+    test
+    rule      accuracy  mae
+    argmax    0.5000    0.7500
+    """
+    columns = [m for m in SUMMARY_METRICS if any(m in row for row in metrics.values())]
+    headers = ["rule", *[_SHORT.get(m, m) for m in columns]]
+    rows = [
+        [rule, *[f"{float(values[m]):.4f}" if m in values else "-" for m in columns]]
+        for rule, values in metrics.items()
+    ]
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) + 2 for i in range(len(headers))]
+    lines = [title] if title else []
+    for row in [headers, *rows]:
+        lines.append("".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------------- commands
+def _train(args: argparse.Namespace) -> int:
+    from emdloss.training import TrainConfig, train
+    from emdloss.training.run import CONFIG_FILE
+
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "config") and not key.startswith("_")
+    }
+    for name in _DICT_FLAGS:
+        if name in given:
+            given[name] = dict(given[name])
+    base = None
+    # Resuming: the saved run's options are the base; a --config file and flags override them.
+    if given.get("resume"):
+        probe = TrainConfig.from_dict({k: v for k, v in given.items() if k in ("output",)})
+        saved = probe.run_dir / CONFIG_FILE
+        if "output" in given and saved.is_file():
+            base = TrainConfig.from_yaml(saved)
+    if args.config:
+        base = TrainConfig.from_yaml(args.config, base=base)
+    if base is not None:
+        for name in _DICT_FLAGS:
+            if name in given:
+                given[name] = {**getattr(base, name), **given[name]}
+    config = TrainConfig.from_dict(given, base=base)
+    result = train(config)
+    if not result.metrics:
+        return 0  # a non-zero rank of a multi-process run: rank 0 reports
+    print(f"\nrun directory: {result.run_dir}")
+    print(
+        f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
+        f"(by {result.metrics.get('monitor')}), training {result.train_seconds:.1f} s"
+    )
+    print(format_table(result.test, "test metrics per prediction rule"))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from emdloss.training import evaluate
+
+    metrics = evaluate(
+        args.run_dir, data_dir=args.data_dir, progress=args.progress, accelerator=args.accelerator
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"best checkpoint: epoch {metrics['best_epoch']}")
+    print(format_table(metrics["val"], "validation metrics per prediction rule"))
+    print(format_table(metrics["test"], "test metrics per prediction rule"))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from emdloss.training import predict
+    from emdloss.training.run import predictions_csv
+
+    rows = predict(args.run_dir, args.inputs, output=args.output)
+    if args.output:
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(predictions_csv(rows))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    if getattr(args, "compare_missing", False):
+        raise CLIError("the compare command is not available: emdloss.compare is not installed")
+    from emdloss import compare as compare_module
+
+    code: int = compare_module.run(args)
+    return code
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [CLIError, ValueError, TypeError, OSError, ImportError]
+    try:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+    except ImportError:  # pragma: no cover - lightning is a dependency of the train extra
+        pass
+    else:
+        errors.append(MisconfigurationException)
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``emdloss`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit code: 0 on success, 2 on bad input.
+
+    Examples
+    --------
+    >>> main(["train", "--loss", "nope"])
+    2
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handlers = {
+        "train": _train,
+        "evaluate": _evaluate,
+        "predict": _predict,
+        "compare": _compare,
+    }
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("emdloss: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as error:
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        message = "; ".join(lines) if lines else type(error).__name__
+        if isinstance(error, FileNotFoundError) and error.filename and not str(error.args[0]):
+            message = f"file not found: {error.filename}"
+        print(f"emdloss {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

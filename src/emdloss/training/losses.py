@@ -1,0 +1,590 @@
+r"""The losses the training toolkit can train with, by name.
+
+:func:`build_loss` turns a name into a :class:`TrainingLoss`: a module that knows how many
+outputs the network must have, computes the loss from those outputs, and maps the outputs to
+class probabilities :math:`(N, C)` for metrics and prediction rules.
+
+========================  =========  ===================================================
+name                      outputs    loss
+========================  =========  ===================================================
+``ce``                    C          cross-entropy
+``emd2``                  C          squared EMD of the paper, :math:`\frac1C\sum_k (P_k-T_k)^2`
+                                     (the recipe's ``emd2`` preset)
+``w1``                    C          exact EMD with ground distance :math:`|x_i - x_j|` (W1)
+``xemd1``, ``xemd2``      C          the paper's recipe: cross-entropy warm-up, then
+                                     cross-entropy + cost-matrix EMD with a ground distance
+                                     learned from the features (mu, omega = 0.5, 1 / 0.25, 2)
+``ground``                C          exact EMD under a given ground-distance matrix
+                                     (default :math:`|x_i - x_j|^p`)
+``l2``                    1          squared error of a regressed class index
+``dlordinal_emd``         C          dlordinal ``EMDLoss`` (peer)
+``triangular``            C          dlordinal ``TriangularLoss`` with cross-entropy (peer)
+``sord``                  C          dlordinal ``SORDLoss`` (peer)
+``corn``                  C - 1      dlordinal ``CORNLoss`` (peer)
+``coral``                 C - 1      coral-pytorch ``coral_loss`` with a ``CoralLayer`` head
+========================  =========  ===================================================
+
+Class probabilities of the non-softmax losses:
+
+* ``l2``: the regressed value :math:`v`, clipped to :math:`[0, C-1]`, is split between the two
+  nearest classes by linear interpolation, :math:`p_{\lfloor v\rfloor} = 1 - (v - \lfloor
+  v\rfloor)` and :math:`p_{\lfloor v\rfloor + 1} = v - \lfloor v\rfloor`, so the expected class
+  is exactly :math:`v` and argmax rounds it.
+* ``corn`` and ``coral``: the cumulative probabilities :math:`S_k = P(y > k)` (CORN: the product
+  of the conditional sigmoids; CORAL: the sigmoids, made non-increasing by a running minimum)
+  give :math:`p_k = S_{k-1} - S_k` with :math:`S_{-1} = 1, S_{C-1} = 0`: a proper distribution,
+  not the one-hot vector of the predicted rank. Its median is the peers' own prediction
+  (the number of :math:`S_k > 0.5`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LOSS_NAMES",
+    "OUR_LOSS_NAMES",
+    "PEER_LOSS_NAMES",
+    "TrainingLoss",
+    "build_loss",
+    "cumulative_to_probabilities",
+    "regression_to_probabilities",
+]
+
+#: Losses implemented by emdloss (plus the cross-entropy and L2 baselines).
+OUR_LOSS_NAMES: tuple[str, ...] = ("ce", "emd2", "w1", "xemd1", "xemd2", "ground", "l2")
+#: Losses taken from peer packages (``pip install 'emdloss[peers]'``).
+PEER_LOSS_NAMES: tuple[str, ...] = ("dlordinal_emd", "triangular", "sord", "corn", "coral")
+#: Every valid ``loss`` name.
+LOSS_NAMES: tuple[str, ...] = OUR_LOSS_NAMES + PEER_LOSS_NAMES
+
+_PEERS_EXTRA = "pip install 'emdloss[peers]'"
+_RECIPE = ("emd2", "xemd1", "xemd2")
+
+
+def _peer(module: str, distribution: str, loss: str) -> Any:
+    """Import a peer package module, or explain which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"loss {loss!r} needs the peer package {distribution!r}, which is not installed; "
+            f"install it with: {_PEERS_EXTRA}"
+        ) from error
+
+
+class TrainingLoss(nn.Module):
+    """A loss of the registry: outputs -> loss value, outputs -> class probabilities.
+
+    Parameters
+    ----------
+    name : str
+        Registry name.
+    num_classes : int
+        Number of ordered classes :math:`C`.
+    num_outputs : int
+        Width of the network output the loss expects.
+
+    Attributes
+    ----------
+    needs_features : bool
+        Whether :meth:`forward` wants the penultimate features of the training forward pass.
+    supports_soft_targets : bool
+        Whether a soft target distribution is used (otherwise only the class index is).
+    """
+
+    needs_features: bool = False
+    supports_soft_targets: bool = True
+
+    def __init__(self, name: str, num_classes: int, num_outputs: int) -> None:
+        super().__init__()
+        self.name = name
+        self.num_classes = num_classes
+        self.num_outputs = num_outputs
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        """Loss of ``outputs`` (N, num_outputs) for class indices ``target`` (N,).
+
+        Parameters
+        ----------
+        outputs : Tensor
+            Network outputs.
+        target : Tensor
+            Class indices.
+        dist : Tensor, optional
+            Soft target distributions (N, C); used instead of ``target`` where supported.
+        features : Tensor, optional
+            Penultimate features of the same forward pass (for learned ground distances).
+        """
+        raise NotImplementedError
+
+    def probabilities(self, outputs: Tensor) -> Tensor:
+        """Class probabilities (N, C) from network outputs (N, num_outputs)."""
+        return torch.softmax(outputs, dim=1)
+
+    def step_epoch(self) -> None:
+        """Called once at the end of every training epoch (recipe warm-up, learned matrix)."""
+
+    def ground_distance(self) -> Tensor | None:
+        """The ground-distance matrix the loss uses now (learned or given), if any."""
+        return None
+
+    def make_head(self, in_features: int) -> nn.Module | None:
+        """A replacement for the model's linear head, or ``None`` to keep it."""
+        return None
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, num_classes={self.num_classes}, outputs={self.num_outputs}"
+
+
+# ---------------------------------------------------------------------------- softmax losses
+class _CrossEntropy(TrainingLoss):
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        return F.cross_entropy(outputs, target if dist is None else dist)
+
+
+class _Recipe(TrainingLoss):
+    """``emd2``, ``xemd1``, ``xemd2``: :class:`emdloss.recipe.EMDRecipeLoss` presets.
+
+    With a learned ground distance the features of the training forward pass are accumulated
+    (default), or, with ``feature_pass="extra"``, the authors' deterministic extra pass (dropout
+    off, images averaged with their mirror) is run at the end of every epoch.
+    """
+
+    def __init__(self, name: str, num_classes: int, recipe: nn.Module, extra_pass: bool) -> None:
+        super().__init__(name, num_classes, num_classes)
+        self.recipe = recipe
+        self.extra_pass = extra_pass
+        self.needs_features = getattr(recipe, "ground", None) is not None and not extra_pass
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        recipe: Any = self.recipe
+        if features is not None and recipe.ground is not None and recipe.collecting:
+            # Centroids are per true class, also when the loss sees a soft target.
+            recipe.ground.update(features.detach(), target.detach())
+        loss: Tensor = recipe(outputs, target if dist is None else dist, features=None)
+        return loss
+
+    def step_epoch(self) -> None:
+        self.recipe.step_epoch()  # type: ignore[operator]
+
+    def ground_distance(self) -> Tensor | None:
+        ground = getattr(self.recipe, "ground", None)
+        return None if ground is None else ground.matrix
+
+    def refresh(self, model: nn.Module, loader: Any, *, mirror: bool) -> None:
+        """The authors' extra feature pass (only with ``feature_pass="extra"``)."""
+        if self.extra_pass:
+            self.recipe.refresh_from(model, loader, mirror=mirror)  # type: ignore[operator]
+
+
+_GROUND_OPTIONS = ("mode", "momentum", "prior", "require_nonnegative", "normalize")
+
+
+def _recipe_loss(
+    name: str,
+    num_classes: int,
+    positions: Tensor | None,
+    overrides: dict[str, Any],
+    options: dict[str, Any],
+) -> _Recipe:
+    from emdloss.ground import LearnedGroundDistance
+    from emdloss.recipe import EMDRecipeLoss
+
+    kwargs = {key: value for key, value in overrides.items() if value is not None}
+    opts = dict(options)
+    feature_pass = opts.pop("feature_pass", "training")
+    if feature_pass not in ("training", "extra"):
+        raise ValueError(f"feature_pass must be 'training' or 'extra', got {feature_pass!r}")
+    learned = name in ("xemd1", "xemd2")
+    if not learned and (feature_pass != "training" or set(opts) & set(_GROUND_OPTIONS)):
+        raise ValueError(f"loss {name!r} has no learned ground distance to configure")
+    if learned:
+        ground_kwargs = {key: opts.pop(key) for key in _GROUND_OPTIONS if key in opts}
+        if ground_kwargs:
+            from emdloss.recipe import PRESETS
+
+            mu = float(opts.pop("mu", PRESETS[name]["mu"]))
+            omega = float(opts.pop("omega", PRESETS[name]["omega"]))
+            kwargs["ground"] = LearnedGroundDistance(
+                num_classes, mu=mu, omega=omega, **ground_kwargs
+            )
+        kwargs["collect_features"] = feature_pass == "training"
+    elif positions is not None:
+        kwargs["positions"] = positions
+    try:
+        recipe = EMDRecipeLoss.from_preset(name, num_classes, **kwargs, **opts)
+    except TypeError as error:
+        raise ValueError(f"bad option for loss {name!r}: {error}") from None
+    return _Recipe(name, num_classes, recipe, extra_pass=feature_pass == "extra")
+
+
+class _W1(TrainingLoss):
+    def __init__(self, num_classes: int, positions: Tensor | None) -> None:
+        super().__init__("w1", num_classes, num_classes)
+        self.positions = positions
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        from emdloss.functional import emd
+
+        return emd(
+            outputs, target if dist is None else dist, p=1, positions=_on(self.positions, outputs)
+        )
+
+
+class _GroundEMD(TrainingLoss):
+    matrix: Tensor
+
+    def __init__(self, num_classes: int, matrix: Tensor) -> None:
+        super().__init__("ground", num_classes, num_classes)
+        self.register_buffer("matrix", matrix)
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        from emdloss.functional import ground_emd
+
+        return ground_emd(outputs, target if dist is None else dist, self.matrix.to(outputs))
+
+    def ground_distance(self) -> Tensor | None:
+        return self.matrix
+
+
+class _PeerSoftmax(TrainingLoss):
+    """A peer loss on logits that only understands class indices."""
+
+    supports_soft_targets = False
+
+    def __init__(self, name: str, num_classes: int, module: nn.Module) -> None:
+        super().__init__(name, num_classes, num_classes)
+        self.peer = module
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        loss: Tensor = self.peer(outputs, target)
+        return loss
+
+
+# ---------------------------------------------------------------------------- regression
+def regression_to_probabilities(values: Tensor, num_classes: int) -> Tensor:
+    r"""Split regressed class indices between the two nearest classes.
+
+    .. math::
+
+        v = \min(\max(\hat y, 0), C - 1), \quad
+        p_{\lfloor v \rfloor} = 1 - (v - \lfloor v \rfloor), \quad
+        p_{\lfloor v \rfloor + 1} = v - \lfloor v \rfloor
+
+    so that :math:`\sum_k k\, p_k = v`.
+
+    Parameters
+    ----------
+    values : Tensor
+        Regressed indices, shape (N,) or (N, 1).
+    num_classes : int
+        Number of classes :math:`C`.
+
+    Returns
+    -------
+    Tensor
+        Probabilities (N, C).
+
+    Examples
+    --------
+    >>> regression_to_probabilities(torch.tensor([1.25, -3.0, 9.0]), 3)
+    tensor([[0.0000, 0.7500, 0.2500],
+            [1.0000, 0.0000, 0.0000],
+            [0.0000, 0.0000, 1.0000]])
+    """
+    v = values.reshape(-1).clamp(0.0, float(num_classes - 1))
+    low = v.floor().clamp(max=num_classes - 1).long()
+    frac = v - low.to(v.dtype)
+    high = (low + 1).clamp(max=num_classes - 1)
+    probs = torch.zeros(v.shape[0], num_classes, dtype=v.dtype, device=v.device)
+    probs.scatter_add_(1, low[:, None], (1.0 - frac)[:, None])
+    probs.scatter_add_(1, high[:, None], frac[:, None])
+    return probs
+
+
+class _L2(TrainingLoss):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__("l2", num_classes, 1)
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        value = outputs.reshape(-1)
+        if dist is None:
+            goal = target.to(value.dtype)
+        else:
+            goal = dist.to(value.dtype) @ torch.arange(
+                self.num_classes, dtype=value.dtype, device=value.device
+            )
+        return F.mse_loss(value, goal)
+
+    def probabilities(self, outputs: Tensor) -> Tensor:
+        return regression_to_probabilities(outputs, self.num_classes)
+
+
+# ---------------------------------------------------------------------------- cumulative
+def cumulative_to_probabilities(exceed: Tensor) -> Tensor:
+    r"""Class probabilities from exceedance probabilities :math:`S_k = P(y > k)`, k < C - 1.
+
+    .. math::
+
+        \tilde S_k = \min_{j \le k} S_j, \qquad
+        p_k = \tilde S_{k-1} - \tilde S_k, \quad \tilde S_{-1} = 1,\ \tilde S_{C-1} = 0
+
+    The running minimum makes the :math:`S_k` non-increasing, so every :math:`p_k \ge 0` and
+    they sum to 1.
+
+    Parameters
+    ----------
+    exceed : Tensor
+        Shape (N, C - 1), values in [0, 1].
+
+    Returns
+    -------
+    Tensor
+        Shape (N, C).
+
+    Examples
+    --------
+    >>> cumulative_to_probabilities(torch.tensor([[0.9, 0.6, 0.7]]))
+    tensor([[0.1000, 0.3000, 0.0000, 0.6000]])
+    """
+    monotone = torch.cummin(exceed, dim=1).values
+    ones = torch.ones_like(monotone[:, :1])
+    upper = torch.cat([ones, monotone], dim=1)
+    lower = torch.cat([monotone, torch.zeros_like(ones)], dim=1)
+    return (upper - lower).clamp_min(0.0)
+
+
+class _Coral(TrainingLoss):
+    supports_soft_targets = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__("coral", num_classes, num_classes - 1)
+        # Fail at construction, not at the first batch, when the package is missing. Modules
+        # are looked up again when used so that the loss stays picklable (DDP spawn).
+        _peer("coral_pytorch.losses", "coral-pytorch", "coral")
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        # Same extended binary labels as coral_pytorch.dataset.levels_from_labelbatch, vectorised.
+        thresholds = torch.arange(self.num_classes - 1, device=outputs.device)
+        levels = (target[:, None] > thresholds[None, :]).to(outputs.dtype)
+        losses = _peer("coral_pytorch.losses", "coral-pytorch", "coral")
+        loss: Tensor = losses.coral_loss(outputs, levels)
+        return loss
+
+    def probabilities(self, outputs: Tensor) -> Tensor:
+        return cumulative_to_probabilities(torch.sigmoid(outputs))
+
+    def make_head(self, in_features: int) -> nn.Module:
+        layers = _peer("coral_pytorch.layers", "coral-pytorch", "coral")
+        layer: nn.Module = layers.CoralLayer(in_features, self.num_classes)
+        return layer
+
+
+class _Corn(TrainingLoss):
+    supports_soft_targets = False
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__("corn", num_classes, num_classes - 1)
+        losses = _peer("dlordinal.losses", "dlordinal", "corn")
+        self.peer = losses.CORNLoss(num_classes)
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        loss: Tensor = self.peer(outputs, target)
+        return loss
+
+    def probabilities(self, outputs: Tensor) -> Tensor:
+        # CORN's outputs are conditional: P(y > k | y > k - 1); their running product is P(y > k).
+        return cumulative_to_probabilities(torch.cumprod(torch.sigmoid(outputs), dim=1))
+
+
+# ---------------------------------------------------------------------------- registry
+def _on(tensor: Tensor | None, like: Tensor) -> Tensor | None:
+    return None if tensor is None else tensor.to(device=like.device, dtype=like.dtype)
+
+
+def _check_matrix(matrix: Any, num_classes: int) -> Tensor:
+    m = torch.as_tensor(matrix, dtype=torch.float32)
+    if m.shape != (num_classes, num_classes):
+        raise ValueError(
+            f"ground_distance must have shape ({num_classes}, {num_classes}), got {tuple(m.shape)}"
+        )
+    if not torch.isfinite(m).all():
+        raise ValueError("ground_distance must be finite; it has NaN or infinite entries")
+    return m
+
+
+def build_loss(
+    name: str,
+    num_classes: int,
+    *,
+    positions: Sequence[float] | Tensor | None = None,
+    ground_distance: Tensor | Sequence[Sequence[float]] | None = None,
+    ground_power: float = 1.0,
+    train_targets: Tensor | Sequence[int] | None = None,
+    warmup_epochs: int | None = None,
+    ce_weight: float | None = None,
+    emd_weight: float | None = None,
+    **options: Any,
+) -> TrainingLoss:
+    """Build a training loss by name.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`LOSS_NAMES`.
+    num_classes : int
+        Number of ordered classes (>= 2).
+    positions : sequence of float, optional
+        Class positions on the real line (``emd2``, ``w1`` and the default ``ground`` matrix).
+    ground_distance : Tensor (C, C), optional
+        The matrix of ``ground``; default :math:`|x_i - x_j|^{p}` with ``p = ground_power``.
+    ground_power : float, default 1.0
+        Power of the default ground distance.
+    train_targets : sequence of int, optional
+        Training labels (``sord`` needs them).
+    warmup_epochs, ce_weight, emd_weight : optional
+        Recipe settings for ``emd2``/``xemd1``/``xemd2`` (cross-entropy warm-up epochs and the
+        weights of the two terms); ``None`` keeps the preset's values.
+    **options
+        Loss-specific options: ``alpha2``, ``eta`` (``triangular``); ``alpha`` (``sord``);
+        for the recipe losses any :class:`emdloss.recipe.EMDRecipeLoss` argument (``mu``,
+        ``omega``, ``normalization``, ...), the learned matrix's ``mode``, ``momentum``,
+        ``prior``, and ``feature_pass`` (``"training"``: features of the training forward
+        pass, default; ``"extra"``: the authors' extra mirrored pass after every epoch).
+
+    Returns
+    -------
+    TrainingLoss
+
+    Raises
+    ------
+    ValueError
+        For an unknown name (the message lists the valid names) or bad options.
+    ImportError
+        For a peer loss whose package is missing (the message names the extra to install).
+
+    Examples
+    --------
+    >>> loss = build_loss("l2", 5)
+    >>> loss.num_outputs
+    1
+    >>> float(loss(torch.tensor([[1.5]]), torch.tensor([2])))
+    0.25
+    """
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSS_NAMES)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    pos = None if positions is None else torch.as_tensor(positions, dtype=torch.float32)
+    if pos is not None and pos.shape != (num_classes,):
+        raise ValueError(f"positions must have {num_classes} values, got {tuple(pos.shape)}")
+    recipe_options = {"warmup_epochs": warmup_epochs, "ce_weight": ce_weight}
+    recipe_options["emd_weight"] = emd_weight
+    if name not in _RECIPE and any(v is not None for v in recipe_options.values()):
+        given = [k for k, v in recipe_options.items() if v is not None]
+        raise ValueError(
+            f"{', '.join(given)} only apply to the recipe losses {', '.join(_RECIPE)}, "
+            f"not to {name!r}"
+        )
+    allowed = {"triangular": {"alpha2", "eta"}, "sord": {"alpha"}}.get(name, set())
+    if name in _RECIPE:
+        allowed = set(options)
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"loss {name!r} takes no option(s) {', '.join(unknown)}"
+            + (f"; valid: {', '.join(sorted(allowed))}" if allowed else "")
+        )
+    if name == "ce":
+        return _CrossEntropy("ce", num_classes, num_classes)
+    if name in _RECIPE:
+        return _recipe_loss(name, num_classes, pos, recipe_options, options)
+    if name == "w1":
+        return _W1(num_classes, pos)
+    if name == "ground":
+        if ground_distance is None:
+            from emdloss.ground import ordinal_ground_distance
+
+            matrix = ordinal_ground_distance(num_classes, positions=pos, power=ground_power)
+        else:
+            matrix = _check_matrix(ground_distance, num_classes)
+        return _GroundEMD(num_classes, matrix.to(torch.float32))
+    if name == "l2":
+        return _L2(num_classes)
+    if name == "coral":
+        return _Coral(num_classes)
+    if name == "corn":
+        return _Corn(num_classes)
+    losses = _peer("dlordinal.losses", "dlordinal", name)
+    if name == "dlordinal_emd":
+        return _PeerSoftmax(name, num_classes, losses.EMDLoss(num_classes))
+    if name == "triangular":
+        base = nn.CrossEntropyLoss()
+        return _PeerSoftmax(name, num_classes, losses.TriangularLoss(base, num_classes, **options))
+    # sord: dlordinal's default proximity is |i - y|; it keeps the training labels.
+    if train_targets is None:
+        raise ValueError("loss 'sord' needs train_targets (the training labels)")
+    targets = torch.as_tensor(train_targets, dtype=torch.long)
+    alpha = float(options.get("alpha", 1.0))
+    return _PeerSoftmax(name, num_classes, losses.SORDLoss(alpha, num_classes, targets))

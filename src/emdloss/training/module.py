@@ -1,0 +1,363 @@
+"""The Lightning module: one network, one loss of the registry, every prediction rule scored."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from emdloss.decoding import RULES, decode
+from emdloss.metrics import OrdinalMetrics
+from emdloss.training._sampling import seed_epoch
+from emdloss.training.losses import TrainingLoss
+
+__all__ = ["OrdinalTask"]
+
+_HISTORY_KEY = "emdloss_history"
+
+
+class OrdinalTask(pl.LightningModule):
+    r"""Train a network with a loss of :mod:`emdloss.training.losses` and score every rule.
+
+    The learning rate of epoch :math:`e` is set at the start of the epoch from the epoch number
+    alone, :math:`\eta_e = \eta\,\gamma^{e}` (``"exponential"``) or
+    :math:`\eta_e = \tfrac{\eta}{2}(1 + \cos(\pi e / E))` (``"cosine"``), and the random
+    generators are reseeded from ``(seed, e)``: a run resumed from an epoch-end checkpoint
+    follows exactly the path of an uninterrupted one.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An :class:`emdloss.models.OrdinalModel` (``features(x)``, ``head``).
+    loss : TrainingLoss
+        The training loss; if it brings its own head (CORAL), the model's head is replaced.
+    num_classes : int
+        :math:`C`.
+    positions : sequence of float, optional
+        Class positions (``expected`` rule, position-unit metrics).
+    decision_cost : Tensor (C, C), optional
+        Cost matrix of the ``bayes`` rule; default :math:`|x_i - x_j|`.
+    optimizer : {"adamw", "sgd"}
+        SGD uses Nesterov momentum.
+    lr, momentum, weight_decay : float
+        Optimiser settings.
+    scheduler : {"exponential", "cosine", "none"}
+        Learning-rate schedule per epoch.
+    lr_decay : float
+        Factor per epoch of the exponential schedule.
+    epochs : int
+        Total epochs (the cosine schedule's length).
+    seed : int
+        Run seed (per-epoch reseeding).
+    monitor_rule : str
+        The rule whose validation metrics are logged under plain names (``val_mae`` ...).
+    tta : bool
+        Average the probabilities of each image and its horizontal mirror at evaluation.
+    input_mean, input_std : sequence of float, optional
+        Per-channel normalisation of image inputs, applied inside the module so that saved
+        checkpoints predict from raw [0, 1] images.
+
+    Examples
+    --------
+    >>> from emdloss.training.losses import build_loss
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.body, self.head = nn.Linear(2, 4), nn.Linear(4, 3)
+    ...     def features(self, x):
+    ...         return torch.relu(self.body(x))
+    ...     def forward(self, x):
+    ...         return self.head(self.features(x))
+    >>> task = OrdinalTask(Net(), build_loss("ce", 3), num_classes=3)
+    >>> task.predict_proba(torch.zeros(2, 2)).shape
+    torch.Size([2, 3])
+    """
+
+    decision_cost: Tensor
+    input_mean: Tensor
+    input_std: Tensor
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: TrainingLoss,
+        *,
+        num_classes: int,
+        positions: Sequence[float] | None = None,
+        decision_cost: Tensor | None = None,
+        optimizer: str = "adamw",
+        lr: float = 1e-3,
+        momentum: float = 0.9,
+        weight_decay: float = 1e-4,
+        scheduler: str = "exponential",
+        lr_decay: float = 0.995,
+        epochs: int = 30,
+        seed: int = 0,
+        monitor_rule: str = "argmax",
+        tta: bool = False,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if monitor_rule not in RULES:
+            raise ValueError(f"monitor_rule must be one of {RULES}, got {monitor_rule!r}")
+        if loss.num_classes != num_classes:
+            raise ValueError(f"loss has {loss.num_classes} classes, expected {num_classes}")
+        self.model = model
+        self.criterion = loss
+        head = loss.make_head(_head_in_features(model))
+        if head is not None:
+            self.model.head = head
+        self.num_classes = num_classes
+        self.positions = None if positions is None else [float(p) for p in positions]
+        if decision_cost is None:
+            from emdloss.ground import ordinal_ground_distance
+
+            decision_cost = ordinal_ground_distance(num_classes, positions=self.positions)
+        self.register_buffer("decision_cost", torch.as_tensor(decision_cost, dtype=torch.float32))
+        mean = torch.zeros(0) if input_mean is None else torch.tensor(list(input_mean))
+        std = torch.ones(0) if input_std is None else torch.tensor(list(input_std))
+        self.register_buffer("input_mean", mean.to(torch.float32))
+        self.register_buffer("input_std", std.to(torch.float32))
+        self.optimizer_name = optimizer
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.scheduler_name = scheduler
+        self.lr_decay = float(lr_decay)
+        self.epochs = int(epochs)
+        self.seed = int(seed)
+        self.monitor_rule = monitor_rule
+        self.tta = bool(tta)
+        self.val_metrics = self._rule_metrics()
+        self.test_metrics = self._rule_metrics()
+        self.train_loss_mean = MeanMetric()
+        self.val_loss_mean = MeanMetric()
+        self.history: list[dict[str, float]] = []
+        self._pending: dict[str, float] = {}
+        self._epoch_start = time.perf_counter()
+        self.test_outputs: list[tuple[Tensor, Tensor]] = []
+        self.results: dict[str, dict[str, dict[str, float]]] = {}
+
+    def _rule_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {rule: OrdinalMetrics(self.num_classes, positions=self.positions) for rule in RULES}
+        )
+
+    # ------------------------------------------------------------------ inference
+    def _normalise(self, x: Tensor) -> Tensor:
+        if self.input_mean.numel() == 0 or x.ndim != 4:
+            return x
+        shape = (1, -1, 1, 1)
+        return (x - self.input_mean.view(shape)) / self.input_std.view(shape)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate features of the network (what a learned ground distance learns from)."""
+        out: Tensor = self.model.features(self._normalise(x))  # type: ignore[operator]
+        return out
+
+    def head(self, features: Tensor) -> Tensor:
+        """The network's output layer applied to ``features``."""
+        out: Tensor = self.model.head(features)  # type: ignore[operator]
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Network outputs (logits, regressed index or threshold logits)."""
+        out: Tensor = self.model(self._normalise(x))
+        return out
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Class probabilities (N, C), with the mirror average when ``tta`` is on."""
+        probs = self.criterion.probabilities(self(x))
+        if self.tta and x.ndim == 4:
+            mirrored = self.criterion.probabilities(self(torch.flip(x, dims=[-1])))
+            probs = 0.5 * (probs + mirrored)
+        return probs
+
+    def decode_all(self, probs: Tensor) -> dict[str, Tensor]:
+        """Predicted classes of every rule of :data:`emdloss.decoding.RULES`."""
+        out = {}
+        for rule in RULES:
+            if rule == "bayes":
+                out[rule] = decode(probs, rule, ground_distance=self.decision_cost.to(probs))
+            elif rule == "expected" and self.positions is not None:
+                out[rule] = decode(probs, rule, positions=self.positions)
+            else:
+                out[rule] = decode(probs, rule)
+        return out
+
+    # ------------------------------------------------------------------ training
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self.optimizer_name == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=self.lr,
+                momentum=self.momentum,
+                nesterov=self.momentum > 0,
+                weight_decay=self.weight_decay,
+            )
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer_name!r}")
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch`` under the configured schedule.
+
+        Examples
+        --------
+        >>> from emdloss.training.losses import build_loss
+        >>> net = nn.Sequential(nn.Linear(1, 2))
+        >>> net.features, net.head = (lambda x: x), net[0]
+        >>> task = OrdinalTask(net, build_loss("ce", 2), num_classes=2, lr=1.0, lr_decay=0.5)
+        >>> task.lr_at(2)
+        0.25
+        """
+        if self.scheduler_name == "exponential":
+            return self.lr * self.lr_decay**epoch
+        if self.scheduler_name == "cosine":
+            return self.lr * 0.5 * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        return self.lr
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        epoch = self.current_epoch
+        seed_epoch(self.seed, epoch)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr_at(epoch)
+        self.train_loss_mean.reset()
+
+    def _unpack(self, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
+        x, y = batch[0], batch[1]
+        dist = batch[2] if len(batch) > 2 else None
+        return x, y.long(), dist
+
+    def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
+        x, y, dist = self._unpack(batch)
+        features = self.features(x)
+        outputs = self.head(features)
+        loss: Tensor = self.criterion(
+            outputs, y, dist, features if self.criterion.needs_features else None
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {float(loss)} at epoch {self.current_epoch}, batch "
+                f"{batch_idx}; lower the learning rate (lr={self.lr_at(self.current_epoch):g})"
+            )
+        self.train_loss_mean.update(loss.detach(), weight=x.shape[0])
+        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Runs before the epoch-end checkpoint is written, so the checkpoint holds the
+        # recipe/learned-matrix state of the next epoch and the complete history row.
+        refresh = getattr(self.criterion, "refresh", None)
+        if refresh is not None and getattr(self.criterion, "extra_pass", False):
+            datamodule: Any = getattr(self.trainer, "datamodule", None)
+            image = datamodule.train_set[0][0].ndim == 3  # mirror images, as the authors did
+            loader = datamodule.train_eval_dataloader()
+            refresh(_Features(self), _on_device(loader, self.device), mirror=image)
+        self.criterion.step_epoch()
+        row = {"epoch": float(self.current_epoch), "lr": self.lr_at(self.current_epoch)}
+        row["train_loss"] = float(self.train_loss_mean.compute())
+        row["epoch_seconds"] = time.perf_counter() - self._epoch_start
+        row.update(self._pending)
+        self._pending = {}
+        self.history.append(row)
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate(self, batch: Sequence[Tensor], metrics: nn.ModuleDict) -> Tensor:
+        x, y, _ = self._unpack(batch)
+        outputs = self(x)
+        probs = self.predict_proba(x) if self.tta else self.criterion.probabilities(outputs)
+        for rule, preds in self.decode_all(probs).items():
+            _metric(metrics, rule).update(probs, y, preds)
+        return probs
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_loss_mean.reset()
+        for rule in self.val_metrics:
+            _metric(self.val_metrics, rule).reset()
+
+    def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        x, y, dist = self._unpack(batch)
+        self._evaluate(batch, self.val_metrics)
+        # The recipe's warm-up and learned matrix apply here too; features are only used to
+        # learn from training data, so none are passed.
+        loss = self.criterion(self(x), y, dist, None)
+        self.val_loss_mean.update(loss.detach(), weight=x.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        results = _compute(self.val_metrics)
+        val_loss = float(self.val_loss_mean.compute())
+        self.results["val"] = results
+        chosen = dict(results[self.monitor_rule])
+        chosen["loss"] = val_loss
+        for key, value in chosen.items():
+            self.log(f"val_{key}", value, prog_bar=key in ("mae", "qwk"), sync_dist=False)
+        if not self.trainer.sanity_checking:
+            self._pending = {f"val_{key}": value for key, value in chosen.items()}
+
+    def on_test_epoch_start(self) -> None:
+        self.test_outputs = []
+        for rule in self.test_metrics:
+            _metric(self.test_metrics, rule).reset()
+
+    def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
+        probs = self._evaluate(batch, self.test_metrics)
+        self.test_outputs.append((probs.detach().cpu(), batch[1].detach().cpu().long()))
+
+    def on_test_epoch_end(self) -> None:
+        self.results["test"] = _compute(self.test_metrics)
+        for key, value in self.results["test"][self.monitor_rule].items():
+            self.log(f"test_{key}", value, sync_dist=False)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[_HISTORY_KEY] = [dict(row) for row in self.history]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = [dict(row) for row in checkpoint.get(_HISTORY_KEY, [])]
+
+
+class _Features(nn.Module):
+    """The task seen as a feature extractor (normalisation included) for the extra pass."""
+
+    def __init__(self, task: OrdinalTask) -> None:
+        super().__init__()
+        self.task = task
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.task.features(x)
+
+
+def _on_device(loader: Any, device: torch.device) -> Any:
+    for batch in loader:
+        yield [part.to(device) for part in batch]
+
+
+def _metric(metrics: nn.ModuleDict, rule: str) -> OrdinalMetrics:
+    metric = metrics[rule]
+    assert isinstance(metric, OrdinalMetrics)
+    return metric
+
+
+def _compute(metrics: nn.ModuleDict) -> dict[str, dict[str, float]]:
+    return {
+        rule: {key: float(value) for key, value in _metric(metrics, rule).compute().items()}
+        for rule in metrics
+    }
+
+
+def _head_in_features(model: nn.Module) -> int:
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Linear):
+        return int(head.in_features)
+    raise TypeError("the model must have a `head` nn.Linear (an emdloss.models.OrdinalModel)")
