@@ -369,25 +369,32 @@ def test_bad_input_is_refused_with_the_offending_value() -> None:
 # ---------------------------------------------------------------------------------------------
 WORKER = textwrap.dedent(
     """
+    import datetime
+
     import torch
     import torch.distributed as dist
 
     from emdloss.metrics import OrdinalMetrics
 
 
-    def run(rank, world, init, data_file, out_dir):
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-        probs, target, positions, shards = torch.load(data_file)
-        metric = OrdinalMetrics(probs.shape[1], positions=positions)
-        for idx in shards[rank].split(5):  # uneven shards, several batches each
-            metric.update(probs[idx], target[idx])
-        out = {k: v.clone() for k, v in metric.compute().items()}
-        # compute() synchronised and then restored the local states
-        out["local_total"] = metric.confmat.sum().clone()
-        torch.save(out, f"{out_dir}/out{rank}.pt")
-        dist.barrier()
-        dist.destroy_process_group()
+    def run(index, first_rank, world, init, data_file, out_dir):
+        rank = first_rank + index
+        if rank > 0:  # a spawned child: leave the test process's settings alone
+            torch.set_num_threads(1)
+        timeout = datetime.timedelta(seconds=120)
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
+        try:
+            probs, target, positions, shards = torch.load(data_file)
+            metric = OrdinalMetrics(probs.shape[1], positions=positions)
+            for idx in shards[rank].split(5):  # uneven shards, several batches each
+                metric.update(probs[idx], target[idx])
+            out = {k: v.clone() for k, v in metric.compute().items()}
+            # compute() synchronised and then restored the local states
+            out["local_total"] = metric.confmat.sum().clone()
+            torch.save(out, f"{out_dir}/out{rank}.pt")
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
     """
 )
 
@@ -409,12 +416,21 @@ def test_ddp_two_gloo_processes_match_one_process(
     monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
     import emdloss_ddp_metrics_worker as worker  # type: ignore[import-not-found]
 
-    mp.spawn(
-        worker.run,
-        args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "data.pt"), str(tmp_path)),
-        nprocs=2,
-        join=True,
+    init = f"file://{tmp_path / 'rendezvous'}"
+    files = (str(tmp_path / "data.pt"), str(tmp_path))
+    # Rank 1 is a spawned process; rank 0 runs here, which saves one slow torchmetrics import.
+    ctx = mp.start_processes(
+        worker.run, args=(1, 2, init, *files), nprocs=1, join=False, start_method="spawn"
     )
+    try:
+        assert not dist.is_initialized()
+        worker.run(0, 0, 2, init, *files)
+        assert ctx.join(timeout=120), "rank 1 did not finish"
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()
+    assert not dist.is_initialized()
     single = OrdinalMetrics(5, positions=positions)
     single.update(probs.float(), target)
     expected = single.compute()
