@@ -26,10 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emdloss.compare._digits import digits_source
 from emdloss.compare._io import write_json, write_text
 from emdloss.compare._plan import (
-    COMPARE_DATASETS,
     DEFAULT_DATASETS,
     DEFAULT_LOSSES,
     DEFAULT_SEEDS,
@@ -85,7 +83,6 @@ DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
 # between a comparison and its resumption.
 _NOT_PROTOCOL = frozenset(
     {
-        "dataset",  # the path of compare's own digits CSV, which moves with the output
         "progress",
         "data_dir",
         "num_workers",
@@ -135,25 +132,19 @@ class CompareResult:
 
 
 def _load_info(
-    spec: str, options: Mapping[str, Any], seed: int, folds: int | None, out: Path
+    spec: str, options: Mapping[str, Any], seed: int, folds: int | None
 ) -> tuple[Any, dict[str, Any]]:
     """Load a data set once (so a bad name or missing file fails before any run) and resolve
-    its train options: kind defaults, then the user's, then those compare's own sources need."""
-    from emdloss.data import DATASET_NAMES, load_dataset
+    its train options: defaults for the data set (or its kind), then the user's."""
+    from emdloss.data import load_dataset
 
-    options = dict(options)
-    if spec.lower() in COMPARE_DATASETS and spec.lower() not in DATASET_NAMES:
-        source, extra = digits_source(out / "data")
-        options.update(extra, dataset=source)
     kwargs: dict[str, Any] = dict(options.get("data_options") or {})
     for key in ("target", "classes"):
         if options.get(key) is not None:
             kwargs[key] = options[key]
     if folds is not None:
         kwargs.update(fold=0, num_folds=folds)
-    dataset = load_dataset(
-        options.get("dataset", spec), data_dir=options.get("data_dir"), seed=seed, **kwargs
-    )
+    dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
     resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
     resolved.update(options)
     return dataset, resolved
@@ -268,7 +259,7 @@ def compare(
     infos: list[DatasetInfo] = []
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
     for spec in dataset_list:
-        dataset, options = _load_info(spec, user, seed_list[0], folds, out)
+        dataset, options = _load_info(spec, user, seed_list[0], folds)
         # Build one config per data set now: unknown options and bad values fail here.
         build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
         options_by_dataset[spec] = options

@@ -11,7 +11,6 @@ from pathlib import Path, PurePath
 from typing import Any
 
 __all__ = [
-    "COMPARE_DATASETS",
     "DEFAULT_DATASETS",
     "DEFAULT_LOSSES",
     "DEFAULT_SEEDS",
@@ -44,9 +43,6 @@ PEER_PACKAGES: Mapping[str, tuple[str, str]] = {
     "corn": ("dlordinal.losses", "dlordinal"),
     "coral": ("coral_pytorch.losses", "coral-pytorch"),
 }
-
-#: Data sets that compare provides itself (through the data layer's CSV path).
-COMPARE_DATASETS: tuple[str, ...] = ("digits",)
 
 _PEERS_EXTRA = "pip install 'emdloss[peers]'"
 _TRAIN_EXTRA = "pip install 'emdloss[train]'"
@@ -318,9 +314,8 @@ def check_losses(losses: Sequence[str]) -> None:
 
 
 def valid_dataset_names() -> tuple[str, ...]:
-    """Named data sets: the data layer's (``emdloss.data.DATASET_NAMES``) and ``digits``."""
-    names = tuple(_import_train_layer("emdloss.data").DATASET_NAMES)
-    return names + tuple(name for name in COMPARE_DATASETS if name not in names)
+    """Named data sets of the data layer (``emdloss.data.DATASET_NAMES``)."""
+    return tuple(_import_train_layer("emdloss.data").DATASET_NAMES)
 
 
 def check_dataset_names(datasets: Sequence[str]) -> None:

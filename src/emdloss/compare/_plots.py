@@ -13,10 +13,23 @@ from typing import Any
 import numpy as np
 
 from emdloss.compare._plan import dataset_slug
-from emdloss.compare._report import HIGHER_IS_BETTER, METRIC_LABELS, DatasetInfo, aggregate
+from emdloss.compare._report import (
+    HIGHER_IS_BETTER,
+    METRIC_LABELS,
+    ORDERLESS,
+    DatasetInfo,
+    Stat,
+    aggregate,
+)
 from emdloss.compare._runner import METRIC_KEYS, RunRecord
 
-__all__ = ["class_mae_by_loss", "per_class_mae", "read_predictions", "write_plots"]
+__all__ = [
+    "class_mae_by_loss",
+    "per_class_mae",
+    "plot_metrics",
+    "read_predictions",
+    "write_plots",
+]
 
 # Column names a run's per-sample prediction CSV may use for the true and the predicted class.
 _TARGET_COLUMNS = ("target", "label", "y_true", "true", "y")
@@ -113,18 +126,70 @@ def class_mae_by_loss(
     return result
 
 
+def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]) -> Path:
+    """One panel per metric: the mean over runs per loss with a one-standard-deviation bar.
+
+    A single figure (rather than one file per metric): rendering a PNG costs more than the
+    training of a small tabular run.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        PNG file to write (atomically, with :func:`emdloss.plots.save_figure`).
+    title : str
+        Figure title.
+    stats : Mapping
+        ``{loss: {metric: Stat}}`` in display order.
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    from matplotlib.figure import Figure
+
+    from emdloss.plots import save_figure
+
+    losses = list(stats)
+    metrics = [m for m in (*METRIC_KEYS, "train_seconds") if all(m in stats[k] for k in losses)]
+    cols = 4
+    rows = math.ceil(len(metrics) / cols)
+    figure = Figure(figsize=(3.0 * cols, 0.32 * len(losses) * rows + 1.3 * rows + 0.6))
+    axes = figure.subplots(rows, cols, squeeze=False)
+    y = np.arange(len(losses))
+    for axis, metric in zip(axes.flat, metrics, strict=False):
+        means = np.array([stats[loss][metric].mean for loss in losses])
+        stds = np.nan_to_num(np.array([stats[loss][metric].std for loss in losses]))
+        higher = metric in HIGHER_IS_BETTER
+        finite = np.where(np.isfinite(means), means, np.nan)
+        best = int(np.nanargmax(finite) if higher else np.nanargmin(finite))
+        colours = ["tab:orange" if i == best else "tab:blue" for i in range(len(losses))]
+        axis.barh(y, np.nan_to_num(means), xerr=stds, color=colours, alpha=0.8, capsize=3)
+        axis.set_yticks(y, labels=losses, fontsize=8)
+        axis.invert_yaxis()
+        axis.set_title(
+            f"{METRIC_LABELS[metric]} ({'higher' if higher else 'lower'} is better)", fontsize=9
+        )
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+    for axis in list(axes.flat)[len(metrics) :]:
+        axis.set_visible(False)
+    figure.suptitle(f"{title}: test metrics, mean ± 1 sd over runs (argmax rule; best in orange)")
+    figure.tight_layout()
+    return save_figure(figure, path)
+
+
 def write_plots(
     out: Path,
     records: Sequence[RunRecord],
     rows: Sequence[Mapping[str, Any]],
     infos: Sequence[DatasetInfo],
 ) -> list[Path]:
-    """Write ``plots/<dataset>/<metric>.png`` and ``plots/<dataset>/per_class_mae.png``.
+    """Write ``plots/<dataset>/metrics.png`` and ``plots/<dataset>/per_class_mae.png``.
 
-    Every metric is drawn per loss as the mean over runs with a one-standard-deviation bar
-    (:func:`emdloss.plots.plot_metric_by_group`); the per-class MAE (argmax rule, mean over runs)
-    per loss with :func:`emdloss.plots.plot_per_class_mae` when the runs wrote per-sample
-    predictions.
+    ``metrics.png`` draws every metric per loss, mean over runs with a one-standard-deviation
+    bar (:func:`plot_metrics`); ``per_class_mae.png`` the per-class MAE (argmax rule, mean over
+    runs) per loss with :func:`emdloss.plots.plot_per_class_mae`, when the runs wrote
+    per-sample predictions and the classes are ordered.
 
     Parameters
     ----------
@@ -142,7 +207,7 @@ def write_plots(
     list of pathlib.Path
         The files written.
     """
-    from emdloss.plots import plot_metric_by_group, plot_per_class_mae
+    from emdloss.plots import plot_per_class_mae
 
     stats = aggregate(rows)
     files: list[Path] = []
@@ -151,21 +216,13 @@ def write_plots(
         if not losses:
             continue
         folder = out / "plots" / dataset_slug(info.spec)
-        for metric in (*METRIC_KEYS, "train_seconds"):
-            values = {loss: stats[(info.spec, loss, "argmax")][metric] for loss in losses}
-            if any(math.isnan(v.mean) for v in values.values()):
-                continue
-            path = folder / f"{metric}.png"
-            plot_metric_by_group(
-                {loss: v.mean for loss, v in values.items()},
-                {loss: v.std for loss, v in values.items() if not math.isnan(v.std)},
-                METRIC_LABELS[metric],
-                path,
-                lower_is_better=metric not in HIGHER_IS_BETTER,
-                title=f"{info.spec}: test {METRIC_LABELS[metric]}, mean ± 1 sd over runs",
-            )
-            files.append(path)
-        curves = class_mae_by_loss(records, info.spec, losses, info.num_classes)
+        by_loss = {loss: stats[(info.spec, loss, "argmax")] for loss in losses}
+        files.append(plot_metrics(folder / "metrics.png", info.spec, by_loss))
+        # Per-class MAE means nothing for classes without order.
+        orderless = info.spec.lower() in ORDERLESS
+        curves = (
+            {} if orderless else class_mae_by_loss(records, info.spec, losses, info.num_classes)
+        )
         if curves:
             names = info.class_names or tuple(str(k) for k in range(info.num_classes))
             path = folder / "per_class_mae.png"

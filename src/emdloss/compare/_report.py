@@ -52,6 +52,8 @@ METRIC_LABELS: Mapping[str, str] = {
 VERDICT_METRICS: tuple[str, ...] = ("mae", "qwk", "accuracy")
 # Data sets whose split is the official one (the same test set as the published rows).
 OFFICIAL_SPLITS: frozenset[str] = frozenset({"retinamnist"})
+#: Data sets whose classes have no order: only accuracy is meaningful there.
+ORDERLESS: frozenset[str] = frozenset({"digits"})
 _RULE_ORDER = ("argmax", "median", "expected", "bayes")
 
 
@@ -466,8 +468,9 @@ def _verdict(
         missing = "cross-entropy (ce)" if "ce" not in losses else "an EMD variant"
         return f"**Verdict ({dataset}):** none, {missing} was not among the finished losses."
     baseline = stats[(dataset, "ce", "argmax")]
+    orderless = dataset.lower() in ORDERLESS
     parts: list[str] = []
-    for metric in VERDICT_METRICS:
+    for metric in ("accuracy",) if orderless else VERDICT_METRICS:
         best = _best_loss(stats, dataset, emd, metric)
         assert best is not None  # every loss in `losses` has argmax statistics
         candidate = stats[(dataset, best, "argmax")][metric]
@@ -479,12 +482,18 @@ def _verdict(
             relation = ">" if abs(gain) > spread else "<="
             detail += f", difference {gain:+.3f} {relation} 1 sd = {spread:.3f}"
         parts.append(f"{outcome} cross-entropy on {METRIC_LABELS[metric]} ({detail})")
-    return (
-        f"**Verdict ({dataset}):** the best EMD variant "
-        + "; ".join(parts[:-1])
-        + f"; and {parts[-1]}. A difference counts only beyond one standard deviation over seeds "
-        "(the larger of the two); positive differences favour the EMD variant."
+    joined = parts[0] if len(parts) == 1 else "; ".join(parts[:-1]) + f"; and {parts[-1]}"
+    text = (
+        f"**Verdict ({dataset}):** the best EMD variant {joined}. A difference counts only beyond "
+        "one standard deviation over seeds (the larger of the two); positive differences favour "
+        "the EMD variant."
     )
+    if orderless:
+        text += (
+            f" The classes of {dataset} have no order: only accuracy is meaningful; the ordinal "
+            "metrics treat the labels as if ordered and are shown for completeness."
+        )
+    return text
 
 
 def render_summary(

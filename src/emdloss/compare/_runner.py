@@ -173,9 +173,8 @@ def build_config(
     from emdloss.training import TrainConfig
 
     fields = _config_fields()
-    # ``options`` names the dataset only for compare's own sources (digits -> csv:PATH).
-    kwargs = {"dataset": spec.dataset, **options}
-    kwargs.update(loss=spec.loss, seed=spec.seed, output=str(run_dir))
+    kwargs = dict(options)
+    kwargs.update(dataset=spec.dataset, loss=spec.loss, seed=spec.seed, output=str(run_dir))
     if spec.fold is not None:
         kwargs.update(fold=spec.fold, num_folds=spec.num_folds)
     if resume:
