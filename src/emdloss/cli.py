@@ -332,6 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from emdloss.training.run import quiet_lightning_logs
+
+    quiet_lightning_logs()
     handlers = {
         "train": _train,
         "evaluate": _evaluate,

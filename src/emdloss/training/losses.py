@@ -15,7 +15,8 @@ name                      outputs    loss
                                      cross-entropy + cost-matrix EMD with a ground distance
                                      learned from the features (mu, omega = 0.5, 1 / 0.25, 2)
 ``ground``                C          exact EMD under a given ground-distance matrix
-                                     (default :math:`|x_i - x_j|^p`)
+                                     (default :math:`|x_i - x_j|^p`); Sinkhorn for soft
+                                     targets
 ``l2``                    1          squared error of a regressed class index
 ``dlordinal_emd``         C          dlordinal ``EMDLoss`` (peer)
 ``triangular``            C          dlordinal ``TriangularLoss`` with cross-entropy (peer)
@@ -278,7 +279,11 @@ class _GroundEMD(TrainingLoss):
     ) -> Tensor:
         from emdloss.functional import ground_emd
 
-        return ground_emd(outputs, target if dist is None else dist, self.matrix.to(outputs))
+        if dist is None:
+            return ground_emd(outputs, target, self.matrix.to(outputs))
+        # Soft targets have no closed form under a general matrix: entropic (Sinkhorn) EMD,
+        # an approximation from above of the exact value.
+        return ground_emd(outputs, dist, self.matrix.to(outputs), method="sinkhorn")
 
     def ground_distance(self) -> Tensor | None:
         return self.matrix
@@ -471,6 +476,8 @@ def _check_matrix(matrix: Any, num_classes: int) -> Tensor:
         )
     if not torch.isfinite(m).all():
         raise ValueError("ground_distance must be finite; it has NaN or infinite entries")
+    if bool((m < 0).any()):
+        raise ValueError(f"ground_distance must be non-negative; its minimum is {float(m.min())}")
     return m
 
 

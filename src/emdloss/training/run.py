@@ -249,12 +249,18 @@ def _datamodule(config: TrainConfig, dataset: Any) -> OrdinalDataModule:
     )
 
 
-def _quiet_lightning() -> None:
-    # Lightning's hardware banner and tips would drown the progress bars and the summary.
+def quiet_lightning_logs() -> None:
+    """Hide Lightning's hardware banner and tips (the CLI calls this; they drown the bars)."""
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _ignore_expected_warnings() -> None:
+    # Called inside warnings.catch_warnings(), so the caller's filters are left alone.
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Logged values are already reduced across processes by the torchmetrics metrics.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
     # Expected when resuming: the directory holds the run's own checkpoints.
     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
 
@@ -346,7 +352,12 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> RunResu
         For bad options, unknown dataset/loss/model names, or a run directory that holds a
         different run.
     """
-    _quiet_lightning()
+    with warnings.catch_warnings():
+        _ignore_expected_warnings()
+        return _train(config, callbacks)
+
+
+def _train(config: TrainConfig, callbacks: Sequence[Callback]) -> RunResult:
     config, run_dir, ckpt_path = _prepare_run_dir(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_data(config)
@@ -570,8 +581,14 @@ def evaluate(
     dict
         ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int}``.
     """
-    _quiet_lightning()
-    path = Path(run_dir)
+    with warnings.catch_warnings():
+        _ignore_expected_warnings()
+        return _evaluate(Path(run_dir), data_dir, progress, accelerator)
+
+
+def _evaluate(
+    path: Path, data_dir: str | None, progress: bool, accelerator: str | None
+) -> dict[str, Any]:
     config = _read_config(path)
     overrides: dict[str, Any] = {"output": str(path), "resume": False}
     if data_dir is not None:
