@@ -235,6 +235,12 @@ def test_single_present_class_and_uniform_prior() -> None:
     prior = ground.matrix.clone()
     ground.update(torch.ones(3, 2), torch.tensor([1, 1, 1]))
     assert torch.equal(ground.compute(), prior)  # the lone class's diagonal is 1 anyway
+    ground.update(torch.eye(2).repeat(2, 1), torch.tensor([0, 2, 0, 2]))
+    assert not torch.equal(ground.compute(), prior)
+    assert int(ground.num_computes) == 2
+    ground.reset(matrix=True)  # back to the constructor's prior, statistics cleared
+    assert torch.equal(ground.matrix, prior)
+    assert int(ground.num_computes) == 0 and float(ground.class_counts.sum()) == 0
 
 
 def test_momentum_blends_after_the_first_compute() -> None:
@@ -367,3 +373,15 @@ def test_centroid_ground_distance_bad_input() -> None:
         centroid_ground_distance(torch.tensor([[0.0], [float("inf")]]))
     with pytest.raises(ValueError, match="omega"):
         centroid_ground_distance(torch.zeros(2, 1), omega=0.0)
+
+
+def test_validation_switch_skips_value_checks_but_bad_labels_still_fail() -> None:
+    from emdloss._validation import validation
+
+    ground = LearnedGroundDistance(3)
+    with validation(False):
+        ground.update(torch.tensor([[1.0, -0.5]]), torch.tensor([0]))  # not inspected
+        with pytest.raises((IndexError, RuntimeError)):
+            ground.update(torch.rand(2, 2), torch.tensor([0, 7]))
+    with pytest.raises(ValueError, match="non-negative"):
+        ground.update(torch.tensor([[1.0, -0.5]]), torch.tensor([0]))

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from emdloss._validation import is_validation_enabled
+
 __all__ = [
     "LearnedGroundDistance",
     "centroid_ground_distance",
@@ -328,6 +330,7 @@ class LearnedGroundDistance(nn.Module):
 
     feature_sums: Tensor
     class_counts: Tensor
+    prior_matrix: Tensor
     matrix: Tensor
     num_computes: Tensor
 
@@ -367,7 +370,10 @@ class LearnedGroundDistance(nn.Module):
             "feature_sums", torch.zeros(num_classes, feature_dim or 0, dtype=torch.float64)
         )
         self.register_buffer("class_counts", torch.zeros(num_classes, dtype=torch.float64))
-        self.register_buffer("matrix", self._prior_matrix(prior))
+        prior_matrix = self._prior_matrix(prior)
+        # Not persistent: it is rebuilt from the constructor's arguments.
+        self.register_buffer("prior_matrix", prior_matrix, persistent=False)
+        self.register_buffer("matrix", prior_matrix.clone())
         self.register_buffer("num_computes", torch.zeros((), dtype=torch.long))
 
     # -- set-up ------------------------------------------------------------------------------
@@ -444,6 +450,12 @@ class LearnedGroundDistance(nn.Module):
         ignore_index : int
             Label value to skip (as in the losses).
 
+        Notes
+        -----
+        The checks on values (finite, non-negative features, labels in range) follow
+        :func:`emdloss.set_validation`: switched off, ``update`` does no host
+        synchronisation on a GPU, and out-of-range labels are no longer detected.
+
         Examples
         --------
         >>> g = LearnedGroundDistance(2)
@@ -464,43 +476,60 @@ class LearnedGroundDistance(nn.Module):
             )
         if f == 0:
             raise ValueError("features must have at least one column, got F=0")
-        feats = features.detach().to(self.feature_sums.device, torch.float64)
-        if not bool(torch.isfinite(feats).all()):
-            raise ValueError("features must be finite (found NaN or inf)")
-        if self.require_nonnegative and n > 0 and float(feats.min()) < 0.0:
-            raise ValueError(
-                f"features must be non-negative (the paper's L1 normalisation needs "
-                f"post-ReLU features), got a minimum of {float(feats.min())}; pass "
-                f"require_nonnegative=False to normalise by the L1 norm instead"
-            )
         if self.feature_dim is not None and f != self.feature_dim:
             raise ValueError(f"features have {f} columns, expected feature_dim={self.feature_dim}")
-        weights = self._label_weights(labels.detach().to(self.feature_sums.device), n, ignore_index)
-        if self.feature_dim is None:  # first batch: every check passed, now fix F
-            self.feature_sums = torch.zeros(
-                c, f, dtype=self.feature_sums.dtype, device=self.feature_sums.device
+        soft = labels.ndim == 2
+        if soft and labels.shape[1] != c:
+            raise ValueError(
+                f"soft labels must be (N, {c}) for num_classes={c}, got {tuple(labels.shape)}"
             )
+        if not soft and (labels.is_floating_point() or labels.dtype == torch.bool):
+            raise TypeError(f"class-index labels must be an integer tensor, got {labels.dtype}")
+        device = self.feature_sums.device
+        feats = features.detach().to(device, torch.float64)
+        labels = labels.detach().to(device)
+        if is_validation_enabled() and n > 0:
+            self._check_values(feats, labels, ignore_index)
+        if self.feature_dim is None:  # first batch: every check passed, now fix F
+            self.feature_sums = torch.zeros(c, f, dtype=self.feature_sums.dtype, device=device)
         if self.normalize:
             norms = feats.abs().sum(dim=1, keepdim=True)
-            # All-zero features (e.g. a dead ReLU layer) have no direction: skip the sample.
-            weights = weights * (norms > 0).to(weights.dtype)
             feats = feats / norms.clamp_min(torch.finfo(feats.dtype).tiny)
-        self.feature_sums += weights.T @ feats
-        self.class_counts += weights.sum(dim=0)
+            # All-zero features (e.g. a dead ReLU layer) have no direction: skip the sample.
+            usable = norms[:, 0] > 0
+        else:
+            usable = torch.ones(n, dtype=torch.bool, device=device)
+        if soft:
+            weights = labels.to(torch.float64) * usable[:, None]
+            self.feature_sums += weights.T @ feats
+            self.class_counts += weights.sum(dim=0)
+        else:
+            # index_add_ costs O(N F), unlike a dense (N, C) one-hot matmul (C can be 1000);
+            # masking by weight (not boolean indexing) avoids a host synchronisation.
+            w = (usable & (labels != ignore_index)).to(torch.float64)
+            # Ignored entries point at class 0 with weight 0; out-of-range labels (possible only
+            # with validation off) still fail inside index_add_ rather than land in a class.
+            index = torch.where(labels == ignore_index, 0, labels)
+            self.feature_sums.index_add_(0, index, feats * w[:, None])
+            self.class_counts.index_add_(0, index, w)
 
-    def _label_weights(self, labels: Tensor, n: int, ignore_index: int) -> Tensor:
+    def _check_values(self, feats: Tensor, labels: Tensor, ignore_index: int) -> None:
+        """Data-dependent checks (one host synchronisation each on a GPU)."""
         c = self.num_classes
+        if not bool(torch.isfinite(feats).all()):
+            raise ValueError("features must be finite (found NaN or inf)")
+        low = float(feats.min())
+        if self.require_nonnegative and low < 0.0:
+            raise ValueError(
+                f"features must be non-negative (the paper's L1 normalisation needs "
+                f"post-ReLU features), got a minimum of {low}; pass "
+                f"require_nonnegative=False to normalise by the L1 norm instead"
+            )
         if labels.ndim == 2:
-            if labels.shape[1] != c:
-                raise ValueError(
-                    f"soft labels must be (N, {c}) for num_classes={c}, got {tuple(labels.shape)}"
-                )
             w = labels.to(torch.float64)
-            if not bool(torch.isfinite(w).all()) or (n > 0 and float(w.min()) < 0.0):
+            if not bool(torch.isfinite(w).all()) or float(w.min()) < 0.0:
                 raise ValueError("soft labels must be finite and non-negative")
-            return w
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"class-index labels must be an integer tensor, got {labels.dtype}")
+            return
         keep = labels != ignore_index
         bad = labels[keep & ((labels < 0) | (labels >= c))]
         if bad.numel() > 0:
@@ -508,10 +537,6 @@ class LearnedGroundDistance(nn.Module):
                 f"labels must be in [0, {c - 1}] (or ignore_index={ignore_index}), "
                 f"got {int(bad[0])}"
             )
-        w = torch.zeros(n, c, dtype=torch.float64, device=labels.device)
-        rows = torch.arange(n, device=labels.device)[keep]
-        w[rows, labels[keep]] = 1.0
-        return w
 
     def _synced_statistics(self) -> tuple[Tensor, Tensor]:
         """Sums and counts, all-reduced over the process group when running distributed."""
@@ -595,15 +620,13 @@ class LearnedGroundDistance(nn.Module):
             self.num_computes += 1
         return self.matrix.detach().clone()
 
-    def reset(self, *, matrix: bool = False, prior: str | Tensor = "ordinal") -> None:
+    def reset(self, *, matrix: bool = False) -> None:
         """Clear the accumulated sums and counts (the matrix stays unless ``matrix=True``).
 
         Parameters
         ----------
         matrix : bool
-            Also reset :attr:`matrix` to ``prior`` and the compute counter to 0.
-        prior : {"ordinal", "uniform"} or Tensor
-            The matrix to reset to when ``matrix=True``.
+            Also reset :attr:`matrix` to the prior and the compute counter to 0.
 
         Examples
         --------
@@ -616,7 +639,7 @@ class LearnedGroundDistance(nn.Module):
         self.feature_sums.zero_()
         self.class_counts.zero_()
         if matrix:
-            self.matrix.copy_(self._prior_matrix(prior).to(self.matrix.dtype))
+            self.matrix.copy_(self.prior_matrix)
             self.num_computes.zero_()
 
     def forward(self) -> Tensor:
