@@ -304,10 +304,25 @@ def _trainer(
 
 
 # ---------------------------------------------------------------------------- train
+def _launched_secondary() -> bool:
+    """Whether this process is a non-zero rank started by a DDP launcher (Lightning's ``ddp``
+    strategy, torchrun, SLURM): it runs the same command but must leave the run directory to
+    rank 0."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key]) != 0
+    return any(
+        os.environ.get(key, "0").isdigit() and int(os.environ.get(key, "0")) != 0
+        for key in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+    )
+
+
 def _prepare_run_dir(config: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
     run_dir = config.run_dir
     saved_path = run_dir / CONFIG_FILE
     last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    if _launched_secondary():
+        return config, run_dir, last if config.resume and last.is_file() else None
     if saved_path.is_file() and config.resume:
         saved = TrainConfig.from_yaml(saved_path)
         changed = [name for name in saved.differences(config) if name not in RESUMABLE_CHANGES]
@@ -363,9 +378,10 @@ def _train(config: TrainConfig, callbacks: Sequence[Callback]) -> RunResult:
     dataset = load_data(config)
     task = build_task(config, dataset)
     datamodule = _datamodule(config, dataset)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / CONFIG_FILE)
-    write_json(run_dir / DATA_FILE, _data_record(dataset))
+    if not _launched_secondary():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / CONFIG_FILE)
+        write_json(run_dir / DATA_FILE, _data_record(dataset))
 
     # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
     # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
@@ -697,11 +713,13 @@ def _table_inputs(path: Path, table: dict[str, Any]) -> tuple[list[str], Tensor]
     return ids, torch.tensor(np.asarray(encoded), dtype=torch.float32)
 
 
-def _image_inputs(paths: Sequence[Path], size: int) -> tuple[list[str], Tensor]:
+def _image_inputs(paths: Sequence[Path], shape: Sequence[int]) -> tuple[list[str], Tensor]:
     from emdloss.data import load_image
 
-    images = [load_image(p, size) for p in paths]
-    return [str(p) for p in paths], torch.stack(images)
+    images = torch.stack([load_image(p, int(shape[-1])) for p in paths])
+    if shape[0] == 1:  # a model trained on grey images
+        images = images.mean(dim=1, keepdim=True)
+    return [str(p) for p in paths], images
 
 
 def _expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -769,7 +787,7 @@ def predict(
                 f"an image run predicts from image files ({', '.join(sorted(_IMAGE_SUFFIXES))}), "
                 f"got {bad[0]}"
             )
-        ids, x_all = _image_inputs(paths, int(record["input_shape"][-1]))
+        ids, x_all = _image_inputs(paths, record["input_shape"])
     expected = tuple(record["input_shape"])
     if tuple(x_all.shape[1:]) != expected:
         raise ValueError(
