@@ -211,3 +211,10 @@ def test_metrics_json_shapes() -> None:
     assert extract_test_metrics({"test": m}) == {"argmax": m}
     partial = {k: v for k, v in m.items() if k != "amae"}
     assert extract_test_metrics({"test": {"argmax": partial}}) == {}
+
+
+def test_threshold_peers_point_to_their_median_rule() -> None:
+    records = _records("lev", {"ce": 0.0, "coral": 0.1}, seeds=1)
+    summary = render_summary(records, [_info("lev", ["ce", "coral"])], output="o")
+    assert "coral predict by thresholds: their own prediction is the median rule" in summary
+    assert "we have 1 run;" in summary

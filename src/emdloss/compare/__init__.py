@@ -75,8 +75,10 @@ DEFAULT_OUTPUT = Path("runs") / "compare-default"
 #: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
 #: set gets the same ones, and options given by the user replace them.
 DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
-    "tabular": {"model": "mlp", "epochs": 30, "batch_size": 64, "lr": 3e-3},
-    "image": {"model": "cnn", "epochs": 30, "batch_size": 64, "lr": 1e-3},
+    # 20 epochs: on ERA and SWD the validation MAE stopped improving well before (checked
+    # against 40 epochs and batch 32); ~3 s per run on one core, 48 runs in a few minutes.
+    "tabular": {"model": "mlp", "epochs": 20, "batch_size": 64, "lr": 3e-3},
+    "retinamnist": {"model": "cnn", "epochs": 30, "batch_size": 64, "lr": 1e-3},
 }
 
 # Options that change how a run is executed or shown, not what is trained: they may differ

@@ -52,6 +52,8 @@ METRIC_LABELS: Mapping[str, str] = {
 VERDICT_METRICS: tuple[str, ...] = ("mae", "qwk", "accuracy")
 # Data sets whose split is the official one (the same test set as the published rows).
 OFFICIAL_SPLITS: frozenset[str] = frozenset({"retinamnist"})
+#: Peer losses whose native prediction is a threshold count (the median rule), not an argmax.
+THRESHOLD_LOSSES: frozenset[str] = frozenset({"coral", "corn"})
 #: Data sets whose classes have no order: only accuracy is meaningful there.
 ORDERLESS: frozenset[str] = frozenset({"digits"})
 _RULE_ORDER = ("argmax", "median", "expected", "bayes")
@@ -323,7 +325,10 @@ def _reference_notes(info: DatasetInfo, table: ReferenceTable, runs: int) -> str
             f"our test share is {share:.0%} of the data (train/val/test {train}/{val}/{test})"
         )
     if table.repetitions is not None and table.repetitions != runs:
-        differs.append(f"they average {table.repetitions} repetitions, we have {runs} runs")
+        differs.append(
+            f"they average {table.repetitions} repetitions, we have {runs} "
+            + ("run" if runs == 1 else "runs")
+        )
     if table.source == "TOC-UCO":
         differs.append("they tune hyper-parameters per method by cross-validation, we do not")
     if table.source == "MedMNIST v2":
@@ -452,12 +457,21 @@ def _rules_section(
             stat = stats[(dataset, loss, best_rule)][metric]
             cells.append(f"{best_rule} {stat.mean:.3f}")
         body.append(cells)
-    return [
+    lines = [
         f"Best prediction rule per metric (mean over runs; rules: {', '.join(rules)}):",
         "",
         *_table(["loss", *(METRIC_LABELS[m] for m in METRIC_KEYS)], body),
         "",
     ]
+    threshold = [loss for loss in losses if loss in THRESHOLD_LOSSES]
+    if threshold:
+        lines += [
+            f"{', '.join(threshold)} predict by thresholds: their own prediction is the median "
+            "rule (the number of cumulative probabilities above 0.5), not the argmax of the "
+            "class distribution derived from them; read their rows in this table.",
+            "",
+        ]
+    return lines
 
 
 def _verdict(

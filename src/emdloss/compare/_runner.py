@@ -189,12 +189,16 @@ def build_config(
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    return any(run_dir.rglob("*.ckpt"))
+    # The training writes checkpoints/last.ckpt at the end of every epoch.
+    return any(run_dir.rglob("last.ckpt"))
 
 
 def _default_train() -> TrainFn:
     from emdloss.training import train
+    from emdloss.training.run import quiet_lightning_logs
 
+    # Lightning's banner and tips, once per run, would drown the progress bar over runs.
+    quiet_lightning_logs()
     return train
 
 
