@@ -185,7 +185,7 @@ def test_ground_emd_with_line_distance_is_w1() -> None:
 
 def test_ground_emd_soft_exact_raises_with_hint() -> None:
     logits, _, dist = _rand(4, 5)
-    with pytest.raises(ValueError, match="method='sinkhorn'"):
+    with pytest.raises(ValueError, match=r"method='sinkhorn'"):
         EF.ground_emd(logits, dist, _random_ground(5))
 
 
@@ -503,7 +503,7 @@ def test_fused_equals_reference_through_public_api() -> None:
 
 def test_unknown_implementation() -> None:
     with (
-        pytest.raises(ValueError, match="implementation must be one of"),
+        pytest.raises(ValueError, match=r"implementation must be one of"),
         _ordinal.implementation("triton"),
     ):
         pass
