@@ -26,8 +26,9 @@ def _as_buffer(value: ClassVector | None, name: str) -> Tensor | None:
     if value is None:
         return None
     if isinstance(value, Tensor):
+        # a copy: set_cost_matrix() writes into the buffer, which must not alias the caller's
         t = value.detach()
-        return t if t.is_floating_point() else t.to(torch.get_default_dtype())
+        return t.clone() if t.is_floating_point() else t.to(torch.get_default_dtype())
     try:
         return torch.as_tensor(value, dtype=torch.get_default_dtype())
     except (TypeError, ValueError, RuntimeError) as err:
