@@ -269,6 +269,10 @@ def test_nd_input_equals_flattened(fn: str) -> None:
         torch.testing.assert_close(none.reshape(-1), loss(flat_x, flat_t, reduction="none"))
         torch.testing.assert_close(loss(logits, target), none.mean())
         torch.testing.assert_close(loss(logits, target, reduction="sum"), none.sum())
+        weight = torch.tensor([0.5, 2.0, 1.0, 3.0], dtype=DT)
+        torch.testing.assert_close(
+            loss(logits, target, weight=weight), loss(flat_x, flat_t, weight=weight)
+        )
 
 
 def test_nd_loop_scan_equals_cumsum(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -499,6 +503,76 @@ def test_fused_equals_reference_through_public_api() -> None:
             loss = EF.squared_emd(x, index, weight=weight, positions=torch.arange(9.0) ** 1.5)
         out[impl] = (loss, torch.autograd.grad(loss, x)[0])
     torch.testing.assert_close(out["fused"], out["reference"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("read_scalar", [True, False])
+@pytest.mark.parametrize("input_type", ["logits", "probs", "log_probs"])
+def test_folded_reduction_equals_reference(
+    reduction: str, read_scalar: bool, input_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain sum/mean reductions are folded into the fused kernel (with or without a host read)."""
+    monkeypatch.setattr(_ordinal, "_READ_SCALAR_ON_CPU", read_scalar)
+    logits, index, soft = _rand(5, 6, 3, seed=28)
+    x0 = {"logits": logits, "probs": logits.softmax(1), "log_probs": logits.log_softmax(1)}[
+        input_type
+    ]
+    for target in (index, soft):
+        out = {}
+        for impl in ("fused", "reference"):
+            x = x0.clone().requires_grad_(True)
+            with _ordinal.implementation(impl):
+                loss = EF.squared_emd(x, target, reduction=reduction) + 0.5 * EF.emd(
+                    x, target, reduction=reduction
+                )
+            out[impl] = (loss, torch.autograd.grad(loss * 3.0, x)[0])
+        torch.testing.assert_close(out["fused"], out["reference"], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("input_type", ["logits", "probs", "log_probs"])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("fn", ["emd2", "ground"])
+def test_linear_loss_fused_equals_reference(input_type: str, reduction: str, fn: str) -> None:
+    """The closed form sum_i p_i G_i (index targets): analytic backward == autograd."""
+    logits, index, _ = _rand(4, 5, 3, seed=29)
+    x0 = {"logits": logits, "probs": logits.softmax(1), "log_probs": logits.log_softmax(1)}[
+        input_type
+    ]
+    loss = _loss(fn, 5)
+    g = torch.randn(4, 3, dtype=DT) if reduction == "none" else torch.tensor(1.7, dtype=DT)
+    out = {}
+    for impl in ("fused", "reference"):
+        x = x0.clone().requires_grad_(True)
+        with _ordinal.implementation(impl):
+            value = loss(x, index, input_type=input_type, reduction=reduction)
+        out[impl] = (value, torch.autograd.grad(value, x, g)[0])
+    torch.testing.assert_close(out["fused"], out["reference"], rtol=1e-12, atol=1e-14)
+
+
+def test_ground_distance_cache_sees_in_place_changes() -> None:
+    logits, index, _ = _rand(6, 5, seed=31)
+    d = _random_ground(5)
+    first = EF.ground_emd(logits, index, d, reduction="none")
+    torch.testing.assert_close(EF.ground_emd(logits, index, d, reduction="none"), first)
+    with torch.no_grad():
+        d.mul_(2.0)  # bumps the version counter: the cached transpose must not be reused
+    torch.testing.assert_close(EF.ground_emd(logits, index, d, reduction="none"), 2 * first)
+    other = _random_ground(5, seed=9)
+    p = _probs(logits)
+    expected = [ot.emd2(p[i], np.eye(5)[index[i]], other.numpy()) for i in range(6)]
+    got = EF.ground_emd(logits, index, other, reduction="none")
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_ground_distance_that_needs_a_gradient_gets_one() -> None:
+    logits, index, _ = _rand(4, 5, seed=30)
+    d = _random_ground(5).requires_grad_(True)
+    (grad,) = torch.autograd.grad(EF.ground_emd(logits, index, d), d)
+    p = logits.softmax(1)
+    expected = torch.zeros(5, 5, dtype=DT)
+    for n in range(4):
+        expected[:, index[n]] += p[n] / 4  # d/dD[i, y] of mean_n sum_i p_i D[i, y_n]
+    torch.testing.assert_close(grad, expected)
 
 
 def test_unknown_implementation() -> None:

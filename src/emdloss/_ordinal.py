@@ -66,9 +66,9 @@ __all__ = [
 IMPLEMENTATIONS = ("fused", "library", "reference")
 _impl = "fused"
 
-# Below this many classes a hand-written softmax beats torch.softmax on CPU (the library
-# kernel's per-row overhead dominates for short rows).
-_SMALL_C = 64
+# Below this many classes a hand-written softmax beats torch.softmax on the CPU (rows shorter
+# than a vector register fall off the library kernel's vectorised path).
+_SMALL_C = 16
 
 
 @contextmanager
@@ -124,7 +124,7 @@ def _l1_gaps(x: Tensor, gaps: Tensor | None, squared: bool) -> Tensor | None:
 
 
 def _softmax(x: Tensor) -> Tensor:
-    if x.dim() == 2 and x.shape[1] <= _SMALL_C:
+    if x.dim() == 2 and x.shape[1] < _SMALL_C:
         e = (x - x.amax(dim=1, keepdim=True)).exp_()
         return e.div_(e.sum(dim=1, keepdim=True))
     return torch.softmax(x, dim=1)
@@ -149,26 +149,34 @@ def probabilities(x: Tensor, input_type: str) -> Tensor:
 
 # ----------------------------------------------------------------------------- fused kernels
 
+# A gradient shared by all rows is read to a Python float on the CPU (free there) and folded
+# into one pass; elsewhere it stays a tensor (no host sync). Tests switch it off to cover both.
+_READ_SCALAR_ON_CPU = True
+
 # For (N, C, S) inputs torch.cumsum along dim 1 is a strided scalar loop; a Python loop over
 # the C classes of vectorised (N, S) additions is ~2.5x faster once N * S is this large.
 _LOOP_SCAN_MIN = 4096
 
 
-def _scan(src: Tensor, out: Tensor) -> Tensor:
-    """Inclusive cumulative sum of ``src`` along dim 1 into ``out`` (``out`` may be ``src``)."""
+def _scan(src: Tensor, out: Tensor | None = None) -> Tensor:
+    """Inclusive cumulative sum of ``src`` along dim 1 (into ``out``, which may be ``src``)."""
     if src.dim() == 3 and src.shape[0] * src.shape[2] >= _LOOP_SCAN_MIN:
+        if out is None:
+            out = torch.empty_like(src)
         if out is not src:
             out.select(1, 0).copy_(src.select(1, 0))
         for k in range(1, src.shape[1]):
             torch.add(out.select(1, k - 1), src.select(1, k), out=out.select(1, k))
         return out
+    if out is None:
+        return torch.cumsum(src, dim=1)
     return torch.cumsum(src, dim=1, out=out)
 
 
 def _cdf_forward(
     x: Tensor, target: Tensor, gaps: Tensor | None, squared: bool, input_type: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-row loss, the probabilities the backward needs (``x`` for probs) and ``E``."""
+    """Per-row loss with a kept class dim, (N, 1[, S]); the probabilities; ``E``."""
     if input_type == "logits":
         p = _softmax(x)
     elif input_type == "log_probs":
@@ -177,27 +185,32 @@ def _cdf_forward(
         p = x
     if not target.is_floating_point():
         index = target.unsqueeze(1)
+        p_y = p.gather(1, index)
         if p is x:  # the caller's tensor: work on a copy
             d = x.clone()
-            d.scatter_(1, index, d.gather(1, index) - 1)
+            d.scatter_(1, index, p_y - 1)
             _scan(d, d)
         else:
-            # D = cumsum(p - e_y): subtract 1 at y, scan, restore p_y exactly.
-            p_y = p.gather(1, index)
+            # D = cumsum(p - e_y): subtract 1 at y, scan, restore p_y exactly (T is never built).
             p.scatter_(1, index, p_y - 1)
-            d = _scan(p, torch.empty_like(p))
+            d = _scan(p)
             p.scatter_(1, index, p_y)
     else:
         d = torch.sub(p, target)
         _scan(d, d)
     if squared and gaps is None:
         e = d
-        loss = torch.linalg.vector_norm(d, dim=1).square()
+        loss = torch.linalg.vector_norm(d, dim=1, keepdim=True).square_()
+    elif gaps is None:  # L1 with unit gaps; the last term is dropped as in _l1_gaps
+        last = d.shape[1] - 1
+        loss = torch.linalg.vector_norm(d.narrow(1, 0, last), ord=1, dim=1, keepdim=True)
+        e = torch.sign(d)
+        e.narrow(1, last, 1).zero_()
     else:
         e = d if squared else torch.sign(d)
         if gaps is not None:
             e = e * _class_view(gaps, d.dim())
-        loss = torch.linalg.vecdot(e, d, dim=1)
+        loss = torch.linalg.vecdot(e, d, dim=1).unsqueeze(1)
     return loss, p, e
 
 
@@ -211,60 +224,81 @@ def _cdf_backward(
     input_type: str,
     target_grad: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """Gradients with respect to the scores and (for soft targets, if asked) the target."""
+    """Gradients with respect to the scores and (for soft targets, if asked) the target.
+
+    ``grad`` is the gradient of the per-row losses, shaped like them, or a 0-dim tensor when
+    every row gets the same one (a sum or mean reduction). ``loss`` has the kept class dim.
+    """
     num_classes = e.shape[1]
+    factor = 2.0 if squared else 1.0
     # X = exclusive cumulative sum of E, written straight into the gradient buffer.
     xs = torch.empty_like(e)
     xs.narrow(1, 0, 1).zero_()
     _scan(e.narrow(1, 0, num_classes - 1), xs.narrow(1, 1, num_classes - 1))
-    factor = 2.0 if squared else 1.0
-    total = xs.narrow(1, num_classes - 1, 1) + e.narrow(1, num_classes - 1, 1)
+    if input_type == "logits" and not target.is_floating_point():
+        a = xs.gather(1, target.unsqueeze(1)).sub_(loss)  # <p, X> = X_y - L
+    elif input_type == "logits":
+        assert p is not None
+        a = torch.linalg.vecdot(p, xs, dim=1).unsqueeze(1)
+    else:
+        a = xs.narrow(1, num_classes - 1, 1) + e.narrow(1, num_classes - 1, 1)  # sum of E
     grad_target = None
-    if target_grad:  # dL/dt_j = -f g R_j = f g (X_j - total)
-        grad_target = (xs - total).mul_(grad.unsqueeze(1) * factor)
-    if input_type == "logits":
-        if not target.is_floating_point():
-            a = xs.gather(1, target.unsqueeze(1)) - loss.unsqueeze(1)
-        else:
-            assert p is not None
-            a = torch.linalg.vecdot(p, xs, dim=1).unsqueeze(1)
+    if target_grad:  # dL/dt_j = -f g R_j = f g (X_j - sum E)
+        total = xs.narrow(1, num_classes - 1, 1) + e.narrow(1, num_classes - 1, 1)
+        g = grad if grad.dim() == 0 else grad.unsqueeze(1)
+        grad_target = (xs - total).mul_(g * factor)
+    # grad = f g (a - X) [* p], in place in the X buffer, with binary ops only: one operand
+    # broadcast per row vectorises on the CPU, where a ternary addcmul with two does not.
+    uniform = grad.dim() == 0 or all(st == 0 for st in grad.stride())
+    if uniform and grad.numel() > 0:
+        g0 = grad if grad.dim() == 0 else grad[(0,) * grad.dim()]
+        if grad.device.type == "cpu" and _READ_SCALAR_ON_CPU:  # a free read: fold it in
+            scale = g0.item() * factor
+            torch.sub(a.mul_(scale) if a.is_contiguous() else a * scale, xs, alpha=scale, out=xs)
+            if input_type != "probs":
+                assert p is not None
+                xs.mul_(p)
+            return xs, grad_target
+        row_scale = g0 * factor
     else:
-        a = total
-    # grad = f g (a - X) [* p], in place in the X buffer. Only binary ops with one operand
-    # broadcast per row: they vectorise on CPU, where a ternary addcmul with two does not.
-    if grad.numel() > 0 and grad.device.type == "cpu" and all(st == 0 for st in grad.stride()):
-        # One gradient for all rows (a sum/mean reduction): fold it into the subtraction.
-        scale = float(grad.reshape(-1)[0]) * factor  # a free read on the CPU
-        torch.sub(a * scale, xs, alpha=scale, out=xs)
-        if p is not None and input_type != "probs":
-            xs.mul_(p)
-    else:
-        torch.sub(a, xs, out=xs)
-        if p is not None and input_type != "probs":
-            xs.mul_(p)
-        xs.mul_(grad.unsqueeze(1) * factor)
+        row_scale = grad.unsqueeze(1) * factor
+    torch.sub(a, xs, out=xs)
+    if input_type != "probs":
+        assert p is not None
+        xs.mul_(p)
+    xs.mul_(row_scale)
     return xs, grad_target
 
 
 class _CdfLoss(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, target: Tensor, gaps: Tensor | None, squared: bool, input_type: str
+        ctx: Any,
+        x: Tensor,
+        target: Tensor,
+        gaps: Tensor | None,
+        squared: bool,
+        input_type: str,
+        sum_scale: float | None,
     ) -> Tensor:
         loss, p, e = _cdf_forward(x, target, gaps, squared, input_type)
         ctx.save_for_backward(p if input_type != "probs" else None, e, target, loss)
-        ctx.squared, ctx.input_type = squared, input_type
-        return loss
+        ctx.squared, ctx.input_type, ctx.sum_scale = squared, input_type, sum_scale
+        if sum_scale is not None:
+            return loss.sum() * sum_scale
+        return loss.squeeze(1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         p, e, target, loss = ctx.saved_tensors
+        if ctx.sum_scale is not None:
+            grad = grad * ctx.sum_scale
         target_grad = bool(ctx.needs_input_grad[1]) and target.is_floating_point()
         grad_x, grad_target = _cdf_backward(
             grad, p, e, target, loss, ctx.squared, ctx.input_type, target_grad
         )
-        return grad_x if ctx.needs_input_grad[0] else None, grad_target, None, None, None
+        return grad_x if ctx.needs_input_grad[0] else None, grad_target, None, None, None, None
 
 
 # ------------------------------------------------------------------- torch.library registration
@@ -277,7 +311,7 @@ def _cdf_loss_op(
     loss, p, e = _cdf_forward(x, target, gaps, squared, input_type)
     if p is x:  # custom ops may not return an alias of an input
         p = x.new_empty(0)
-    return loss, p, e
+    return loss.squeeze(1), p, e
 
 
 @_cdf_loss_op.register_fake
@@ -321,7 +355,7 @@ def _cdf_loss_backward_fake(
 def _op_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
     _x, target, _gaps, squared, input_type = inputs
     loss, p, e = output
-    ctx.save_for_backward(p, e, target, loss)
+    ctx.save_for_backward(p, e, target, loss.unsqueeze(1))
     ctx.squared, ctx.input_type = squared, input_type
     ctx.target_grad = bool(target.requires_grad) and target.is_floating_point()
 
@@ -365,12 +399,21 @@ def cdf_loss_reference(
 
 
 def cdf_loss(
-    x: Tensor, target: Tensor, gaps: Tensor | None, *, squared: bool, input_type: str
+    x: Tensor,
+    target: Tensor,
+    gaps: Tensor | None,
+    *,
+    squared: bool,
+    input_type: str,
+    sum_scale: float | None = None,
 ) -> Tensor:
     r"""Per-row CDF distance :math:`\sum_k w_k D_k^2` (``squared``) or :math:`\sum_k w_k |D_k|`.
 
-    ``gaps`` is the vector :math:`w` (None: all ones). No normalisation constant is applied.
-    Gradients flow to ``x`` and to a floating ``target``.
+    ``gaps`` is the vector :math:`w` (None: all ones; for the L1 form the last term is always
+    dropped). No normalisation constant is applied. With ``sum_scale`` the result is the sum
+    over rows times ``sum_scale`` (a plain sum/mean reduction, folded into the fused kernel so
+    that its backward needs no per-row gradient). Gradients flow to ``x`` and to a floating
+    ``target``.
 
     Examples
     --------
@@ -381,25 +424,63 @@ def cdf_loss(
     tensor([1.3000])
     """
     if _impl == "reference":
-        return cdf_loss_reference(x, target, gaps, squared=squared, input_type=input_type)
-    gaps = _l1_gaps(x, gaps, squared)
-    if _impl == "library" or torch.compiler.is_compiling():
-        return _cdf_loss_op(x, target, gaps, squared, input_type)[0]
-    loss: Tensor = _CdfLoss.apply(x, target, gaps, squared, input_type)
-    return loss
+        rows = cdf_loss_reference(x, target, gaps, squared=squared, input_type=input_type)
+    elif _impl == "library" or torch.compiler.is_compiling():
+        rows = _cdf_loss_op(x, target, gaps, squared, input_type)[0]
+    else:
+        loss: Tensor = _CdfLoss.apply(x, target, gaps, squared, input_type, sum_scale)
+        return loss
+    return rows if sum_scale is None else rows.sum() * sum_scale
 
 
-def linear_loss(x: Tensor, cost_rows: Tensor, input_type: str) -> Tensor:
+def linear_loss(
+    x: Tensor, cost_rows: Tensor, input_type: str, *, sum_scale: float | None = None
+) -> Tensor:
     r"""Per-row :math:`\sum_i p_i G_i`: the EMD to a one-hot target :math:`y` when :math:`G_i = D_{iy}`.
 
-    ``cost_rows`` has ``x``'s shape (or broadcasts to it).
+    ``cost_rows`` has ``x``'s shape. With ``sum_scale`` the result is the sum over rows times
+    ``sum_scale``. Analytic backward (plain autograd when ``cost_rows`` itself needs a gradient).
 
     Examples
     --------
     >>> linear_loss(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[2.0, 1.0, 0.0]]), "probs")
     tensor([1.3000])
     """
-    return (probabilities(x, input_type) * cost_rows).sum(dim=1)
+    if _impl == "reference" or cost_rows.requires_grad or torch.compiler.is_compiling():
+        rows = (probabilities(x, input_type) * cost_rows).sum(dim=1)
+        return rows if sum_scale is None else rows.sum() * sum_scale
+    loss: Tensor = _LinearLoss.apply(x, cost_rows, input_type, sum_scale)
+    return loss
+
+
+class _LinearLoss(torch.autograd.Function):
+    r""":math:`L = \sum_i p_i G_i`; through a softmax :math:`\partial L / \partial z = p (G - L)`."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, cost_rows: Tensor, input_type: str, sum_scale: float | None
+    ) -> Tensor:
+        p = _softmax(x) if input_type == "logits" else probabilities(x, input_type)
+        loss = torch.linalg.vecdot(p, cost_rows, dim=1).unsqueeze(1)
+        ctx.save_for_backward(p if input_type != "probs" else None, cost_rows, loss)
+        ctx.input_type, ctx.sum_scale = input_type, sum_scale
+        return loss.sum() * sum_scale if sum_scale is not None else loss.squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        p, cost_rows, loss = ctx.saved_tensors
+        if ctx.sum_scale is not None:
+            grad = grad * ctx.sum_scale
+        else:
+            grad = grad.unsqueeze(1)
+        if ctx.input_type == "logits":
+            out = torch.sub(cost_rows, loss).mul_(p).mul_(grad)
+        elif ctx.input_type == "log_probs":
+            out = torch.mul(cost_rows, p).mul_(grad)
+        else:
+            out = cost_rows * grad
+        return out, None, None, None
 
 
 def quantile_wasserstein(p: Tensor, t: Tensor, positions: Tensor, power: float) -> Tensor:

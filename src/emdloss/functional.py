@@ -32,6 +32,7 @@ that synchronise with the GPU.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,8 @@ def _prepare(
     if index:
         tgt = target.long()
         has_ignored = V.check_index_values(tgt, num_classes, ignore_index)
+        if has_ignored is None and tgt.device.type == "cpu" and not torch.compiler.is_compiling():
+            has_ignored = bool((tgt == ignore_index).any())  # no host sync to fear on the CPU
         if has_ignored is not False:  # True, or unknown without a host sync
             valid = tgt != ignore_index
             tgt = tgt.masked_fill(~valid, 0)
@@ -152,6 +155,40 @@ def _reduce(rows: Tensor, batch: _Batch, scale: float) -> Tensor:
     return out.to(batch.out_dtype)
 
 
+def _folded_scale(batch: _Batch, scale: float) -> float | None:
+    """The factor that turns a plain row sum into the reduction, if the reduction is that plain.
+
+    Unweighted sums and means with no ignored element are folded into the fused kernels, whose
+    backward then needs no per-row gradient.
+    """
+    n = batch.x.numel() // batch.num_classes
+    if batch.valid is not None or batch.element_weight is not None or n == 0:
+        return None
+    if batch.reduction == "sum":
+        return scale
+    if batch.reduction == "mean":
+        return scale / n
+    return None
+
+
+def _cdf_reduced(
+    batch: _Batch, gaps: Tensor | None, *, squared: bool, input_type: str, scale: float
+) -> Tensor:
+    """The CDF loss of a batch, reduced."""
+    folded = _folded_scale(batch, scale)
+    out = _ordinal.cdf_loss(
+        batch.x, batch.target, gaps, squared=squared, input_type=input_type, sum_scale=folded
+    )
+    return out.to(batch.out_dtype) if folded is not None else _reduce(out, batch, scale)
+
+
+def _linear_reduced(batch: _Batch, cost_rows: Tensor, input_type: str) -> Tensor:
+    """The linear loss sum_i p_i G_i of a batch, reduced."""
+    folded = _folded_scale(batch, 1.0)
+    out = _ordinal.linear_loss(batch.x, cost_rows, input_type, sum_scale=folded)
+    return out.to(batch.out_dtype) if folded is not None else _reduce(out, batch, 1.0)
+
+
 def _positions(positions: ClassVector | None, batch: _Batch) -> Tensor | None:
     if positions is None:
         return None
@@ -167,8 +204,28 @@ def _class_last(t: Tensor) -> Tensor:
 
 def _target_rows(matrix: Tensor, index: Tensor) -> Tensor:
     """``matrix[index]`` laid out like the scores: (N, C) or (N, C, S)."""
-    rows = matrix[index]  # (N, C) or (N, S, C)
-    return rows if index.dim() == 1 else rows.movedim(-1, 1)
+    rows = matrix.index_select(0, index.reshape(-1))  # much faster than matrix[index]
+    return rows if index.dim() == 1 else rows.view(*index.shape, -1).movedim(-1, 1)
+
+
+# One cached transposed copy of the last ground distance: gathering its columns directly gives
+# a layout that the elementwise kernels read slowly, and a transposing copy costs more than
+# the loss at C = 1000. The weak reference and the version counter make a stale hit
+# impossible (a new tensor, or an in-place change, is a miss).
+_transposed_cache: tuple[weakref.ReferenceType[Tensor], int, Tensor] | None = None
+
+
+def _transposed(matrix: Tensor) -> Tensor:
+    """``matrix.t()`` as a contiguous tensor, cached for an unchanged, gradient-free matrix."""
+    global _transposed_cache
+    if matrix.requires_grad or torch.compiler.is_compiling():
+        return matrix.t().contiguous()
+    cached = _transposed_cache
+    if cached is not None and cached[0]() is matrix and cached[1] == matrix._version:
+        return cached[2]
+    out = matrix.t().contiguous()
+    _transposed_cache = (weakref.ref(matrix), matrix._version, out)
+    return out
 
 
 def squared_emd(
@@ -248,8 +305,7 @@ def squared_emd(
     scale = {"mean": 1.0 / c, "sum": 1.0, "rps": 1.0 / (c - 1)}[normalization]
     pos = _positions(positions, batch)
     gaps = _ordinal.gap_weights(pos) if pos is not None else None
-    rows = _ordinal.cdf_loss(batch.x, batch.target, gaps, squared=True, input_type=input_type)
-    return _reduce(rows, batch, scale)
+    return _cdf_reduced(batch, gaps, squared=True, input_type=input_type, scale=scale)
 
 
 def emd(
@@ -319,21 +375,16 @@ def emd(
     pos = _positions(positions, batch)
     if power == 1.0:
         gaps = _ordinal.gap_weights(pos) if pos is not None else None
-        rows = _ordinal.cdf_loss(batch.x, batch.target, gaps, squared=False, input_type=input_type)
-        return _reduce(rows, batch, 1.0)
+        return _cdf_reduced(batch, gaps, squared=False, input_type=input_type, scale=1.0)
     if pos is None:
         pos = torch.arange(batch.num_classes, dtype=batch.x.dtype, device=batch.x.device)
     if batch.index:
         view = _ordinal._class_view(pos, batch.x.dim())
         cost = (view - pos[batch.target].unsqueeze(1)).abs().pow(power)
-        rows = _ordinal.linear_loss(batch.x, cost, input_type)
-    else:
-        probs = _ordinal.probabilities(batch.x, input_type)
-        flat = _ordinal.quantile_wasserstein(
-            _class_last(probs), _class_last(batch.target), pos, power
-        )
-        rows = flat.reshape(batch.x.shape[0], *batch.x.shape[2:])
-    return _reduce(rows, batch, 1.0)
+        return _linear_reduced(batch, cost, input_type)
+    probs = _ordinal.probabilities(batch.x, input_type)
+    flat = _ordinal.quantile_wasserstein(_class_last(probs), _class_last(batch.target), pos, power)
+    return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
 
 def ground_emd(
@@ -418,8 +469,7 @@ def ground_emd(
         else:
             V.check_one_hot_values(target, _SINKHORN_HINT)
             y = batch.target.argmax(dim=1)
-        rows = _ordinal.linear_loss(batch.x, _target_rows(dist.t(), y), input_type)
-        return _reduce(rows, batch, 1.0)
+        return _linear_reduced(batch, _target_rows(_transposed(dist), y), input_type)
 
     from emdloss._sinkhorn import sinkhorn_emd  # lazy: only this path needs it
 
