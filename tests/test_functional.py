@@ -72,6 +72,19 @@ def test_rps_definition() -> None:
         np.testing.assert_allclose(got.numpy(), rps, rtol=1e-12, atol=1e-14)
 
 
+def test_nima_emd_conversion() -> None:
+    """NIMA's EMD: ((1/C) sum_k |P_k - T_k|^r)^(1/r) per sample, then the batch mean."""
+    logits, _, soft = _rand(7, 10, seed=32)
+    cum_p, cum_t = np.cumsum(_probs(logits), 1), np.cumsum(soft.numpy(), 1)
+    for r in (1, 2):
+        nima = ((np.abs(cum_p - cum_t) ** r).mean(axis=1) ** (1 / r)).mean()
+        if r == 2:
+            got = EF.squared_emd(logits, soft, reduction="none").sqrt().mean()
+        else:
+            got = EF.emd(logits, soft) / 10
+        assert got.item() == pytest.approx(nima, rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- squared_emd
 
 
