@@ -153,14 +153,18 @@ def probabilities(x: Tensor, input_type: str) -> Tensor:
 # into one pass; elsewhere it stays a tensor (no host sync). Tests switch it off to cover both.
 _READ_SCALAR_ON_CPU = True
 
-# For (N, C, S) inputs torch.cumsum along dim 1 is a strided scalar loop; a Python loop over
-# the C classes of vectorised (N, S) additions is ~2.5x faster once N * S is this large.
+# For (N, C, S) inputs on the CPU torch.cumsum along dim 1 is a strided scalar loop; a Python
+# loop over the C classes of vectorised (N, S) additions is ~2.5x faster once N * S is this large.
 _LOOP_SCAN_MIN = 4096
 
 
 def _scan(src: Tensor, out: Tensor | None = None) -> Tensor:
     """Inclusive cumulative sum of ``src`` along dim 1 (into ``out``, which may be ``src``)."""
-    if src.dim() == 3 and src.shape[0] * src.shape[2] >= _LOOP_SCAN_MIN:
+    if (
+        src.dim() == 3
+        and src.device.type == "cpu"  # on a GPU torch.cumsum is a parallel scan: keep it
+        and src.shape[0] * src.shape[2] >= _LOOP_SCAN_MIN
+    ):
         if out is None:
             out = torch.empty_like(src)
         if out is not src:
@@ -207,9 +211,7 @@ def _cdf_forward(
         e = torch.sign(d)
         e.narrow(1, last, 1).zero_()
     else:
-        e = d if squared else torch.sign(d)
-        if gaps is not None:
-            e = e * _class_view(gaps, d.dim())
+        e = (d if squared else torch.sign(d)) * _class_view(gaps, d.dim())
         loss = torch.linalg.vecdot(e, d, dim=1).unsqueeze(1)
     return loss, p, e
 
@@ -254,7 +256,7 @@ def _cdf_backward(
         g0 = grad if grad.dim() == 0 else grad[(0,) * grad.dim()]
         if grad.device.type == "cpu" and _READ_SCALAR_ON_CPU:  # a free read: fold it in
             scale = g0.item() * factor
-            torch.sub(a.mul_(scale) if a.is_contiguous() else a * scale, xs, alpha=scale, out=xs)
+            torch.sub(a.mul_(scale), xs, alpha=scale, out=xs)  # `a` is a fresh (N, 1[, S])
             if input_type != "probs":
                 assert p is not None
                 xs.mul_(p)
