@@ -1,0 +1,450 @@
+r"""Batched, differentiable, log-domain Sinkhorn for the EMD under any ground distance.
+
+This is the math layer behind ``emdloss.functional.ground_emd(..., method="sinkhorn")``: the
+entropic approximation of the EMD between *soft* distributions and a general :math:`C \times C`
+ground distance, for which no closed form exists.
+
+Design (why it is written this way)
+
+* **Log domain.** The dual potentials are updated with ``logsumexp``; the kernel
+  :math:`e^{-D/\varepsilon}` is never formed, so it cannot underflow at small
+  :math:`\varepsilon` (that underflow is what makes POT's ``ot.sinkhorn2`` return NaN).
+* **Zero entries.** :math:`\log 0 = -\infty` is produced by a mask (``torch.where`` on a safe
+  argument), the potentials themselves stay finite, and the plan entries of empty rows or
+  columns are exactly 0. One-hot marginals therefore give finite values and gradients.
+* **Relative** :math:`\varepsilon`. The regularisation is ``epsilon * max(cost)``, so one default
+  suits costs on any scale (|i - j|, (i - j)^2, metres, ...).
+* **Annealing.** The forward pass starts at :math:`\varepsilon = \max D` and halves it until the
+  target is reached (two iterations per stage, warm-started potentials), then iterates at the
+  target until the L1 marginal error is at most ``tol``.
+* **Safeguarded Newton.** Plain Sinkhorn crawls on near-degenerate pairs (|i - j| on the line:
+  blocks of classes joined by tiny flows; measured: > 20 000 iterations at ``epsilon = 0.01``).
+  Each iteration therefore also tries a Newton step on the concave semi-dual (a batched
+  :math:`C \times C` solve per pair, shortened to a few :math:`\varepsilon` along flat
+  directions) and keeps, per pair, whichever of the Sinkhorn and Newton candidates increases
+  the dual most: never slower than Sinkhorn, quadratic near the solution (Sinkhorn-Newton,
+  Brauer, Clason, Lorenz & Wirth 2017). Converges in about 5 to 30 iterations at the default
+  ``epsilon``. Above 256 classes the :math:`O(C^3)` solves cost more than they save, and plain
+  Sinkhorn steps are used, with the error checked every 10 iterations (one host sync each).
+* **Gradient by implicit differentiation** (not autograd through the iterations, whose memory
+  grows with the number of iterations times :math:`M C^2`). At the fixed point :math:`g^*` of
+  the Sinkhorn map :math:`\Phi`, the adjoint system :math:`(I - J^\top)\lambda = \partial\ell /
+  \partial g` with :math:`J = \partial\Phi/\partial g` (a :math:`C \times C` stochastic matrix per
+  pair) is solved directly, so the returned gradient is the exact derivative of the returned
+  value at convergence, whatever path the forward pass took. Memory is :math:`O(M C^2)`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+__all__ = ["DEFAULT_EPSILON", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "sinkhorn_emd"]
+
+#: Default regularisation, relative to ``max(cost)``.
+DEFAULT_EPSILON = 0.01
+#: Default cap on the iterations at the target epsilon (after the annealing stages).
+DEFAULT_MAX_ITER = 1000
+#: Default stopping threshold on the L1 marginal error (largest over the batch), by precision.
+DEFAULT_TOL = {torch.float32: 1e-5, torch.float64: 1e-9}
+
+_CHECK_EVERY = 10  # Sinkhorn-only iterations between convergence checks (one host sync each)
+_ANNEAL = 0.5  # factor between successive epsilons of the annealing schedule
+_STAGE_STEPS = 2  # iterations per annealing stage
+_TRUST = (1e30, 16.0, 4.0, 1.0, 0.25)  # Newton step lengths tried, in units of epsilon
+_NEWTON_MAX_C = 256  # above this, O(C^3) Newton solves cost more than they save: Sinkhorn only
+
+
+def _masked_log(x: Tensor) -> Tensor:
+    """``log(x)`` with ``-inf`` where ``x == 0``, and a zero (not NaN) gradient there."""
+    positive = x > 0
+    # log of a safe argument: the unused branch of where() must not produce inf * 0 = NaN.
+    return torch.where(positive, torch.log(torch.where(positive, x, 1.0)), float("-inf"))
+
+
+def _f_update(g: Tensor, log_b: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
+    """:math:`f_i = -\\varepsilon \\log \\sum_j b_j e^{(g_j - D_{ij})/\\varepsilon}`, shape (..., M, C)."""
+    return -eps * torch.logsumexp(log_b.unsqueeze(-2) + (g.unsqueeze(-2) - cost) / eps, dim=-1)
+
+
+def _g_update(f: Tensor, log_a: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
+    """:math:`g_j = -\\varepsilon \\log \\sum_i a_i e^{(f_i - D_{ij})/\\varepsilon}`, shape (M, C)."""
+    return -eps * torch.logsumexp(log_a.unsqueeze(2) + (f.unsqueeze(2) - cost) / eps, dim=1)
+
+
+def _log_plan(
+    f: Tensor, g: Tensor, log_a: Tensor, log_b: Tensor, cost: Tensor, eps: Tensor
+) -> Tensor:
+    """Log of the entropic plan :math:`F_{ij}`, shape (M, C, C); ``-inf`` on empty rows/columns."""
+    return log_a.unsqueeze(2) + log_b.unsqueeze(1) + (f.unsqueeze(2) + g.unsqueeze(1) - cost) / eps
+
+
+def _epsilon(cost: Tensor, epsilon: float) -> Tensor:
+    """Absolute regularisation ``epsilon * max(cost)`` (``epsilon`` when the cost is all zero)."""
+    scale = cost.amax()
+    return epsilon * torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def _solve_dtype(t: Tensor) -> torch.dtype:
+    """Float64 for the small linear systems where the device has it (not on MPS)."""
+    return torch.float64 if t.device.type in ("cpu", "cuda") else t.dtype
+
+
+def _semi_dual(g: Tensor, a: Tensor, b: Tensor, log_b: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
+    """Semi-dual objective :math:`\\sum_i a_i f_i(g) + \\sum_j b_j g_j` (concave in g), (..., M)."""
+    f = _f_update(g, log_b, cost, eps)
+    return torch.where(a > 0, a * f, 0.0).sum(-1) + torch.where(b > 0, b * g, 0.0).sum(-1)
+
+
+def _step(
+    g: Tensor,
+    a: Tensor,
+    b: Tensor,
+    log_a: Tensor,
+    log_b: Tensor,
+    cost: Tensor,
+    eps: Tensor,
+    newton: bool,
+) -> tuple[Tensor, Tensor]:
+    """One safeguarded iteration on ``g``; returns the new ``g`` and the L1 marginal error at ``g``.
+
+    The Sinkhorn step (the exact maximiser of the dual in ``g`` given ``f = f(g)``) always
+    increases the concave semi-dual. Near-degenerate pairs (|i - j| costs on the line, blocks of
+    classes joined by tiny flows) make it crawl, so with ``newton`` a Newton step on the
+    semi-dual is tried as well, at full length and shortened so that no potential moves by more
+    than 16, 4, 1 or 1/4 epsilon (the objective is exponential along flat directions); each
+    pair keeps whichever candidate has the largest objective (Sinkhorn-Newton, Brauer et al.
+    2017). Far from the solution the Sinkhorn step wins; near it the Newton step converges
+    quadratically.
+    """
+    f = _f_update(g, log_b, cost, eps)
+    # Row-normalised plan p1[i, j] = F_ij / a_i (defined on empty rows too) and column sums.
+    p1 = torch.softmax(log_b.unsqueeze(1) + (g.unsqueeze(1) - cost) / eps, dim=2)
+    col = (a.unsqueeze(2) * p1).sum(1)
+    err = (col - b).abs().sum(1)
+    g_sinkhorn = _g_update(f, log_a, cost, eps)
+    if not newton:
+        return g_sinkhorn, err
+    # Negative Hessian of the semi-dual times eps: diag(col) - p1^T diag(a) p1 (PSD, null vector
+    # 1). Adding 1 1^T picks the step with zero sum; unit diagonal on empty columns (b_j = 0).
+    dt = _solve_dtype(g)
+    hess = torch.diag_embed(col) - p1.transpose(1, 2) @ (a.unsqueeze(2) * p1)
+    hess = hess.to(dt) + 1.0 + torch.diag_embed((b == 0).to(dt))
+    delta = torch.linalg.solve_ex(hess, (eps * (b - col)).to(dt).unsqueeze(-1))[0]
+    delta = delta.squeeze(-1).to(g.dtype)
+    reach = eps * torch.tensor(_TRUST, dtype=g.dtype, device=g.device).view(-1, 1, 1)
+    lengths = (reach / delta.abs().amax(-1, keepdim=True)).clamp(max=1.0)
+    candidates = torch.cat([g + lengths * delta, g_sinkhorn.unsqueeze(0)])  # (K, M, C)
+    score = _semi_dual(candidates, a, b, log_b, cost, eps)
+    # A singular Newton system gives NaN/inf candidates: never pick those.
+    score = torch.where(torch.isfinite(score), score, float("-inf"))
+    score[-1] = torch.where(torch.isfinite(score[-1]), score[-1], float("inf"))
+    best = score.argmax(0)
+    # Near the solution the gains (~ error^2) drop below the rounding of the objective and the
+    # comparison is noise: there, take the full Newton step (else progress stalls at ~1e-8).
+    top = score.gather(0, best.unsqueeze(0)).squeeze(0)
+    noise = 64 * torch.finfo(score.dtype).eps * (top.abs() + 1.0)
+    best = torch.where(score[0] >= top - noise, 0, best)
+    return candidates[best, torch.arange(g.shape[0], device=g.device)], err
+
+
+def _solve(
+    log_a: Tensor,
+    log_b: Tensor,
+    a: Tensor,
+    b: Tensor,
+    cost: Tensor,
+    epsilon: float,
+    max_iter: int,
+    tol: float,
+) -> tuple[Tensor, int, float]:
+    """Annealed, safeguarded iterations; return the potential ``g``, iterations and error."""
+    eps = _epsilon(cost, epsilon)
+    scale = eps / epsilon
+    newton = a.shape[1] <= _NEWTON_MAX_C
+    g = torch.zeros_like(b)
+    # Annealing: from eps = max(cost), halving down to the target, a few steps each (no sync).
+    rel = 1.0
+    while rel > epsilon:
+        for _ in range(_STAGE_STEPS):
+            g, _ = _step(g, a, b, log_a, log_b, cost, scale * rel, newton)
+        rel *= _ANNEAL
+    err = float("inf")
+    iters = 0
+    every = 1 if newton else _CHECK_EVERY  # Newton steps are few and costly: check each one
+    while iters < max_iter:
+        g_next, err_t = _step(g, a, b, log_a, log_b, cost, eps, newton)
+        iters += 1
+        if iters % every == 0 or iters == max_iter:
+            err = float(err_t.max())  # the one host sync per check; err_t is the error at g
+            if err <= tol:
+                break
+        g = g_next
+    return g, iters, err
+
+
+class _SinkhornEMD(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        a: Tensor,
+        b: Tensor,
+        cost: Tensor,
+        epsilon: float,
+        max_iter: int,
+        tol: float,
+    ) -> Tensor:
+        log_a, log_b = _masked_log(a), _masked_log(b)
+        g, _, err = _solve(log_a, log_b, a, b, cost, epsilon, max_iter, tol)
+        if err > tol:
+            warnings.warn(
+                f"sinkhorn_emd did not converge: marginal error {err:.3g} > tol={tol:g} after "
+                f"max_iter={max_iter} iterations (epsilon={epsilon:g}); raise max_iter or epsilon",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        eps = _epsilon(cost, epsilon)
+        f = _f_update(g, log_b, cost, eps)
+        value = (torch.exp(_log_plan(f, g, log_a, log_b, cost, eps)) * cost).sum(dim=(1, 2))
+        ctx.save_for_backward(a, b, cost, g)
+        ctx.epsilon = epsilon  # type: ignore[attr-defined]
+        return value
+
+    @staticmethod
+    @once_differentiable
+    def backward(
+        ctx: FunctionCtx, grad_value: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, None]:
+        a, b, cost, g = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
+        epsilon: float = ctx.epsilon  # type: ignore[attr-defined]
+        theta = [t.detach().requires_grad_(n) for t, n in zip((a, b, cost), needs, strict=True)]
+        wanted = [t for t, n in zip(theta, needs, strict=True) if n]
+        with torch.enable_grad():
+            a_, b_, cost_ = theta
+            g_ = g.detach().requires_grad_(True)
+            eps = _epsilon(cost_, epsilon)  # eps depends on max(cost): differentiate it too
+            log_a, log_b = _masked_log(a_), _masked_log(b_)
+            f = _f_update(g_, log_b, cost_, eps)
+            log_plan = _log_plan(f, g_, log_a, log_b, cost_, eps)
+            value = (torch.exp(log_plan) * cost_).sum(dim=(1, 2))  # l(g; theta)
+            g_next = _g_update(f, log_a, cost_, eps)  # Phi(g; theta)
+            # v = dl/dg and the direct part dl/dtheta.
+            direct = torch.autograd.grad(
+                value, [g_, *wanted], grad_outputs=grad_value, retain_graph=True, allow_unused=True
+            )
+            v = direct[0]
+            # J = dPhi/dg = P2^T P1, with P1[i, j] = d(-f_i)/dg_j (rows of the plan, normalised)
+            # and P2[i, j] = d(-g_j)/df_i (columns, normalised); both finite on empty rows/cols.
+            with torch.no_grad():
+                p1 = torch.softmax(log_b.unsqueeze(1) + (g_.unsqueeze(1) - cost_) / eps, dim=2)
+                p2 = torch.softmax(log_a.unsqueeze(2) + (f.unsqueeze(2) - cost_) / eps, dim=1)
+                jac = p2.transpose(1, 2) @ p1  # (M, C, C), row-stochastic
+                # (I - J^T) is singular along the Perron vector; v is orthogonal to 1 (the value
+                # is invariant to g -> g + c), so adding 1 1^T picks the solution with sum 0.
+                dt = _solve_dtype(v)
+                c = jac.shape[-1]
+                system = torch.eye(c, dtype=dt, device=v.device) - jac.transpose(1, 2).to(dt) + 1.0
+                rhs = v.to(dt).unsqueeze(-1)
+                lam, info = torch.linalg.solve_ex(system, rhs)
+                if bool((info != 0).any()):  # numerically singular (decoupled blocks): pinv
+                    bad = info != 0
+                    lam[bad] = torch.linalg.pinv(system[bad]) @ rhs[bad]
+                lam = lam.squeeze(-1)
+                lam = lam.to(g_next.dtype)
+            implicit = (
+                torch.autograd.grad(g_next, wanted, grad_outputs=lam, allow_unused=True)
+                if wanted
+                else ()
+            )
+        grads: list[Tensor | None] = []
+        k = 0
+        for t, n in zip(theta, needs, strict=True):
+            if not n:
+                grads.append(None)
+                continue
+            total = torch.zeros_like(t)
+            for part in (direct[1 + k], implicit[k]):
+                if part is not None:
+                    total = total + part
+            grads.append(total)
+            k += 1
+        return grads[0], grads[1], grads[2], None, None, None
+
+
+def sinkhorn_emd(
+    a: Tensor,
+    b: Tensor,
+    cost: Tensor,
+    *,
+    epsilon: float = DEFAULT_EPSILON,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float | None = None,
+) -> Tensor:
+    r"""Entropic approximation of the EMD between batches of distributions, any ground distance.
+
+    For each pair :math:`(a, b)` of rows, the log-domain Sinkhorn iterations
+
+    .. math::
+
+        f_i = -\varepsilon \log \sum_j b_j\, e^{(g_j - D_{ij})/\varepsilon}, \qquad
+        g_j = -\varepsilon \log \sum_i a_i\, e^{(f_i - D_{ij})/\varepsilon},
+
+    with :math:`\varepsilon = \texttt{epsilon} \cdot \max_{ij} D_{ij}`, converge to the entropic
+    optimal plan :math:`F_{ij} = a_i b_j\, e^{(f_i + g_j - D_{ij})/\varepsilon}` (row sums
+    :math:`a`, column sums :math:`b`), and the function returns its transport cost
+
+    .. math::
+
+        \widehat{\mathrm{EMD}}(a, b) = \sum_{ij} F_{ij} D_{ij}
+        \;\ge\; \mathrm{EMD}(a, b) = \min_{F \ge 0,\ F\mathbf 1 = a,\ F^\top \mathbf 1 = b}
+        \sum_{ij} F_{ij} D_{ij},
+
+    not the regularised objective. It is an **approximation** from above of the exact LP; the
+    gap shrinks with ``epsilon`` (measured in ``docs/benchmarks.md``). When ``a`` or ``b`` is
+    one-hot the only feasible plan is :math:`a b^\top`, and the result is exact.
+
+    Parameters
+    ----------
+    a, b : Tensor, shape (M, C)
+        Rows are probability vectors (non-negative, equal sums; exact zeros are allowed and are
+        kept out of the support). Float16/bfloat16 are computed in float32.
+    cost : Tensor, shape (C, C)
+        Ground distance :math:`D` (non-negative, finite), on the same device.
+    epsilon : float, default 0.01
+        Entropic regularisation **relative to** ``max(cost)``; smaller is closer to the exact
+        EMD and needs more iterations.
+    max_iter : int, default 1000
+        Cap on the iterations at the target ``epsilon`` (after the annealing stages). A
+        ``RuntimeWarning`` reports the marginal error if ``tol`` was not reached.
+    tol : float, optional
+        Stop once the largest L1 error of the plan's marginals over the batch is at most
+        ``tol`` (default 1e-5 when computing in float32, 1e-9 in float64). The returned value
+        then lies within about ``tol * max(cost)`` of the converged entropic transport cost.
+
+    Returns
+    -------
+    Tensor, shape (M,)
+        Transport cost of the entropic plan for each pair, in the dtype of ``a``.
+
+    Raises
+    ------
+    TypeError
+        If ``a``, ``b`` or ``cost`` is not a floating-point tensor.
+    ValueError
+        If the shapes or devices do not match; ``epsilon``, ``max_iter`` or ``tol`` are out of
+        range; ``a``, ``b`` or ``cost`` hold negative or non-finite values; or a row of ``a``
+        and of ``b`` differ in mass by more than 1e-3 (relative; smaller gaps, the rounding of
+        the inputs, are removed by rescaling ``b`` to the mass of ``a``). The value checks
+        cost one host synchronisation.
+
+    Notes
+    -----
+    Gradients with respect to ``a``, ``b`` and ``cost`` come from implicit differentiation at
+    the fixed point (exact for the returned value once converged). The gradient with respect
+    to ``a`` or ``b`` is defined up to an additive constant per row (only perturbations that
+    keep the rows summing to one are meaningful; a softmax in front removes the constant), and
+    it is 0 on entries that are exactly 0 (there, the derivative of a softmax is 0 as well).
+    ``max(cost)`` enters through :math:`\varepsilon` and is differentiated too. Double
+    backward is not supported.
+
+    Examples
+    --------
+    >>> import torch
+    >>> cost = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    >>> a = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    >>> b = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.0, 1.0]])
+    >>> sinkhorn_emd(a, b, cost)  # exact EMDs: 1.0 and 0.7 (the second target is one-hot)
+    tensor([1.0000, 0.7000])
+    """
+    _check(a, b, cost, epsilon, max_iter, tol)
+    out_dtype = a.dtype
+    work = torch.promote_types(torch.promote_types(a.dtype, b.dtype), cost.dtype)
+    if work in (torch.float16, torch.bfloat16):
+        work = torch.float32  # half inputs: compute in float32
+    if tol is None:
+        tol = DEFAULT_TOL.get(work, DEFAULT_TOL[torch.float32])
+    if a.shape[0] == 0:
+        return (a * 0).sum(dim=1)
+    a, b = a.to(work), b.to(work)
+    # Rescale b to the mass of a: the iterations need equal masses exactly, and the rounding of
+    # the inputs (float32 softmax, half precision) would otherwise stall them at that gap.
+    b = b * (a.sum(1, keepdim=True) / b.sum(1, keepdim=True))
+    value: Tensor = _SinkhornEMD.apply(
+        a, b, cost.to(work), float(epsilon), int(max_iter), float(tol)
+    )
+    return value.to(out_dtype)
+
+
+def _check(
+    a: Tensor, b: Tensor, cost: Tensor, epsilon: float, max_iter: int, tol: float | None
+) -> None:
+    """Shape and parameter checks (free), then one synchronising check of the values."""
+    for name, t in (("a", a), ("b", b), ("cost", cost)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"a and b must both have shape (M, C); got a {tuple(a.shape)} and b {tuple(b.shape)}"
+        )
+    c = a.shape[1]
+    if c < 1:
+        raise ValueError(f"a and b need at least one class, got shape {tuple(a.shape)}")
+    if cost.shape != (c, c):
+        raise ValueError(
+            f"cost must have shape ({c}, {c}) to match a and b, got {tuple(cost.shape)}"
+        )
+    if not a.device == b.device == cost.device:
+        raise ValueError(
+            f"a, b and cost must be on one device, got {a.device}, {b.device}, {cost.device}"
+        )
+    if not (isinstance(epsilon, (int, float)) and 0 < epsilon < float("inf")):
+        raise ValueError(f"epsilon must be a positive finite float, got {epsilon!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
+    if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative float, got {tol!r}")
+    if a.numel() == 0:
+        return
+    with torch.no_grad():
+        # One host sync for all value checks: per tensor (finite?, min), and the mass gap.
+        af, bf, cf = a.double(), b.double(), cost.double()
+        mass_a, mass_b = af.sum(1), bf.sum(1)
+        gap = (mass_a - mass_b).abs() / mass_a.clamp_min(1e-30)
+        stats = torch.stack(
+            [
+                torch.isfinite(af).all().double(),
+                af.amin(),
+                torch.isfinite(bf).all().double(),
+                bf.amin(),
+                torch.isfinite(cf).all().double(),
+                cf.amin(),
+                gap.max(),
+                gap.argmax().double(),
+                mass_a.amin(),
+            ]
+        ).tolist()
+    for k, name in enumerate(("a", "b", "cost")):
+        finite, low = stats[2 * k], stats[2 * k + 1]
+        if not finite or low < 0:
+            found = "non-finite values" if not finite else f"minimum {low:g}"
+            raise ValueError(f"{name} must be finite and non-negative, found {found}")
+    if stats[8] <= 0:
+        raise ValueError(
+            f"every row of a must have positive mass, found a row summing to {stats[8]:g}"
+        )
+    # Rounding of the inputs is tolerated (b is rescaled to the mass of a), real mismatches not.
+    mass_tol = max(
+        1e-3, a.shape[1] * torch.finfo(a.dtype).eps, b.shape[1] * torch.finfo(b.dtype).eps
+    )
+    if stats[6] > mass_tol:
+        row = int(stats[7])
+        raise ValueError(
+            f"each row of a must carry the same mass as the row of b (e.g. both sum to 1); row "
+            f"{row}: a sums to {float(mass_a[row]):.6g}, b to {float(mass_b[row]):.6g}"
+        )
