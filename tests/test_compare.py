@@ -291,3 +291,25 @@ def test_failed_run_is_reported_and_others_continue(tmp_path: Path) -> None:
     recorder = Recorder()
     compare("lev", "ce,l2", 2, tmp_path, train_fn=recorder, progress=False)
     assert recorder.calls == [("l2", 1, False)]
+
+
+def test_cli_train_options_from_config_set_and_flags(tmp_path: Path) -> None:
+    from emdloss.compare import _options_from_args
+
+    config = tmp_path / "options.yaml"
+    config.write_text("epochs: 7\nlr: 0.02\nbatch-size: 8\n", encoding="utf-8")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--config", str(config), "--set", "lr=0.05", "--set", "loss_options={alpha2: 0.1}"]
+    args = parser.parse_args([*argv, "--batch-size", "16"])
+    assert _options_from_args(args) == {
+        "epochs": 7,
+        "lr": "0.05",  # --set overrides the file; TrainConfig converts the string
+        "batch_size": 16,  # named flags override both
+        "loss_options": {"alpha2": 0.1},
+    }
+    # A string option is stored with its type: the same options given as numbers match.
+    recorder = Recorder()
+    compare("lev", "ce", 1, tmp_path / "o", train_options={"epochs": "7"}, train_fn=recorder)
+    compare("lev", "ce", [1], tmp_path / "o", train_options={"epochs": 7}, train_fn=recorder)
+    assert [c.epochs for c in recorder.configs] == [7, 7]

@@ -262,8 +262,10 @@ def compare(
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
     for spec in dataset_list:
         dataset, options = _load_info(spec, user, seed_list[0], folds)
-        # Build one config per data set now: unknown options and bad values fail here.
-        build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
+        # Build one config per data set now: unknown options and bad values fail here, and
+        # values given as strings (--set epochs=5) take the option's type (5), as stored.
+        config = build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
+        options = {key: getattr(config, key) for key in options}
         options_by_dataset[spec] = options
         infos.append(
             DatasetInfo(
@@ -350,6 +352,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for flag, kind, text in _PASSTHROUGH:
         group.add_argument(flag, type=kind, default=None, help=text)
     group.add_argument(
+        "--config",
+        dest="train_config",
+        metavar="FILE",
+        help="YAML file of train options (the keys of `emdloss train --config`); flags override",
+    )
+    group.add_argument(
         "--set",
         dest="train_set",
         action="append",
@@ -363,12 +371,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Train options: the --config file, then --set KEY=VALUE, then the named flags."""
+    import yaml
+
     options: dict[str, Any] = {}
+    path = getattr(args, "train_config", None)
+    if path:
+        file = Path(path)
+        if not file.is_file():
+            raise FileNotFoundError(f"config file not found: {file}")
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"config file {file} must hold a mapping of options at top level")
+        options.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     for item in getattr(args, "train_set", []) or []:
         key, sep, text = str(item).partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        options[key.strip().replace("-", "_")] = text
+        name = key.strip().replace("-", "_")
+        # Mapping options (data_options, loss_options) are given inline: --set loss_options={alpha: 2}
+        options[name] = yaml.safe_load(text) if name.endswith("_options") else text
     for flag, _, _ in _PASSTHROUGH:
         name = flag[2:].replace("-", "_")
         value = getattr(args, name, None)
