@@ -91,26 +91,51 @@ def test_matches_pot_sinkhorn2(eps: float) -> None:
 @pytest.mark.parametrize("eps", [0.05, 0.01, 1e-3, 1e-4])
 def test_one_hot_marginals_exact_and_finite(eps: float) -> None:
     # With a one-hot target the only feasible plan is a e_y^T: EMD = sum_i a_i D[i, y] exactly.
+    # The last row is soft, so the whole batch goes through the iterations (not the shortcut).
     rng = np.random.default_rng(11)
     cost = torch.tensor(_costs(6, rng)["squared"])
-    logits = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    logits = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
     y = torch.tensor([0, 5, 2, 3, 0])
-    b = torch.nn.functional.one_hot(y, 6).double()
+    b = torch.cat([torch.nn.functional.one_hot(y, 6).double(), torch.full((1, 6), 1 / 6)])
     a = torch.softmax(logits, dim=1)
-    got = sinkhorn_emd(a, b, cost, epsilon=eps)
-    want = (a * cost[:, y].T).sum(1)
-    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
-    got.sum().backward(retain_graph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the soft row may not converge at 1e-4
+        got = sinkhorn_emd(a, b, cost, epsilon=eps, max_iter=100)
+    want = (a[:5] * cost[:, y].T).sum(1)
+    torch.testing.assert_close(got[:5], want, rtol=1e-9, atol=1e-12)
+    assert torch.isfinite(got).all()
+    got[:5].sum().backward(retain_graph=True)
     assert logits.grad is not None and torch.isfinite(logits.grad).all()
-    grad_want = torch.autograd.grad(want.sum(), logits)[0]
+    (grad_want,) = torch.autograd.grad(want.sum(), logits)
     torch.testing.assert_close(logits.grad, grad_want, rtol=1e-6, atol=1e-9)
-    # Both sides one-hot, and one-hot input against a soft target.
-    a_hot = torch.nn.functional.one_hot(torch.tensor([1, 4, 2, 0, 0]), 6).double()
+    # One-hot inputs against one-hot and soft targets, also through the iterations.
+    a_hot = torch.nn.functional.one_hot(torch.tensor([1, 4, 2, 0, 0, 3]), 6).double()
     both = sinkhorn_emd(a_hot, b, cost, epsilon=eps)
-    torch.testing.assert_close(both, cost[a_hot.argmax(1), y])
-    soft = torch.softmax(torch.randn(5, 6, dtype=torch.float64), 1)
+    torch.testing.assert_close(both[:5], cost[a_hot[:5].argmax(1), y])
+    torch.testing.assert_close(both[5], cost[3].mean())
+    soft = torch.softmax(torch.randn(6, 6, dtype=torch.float64), 1)
     other = sinkhorn_emd(a_hot, soft, cost, epsilon=eps)
     torch.testing.assert_close(other, (soft * cost[a_hot.argmax(1)]).sum(1))
+
+
+def test_all_one_hot_targets_shortcut_matches_iterations() -> None:
+    rng = np.random.default_rng(12)
+    cost = torch.tensor(_costs(7, rng)["metric"])
+    za = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
+    b = torch.nn.functional.one_hot(torch.tensor([6, 0, 3, 3]), 7).double()
+    shortcut = sinkhorn_emd(torch.softmax(za, 1), b, cost)
+    padded = torch.cat([b, torch.full((1, 7), 1 / 7, dtype=torch.float64)])
+    za_pad = torch.cat([za, torch.zeros(1, 7, dtype=torch.float64)])
+    iterated = sinkhorn_emd(torch.softmax(za_pad, 1), padded, cost)[:4]
+    torch.testing.assert_close(shortcut, iterated, rtol=1e-9, atol=1e-12)
+    (g1,) = torch.autograd.grad(shortcut.sum(), za)
+    (g2,) = torch.autograd.grad(iterated.sum(), za)
+    torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-9)
+    want = [
+        ot.emd2(p, t, cost.numpy())
+        for p, t in zip(torch.softmax(za, 1).detach().numpy(), b.numpy(), strict=True)
+    ]
+    np.testing.assert_allclose(shortcut.detach().numpy(), want, rtol=1e-9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
