@@ -39,11 +39,16 @@ The same kernels are registered as the ``torch.library`` custom ops ``emdloss::c
 directly because its dispatch costs less. :func:`cdf_loss_reference` is the pure-PyTorch
 path (autograd through ``cumsum``) that gives the same numbers; select it with
 :func:`implementation`.
+
+On the CPU, :func:`emdloss.functional.squared_emd` with logits and class-index targets runs the
+compiled one-pass kernel of :mod:`emdloss._cpu_kernel` when it is built (see there for when it
+is built and used; :func:`squared_emd_cpu` is the dispatch), and these kernels otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +56,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from emdloss import _cpu_kernel
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -61,9 +68,10 @@ __all__ = [
     "linear_loss",
     "probabilities",
     "quantile_wasserstein",
+    "squared_emd_cpu",
 ]
 
-IMPLEMENTATIONS = ("fused", "library", "reference")
+IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")
 _impl = "fused"
 
 # Below this many classes a hand-written softmax beats torch.softmax on the CPU (rows shorter
@@ -76,8 +84,12 @@ def implementation(name: str) -> Iterator[None]:
     """Select the implementation of :func:`cdf_loss` inside a block.
 
     ``"fused"`` (default): the analytic kernels, through an ``autograd.Function`` in eager
-    mode and the ``torch.library`` op under ``torch.compile``; ``"library"``: the
-    ``torch.library`` op always; ``"reference"``: plain autograd through ``cumsum``.
+    mode and the ``torch.library`` op under ``torch.compile``, and the compiled C++ CPU kernel
+    for :func:`~emdloss.functional.squared_emd` where it is built and applies (see
+    :mod:`emdloss._cpu_kernel`); ``"cpp"``: as ``"fused"``, but the C++ kernel is built if
+    needed (a ``RuntimeError`` if that fails); ``"library"``: the ``torch.library`` op always;
+    ``"reference"``: plain autograd through ``cumsum``. Only ``"fused"`` and ``"cpp"`` use the
+    C++ kernel.
 
     Examples
     --------
@@ -90,6 +102,8 @@ def implementation(name: str) -> Iterator[None]:
     global _impl
     if name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
+    if name == "cpp" and not _cpu_kernel.build():
+        raise RuntimeError("the C++ CPU kernel could not be built (see the warning above)")
     previous, _impl = _impl, name
     try:
         yield
@@ -516,3 +530,93 @@ def quantile_wasserstein(p: Tensor, t: Tensor, positions: Tensor, power: float) 
         cost = cost.abs().pow(power)
     delta = torch.diff(qs, dim=-1, prepend=qs.new_zeros(*qs.shape[:-1], 1))
     return (delta * cost).sum(dim=-1)
+
+
+# ------------------------------------------------------------------------- compiled CPU kernel
+
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
+_NORMALIZATIONS = ("mean", "sum", "rps")
+
+
+def squared_emd_cpu(
+    input: Tensor,
+    target: Tensor,
+    *,
+    positions: Tensor | Sequence[float] | None,
+    normalization: str,
+    input_type: str,
+    weight: Tensor | Sequence[float] | None,
+    reduction: str,
+    ignore_index: int,
+) -> Tensor | None:
+    r""":func:`emdloss.functional.squared_emd` through the C++ CPU kernel, or None.
+
+    None (the caller then takes the PyTorch path, which also raises every input error) unless
+    the implementation is ``"fused"`` or ``"cpp"``, the kernel is available (see
+    :mod:`emdloss._cpu_kernel`), nothing is being traced, and the call is the supported case:
+    a CPU floating input of shape :math:`(N, C)` or :math:`(N, C, d_1, \dots)`,
+    ``input_type="logits"``, integer class-index targets of the matching shape and known
+    option names. Half and bfloat16 inputs are computed in float32. Class indices are checked
+    inside the kernel (always, at no cost); a bad one also returns None so that the PyTorch
+    path raises its usual ``ValueError``.
+
+    Examples
+    --------
+    >>> x, y = torch.zeros(2, 3), torch.tensor([0, 2])
+    >>> out = squared_emd_cpu(x, y, positions=None, normalization="mean", input_type="logits",
+    ...                       weight=None, reduction="mean", ignore_index=-100)
+    >>> out is None or bool(torch.isclose(out, torch.tensor(5 / 27)))
+    True
+    """
+    if _impl not in ("fused", "cpp") or not (
+        _cpu_kernel._state.get("loaded") or _cpu_kernel.ensure()
+    ):
+        return None
+    if (
+        input_type != "logits"
+        or not isinstance(input, Tensor)
+        or not isinstance(target, Tensor)
+        or input.device.type != "cpu"
+        or target.device.type != "cpu"
+        or input.dtype not in _KERNEL_DTYPES
+        or target.dtype not in _INDEX_DTYPES
+        or input.dim() < 2
+        or input.shape[1] < 2
+        or target.shape != (input.shape[0], *input.shape[2:])
+        or normalization not in _NORMALIZATIONS
+        or reduction not in _REDUCTION_CODE
+        or isinstance(ignore_index, bool)
+        or not isinstance(ignore_index, int)
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    from emdloss import _validation as V  # the package imports _ordinal first
+
+    n, c, spatial = input.shape[0], input.shape[1], math.prod(input.shape[2:])
+    x = input if input.dtype in (torch.float32, torch.float64) else input.float()
+    gaps = w = None
+    if positions is not None:
+        pos = V.as_class_vector(positions, "positions", c, x)
+        V.check_positions_values(pos)
+        gaps = gap_weights(pos)
+    if weight is not None:
+        w = V.as_class_vector(weight, "weight", c, x)
+        V.check_weight_values(w)
+    scale = {"mean": 1.0 / c, "sum": 1.0, "rps": 1.0 / (c - 1)}[normalization]
+    try:
+        out: Tensor = torch.ops.emdloss_cpu.squared_emd(
+            x.reshape(n, c, spatial),
+            target.reshape(n, spatial).long(),
+            gaps,
+            w,
+            ignore_index,
+            scale,
+            _REDUCTION_CODE[reduction],
+        )
+    except ValueError:  # a class index out of range: let the PyTorch path word the error
+        return None
+    if reduction == "none":
+        out = out.reshape(target.shape)
+    return out if out.dtype == input.dtype else out.to(input.dtype)

@@ -292,6 +292,18 @@ def squared_emd(
     >>> squared_emd(probs, target, input_type="probs")  # the authors' 1/C
     tensor(0.2967)
     """
+    fast = _ordinal.squared_emd_cpu(  # the compiled CPU kernel, where built and applicable
+        input,
+        target,
+        positions=positions,
+        normalization=normalization,
+        input_type=input_type,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+    )
+    if fast is not None:
+        return fast
     batch = _prepare(
         input,
         target,
