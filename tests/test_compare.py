@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -200,6 +202,12 @@ def test_folds_give_one_run_per_seed_and_fold(tmp_path: Path) -> None:
     assert [(c.fold, c.num_folds) for c in recorder.configs] == [(0, 3), (1, 3), (2, 3)]
     rows = _csv(tmp_path / "results.csv")
     assert [r["fold"] for r in rows if r["rule"] == "argmax"] == ["0", "1", "2"]
+    # Atomic writes leave ordinary file modes (mkstemp's private 0600 would hide them).
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("results.csv", "summary.md", "compare.json", "plots/era/metrics.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
     assert "3-fold cross-validation" in (tmp_path / "summary.md").read_text(encoding="utf-8")
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from emdloss.compare._io import atomic_path
 from emdloss.compare._plan import dataset_slug
 from emdloss.compare._report import (
     HIGHER_IS_BETTER,
@@ -129,13 +130,13 @@ def class_mae_by_loss(
 def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]) -> Path:
     """One panel per metric: the mean over runs per loss with a one-standard-deviation bar.
 
-    A single figure (rather than one file per metric): rendering a PNG costs more than the
-    training of a small tabular run.
+    A single figure (rather than one file per metric): rendering a PNG costs about as much as
+    the training of a small tabular run.
 
     Parameters
     ----------
     path : pathlib.Path
-        PNG file to write (atomically, with :func:`emdloss.plots.save_figure`).
+        PNG file to write (atomically).
     title : str
         Figure title.
     stats : Mapping
@@ -146,8 +147,6 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
     pathlib.Path
     """
     from matplotlib.figure import Figure
-
-    from emdloss.plots import save_figure
 
     losses = list(stats)
     metrics = [m for m in (*METRIC_KEYS, "train_seconds") if all(m in stats[k] for k in losses)]
@@ -175,7 +174,13 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
         axis.set_visible(False)
     figure.suptitle(f"{title}: test metrics, mean ± 1 sd over runs (argmax rule; best in orange)")
     figure.tight_layout()
-    return save_figure(figure, path)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
 
 
 def write_plots(
@@ -225,13 +230,11 @@ def write_plots(
         )
         if curves:
             names = info.class_names or tuple(str(k) for k in range(info.num_classes))
-            path = folder / "per_class_mae.png"
-            plot_per_class_mae(
+            figure = plot_per_class_mae(
                 {loss: mean.tolist() for loss, (mean, _) in curves.items()},
                 names,
-                path,
                 metric="MAE (classes)",
                 title=f"{info.spec}: per-class test MAE, mean over runs (argmax rule)",
             )
-            files.append(path)
+            files.append(_save(figure, folder / "per_class_mae.png"))
     return files
