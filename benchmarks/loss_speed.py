@@ -12,12 +12,17 @@ For batch N (default 1024) and C = 8, 100, 1000 classes this times forward + bac
   only way POT solves exact problems; on a sub-batch, scaled to N),
 * ``emdloss.functional.ground_emd`` with D = |i - j|: the exact closed form for class-index
   targets, and the log-domain Sinkhorn for soft targets (on a sub-batch at large C, scaled),
-* optionally the same under ``torch.compile``,
+* the same under ``torch.compile`` (cross-entropy and squared_emd),
 
 and, in a fresh subprocess per measurement, the peak memory of forward + backward on a dense
 input of shape (8, 80, 128, 128) (80 ordinal depth bins per pixel) against cross-entropy's.
+It also measures the error of the Sinkhorn path against POT's exact LP over random soft
+targets and cost matrices, and contrasts POT's ``ot.sinkhorn2`` at small regularisation.
 
-Timing protocol: ``torch.set_num_threads`` fixed (``--threads``); every case is warmed up;
+Timing protocol: ``torch.set_num_threads`` fixed (``--threads``, default 1), and with one
+thread the clock is the process's CPU time (``time.process_time``), so that other processes
+sharing the cores do not inflate the numbers (``--clock wall`` for ``perf_counter``); every
+case is warmed up;
 then in each of ``--rounds`` rounds every case is timed once (a sample is ``inner`` calls,
 chosen per case so that it lasts about ``--sample-ms``), in an order rotated from round to
 round so that slow drifts of the machine load hit all cases alike. The ratio to
@@ -225,26 +230,33 @@ def build_cases(n: int, c: int, args: argparse.Namespace) -> list[Case]:
 # ----------------------------------------------------------------------------- timing
 
 
-def _time(run: Callable[[], None], inner: int, sync: Callable[[], None]) -> float:
+def _time(
+    run: Callable[[], None], inner: int, sync: Callable[[], None], clock: Callable[[], float]
+) -> float:
     sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(inner):
         run()
     sync()
-    return (time.perf_counter() - start) / inner
+    return (clock() - start) / inner
 
 
-def measure(cases: list[Case], args: argparse.Namespace, sync: Callable[[], None]) -> None:
+def measure(
+    cases: list[Case],
+    args: argparse.Namespace,
+    sync: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
+) -> None:
     """Warm up, calibrate ``inner`` per case, then time in rotated, interleaved rounds."""
     for case in cases:
         for _ in range(args.warmup):
             case.run()
-        once = _time(case.run, 1, sync)
+        once = _time(case.run, 1, sync, clock)
         case.inner = max(1, min(1000, round(args.sample_ms / 1000 / max(once, 1e-7))))
     for r in range(args.rounds):
         shift = r % len(cases)
         for case in cases[shift:] + cases[:shift]:
-            case.samples.append(_time(case.run, case.inner, sync) * case.scale)
+            case.samples.append(_time(case.run, case.inner, sync, clock) * case.scale)
 
 
 def summarise(cases: list[Case]) -> list[dict[str, Any]]:
@@ -290,6 +302,107 @@ def single_shot_sinkhorn(classes: list[int], args: argparse.Namespace) -> list[d
             f"{seconds:.1f} s ({seconds / m:.1f} s per pair; single shot, not interleaved)"
         )
     return rows
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+def sinkhorn_accuracy(args: argparse.Namespace) -> dict[str, Any]:
+    """Error of the Sinkhorn path against POT's exact LP, and POT's own Sinkhorn at small eps."""
+    import warnings
+
+    import numpy as np
+    import ot
+
+    from emdloss._sinkhorn import sinkhorn_emd
+
+    rng = np.random.default_rng(0)
+    m = args.accuracy_pairs
+    epsilons = (0.05, 0.01, 0.003, 0.001)
+    print(
+        f"\nSinkhorn (float64) against the exact LP (POT ot.emd2), {m} pairs per row: a ~ "
+        "Dirichlet(1), b ~ Dirichlet(0.5); error = (sinkhorn - exact) / max(D).\n"
+    )
+    print("| C | D | epsilon | max abs error | median error | min error | not converged |")
+    print("|---|---|---|---|---|---|---|")
+    rows = []
+    for c in args.accuracy_classes:
+        i = np.arange(c, dtype=float)
+        points = rng.normal(size=(c, 3))
+        costs = {
+            "abs": np.abs(i[:, None] - i[None, :]),
+            "squared": (i[:, None] - i[None, :]) ** 2,
+            "metric": np.linalg.norm(points[:, None] - points[None, :], axis=-1),
+        }
+        for name, cost in costs.items():
+            a = rng.dirichlet(np.ones(c), size=m)
+            b = rng.dirichlet(np.full(c, 0.5), size=m)
+            exact = np.array([ot.emd2(a[k], b[k], cost) for k in range(m)])
+            for eps in epsilons:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    got = sinkhorn_emd(
+                        torch.tensor(a), torch.tensor(b), torch.tensor(cost), epsilon=eps
+                    ).numpy()
+                err = (got - exact) / cost.max()
+                flag = "yes" if caught else ""
+                rows.append(
+                    {
+                        "classes": c,
+                        "cost": name,
+                        "epsilon": eps,
+                        "max_abs": float(np.abs(err).max()),
+                        "median": float(np.median(err)),
+                        "min": float(err.min()),
+                        "warned": bool(caught),
+                    }
+                )
+                print(
+                    f"| {c} | {name} | {eps:g} | {np.abs(err).max():.1e} | {np.median(err):.1e} "
+                    f"| {err.min():.1e} | {flag} |",
+                    flush=True,
+                )
+    # POT's Sinkhorn (kernel e^{-D/reg} formed explicitly) at the same relative regularisation.
+    c = 10
+    i = np.arange(c, dtype=float)
+    cost = np.abs(i[:, None] - i[None, :])
+    a = rng.dirichlet(np.ones(c), size=m)
+    b_soft = rng.dirichlet(np.full(c, 0.5), size=m)
+    b_hot = np.eye(c)[rng.integers(0, c, size=m)]
+    print(
+        f"\nPOT ot.sinkhorn2 against emdloss on the same problems (C = {c}, D = |i - j|, "
+        f"{m} pairs, reg = epsilon * max(D)): NaN results, and pairs off the exact value by more "
+        "than 1e-2 max(D).\n"
+    )
+    print("| targets | epsilon | POT NaN | POT off | emdloss NaN | emdloss off |")
+    print("|---|---|---|---|---|---|")
+    contrast = []
+    for label, b in (("soft", b_soft), ("one-hot", b_hot)):
+        exact = np.array([ot.emd2(a[k], b[k], cost) for k in range(m)])
+        for eps in (0.01, 0.003, 0.001):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pot = np.array(
+                    [float(ot.sinkhorn2(a[k], b[k], cost, eps * cost.max())) for k in range(m)]
+                )
+                ours = sinkhorn_emd(
+                    torch.tensor(a), torch.tensor(b), torch.tensor(cost), epsilon=eps
+                ).numpy()
+            row = {
+                "targets": label,
+                "epsilon": eps,
+                "pot_nan": int(np.isnan(pot).sum()),
+                "pot_off": int((np.abs(pot - exact) > 1e-2 * cost.max()).sum()),
+                "ours_nan": int(np.isnan(ours).sum()),
+                "ours_off": int((np.abs(ours - exact) > 1e-2 * cost.max()).sum()),
+            }
+            contrast.append(row)
+            print(
+                f"| {label} | {eps:g} | {row['pot_nan']}/{m} | {row['pot_off']}/{m} | "
+                f"{row['ours_nan']}/{m} | {row['ours_off']}/{m} |",
+                flush=True,
+            )
+    return {"lp": rows, "pot_contrast": contrast}
 
 
 # ----------------------------------------------------------------------------- memory
@@ -491,6 +604,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=None, help="batch N (default 1024)")
     parser.add_argument("--classes", type=int, nargs="+", default=None, help="C values")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
+    parser.add_argument(
+        "--clock",
+        choices=("cpu", "wall"),
+        default=None,
+        help="cpu: process CPU time (default with one thread); wall: perf_counter",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per case")
     parser.add_argument("--sample-ms", type=float, default=None, help="target ms per sample")
@@ -506,6 +625,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--no-peers", action="store_true", help="skip dlordinal and POT")
     parser.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--accuracy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Sinkhorn error against the exact LP and the POT NaN contrast (needs POT)",
+    )
+    parser.add_argument("--accuracy-pairs", type=int, default=None)
+    parser.add_argument("--accuracy-classes", type=int, nargs="+", default=None)
     parser.add_argument("--memory-repeats", type=int, default=None)
     parser.add_argument("--dense-shape", type=int, nargs=4, default=None)
     parser.add_argument("--json", default=None, help="also write the results to this file")
@@ -519,6 +646,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "sample_ms": 2.0 if quick else 40.0,
         "compile": False if quick else True,
         "memory_repeats": 1 if quick else 3,
+        "accuracy": False if quick else True,
+        "accuracy_pairs": 4 if quick else 100,
+        "accuracy_classes": [5] if quick else [5, 10, 30],
         "dense_shape": [2, 8, 16, 16] if quick else list(DENSE_SHAPE),
     }
     for key, value in defaults.items():
@@ -534,6 +664,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.clock is None:
+        args.clock = "cpu" if args.threads == 1 else "wall"
+    # With one thread, the process's CPU time is what the loss costs, whatever else runs on
+    # the machine; wall time would charge it for the other processes' share of the cores.
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     results: dict[str, Any] = {
         "date": date.today().isoformat(),
         "torch": torch.__version__,
@@ -542,18 +677,19 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_count": os.cpu_count(),
         "threads": args.threads,
         "batch": args.batch,
+        "clock": args.clock,
         "timing": {},
     }
     print(
         f"# loss_speed: {results['date']}, torch {results['torch']}, {platform.processor() or ''}"
         f"{results['machine']}, {results['cpu_count']} CPUs, torch threads {args.threads}, "
-        f"batch {args.batch}, {args.rounds} rounds\n"
+        f"batch {args.batch}, {args.rounds} rounds, clock: {args.clock}\n"
     )
     print("| C | case | ms / fwd+bwd | ratio to CE (median [IQR]) | note |")
     print("|---|---|---|---|---|")
     for c in args.classes:
         cases = build_cases(args.batch, c, args)
-        measure(cases, args, lambda: None)
+        measure(cases, args, lambda: None, clock)
         rows = summarise(cases)
         results["timing"][str(c)] = rows
         for row in rows:
@@ -565,6 +701,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"[{row['ratio_q1']:.2f}, {row['ratio_q3']:.2f}] | {note} |",
                 flush=True,
             )
+    if args.accuracy:
+        results["sinkhorn_accuracy"] = sinkhorn_accuracy(args)
     big = [c for c in args.classes if c > args.sinkhorn_max_c]
     if big and not args.quick:
         results["sinkhorn_single_shot"] = single_shot_sinkhorn(big, args)

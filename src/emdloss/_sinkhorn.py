@@ -183,14 +183,23 @@ def _solve(
     err = float("inf")
     iters = 0
     every = 1 if newton else _CHECK_EVERY  # Newton steps are few and costly: check each one
+    # Active set: pairs that have converged are frozen and leave the batch, so the last
+    # iterations (often a few hard pairs) do not pay for the whole batch.
+    active = torch.arange(g.shape[0], device=g.device)
+    sub = (a, b, log_a, log_b)
     while iters < max_iter:
-        g_next, err_t = _step(g, a, b, log_a, log_b, cost, eps, newton)
+        g_next, err_t = _step(g[active], *sub, cost, eps, newton)
         iters += 1
         if iters % every == 0 or iters == max_iter:
             err = float(err_t.max())  # the one host sync per check; err_t is the error at g
             if err <= tol:
                 break
-        g = g_next
+            moving = err_t > tol  # converged pairs keep the g at which err_t was measured
+            g[active[moving]] = g_next[moving]
+            active = active[moving]
+            sub = tuple(t[active] for t in (a, b, log_a, log_b))  # type: ignore[assignment]
+        else:
+            g[active] = g_next
     return g, iters, err
 
 
