@@ -333,7 +333,8 @@ std::tuple<at::Tensor, at::Tensor> forward_impl(const at::Tensor& x_in, const at
     scalar_t* xp = x.data_ptr<scalar_t>();
     scalar_t* gr = grad.data_ptr<scalar_t>();
     scalar_t* lp = rows.data_ptr<scalar_t>();
-    const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
+    // as ATen: about 32768 elements per task, so small batches stay on one thread
+    const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C, 1));
     at::parallel_for(0, R, grain, [&](int64_t begin, int64_t end) {
       // scratch for X (whole vectors), and for S > 1 contiguous copies of the strided row
       std::vector<scalar_t> xs(C + 64), zb, gb;
