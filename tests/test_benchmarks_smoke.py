@@ -39,7 +39,7 @@ def test_loss_speed_quick_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     accuracy = results["sinkhorn_accuracy"]
     assert len(accuracy["lp"]) == 3 * 4  # cost families x epsilons
     assert all(r["max_abs"] < 0.1 for r in accuracy["lp"] if r["epsilon"] == 0.01)
-    assert all(r["ours_nan"] == 0 for r in accuracy["pot_contrast"])
+    assert all(r["ours_nan"] == 0 and r["ours_bad_grad"] == 0 for r in accuracy["pot_contrast"])
 
 
 def test_peak_memory_in_a_fresh_process() -> None:
