@@ -4,9 +4,12 @@ For batch N (default 1024) and C = 8, 100, 1000 classes this times forward + bac
 
 * ``F.cross_entropy`` (the denominator of every ratio; with probability targets for the
   soft-target rows),
-* ``emdloss.functional.squared_emd`` on each implementation that ``emdloss._ordinal``
-  provides (``fused``: the default analytic kernels; ``library``: the ``torch.library`` op;
-  ``reference``: pure PyTorch, plain autograd through ``cumsum``), and with validation off,
+* ``emdloss.functional.squared_emd`` as a user gets it (the default: on the CPU the C++
+  one-pass kernel of ``emdloss._cpu_kernel`` when it is built, else the PyTorch analytic
+  kernels), with the C++ kernel kept out (the PyTorch analytic kernels every machine has), on
+  each other implementation that ``emdloss._ordinal`` provides (``library``: the
+  ``torch.library`` op; ``reference``: pure PyTorch, plain autograd through ``cumsum``), and
+  with validation off,
 * dlordinal's ``EMDLoss`` (the peer),
 * POT's exact LP ``ot.emd2``, one pair at a time (a Python loop over the batch, which is the
   only way POT solves exact problems; on a sub-batch, scaled to N),
@@ -103,6 +106,40 @@ def _implementation(name: str | None) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _pytorch_only() -> Iterator[None]:
+    """Keep the C++ CPU kernel out (``EMDLOSS_CPU_KERNEL=0``) even if this process loaded it.
+
+    "fused" uses the C++ kernel whenever it is built; this measures the PyTorch kernels that
+    every machine has. Benchmark-only: it also clears the loaded flag of emdloss._cpu_kernel.
+    """
+    try:
+        from emdloss import _cpu_kernel
+    except ImportError:
+        yield
+        return
+    previous_env = os.environ.get("EMDLOSS_CPU_KERNEL")
+    previous_loaded = _cpu_kernel._state.get("loaded", False)
+    os.environ["EMDLOSS_CPU_KERNEL"] = "0"
+    _cpu_kernel._state["loaded"] = False
+    try:
+        yield
+    finally:
+        _cpu_kernel._state["loaded"] = previous_loaded
+        if previous_env is None:
+            os.environ.pop("EMDLOSS_CPU_KERNEL", None)
+        else:
+            os.environ["EMDLOSS_CPU_KERNEL"] = previous_env
+
+
+def _cpp_kernel_loaded() -> bool:
+    try:
+        from emdloss import _cpu_kernel
+    except ImportError:
+        return False
+    return bool(_cpu_kernel.is_loaded())
+
+
 def _implementations() -> tuple[str, ...]:
     try:
         from emdloss import _ordinal
@@ -139,25 +176,35 @@ def build_cases(n: int, c: int, args: argparse.Namespace) -> list[Case]:
         Case("cross_entropy_soft", ce_soft, note="probability targets"),
     ]
 
-    def squared(impl: str | None, validate: bool = True) -> Callable[[], None]:
+    def squared(impl: str | None, validate: bool = True, cpp: bool = True) -> Callable[[], None]:
         def run() -> None:
-            with _implementation(impl):
-                if validate:
-                    loss = EF.squared_emd(x, y)
-                else:
-                    with _validation_off():
-                        loss = EF.squared_emd(x, y)
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(_implementation(impl))
+                if not validate:
+                    stack.enter_context(_validation_off())
+                if not cpp:
+                    stack.enter_context(_pytorch_only())
+                loss = EF.squared_emd(x, y)
             _backward(loss, x)
 
         return run
 
+    cases.append(
+        Case(
+            "squared_emd (default)",
+            squared(None),
+            note="C++ kernel (built here)" if _cpp_kernel_loaded() else "no C++ kernel built",
+        )
+    )
     impls = _implementations()
-    if impls:
-        for impl in impls:
+    if "fused" in impls:
+        cases.append(
+            Case("squared_emd[fused, PyTorch only]", squared("fused", cpp=False), note="no C++")
+        )
+    for impl in impls:
+        if impl not in ("fused", "cpp"):  # "fused" = default here, "cpp" = default when built
             cases.append(Case(f"squared_emd[{impl}]", squared(impl)))
-        cases.append(Case("squared_emd[fused, validation off]", squared(impls[0], False)))
-    else:
-        cases.append(Case("squared_emd", squared(None)))
+    cases.append(Case("squared_emd (default, validation off)", squared(None, False)))
 
     if not args.no_peers:
         try:
@@ -427,6 +474,7 @@ def sinkhorn_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 MEMORY_CASES = (
     "cross_entropy",
     "squared_emd",
+    "squared_emd[PyTorch fused]",
     "squared_emd[reference]",
     "ground_emd[exact]",
     "dlordinal EMDLoss",
@@ -438,7 +486,7 @@ def _loss_fn(name: str, c: int) -> Callable[[torch.Tensor, torch.Tensor], torch.
 
     if name == "cross_entropy":
         return F.cross_entropy
-    if name in ("squared_emd", "squared_emd[reference]"):
+    if name in ("squared_emd", "squared_emd[PyTorch fused]", "squared_emd[reference]"):
         impl = "reference" if name.endswith("[reference]") else None
 
         def sq(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -523,6 +571,9 @@ def measure_memory(
                 "print(json.dumps(b.memory_child(sys.argv[2], tuple(json.loads(sys.argv[3])), "
                 "int(sys.argv[4]))))"
             )
+            env = dict(os.environ)
+            if name == "squared_emd[PyTorch fused]":
+                env["EMDLOSS_CPU_KERNEL"] = "0"  # the PyTorch kernels every machine has
             out = subprocess.run(
                 [
                     sys.executable,
@@ -536,6 +587,7 @@ def measure_memory(
                 capture_output=True,
                 text=True,
                 check=True,
+                env=env,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             values.append(result["peak_mib"])
