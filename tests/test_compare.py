@@ -212,7 +212,18 @@ def test_folds_give_one_run_per_seed_and_fold(tmp_path: Path) -> None:
 
 
 def test_parallel_jobs_match_sequential(tmp_path: Path) -> None:
-    sequential = compare("lev", "ce,l2", 2, tmp_path / "a", train_fn=fake_train, progress=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sequential = compare("lev", "ce,l2", 2, tmp_path / "a", train_fn=fake_train, progress=False)
+        assert torch.get_num_threads() == 2  # restored after the runs
+    finally:
+        torch.set_num_threads(before)
+    # Tabular runs use one torch thread (a second one only spins on such small models).
+    assert {
+        json.loads(p.read_text(encoding="utf-8"))["threads"]
+        for p in (tmp_path / "a" / "runs").rglob("metrics.json")
+    } == {1}
     parallel = compare(
         "lev", "ce,l2", 2, tmp_path / "b", jobs=2, train_fn=fake_train, mp_context="fork",
         progress=False,

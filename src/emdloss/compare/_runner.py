@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -34,6 +35,8 @@ METRIC_KEYS: tuple[str, ...] = ("accuracy", "one_off_accuracy", "mae", "rmse", "
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
 TrainFn = Callable[[Any], Any]
+#: One run to execute: its spec, directory, train options and torch-thread cap.
+Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
 
 # Written by compare next to the training's own files; holds what metrics.json may not.
 RECORD_FILE = "compare_run.json"
@@ -203,7 +206,11 @@ def _default_train() -> TrainFn:
 
 
 def execute(
-    spec: RunSpec, run_dir: Path, options: Mapping[str, Any], train_fn: TrainFn | None
+    spec: RunSpec,
+    run_dir: Path,
+    options: Mapping[str, Any],
+    train_fn: TrainFn | None,
+    threads: int | None = None,
 ) -> RunRecord:
     """Run one cell: skip if finished, resume or restart if half-finished, else train.
 
@@ -221,11 +228,35 @@ def execute(
         Train options of its data set.
     train_fn : callable or None
         ``train(config) -> RunResult``; ``None`` for :func:`emdloss.training.train`.
+    threads : int, optional
+        Torch threads for this run (restored afterwards); ``None`` keeps the process's.
 
     Returns
     -------
     RunRecord
     """
+    with _torch_threads(threads):
+        return _execute(spec, run_dir, options, train_fn)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _execute(
+    spec: RunSpec, run_dir: Path, options: Mapping[str, Any], train_fn: TrainFn | None
+) -> RunRecord:
     finished = read_finished(run_dir)
     if finished is not None:
         return RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
@@ -282,7 +313,7 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 def run_all(
-    specs: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]],
+    specs: Sequence[Job],
     *,
     jobs: int = 1,
     train_fn: TrainFn | None = None,
@@ -293,8 +324,9 @@ def run_all(
 
     Parameters
     ----------
-    specs : sequence of (RunSpec, run_dir, options)
-        The runs in plan order.
+    specs : sequence of (RunSpec, run_dir, options, threads)
+        The runs in plan order; ``threads`` caps a run's torch threads (``None``: the
+        process's, ``cores // jobs`` in a worker).
     jobs : int
         Parallel processes (1: in this process). Each gets ``cores // jobs`` torch threads.
     train_fn : callable or None
@@ -317,7 +349,7 @@ def run_all(
     bar = _progress(len(specs), progress)
     try:
         # Finished runs first, so the bar shows how much is left.
-        for index, (spec, run_dir, _) in enumerate(specs):
+        for index, (spec, run_dir, _, _) in enumerate(specs):
             finished = read_finished(run_dir)
             if finished is None:
                 todo.append(index)
@@ -336,7 +368,7 @@ def run_all(
 
 
 def _execute_many(
-    specs: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]],
+    specs: Sequence[Job],
     todo: Sequence[int],
     jobs: int,
     train_fn: TrainFn | None,
@@ -344,8 +376,8 @@ def _execute_many(
 ) -> Iterator[tuple[int, RunRecord]]:
     if jobs == 1 or len(todo) <= 1:
         for index in todo:
-            spec, run_dir, options = specs[index]
-            yield index, execute(spec, run_dir, options, train_fn)
+            spec, run_dir, options, threads = specs[index]
+            yield index, execute(spec, run_dir, options, train_fn, threads)
         return
     workers = min(jobs, len(todo))
     threads = max(1, available_cores() // jobs)
@@ -353,8 +385,7 @@ def _execute_many(
     executor = ProcessPoolExecutor(workers, context, _init_worker, (threads,))
     try:
         pending: dict[Future[RunRecord], int] = {
-            executor.submit(execute, specs[i][0], specs[i][1], specs[i][2], train_fn): i
-            for i in todo
+            executor.submit(execute, *specs[i][:3], train_fn, specs[i][3]): i for i in todo
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
