@@ -536,7 +536,8 @@ def render_summary(
     lines = [
         "# emdloss compare: summary",
         "",
-        f"Output: `{output}`. {len(records)} runs: {counts['done']} trained now, "
+        f"Output: `{output}`. {len(records)} run{'' if len(records) == 1 else 's'}: "
+        f"{counts['done']} trained now, "
         f"{counts['skipped']} finished earlier, {len(failed)} failed. Plots: `plots/`; every run "
         "and prediction rule: `results.csv`; each run's files: `runs/<dataset>/<loss>/seed<k>`.",
         "",
