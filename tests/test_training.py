@@ -182,6 +182,20 @@ def test_model_selection_picks_the_best_validation_epoch(lev_run: Any) -> None:
     assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(lrs[-1])
 
 
+def test_model_selection_skips_the_recipe_warm_up(tmp_path: Path) -> None:
+    # Validation MAE that is best during the cross-entropy warm-up must not win: that model is
+    # plain CE. Monitoring accuracy with a lr of 0 after warm-up would be flaky; instead check
+    # that every warm-up epoch was ineligible whatever its value.
+    config = TrainConfig(
+        dataset="lev", loss="xemd1", epochs=4, warmup_epochs=2, seed=1, output=str(tmp_path), **FAST
+    )
+    result = train(config)
+    assert result.best_epoch > 2
+    history = _read_csv(tmp_path / "history.csv")
+    after = [float(row["val_mae"]) for row in history[2:]]
+    assert result.best_epoch == 3 + int(np.argmin(after))
+
+
 def test_test_metrics_agree_with_sklearn_on_the_written_predictions(lev_run: Any) -> None:
     rows = _read_csv(lev_run.run_dir / "predictions_test.csv")
     data = load_data(lev_run.config)

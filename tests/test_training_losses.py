@@ -293,3 +293,16 @@ def test_xemd_collects_per_true_class_with_soft_targets() -> None:
 def test_extra_pass_option_turns_off_training_features() -> None:
     loss = build_loss("xemd1", C, feature_pass="extra", mode="raw")
     assert loss.extra_pass and not loss.needs_features
+
+
+def test_recipe_warm_up_epochs_are_not_selectable() -> None:
+    # Model selection must not report a cross-entropy warm-up checkpoint as xemd1.
+    loss = _build("xemd1", warmup_epochs=2)
+    eligible = []
+    for _ in range(4):
+        eligible.append(loss.selectable(total_epochs=4))
+        loss.step_epoch()
+    assert eligible == [False, False, True, True]
+    # A budget that is all warm-up keeps every epoch eligible rather than selecting nothing.
+    assert _build("xemd1", warmup_epochs=4).selectable(total_epochs=4)
+    assert _build("ce").selectable(total_epochs=4)

@@ -138,6 +138,10 @@ class TrainingLoss(nn.Module):
     def step_epoch(self) -> None:
         """Called once at the end of every training epoch (recipe warm-up, learned matrix)."""
 
+    def selectable(self, total_epochs: int) -> bool:
+        """Whether the model as trained so far may be chosen by model selection."""
+        return True
+
     def ground_distance(self) -> Tensor | None:
         """The ground-distance matrix the loss uses now (learned or given), if any."""
         return None
@@ -192,6 +196,13 @@ class _Recipe(TrainingLoss):
 
     def step_epoch(self) -> None:
         self.recipe.step_epoch()  # type: ignore[operator]
+
+    def selectable(self, total_epochs: int) -> bool:
+        # A checkpoint from the cross-entropy warm-up is a cross-entropy model: selecting it
+        # would report plain CE under the recipe's name. Only when the whole budget is warm-up
+        # (a misconfiguration the user asked for) are warm-up epochs eligible.
+        recipe: Any = self.recipe
+        return not recipe.in_warmup or recipe.warmup_epochs >= total_epochs
 
     def ground_distance(self) -> Tensor | None:
         ground = getattr(self.recipe, "ground", None)

@@ -20,6 +20,8 @@ from emdloss.training.losses import TrainingLoss
 __all__ = ["OrdinalTask"]
 
 _HISTORY_KEY = "emdloss_history"
+#: The logged value model selection monitors (see ``TrainingLoss.selectable``).
+SELECT_KEY = "val_select"
 
 
 class OrdinalTask(pl.LightningModule):
@@ -57,6 +59,10 @@ class OrdinalTask(pl.LightningModule):
         Run seed (per-epoch reseeding).
     monitor_rule : str
         The rule whose validation metrics are logged under plain names (``val_mae`` ...).
+    monitor, monitor_mode : str
+        The validation metric of model selection and ``"min"``/``"max"``; logged as
+        ``val_select``, which is the worst value in epochs the loss rules out (the recipe's
+        cross-entropy warm-up).
     tta : bool
         Average the probabilities of each image and its horizontal mirror at evaluation.
     input_mean, input_std : sequence of float, optional
@@ -100,6 +106,8 @@ class OrdinalTask(pl.LightningModule):
         epochs: int = 30,
         seed: int = 0,
         monitor_rule: str = "argmax",
+        monitor: str = "mae",
+        monitor_mode: str = "min",
         tta: bool = False,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
@@ -134,6 +142,8 @@ class OrdinalTask(pl.LightningModule):
         self.epochs = int(epochs)
         self.seed = int(seed)
         self.monitor_rule = monitor_rule
+        self.monitor = monitor
+        self.monitor_mode = monitor_mode
         self.tta = bool(tta)
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
@@ -302,6 +312,11 @@ class OrdinalTask(pl.LightningModule):
         chosen["loss"] = val_loss
         for key, value in chosen.items():
             self.log(f"val_{key}", value, prog_bar=key in ("mae", "qwk"), sync_dist=False)
+        # What model selection sees: the monitored value, or the worst possible value in epochs
+        # the loss rules out (the recipe's cross-entropy warm-up).
+        eligible = self.criterion.selectable(self.epochs)
+        worst = math.inf if self.monitor_mode == "min" else -math.inf
+        self.log(SELECT_KEY, chosen[self.monitor] if eligible else worst, sync_dist=False)
         if not self.trainer.sanity_checking:
             self._pending = {f"val_{key}": value for key, value in chosen.items()}
 

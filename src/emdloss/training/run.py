@@ -38,7 +38,7 @@ from emdloss.training._io import AtomicCheckpointIO, atomic_write, write_json, w
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.datamodule import OrdinalDataModule
 from emdloss.training.losses import build_loss
-from emdloss.training.module import OrdinalTask
+from emdloss.training.module import SELECT_KEY, OrdinalTask
 
 __all__ = ["RunResult", "evaluate", "load_task", "predict", "train"]
 
@@ -232,6 +232,8 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
         epochs=config.epochs,
         seed=config.seed,
         monitor_rule=config.monitor_rule,
+        monitor=config.monitor,
+        monitor_mode=config.monitor_mode(),
         tta=config.tta and image,
         input_mean=dataset.mean if image and dataset.mean is not None else None,
         input_std=dataset.std if image and dataset.std is not None else None,
@@ -388,7 +390,7 @@ def _train(config: TrainConfig, callbacks: Sequence[Callback]) -> RunResult:
     best_checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / CHECKPOINT_DIR),
         filename="best",
-        monitor=f"val_{config.monitor}",
+        monitor=SELECT_KEY,
         mode=config.monitor_mode(),
         save_top_k=1,
         save_last=False,
@@ -441,10 +443,11 @@ def _train(config: TrainConfig, callbacks: Sequence[Callback]) -> RunResult:
         "class_names": list(dataset.class_names),
         **metrics,
     }
-    write_json(run_dir / METRICS_FILE, metrics)
     _write_history(run_dir / HISTORY_FILE, history)
     _write_predictions(run_dir / PREDICTIONS_FILE, eval_task, dataset)
     _write_plots(run_dir, eval_task, dataset, history)
+    # Last: a complete metrics.json marks a finished run (compare skips those on resume).
+    write_json(run_dir / METRICS_FILE, metrics)
     return RunResult(run_dir, config, metrics, best_epoch, train_seconds)
 
 
