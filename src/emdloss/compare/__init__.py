@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emdloss.compare._io import write_json, write_text
+from emdloss._atomic import write_json, write_text
 from emdloss.compare._plan import (
     DEFAULT_DATASETS,
     DEFAULT_LOSSES,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from emdloss.compare._io import atomic_path
+from emdloss._atomic import atomic_path
 from emdloss.compare._plan import dataset_slug
 from emdloss.compare._report import (
     HIGHER_IS_BETTER,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emdloss.compare._io import write_json
+from emdloss._atomic import write_json
 from emdloss.compare._plan import RunSpec
 
 __all__ = [
