@@ -218,3 +218,28 @@ def test_threshold_peers_point_to_their_median_rule() -> None:
     summary = render_summary(records, [_info("lev", ["ce", "coral"])], output="o")
     assert "coral predict by thresholds: their own prediction is the median rule" in summary
     assert "we have 1 run;" in summary
+
+
+def test_validated_rule_is_chosen_on_validation_not_test() -> None:
+    rng = np.random.default_rng(1)
+    good, bad = _metrics(rng, 0.0), _metrics(rng, 0.0)
+    good["mae"], bad["mae"] = 0.2, 0.9
+    # On validation "median" wins on MAE; on test "argmax" would: the test must not decide.
+    content = {
+        "monitor": "val_mae",
+        "val": {"argmax": bad, "median": good},
+        "test": {"argmax": good, "median": bad},
+    }
+    assert extract_test_metrics(content)["validated"] == extract_test_metrics(content)["median"]
+    # A maximised monitor picks the largest validation value.
+    content["monitor"] = "val_qwk"
+    good["qwk"], bad["qwk"] = 0.1, 0.7
+    assert extract_test_metrics(content)["validated"]["mae"] == good["mae"]
+    # Records carrying the derived rule get a second verdict, labelled as such.
+    records = _records("era", {"ce": 0.0, "emd2": 0.5})
+    for record in records:
+        record.metrics["validated"] = dict(record.metrics["median"])
+    summary = render_summary(records, [_info("era", ["ce", "emd2"], 9)], output="o")
+    assert (
+        "**Verdict (era, each run decoded by the rule best on its validation split):**" in summary
+    )

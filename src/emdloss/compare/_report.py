@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emdloss.compare._plan import is_emd_variant
-from emdloss.compare._runner import METRIC_KEYS, RunRecord
+from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.reference_results import ReferenceTable, reference_tables
 
 __all__ = [
@@ -56,7 +56,7 @@ OFFICIAL_SPLITS: frozenset[str] = frozenset({"retinamnist"})
 THRESHOLD_LOSSES: frozenset[str] = frozenset({"coral", "corn"})
 #: Data sets whose classes have no order: only accuracy is meaningful there.
 ORDERLESS: frozenset[str] = frozenset({"digits"})
-_RULE_ORDER = ("argmax", "median", "expected", "bayes")
+_RULE_ORDER = ("argmax", "median", "expected", "bayes", VALIDATED_RULE)
 
 
 @dataclass(frozen=True)
@@ -396,6 +396,9 @@ def _dataset_section(
         lines.append("")
     lines += _rules_section(name, losses, stats)
     lines += [_verdict(name, losses, stats), ""]
+    validated = _verdict(name, losses, stats, VALIDATED_RULE)
+    if validated:
+        lines += [validated, ""]
     failures = [r for r in failed if r.spec.dataset == name]
     if failures:
         lines += [f"Failed runs ({len(failures)}), left out above:", ""]
@@ -475,19 +478,24 @@ def _rules_section(
 
 
 def _verdict(
-    dataset: str, losses: Sequence[str], stats: Mapping[tuple[str, str, str], Mapping[str, Stat]]
+    dataset: str,
+    losses: Sequence[str],
+    stats: Mapping[tuple[str, str, str], Mapping[str, Stat]],
+    rule: str = "argmax",
 ) -> str:
     emd = [loss for loss in losses if is_emd_variant(loss)]
     if "ce" not in losses or not emd:
         missing = "cross-entropy (ce)" if "ce" not in losses else "an EMD variant"
         return f"**Verdict ({dataset}):** none, {missing} was not among the finished losses."
-    baseline = stats[(dataset, "ce", "argmax")]
+    if any((dataset, loss, rule) not in stats for loss in ("ce", *emd)):
+        return ""
+    baseline = stats[(dataset, "ce", rule)]
     orderless = dataset.lower() in ORDERLESS
     parts: list[str] = []
     for metric in ("accuracy",) if orderless else VERDICT_METRICS:
-        best = _best_loss(stats, dataset, emd, metric)
-        assert best is not None  # every loss in `losses` has argmax statistics
-        candidate = stats[(dataset, best, "argmax")][metric]
+        best = _best_loss(stats, dataset, emd, metric, rule)
+        assert best is not None  # every loss in `losses` has statistics for `rule`
+        candidate = stats[(dataset, best, rule)][metric]
         outcome, gain, spread = compare_to_baseline(metric, candidate, baseline[metric])
         detail = f"{best} {candidate.format()} vs ce {baseline[metric].format()}"
         if math.isnan(spread):
@@ -497,8 +505,13 @@ def _verdict(
             detail += f", difference {gain:+.3f} {relation} 1 sd = {spread:.3f}"
         parts.append(f"{outcome} cross-entropy on {METRIC_LABELS[metric]} ({detail})")
     joined = parts[0] if len(parts) == 1 else "; ".join(parts[:-1]) + f"; and {parts[-1]}"
+    label = (
+        f"{dataset}"
+        if rule == "argmax"
+        else f"{dataset}, each run decoded by the rule best on its validation split"
+    )
     text = (
-        f"**Verdict ({dataset}):** the best EMD variant {joined}. A difference counts only beyond "
+        f"**Verdict ({label}):** the best EMD variant {joined}. A difference counts only beyond "
         "one standard deviation over seeds (the larger of the two); positive differences favour "
         "the EMD variant."
     )

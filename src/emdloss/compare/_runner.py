@@ -32,6 +32,11 @@ __all__ = [
 
 #: The test metrics every run reports, per prediction rule.
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
+#: A derived rule: per run, the prediction rule that did best on the validation split for the
+#: run's model-selection metric, evaluated on test. Choosing the rule by its test score would
+#: peek at the test split; this is the fair way to credit a loss with its best decoding.
+VALIDATED_RULE = "validated"
+_MAXIMISED = frozenset({"accuracy", "one_off_accuracy", "qwk", "spearman"})
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
 TrainFn = Callable[[Any], Any]
@@ -80,7 +85,9 @@ def extract_test_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, floa
     """Test metrics per prediction rule from a run's ``metrics.json`` content.
 
     Accepts ``{"test": {rule: {metric: value}}}`` (the run-directory contract) and, for a run
-    that reports a single rule, ``{"test": {metric: value}}`` (taken as ``argmax``).
+    that reports a single rule, ``{"test": {metric: value}}`` (taken as ``argmax``). When the
+    validation metrics per rule are there too, adds the rule :data:`VALIDATED_RULE`: the test
+    metrics of the rule that was best on validation for the run's ``monitor``.
 
     Parameters
     ----------
@@ -100,6 +107,11 @@ def extract_test_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, floa
     dict_keys(['argmax', 'median'])
     >>> extract_test_metrics({"val": {"argmax": m}})
     {}
+    >>> better = dict(m, mae=0.1)
+    >>> out = extract_test_metrics({"test": {"argmax": m, "median": better},
+    ...                             "val": {"argmax": m, "median": better}, "monitor": "val_mae"})
+    >>> out["validated"] == out["median"]
+    True
     """
     test = metrics.get("test") if isinstance(metrics, Mapping) else None
     if not isinstance(test, Mapping):
@@ -111,7 +123,26 @@ def extract_test_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, floa
         for rule, values in test.items()
         if _is_metric_dict(values)
     }
-    return rules if "argmax" in rules else {}
+    if "argmax" not in rules:
+        return {}
+    chosen = _validated_rule(metrics, list(rules))
+    if chosen is not None:
+        rules[VALIDATED_RULE] = dict(rules[chosen])
+    return rules
+
+
+def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | None:
+    # The rule with the best validation value of the monitored metric; ties keep the earlier
+    # rule (argmax first), so a loss gains nothing from rules that do no better.
+    val = metrics.get("val")
+    monitor = str(metrics.get("monitor", "val_mae")).removeprefix("val_")
+    if not isinstance(val, Mapping) or monitor not in METRIC_KEYS:
+        return None
+    scored = [(rule, float(val[rule][monitor])) for rule in rules if _is_metric_dict(val.get(rule))]
+    if not scored:
+        return None
+    sign = -1.0 if monitor in _MAXIMISED else 1.0
+    return min(scored, key=lambda item: sign * item[1])[0]
 
 
 def read_finished(run_dir: Path) -> tuple[dict[str, dict[str, float]], float] | None:
