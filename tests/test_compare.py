@@ -173,7 +173,8 @@ def test_interrupted_compare_resumes_without_rerunning_finished_runs(tmp_path: P
     assert not (stale / "half-written.txt").exists()
     assert [r.status for r in result.records] == ["skipped", "skipped", "done", "done"]
     assert [p.stat().st_mtime_ns for p in finished] == stamps
-    assert len(_csv(tmp_path / "results.csv")) == 4 * 2  # runs x rules (argmax, median)
+    # runs x rules: argmax, median and the validation-chosen one
+    assert len(_csv(tmp_path / "results.csv")) == 4 * 3
 
     third = Recorder()
     compare("lev", "ce,emd2", 2, tmp_path, train_fn=third, progress=False)
