@@ -7,6 +7,7 @@ rules. The toolkit (``emdloss.data``, ``emdloss.models``, ``emdloss.metrics``,
 """
 
 from emdloss import functional
+from emdloss._cpu_kernel import build as build_cpu_kernel
 from emdloss._validation import is_validation_enabled, set_validation, validation
 from emdloss.decoding import RULES, decode
 from emdloss.ground import (
@@ -30,6 +31,7 @@ __all__ = [
     "LearnedGroundDistance",
     "SquaredEMDLoss",
     "__version__",
+    "build_cpu_kernel",
     "centroid_ground_distance",
     "decode",
     "functional",
