@@ -10,6 +10,8 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export EMDLOSS_DATA ?= $(SHARED_DATA)
 endif
 export OMP_NUM_THREADS ?= 2
+# The venv's tools (ninja for the optional C++ kernel among them) come first on PATH.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run test lint typecheck pytest bench
 
