@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._dataset import OrdinalDataset
-from ._options import as_float, as_float_list, as_int, as_str_list
+from ._options import as_float_list, as_int, as_str_list
 from ._table import encode_table, tabular_dataset
 from .splits import make_split
 
@@ -403,17 +403,8 @@ def load_csv(
         seed=seed,
         fold=fold,
         num_folds=num_folds,
-        val_fraction=as_float(
-            "val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False
-        ),
-        test_fraction=as_float(
-            "test_fraction",
-            test_fraction,
-            low=0.0,
-            high=1.0,
-            low_inclusive=False,
-            high_inclusive=False,
-        ),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
     table = encode_table(
         numeric,

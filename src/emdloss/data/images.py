@@ -21,14 +21,6 @@ IMAGE_EXTENSIONS = frozenset(
 DEFAULT_IMAGE_SIZE = 64
 
 
-def _fractions(val_fraction: Any, test_fraction: Any) -> tuple[float, float]:
-    val = as_float("val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False)
-    test = as_float(
-        "test_fraction", test_fraction, low=0.0, high=1.0, low_inclusive=False, high_inclusive=False
-    )
-    return val, test
-
-
 def image_dataset(
     *,
     name: str,
@@ -167,9 +159,13 @@ def load_image_folder(
         paths.extend(files)
         labels_list.extend([k] * len(files))
     labels = np.asarray(labels_list, dtype=np.int64)
-    val, test = _fractions(val_fraction, test_fraction)
     split = make_split(
-        labels, seed=seed, fold=fold, num_folds=num_folds, val_fraction=val, test_fraction=test
+        labels,
+        seed=seed,
+        fold=fold,
+        num_folds=num_folds,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
     numeric = [_number(c) for c in class_names]
     return image_dataset(
@@ -422,9 +418,13 @@ def load_image_csv(
             else as_float("soft_sigma", soft_sigma, low=0.0, low_inclusive=False)
         )
         dists = gaussian_targets(centres, grid, sigma)
-    val, test = _fractions(val_fraction, test_fraction)
     split = make_split(
-        labels, seed=seed, fold=fold, num_folds=num_folds, val_fraction=val, test_fraction=test
+        labels,
+        seed=seed,
+        fold=fold,
+        num_folds=num_folds,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
     return image_dataset(
         name=f"images:{csv_path}",

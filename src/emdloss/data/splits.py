@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._options import as_float
+
 # Separate random streams for the test split and the validation carve, so changing
 # val_fraction never changes the test set.
 _TEST_STREAM = 0
@@ -227,8 +229,8 @@ def make_split(
     seed: int,
     fold: int | None = None,
     num_folds: int | None = None,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.3,
+    val_fraction: float | str = 0.1,
+    test_fraction: float | str = 0.3,
 ) -> Split:
     """Stratified train/val/test indices: a hold-out test part or one fold of k-fold CV.
 
@@ -244,9 +246,10 @@ def make_split(
         Seed of every shuffle.
     fold, num_folds : int or None, optional
         Test fold and number of folds (``fold`` alone means 5 folds).
-    val_fraction : float, optional
-        Share of the non-test samples used for validation, in ``[0, 1)``.
-    test_fraction : float, optional
+    val_fraction : float or str, optional
+        Share of the non-test samples used for validation, in ``[0, 1)`` (strings, as from a
+        command line, are parsed).
+    test_fraction : float or str, optional
         Share of the samples held out for testing when not using folds, in ``(0, 1)``.
 
     Returns
@@ -261,12 +264,17 @@ def make_split(
     (5, 15)
     """
     y = _check_labels(labels)
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    val_fraction = as_float("val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False)
     folds = check_fold(fold, num_folds)
     if folds is None:
-        if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+        test_fraction = as_float(
+            "test_fraction",
+            test_fraction,
+            low=0.0,
+            high=1.0,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
         rest, test = stratified_split(y, test_fraction, seed=seed, stream=_TEST_STREAM)
         protocol = (
             f"stratified hold-out: test {test_fraction:g} of the samples (seed {seed}), "

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 
 from ._dataset import OrdinalDataset
-from ._options import as_float
 from ._table import encode_table, tabular_dataset
 from .splits import make_split
 
@@ -99,17 +98,8 @@ def load_tabular(
         seed=seed,
         fold=fold,
         num_folds=num_folds,
-        val_fraction=as_float(
-            "val_fraction", val_fraction, low=0.0, high=1.0, high_inclusive=False
-        ),
-        test_fraction=as_float(
-            "test_fraction",
-            test_fraction,
-            low=0.0,
-            high=1.0,
-            low_inclusive=False,
-            high_inclusive=False,
-        ),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
     )
     table = encode_table(x, list(bunch.feature_names), [], [], split)
     return tabular_dataset(
