@@ -21,7 +21,8 @@ Supported case: CPU, float32/float64 input shaped (N, C, S), int64 class-index t
 else stays on the pure-PyTorch paths of :mod:`emdloss._ordinal`.
 
 Building takes 25-50 s on 2 cores (one compiler run) and needs a C++ compiler, ninja and the torch headers
-(both come with a normal ``pip install torch`` plus gcc/clang). The library goes to
+(gcc/clang from the system, ninja from the ``cpu-kernel`` extra, the headers from the torch
+wheel). The library goes to
 ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``) under a name that hashes the
 source, the flags, the torch version and the CPU, so a stale or foreign build is never loaded.
 It is compiled with ``-march=native`` for the machine that builds it.
