@@ -169,7 +169,7 @@ def test_errors_are_one_line_with_exit_code_2(
     err = _error(capsys, ["train", "--model", "vgg99"])
     assert "unknown model 'vgg99'; valid models: mlp, cnn, resnet18" in err
     err = _error(capsys, ["train", "--epochs", "zero"])
-    assert "option epochs='zero': expected an integer" in err
+    assert "--epochs 'zero': expected an integer" in err  # the CLI's own flag spelling
     err = _error(capsys, ["train", "--dataset", f"csv:{tmp_path / 'none.csv'}", "--target", "y"])
     assert "none.csv" in err
     table = tmp_path / "t.csv"

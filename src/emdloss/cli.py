@@ -2,29 +2,48 @@
 
 Every option of ``emdloss train`` is a field of :class:`emdloss.training.TrainConfig`; a
 ``--config`` YAML file takes the same names as keys (dashes or underscores), and flags given on
-the command line override the file. Bad input ends the command with exit code 2 and a one-line
-message, without a traceback.
+the command line override the file. Bad input (:class:`emdloss.errors.UserError`, a missing
+or unreadable file given by the user, a missing extra) ends the command with exit code 2 and a
+one-line message, without a traceback (``--debug`` shows it); anything else is a bug in emdloss
+and keeps its traceback, followed by a line asking for a report.
+
+Starting the command is light: the parser needs neither Lightning nor PyYAML, so ``emdloss
+--help`` works (and is instant) on a minimal install.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
+import re
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import yaml
+from emdloss.errors import UserError
 
 __all__ = ["build_parser", "format_table", "main"]
+
+#: What the commands need beyond torch and numpy: module -> why, all from the ``train`` extra.
+_TRAIN_MODULES = ("yaml", "lightning", "torchmetrics")
+_TRAIN_EXTRA = "pip install 'emdloss[train]'"
+_REPORT = "https://github.com/emdloss/emdloss/issues"
 
 #: Metrics shown in the summary tables, in order.
 SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
 _SHORT = {"one_off_accuracy": "1-off"}
 
 
-class CLIError(Exception):
-    """A user error: reported as one line, exit code 2."""
+class CLIError(UserError):
+    """A user error of the command line: reported as one line, exit code 2."""
+
+
+def _missing_train_modules() -> list[str]:
+    """Modules of the ``train`` extra that are not installed (found without importing them)."""
+    return [name for name in _TRAIN_MODULES if importlib.util.find_spec(name) is None]
 
 
 # ---------------------------------------------------------------------------- parser
@@ -82,6 +101,10 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
+        import yaml
+    except ImportError:  # a minimal install: the value stays a string
+        return key.strip().replace("-", "_"), value
+    try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
@@ -133,11 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from emdloss import __version__
 
+    missing = _missing_train_modules()
     parser = argparse.ArgumentParser(
         prog="emdloss",
         description="Train and compare networks on ordered classes with the squared EMD loss.",
+        epilog=(
+            f"The commands need the train extra ({', '.join(missing)} missing): {_TRAIN_EXTRA}"
+            if missing
+            else None
+        ),
     )
     parser.add_argument("--version", action="version", version=f"emdloss {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of every error, user errors too"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     from emdloss.training.losses import LOSS_NAMES
@@ -179,11 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run many losses x seeds under one protocol and summarise",
         description="Compare losses under one protocol (see docs/results.md).",
     )
-    try:
-        from emdloss import compare as compare_module
-    except ImportError:
+    if missing:
         compare.set_defaults(compare_missing=True)
     else:
+        from emdloss import compare as compare_module
+
         compare_module.add_arguments(compare)
     return parser
 
@@ -226,30 +258,32 @@ def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") ->
 # ---------------------------------------------------------------------------- commands
 def _train(args: argparse.Namespace) -> int:
     from emdloss.training import TrainConfig, train
-    from emdloss.training.run import CONFIG_FILE
+    from emdloss.training.rundir import CONFIG_FILE
 
     given = {
         key: value
         for key, value in vars(args).items()
-        if key not in ("command", "config") and not key.startswith("_")
+        if key not in ("command", "config", "debug") and not key.startswith("_")
     }
     for name in _DICT_FLAGS:
         if name in given:
             given[name] = dict(given[name])
     base = None
-    # Resuming: the saved run's options are the base; a --config file and flags override them.
-    if given.get("resume"):
-        probe = TrainConfig.from_dict({k: v for k, v in given.items() if k in ("output",)})
-        saved = probe.run_dir / CONFIG_FILE
-        if "output" in given and saved.is_file():
-            base = TrainConfig.from_yaml(saved)
-    if args.config:
-        base = TrainConfig.from_yaml(args.config, base=base)
-    if base is not None:
-        for name in _DICT_FLAGS:
-            if name in given:
-                given[name] = {**getattr(base, name), **given[name]}
-    config = TrainConfig.from_dict(given, base=base)
+    with _options():
+        # Resuming: the saved run's options are the base (its implementation included); a
+        # --config file and flags override them.
+        if given.get("resume"):
+            probe = TrainConfig.from_dict({k: v for k, v in given.items() if k in ("output",)})
+            saved = probe.run_dir / CONFIG_FILE
+            if "output" in given and saved.is_file():
+                base = TrainConfig.from_yaml(saved)
+        if args.config:
+            base = TrainConfig.from_yaml(args.config, base=base)
+        if base is not None:
+            for name in _DICT_FLAGS:
+                if name in given:
+                    given[name] = {**getattr(base, name), **given[name]}
+        config = TrainConfig.from_dict(given, base=base)
     result = train(config)
     if not result.metrics:
         return 0  # a non-zero rank of a multi-process run: rank 0 reports
@@ -265,9 +299,14 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from emdloss.training import evaluate
 
-    metrics = evaluate(
-        args.run_dir, data_dir=args.data_dir, progress=args.progress, accelerator=args.accelerator
-    )
+    # Progress bars and logs go to stderr: stdout holds only the result (pure JSON with --json).
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = evaluate(
+            args.run_dir,
+            data_dir=args.data_dir,
+            progress=args.progress,
+            accelerator=args.accelerator,
+        )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
@@ -279,7 +318,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from emdloss.training import predict
-    from emdloss.training.run import predictions_csv
+    from emdloss.training.rundir import predictions_csv
 
     rows = predict(args.run_dir, args.inputs, output=args.output)
     if args.output:
@@ -298,15 +337,56 @@ def _compare(args: argparse.Namespace) -> int:
     return code
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [CLIError, ValueError, TypeError, OSError, ImportError]
+_OPTION = re.compile(r"\boption (\w+)=")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _spell_flags(message: str) -> str:
+    """Spell the options of a library message as the CLI's flags (``--lr 0``, not ``lr=0``)."""
+    return _OPTION.sub(lambda match: _flag(match.group(1)) + " ", message)
+
+
+@contextlib.contextmanager
+def _options() -> Iterator[None]:
+    """Turn the ValueErrors of option parsing (TrainConfig) into user errors in flag spelling."""
     try:
+        yield
+    except UserError:
+        raise
+    except ValueError as error:
+        raise UserError(_spell_flags(str(error))) from error
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # FileNotFoundError & co: the paths the commands open are the user's.
+    errors: list[type[BaseException]] = [
+        UserError,
+        FileNotFoundError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ]
+    if "lightning" in sys.modules:  # a bad --accelerator, --devices, --strategy, --precision
         from lightning.fabric.utilities.exceptions import MisconfigurationException
-    except ImportError:  # pragma: no cover - lightning is a dependency of the train extra
-        pass
-    else:
+
         errors.append(MisconfigurationException)
     return tuple(errors)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    message = "; ".join(lines) if lines else type(error).__name__
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        message = f"{error.strerror}: {error.filename}"
+    return _spell_flags(message)
+
+
+def _missing_extra(error: ModuleNotFoundError) -> bool:
+    root = (error.name or "").split(".")[0]
+    return root in _TRAIN_MODULES or root in ("torchvision", "matplotlib", "PIL", "tqdm")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,27 +412,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from emdloss.training.run import quiet_lightning_logs
-
-    quiet_lightning_logs()
-    handlers = {
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": _train,
         "evaluate": _evaluate,
         "predict": _predict,
         "compare": _compare,
     }
+    prefix = f"emdloss {args.command}"
     try:
+        missing = _missing_train_modules()
+        if missing:
+            raise UserError(
+                f"this command needs the train extra ({', '.join(missing)} not installed): "
+                f"{_TRAIN_EXTRA}"
+            )
+        from emdloss.training._build import quiet_lightning_logs
+
+        quiet_lightning_logs()
         return handlers[args.command](args)
     except KeyboardInterrupt:
         print("emdloss: interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as error:
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        message = "; ".join(lines) if lines else type(error).__name__
-        if isinstance(error, FileNotFoundError) and error.filename and not str(error.args[0]):
-            message = f"file not found: {error.filename}"
-        print(f"emdloss {args.command}: error: {message}", file=sys.stderr)
+    except ModuleNotFoundError as error:
+        if not _missing_extra(error):
+            _report_bug(prefix)
+            raise
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prefix}: error: {error}; install the extra: {_TRAIN_EXTRA}", file=sys.stderr)
         return 2
+    except _user_error_types() as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception:
+        _report_bug(prefix)
+        raise
+
+
+def _report_bug(prefix: str) -> None:
+    # Printed before the traceback that Python prints for the re-raised error.
+    print(
+        f"{prefix}: internal error (a bug in emdloss, not in your input); please report it "
+        f"with the command and the traceback below at {_REPORT}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,6 @@ and the per-class MAE per loss."""
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from emdloss.compare._report import (
     aggregate,
 )
 from emdloss.compare._runner import METRIC_KEYS, RunRecord
+from emdloss.training import rundir
 
 __all__ = [
     "class_mae_by_loss",
@@ -32,51 +32,19 @@ __all__ = [
     "write_plots",
 ]
 
-# Column names a run's per-sample prediction CSV may use for the true and the predicted class.
-_TARGET_COLUMNS = ("target", "label", "y_true", "true", "y")
-_PRED_COLUMNS = ("pred_argmax", "argmax", "prediction", "pred", "y_pred")
-_PREDICTION_FILES = ("predictions_test.csv", "test_predictions.csv", "predictions.csv")
-
 
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """True and argmax-predicted classes of a run's test set, from its per-sample CSV.
-
-    Parameters
-    ----------
-    run_dir : pathlib.Path
-        A run directory.
-
-    Returns
-    -------
-    (targets, predictions) or None
-        Integer arrays, or ``None`` when the run has no readable per-sample predictions.
-    """
-    candidates = [run_dir / name for name in _PREDICTION_FILES]
-    candidates += sorted(run_dir.glob("*predictions*.csv"))
-    for path in candidates:
-        if not path.is_file():
-            continue
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            fields = reader.fieldnames or []
-            target = next((c for c in _TARGET_COLUMNS if c in fields), None)
-            pred = next((c for c in _PRED_COLUMNS if c in fields), None)
-            if target is None or pred is None:
-                continue
-            pairs = [(row[target], row[pred]) for row in reader]
-        try:
-            y = np.array([int(a) for a, _ in pairs], dtype=np.int64)
-            p = np.array([int(b) for _, b in pairs], dtype=np.int64)
-        except ValueError:
-            continue
-        return y, p
-    return None
+    """True and argmax-predicted classes of a run's test set (see
+    :func:`emdloss.training.rundir.read_predictions`, the one reader of the run format)."""
+    return rundir.read_predictions(run_dir, "argmax")
 
 
 def per_class_mae(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     r"""Mean absolute error in class units per true class (NaN for a class absent from the set).
 
     .. math:: \mathrm{MAE}_c = \frac{1}{|\{i : y_i = c\}|} \sum_{i : y_i = c} |\hat y_i - c|
+
+    A NumPy view of :func:`emdloss.metrics.functional.per_class_mae` (the one implementation).
 
     Parameters
     ----------
@@ -94,11 +62,16 @@ def per_class_mae(targets: np.ndarray, predictions: np.ndarray, num_classes: int
     >>> per_class_mae(np.array([0, 0, 2]), np.array([1, 0, 0]), 3).tolist()
     [0.5, nan, 2.0]
     """
-    errors = np.abs(predictions - targets).astype(np.float64)
-    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
-    sums = np.bincount(targets, weights=errors, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    import torch
+
+    from emdloss.metrics.functional import per_class_mae as per_class_mae_tensor
+
+    values = per_class_mae_tensor(
+        torch.as_tensor(np.asarray(predictions, dtype=np.int64)),
+        torch.as_tensor(np.asarray(targets, dtype=np.int64)),
+        num_classes=num_classes,
+    )
+    return values.numpy()
 
 
 def class_mae_by_loss(

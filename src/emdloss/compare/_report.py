@@ -13,6 +13,7 @@ from typing import Any
 from emdloss.compare._plan import is_emd_variant
 from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.reference_results import ReferenceTable, reference_tables
+from emdloss.training.config import METRIC_MODES
 
 __all__ = [
     "CSV_COLUMNS",
@@ -36,8 +37,11 @@ CSV_COLUMNS: tuple[str, ...] = (
     *METRIC_KEYS,
     "train_seconds",
 )
-#: Metrics where larger is better; the others (errors) are better when smaller.
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"accuracy", "one_off_accuracy", "qwk"})
+#: Metrics where larger is better; the others (errors) are better when smaller (one source:
+#: :data:`emdloss.training.config.METRIC_MODES`).
+HIGHER_IS_BETTER: frozenset[str] = frozenset(
+    name for name, mode in METRIC_MODES.items() if mode == "max"
+)
 METRIC_LABELS: Mapping[str, str] = {
     "accuracy": "accuracy",
     "one_off_accuracy": "1-off acc.",

@@ -20,6 +20,8 @@ from typing import Any
 
 from emdloss._atomic import write_json
 from emdloss.compare._plan import RunSpec
+from emdloss.training.config import METRIC_MODES
+from emdloss.training.rundir import METRICS_FILE
 
 __all__ = [
     "METRIC_KEYS",
@@ -36,7 +38,7 @@ METRIC_KEYS: tuple[str, ...] = ("accuracy", "one_off_accuracy", "mae", "rmse", "
 #: run's model-selection metric, evaluated on test. Choosing the rule by its test score would
 #: peek at the test split; this is the fair way to credit a loss with its best decoding.
 VALIDATED_RULE = "validated"
-_MAXIMISED = frozenset({"accuracy", "one_off_accuracy", "qwk", "spearman"})
+_MAXIMISED = frozenset(name for name, mode in METRIC_MODES.items() if mode == "max")
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
 TrainFn = Callable[[Any], Any]
@@ -45,7 +47,6 @@ Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
 
 # Written by compare next to the training's own files; holds what metrics.json may not.
 RECORD_FILE = "compare_run.json"
-METRICS_FILE = "metrics.json"
 
 
 @dataclass

@@ -56,6 +56,7 @@ __all__ = [
     "download_file",
     "gaussian_targets",
     "group_split",
+    "limit_split",
     "load_adience",
     "load_csv",
     "load_dataset",
@@ -91,13 +92,30 @@ def _check_options(
         )
 
 
+def limit_split(split: OrdinalSplit, limit: int | None, *, seed: int, stream: int) -> OrdinalSplit:
+    """A stratified, seeded subset of at most ``limit`` samples of ``split`` (all when ``None``).
+
+    Stratified so that small slices still hold every class; ``stream`` separates the random
+    draws of different callers and splits. The one subset limiter of emdloss (the ``limit``
+    data option and the trainer's ``limit_train/val/test`` both use it).
+
+    Examples
+    --------
+    >>> import torch
+    >>> split = TensorSplit(torch.zeros(10, 1), torch.tensor([0, 1] * 5))
+    >>> len(limit_split(split, 4, seed=0, stream=0))
+    4
+    """
+    if limit is None or limit >= len(split):
+        return split
+    _, chosen = stratified_split(split.targets, limit / len(split), seed=seed, stream=stream)
+    return SubsetSplit(split, chosen)
+
+
 def _limit(dataset: OrdinalDataset, limit: int, seed: int) -> OrdinalDataset:
-    # A stratified, seeded subset of each split: small slices for quick runs and tests.
+    # Small slices for quick runs and tests.
     for part in ("train", "val", "test"):
-        split: OrdinalSplit = getattr(dataset, part)
-        if len(split) > limit:
-            _, chosen = stratified_split(split.targets, limit / len(split), seed=seed, stream=2)
-            setattr(dataset, part, SubsetSplit(split, chosen))
+        setattr(dataset, part, limit_split(getattr(dataset, part), limit, seed=seed, stream=2))
     dataset.protocol += f"; each split limited to {limit} samples (stratified, seed {seed})"
     return dataset
 

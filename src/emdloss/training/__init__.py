@@ -1,6 +1,9 @@
 """Training toolkit: loss registry, Lightning module and data module, run directories.
 
-Needs the ``train`` extra (``pip install 'emdloss[train]'``).
+Needs the ``train`` extra (``pip install 'emdloss[train]'``). Importing this package is light:
+the loss registry, :class:`TrainConfig` and the run-directory contract
+(:mod:`emdloss.training.rundir`) load without Lightning; the Lightning parts (``train``,
+``evaluate``, ``predict``, ``OrdinalTask``, ...) are imported on first use.
 
 >>> from emdloss.training import LOSS_NAMES
 >>> "emd2" in LOSS_NAMES
@@ -9,11 +12,19 @@ True
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from emdloss.training.config import TrainConfig
-from emdloss.training.datamodule import OrdinalDataModule
 from emdloss.training.losses import LOSS_NAMES, TrainingLoss, build_loss
-from emdloss.training.module import OrdinalTask
-from emdloss.training.run import RunResult, evaluate, load_task, predict, train
+from emdloss.training.rundir import RunResult
+
+if TYPE_CHECKING:
+    from emdloss.training._evaluate import evaluate, load_task
+    from emdloss.training._predict import predict
+    from emdloss.training._train import train
+    from emdloss.training.datamodule import OrdinalDataModule
+    from emdloss.training.module import OrdinalTask
 
 __all__ = [
     "LOSS_NAMES",
@@ -28,3 +39,26 @@ __all__ = [
     "predict",
     "train",
 ]
+
+# Name -> module of the names that need Lightning, imported on first access.
+_LAZY = {
+    "OrdinalDataModule": "emdloss.training.datamodule",
+    "OrdinalTask": "emdloss.training.module",
+    "evaluate": "emdloss.training._evaluate",
+    "load_task": "emdloss.training._evaluate",
+    "predict": "emdloss.training._predict",
+    "train": "emdloss.training._train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

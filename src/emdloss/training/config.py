@@ -15,9 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from emdloss.training._io import write_text
+from emdloss._atomic import write_text
 
 __all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
@@ -116,6 +114,11 @@ class TrainConfig:
         Passed to :class:`lightning.pytorch.Trainer`.
     deterministic : bool
         Ask torch for deterministic algorithms.
+    implementation : str
+        Implementation of the EMD losses (see :func:`emdloss._ordinal.implementation`):
+        ``"fused"`` (default, the PyTorch path) or ``"cpp"`` (the C++ CPU kernel, built if
+        needed); ``"library"`` and ``"reference"`` for checks. Recorded in ``config.yaml``; a
+        resumed run keeps it, so its numbers do not depend on the machine's kernel cache.
     progress : bool
         Progress bars.
     resume : bool
@@ -164,6 +167,7 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     deterministic: bool = True
+    implementation: str = "fused"
     progress: bool = True
     resume: bool = False
     overwrite: bool = False
@@ -248,6 +252,8 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(p).epochs
         3
         """
+        import yaml  # lazily: the CLI parser reads the fields on installs without PyYAML
+
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"config file not found: {file}")
@@ -291,6 +297,8 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(TrainConfig(loss="ce").save(p)).loss
         'ce'
         """
+        import yaml
+
         text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
         return write_text(path, text)
 
@@ -368,6 +376,13 @@ class TrainConfig:
             raise ValueError(f"option optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"option scheduler={self.scheduler!r}: expected one of {SCHEDULERS}")
+        from emdloss._ordinal import IMPLEMENTATIONS
+
+        if self.implementation not in IMPLEMENTATIONS:
+            valid = ", ".join(IMPLEMENTATIONS)
+            raise ValueError(
+                f"option implementation={self.implementation!r}: expected one of {valid}"
+            )
         if self.monitor not in METRIC_MODES:
             valid = ", ".join(METRIC_MODES)
             raise ValueError(f"option monitor={self.monitor!r}: expected one of {valid}")

@@ -1,0 +1,278 @@
+"""Building blocks shared by train and evaluate: data, the task, the data module, the trainer."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from torch import Tensor
+
+from emdloss.errors import UserError
+from emdloss.training._io import AtomicCheckpointIO
+from emdloss.training.config import TrainConfig
+from emdloss.training.datamodule import OrdinalDataModule
+from emdloss.training.losses import build_loss
+from emdloss.training.module import OrdinalTask
+
+__all__ = [
+    "build_task",
+    "default_model",
+    "evaluate_checkpoint",
+    "ignore_expected_warnings",
+    "load_data",
+    "make_datamodule",
+    "make_trainer",
+    "quiet_lightning_logs",
+]
+
+
+def load_data(config: TrainConfig) -> Any:
+    """Load the dataset of ``config`` and apply the ``limit_*`` options.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Run configuration.
+
+    Returns
+    -------
+    emdloss.data.OrdinalDataset
+    """
+    from emdloss.data import limit_split, load_dataset
+
+    options = dict(config.data_options)
+    if config.target is not None:
+        options["target"] = config.target
+    if config.classes is not None:
+        options["classes"] = ",".join(config.classes)
+    try:
+        dataset = load_dataset(
+            config.dataset,
+            data_dir=config.data_dir,
+            seed=config.seed,
+            fold=config.fold,
+            num_folds=config.num_folds,
+            **options,
+        )
+    except UserError:
+        raise
+    except ValueError as error:
+        # The loaders' ValueErrors are about the user's data and options (names, cells, splits).
+        raise UserError(f"--dataset {config.dataset}: {error}") from error
+    for stream, (part, limit) in enumerate(
+        (("train", config.limit_train), ("val", config.limit_val), ("test", config.limit_test))
+    ):
+        split = getattr(dataset, part)
+        setattr(dataset, part, limit_split(split, limit, seed=config.seed, stream=50 + stream))
+    for part in ("train", "val", "test"):
+        if len(getattr(dataset, part)) == 0:
+            raise UserError(f"--dataset {config.dataset}: the {part} split is empty")
+    return dataset
+
+
+def default_model(dataset: Any) -> str:
+    """The network used when ``--model`` is not given: mlp for tables, cnn/resnet18 for images."""
+    if dataset.kind == "tabular":
+        return "mlp"
+    side = int(dataset.input_shape[-1])
+    return "cnn" if side <= 64 else "resnet18"
+
+
+def _load_matrix(path: str, num_classes: int) -> Tensor:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"--ground-matrix file not found: {file}")
+    try:
+        if file.suffix == ".npy":
+            values = np.load(file, allow_pickle=False)  # never unpickle objects from a file
+        else:
+            delimiter = "," if file.suffix == ".csv" else None
+            values = np.loadtxt(file, delimiter=delimiter, ndmin=2)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read --ground-matrix {file}: {error}") from None
+    if values.shape != (num_classes, num_classes):
+        raise UserError(
+            f"--ground-matrix {file} has shape {values.shape}; expected ({num_classes}, "
+            f"{num_classes}) for the {num_classes} classes"
+        )
+    return torch.as_tensor(values, dtype=torch.float32)
+
+
+@contextlib.contextmanager
+def _user_options(what: str) -> Iterator[None]:
+    # The registries raise ValueError/TypeError for unknown names and bad --*-option values.
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{what}: {error}") from error
+    except ImportError as error:
+        if "pip install" not in str(error):  # not a missing optional extra: a bug
+            raise
+        raise UserError(f"{what}: {error}") from error
+
+
+def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
+    """The :class:`OrdinalTask` of ``config`` for ``dataset`` (fresh weights).
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Run configuration.
+    dataset : emdloss.data.OrdinalDataset
+        The data (classes, input shape, positions).
+
+    Returns
+    -------
+    OrdinalTask
+    """
+    from emdloss.models import build_model
+
+    num_classes = dataset.num_classes
+    matrix = None
+    if config.ground_matrix is not None:
+        if config.loss != "ground":
+            raise UserError(f"--ground-matrix only applies to --loss ground, not {config.loss!r}")
+        matrix = _load_matrix(config.ground_matrix, num_classes)
+    with _user_options(f"--loss {config.loss}"):
+        loss = build_loss(
+            config.loss,
+            num_classes,
+            positions=dataset.positions,
+            ground_distance=matrix,
+            ground_power=config.ground_power,
+            train_targets=torch.as_tensor(np.asarray(dataset.train.targets)),
+            warmup_epochs=config.warmup_epochs,
+            ce_weight=config.ce_weight,
+            emd_weight=config.emd_weight,
+            **config.loss_options,
+        )
+    model_name = config.model or default_model(dataset)
+    with _user_options(f"--model {model_name}"):
+        model = build_model(
+            model_name,
+            num_outputs=loss.num_outputs,
+            input_shape=tuple(dataset.input_shape),
+            pretrained=config.pretrained,
+            **config.model_options,
+        )
+    # The bayes rule needs a decision cost: the given matrix, else |x_i - x_j|. The learned
+    # matrix is a training surrogate (negative entries, diagonal 1), not a decision cost.
+    decision_cost = matrix
+    image = dataset.kind == "image"
+    return OrdinalTask(
+        model,
+        loss,
+        num_classes=num_classes,
+        positions=dataset.positions,
+        decision_cost=decision_cost,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        scheduler=config.scheduler,
+        lr_decay=config.lr_decay,
+        epochs=config.epochs,
+        seed=config.seed,
+        monitor_rule=config.monitor_rule,
+        monitor=config.monitor,
+        monitor_mode=config.monitor_mode(),
+        tta=config.tta and image,
+        input_mean=dataset.mean if image and dataset.mean is not None else None,
+        input_std=dataset.std if image and dataset.std is not None else None,
+    )
+
+
+def make_datamodule(config: TrainConfig, dataset: Any) -> OrdinalDataModule:
+    """The data module of ``dataset`` with the batch size, seed and workers of ``config``."""
+    return OrdinalDataModule(
+        dataset.train,
+        dataset.val,
+        dataset.test,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+    )
+
+
+def quiet_lightning_logs() -> None:
+    """Hide Lightning's hardware banner and tips (the CLI calls this; they drown the bars)."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ignore_expected_warnings() -> None:
+    """Silence warnings that are expected in every run (call inside ``catch_warnings``)."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # Logged values are already reduced across processes by the torchmetrics metrics.
+    warnings.filterwarnings("ignore", message=".*when logging on epoch level in distributed.*")
+    # Expected when resuming: the directory holds the run's own checkpoints.
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+
+
+def make_trainer(
+    config: TrainConfig,
+    run_dir: Path,
+    callbacks: list[Callback],
+    *,
+    fitting: bool,
+    progress: bool,
+) -> pl.Trainer:
+    """A Lightning trainer for fitting (``config``'s devices) or for evaluation (one device)."""
+    all_callbacks = list(callbacks)
+    if progress:
+        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+    kwargs: dict[str, Any] = {
+        "accelerator": config.accelerator,
+        "precision": config.precision,
+        "deterministic": "warn" if config.deterministic else False,
+        "callbacks": all_callbacks,
+        "enable_progress_bar": progress,
+        "enable_model_summary": False,
+        "logger": False,
+        "num_sanity_val_steps": 0,
+        "default_root_dir": str(run_dir),
+        "use_distributed_sampler": False,
+        "plugins": [AtomicCheckpointIO()],
+    }
+    if fitting:
+        kwargs.update(
+            max_epochs=config.epochs,
+            devices=config.devices,
+            strategy=config.strategy,
+            num_nodes=config.num_nodes,
+            enable_checkpointing=True,
+        )
+    else:
+        # Evaluation runs in one process so that per-sample outputs stay in this process.
+        kwargs.update(devices=1, strategy="auto", num_nodes=1, enable_checkpointing=False)
+    try:
+        return pl.Trainer(**kwargs)
+    except MisconfigurationException as error:  # bad --accelerator, --devices, --precision, ...
+        raise UserError(str(error)) from error
+
+
+def evaluate_checkpoint(
+    config: TrainConfig, dataset: Any, checkpoint: dict[str, Any], *, progress: bool
+) -> tuple[dict[str, Any], OrdinalTask]:
+    """Validation and test metrics of ``checkpoint``, and the task that holds its test outputs."""
+    task = build_task(config, dataset)
+    task.load_state_dict(checkpoint["state_dict"])
+    task.on_load_checkpoint(checkpoint)
+    trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
+    datamodule = make_datamodule(config, dataset)
+    trainer.validate(task, datamodule=datamodule, verbose=False)
+    val = task.results["val"]
+    trainer.test(task, datamodule=datamodule, verbose=False)
+    return {"val": val, "test": task.results["test"]}, task

@@ -1,0 +1,114 @@
+"""``evaluate`` and ``load_task``: read a run directory and rebuild its best model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emdloss import _ordinal
+from emdloss.training import rundir
+from emdloss.training._build import (
+    build_task,
+    evaluate_checkpoint,
+    ignore_expected_warnings,
+    load_data,
+)
+from emdloss.training.config import TrainConfig
+from emdloss.training.module import OrdinalTask
+
+__all__ = ["evaluate", "load_task"]
+
+
+def evaluate(
+    run_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    progress: bool = True,
+    accelerator: str | None = None,
+) -> dict[str, Any]:
+    """Re-evaluate the best checkpoint of a run on its validation and test splits.
+
+    Nothing in the run directory is written; the loss runs on the run's recorded
+    implementation.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A run directory written by :func:`train`.
+    data_dir : str, optional
+        Where the data lives now (default: the run's).
+    progress : bool
+        Progress bars.
+    accelerator : str, optional
+        Override the run's accelerator (e.g. ``"cpu"``).
+
+    Returns
+    -------
+    dict
+        ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int}``.
+    """
+    with warnings.catch_warnings():
+        ignore_expected_warnings()
+        return _evaluate(Path(run_dir), data_dir, progress, accelerator)
+
+
+def _evaluate(
+    path: Path, data_dir: str | None, progress: bool, accelerator: str | None
+) -> dict[str, Any]:
+    config = rundir.read_config(path)
+    overrides: dict[str, Any] = {"output": str(path), "resume": False}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if accelerator is not None:
+        overrides["accelerator"] = accelerator
+    config = TrainConfig.from_dict(overrides, base=config)
+    best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+    with _ordinal.implementation(config.implementation):
+        dataset = load_data(config)
+        metrics, _ = evaluate_checkpoint(config, dataset, best, progress=progress)
+    return {"best_epoch": int(best["epoch"]) + 1, **metrics}
+
+
+def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, Any]]:
+    """The best checkpoint of a run as an :class:`OrdinalTask` in eval mode, and its data record.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A run directory.
+
+    Returns
+    -------
+    (OrdinalTask, dict)
+        The task and the content of ``data.json``.
+    """
+    path = Path(run_dir)
+    config = rundir.read_config(path)
+    record = rundir.read_data_record(path)
+    best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+    task = build_task(config, _DatasetStub(record))
+    task.load_state_dict(best["state_dict"])
+    task.eval()
+    return task, record
+
+
+class _DatasetStub:
+    """What :func:`build_task` needs from a dataset, rebuilt from ``data.json``."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.kind = record["kind"]
+        self.class_names = list(record["class_names"])
+        self.num_classes = len(self.class_names)
+        self.positions = record.get("positions")
+        self.input_shape = tuple(record["input_shape"])
+        self.mean = record.get("mean")
+        self.std = record.get("std")
+
+        class _Targets:
+            targets = np.zeros(1, dtype=np.int64)
+
+        self.train = _Targets()

@@ -1,0 +1,264 @@
+"""``train``: prepare the run directory (rank 0 only), fit, test the best checkpoint once, write
+the run's files through :mod:`emdloss.training.rundir`."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from emdloss import _ordinal
+from emdloss._atomic import write_json
+from emdloss.errors import UserError
+from emdloss.training import rundir
+from emdloss.training._build import (
+    build_task,
+    default_model,
+    evaluate_checkpoint,
+    ignore_expected_warnings,
+    load_data,
+    make_datamodule,
+    make_trainer,
+)
+from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
+from emdloss.training.module import SELECT_KEY, OrdinalTask
+
+__all__ = ["launched_rank", "train"]
+
+
+def _int_env(environ: Mapping[str, str], key: str) -> int | None:
+    value = environ.get(key, "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def launched_rank(environ: Mapping[str, str] | None = None) -> int:
+    """The global rank of this process inside a real distributed launch, else 0.
+
+    Stray rank variables (``RANK=1`` left in a shell, ``SLURM_PROCID`` of an allocation that
+    runs one task) must not make a single process think it is a secondary rank: that would skip
+    the run-directory checks and overwrite a run. A launch is recognised only by what its
+    launcher sets together: torchrun and Lightning's ``ddp`` launcher set ``WORLD_SIZE > 1``
+    with ``MASTER_ADDR`` and ``MASTER_PORT``; ``srun`` sets ``SLURM_NTASKS > 1`` with
+    ``SLURM_JOB_ID`` and ``SLURM_PROCID``.
+
+    Examples
+    --------
+    >>> launched_rank({"RANK": "1"})
+    0
+    >>> launched_rank({"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h", "MASTER_PORT": "1"})
+    1
+    """
+    env = os.environ if environ is None else environ
+    world = _int_env(env, "WORLD_SIZE")
+    if world is not None and world > 1 and env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+        rank = _int_env(env, "RANK")
+        if rank is not None:
+            return rank
+        # Lightning's ddp launcher: NODE_RANK and LOCAL_RANK, no RANK.
+        node, local = _int_env(env, "NODE_RANK") or 0, _int_env(env, "LOCAL_RANK") or 0
+        return 1 if node or local else 0
+    tasks = _int_env(env, "SLURM_NTASKS")
+    if tasks is not None and tasks > 1 and env.get("SLURM_JOB_ID"):
+        return _int_env(env, "SLURM_PROCID") or 0
+    return 0
+
+
+def _absolute_paths(config: TrainConfig) -> TrainConfig:
+    # config.yaml records absolute paths so that evaluate and predict work from any directory.
+    updates: dict[str, Any] = {}
+    if config.data_dir:
+        updates["data_dir"] = os.path.abspath(os.path.expanduser(config.data_dir))
+    if config.ground_matrix:
+        updates["ground_matrix"] = os.path.abspath(os.path.expanduser(config.ground_matrix))
+    prefix, sep, path = config.dataset.partition(":")
+    if sep and path and prefix in ("csv", "folder", "images"):
+        updates["dataset"] = f"{prefix}:{os.path.abspath(os.path.expanduser(path))}"
+    return TrainConfig.from_dict(updates, base=config) if updates else config
+
+
+def _prepare_run_dir(config: TrainConfig) -> tuple[TrainConfig, Path, Path | None]:
+    """Check the run directory (rank 0) and return the config, the directory and the resume
+    checkpoint. Secondary ranks run after rank 0 has checked (they start later)."""
+    config = _absolute_paths(config)
+    run_dir = config.run_dir
+    saved_path = run_dir / rundir.CONFIG_FILE
+    last = run_dir / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT
+    if launched_rank() != 0:
+        return config, run_dir, last if config.resume and last.is_file() else None
+    if saved_path.is_file() and config.resume:
+        saved = _absolute_paths(TrainConfig.from_yaml(saved_path))
+        changed = [name for name in saved.differences(config) if name not in RESUMABLE_CHANGES]
+        if changed:
+            details = ", ".join(
+                f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}" for name in changed
+            )
+            raise UserError(
+                f"cannot resume {run_dir}: options differ from the saved run ({details}); "
+                "only " + ", ".join(sorted(RESUMABLE_CHANGES)) + " may change"
+            )
+        return config, run_dir, last if last.is_file() else None
+    if saved_path.is_file() or (run_dir / rundir.CHECKPOINT_DIR).is_dir():
+        if not config.overwrite:
+            raise UserError(
+                f"run directory {run_dir} already holds a run; use resume to continue it, "
+                "overwrite to replace it, or choose another output (--resume, --overwrite, "
+                "--output)"
+            )
+        for name in rundir.RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / rundir.CHECKPOINT_DIR, ignore_errors=True)
+    return config, run_dir, None
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.RunResult:
+    """Train, select on validation data, test the best checkpoint once, write the run directory.
+
+    The loss runs on ``config.implementation`` (recorded in ``config.yaml``; a resume uses the
+    recorded one), so results do not depend on what the machine's kernel cache holds.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        Run configuration (``config.resume`` continues from ``checkpoints/last.ckpt``).
+    callbacks : sequence of lightning Callback, optional
+        Extra callbacks for the training trainer.
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    ValueError
+        For bad options, unknown dataset/loss/model names, or a run directory that holds a
+        different run (:class:`emdloss.errors.UserError` where the user can fix it).
+    """
+    with warnings.catch_warnings():
+        ignore_expected_warnings()
+        config, run_dir, ckpt_path = _prepare_run_dir(config)
+        with _ordinal.implementation(config.implementation):
+            return _train(config, run_dir, ckpt_path, callbacks)
+
+
+def _train(
+    config: TrainConfig, run_dir: Path, ckpt_path: Path | None, callbacks: Sequence[Callback]
+) -> rundir.RunResult:
+    pl.seed_everything(config.seed, workers=True, verbose=False)
+    dataset = load_data(config)
+    task = build_task(config, dataset)
+    datamodule = make_datamodule(config, dataset)
+    if launched_rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / rundir.CONFIG_FILE)
+        write_json(run_dir / rundir.DATA_FILE, rundir.data_record(dataset))
+
+    # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
+    # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
+    checkpoints = str(run_dir / rundir.CHECKPOINT_DIR)
+    best_checkpoint = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename=Path(rundir.BEST_CHECKPOINT).stem,
+        monitor=SELECT_KEY,
+        mode=config.monitor_mode(),
+        save_top_k=1,
+        save_last=False,
+        save_on_train_epoch_end=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    last_checkpoint = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename=Path(rundir.LAST_CHECKPOINT).stem,
+        monitor=None,
+        save_top_k=1,
+        save_last=False,
+        save_on_train_epoch_end=True,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    trainer = make_trainer(
+        config,
+        run_dir,
+        [best_checkpoint, last_checkpoint, *callbacks],
+        fitting=True,
+        progress=config.progress,
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    rank = trainer.global_rank
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    if rank != 0:
+        return rundir.RunResult(run_dir, config)
+
+    best = rundir.load_checkpoint(run_dir / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+    last = rundir.load_checkpoint(run_dir / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT)
+    history: list[dict[str, float]] = last.get("emdloss_history", [])
+    metrics, eval_task = evaluate_checkpoint(config, dataset, best, progress=config.progress)
+    best_epoch = int(best["epoch"]) + 1
+    train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
+    metrics = {
+        "dataset": config.dataset,
+        "loss": config.loss,
+        "model": config.model or default_model(dataset),
+        "seed": config.seed,
+        "best_epoch": best_epoch,
+        "epochs": len(history),
+        "train_seconds": train_seconds,
+        "monitor": f"val_{config.monitor}",
+        "monitor_rule": config.monitor_rule,
+        "class_names": list(dataset.class_names),
+        **metrics,
+    }
+    rundir.write_history(run_dir, history)
+    probs, targets = _test_outputs(eval_task)
+    decoded = eval_task.decode_all(probs)
+    ids = list(getattr(dataset.test, "ids", range(len(targets))))
+    rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
+    _write_plots(run_dir, eval_task, dataset, history, targets, decoded["argmax"])
+    # Last: a complete metrics.json marks a finished run (compare skips those on resume).
+    rundir.write_metrics(run_dir, metrics)
+    return rundir.RunResult(run_dir, config, metrics, best_epoch, train_seconds)
+
+
+def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
+    if not task.test_outputs:
+        return torch.zeros(0, task.num_classes), torch.zeros(0, dtype=torch.long)
+    probs = torch.cat([p for p, _ in task.test_outputs])
+    targets = torch.cat([t for _, t in task.test_outputs])
+    return probs, targets
+
+
+def _write_plots(
+    run_dir: Path,
+    task: OrdinalTask,
+    dataset: Any,
+    history: list[dict[str, float]],
+    targets: torch.Tensor,
+    preds: torch.Tensor,
+) -> None:
+    from emdloss.metrics.functional import confusion_matrix
+    from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
+
+    names = list(dataset.class_names)
+    series = {}
+    for key in ("train_loss", "val_loss", "val_mae", "val_qwk", "val_accuracy"):
+        values = [row.get(key, math.nan) for row in history]
+        if values:
+            series[key] = values
+    if series:
+        plot_learning_curves(series, run_dir / rundir.PLOT_FILES[0])
+    confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
+    plot_confusion_matrix(
+        confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
+    )
+    matrix = task.criterion.ground_distance()
+    if matrix is not None:
+        plot_ground_distance(matrix, names, run_dir / rundir.PLOT_FILES[2])
