@@ -4,22 +4,35 @@ The package root needs only torch and numpy: the functional losses, their ``nn.M
 wrappers, ground distances (fixed and learned), the paper's training recipe and the decoding
 rules. The toolkit (``emdloss.data``, ``emdloss.models``, ``emdloss.metrics``,
 ``emdloss.training``, ``emdloss.compare``, ``emdloss.plots``) needs the ``train`` extra.
+
+The names below are imported on first use (PEP 562), so that ``import emdloss`` and the
+``emdloss`` command (``--help``, ``--version``) start without importing torch.
+
+>>> import emdloss
+>>> emdloss.SquaredEMDLoss.__name__
+'SquaredEMDLoss'
 """
 
-from emdloss import functional
-from emdloss._cpu_kernel import build as build_cpu_kernel
-from emdloss._validation import is_validation_enabled, set_validation, validation
-from emdloss.decoding import RULES, decode
-from emdloss.ground import (
-    LearnedGroundDistance,
-    centroid_ground_distance,
-    ordinal_ground_distance,
-    row_percentile_ranks,
-)
-from emdloss.losses import CostMatrixEMDLoss, EMDLoss, GroundEMDLoss, SquaredEMDLoss
-from emdloss.recipe import CombinedLoss, EMDRecipeLoss
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from emdloss import functional
+    from emdloss._cpu_kernel import build as build_cpu_kernel
+    from emdloss._validation import is_validation_enabled, set_validation, validation
+    from emdloss.decoding import RULES, decode
+    from emdloss.ground import (
+        LearnedGroundDistance,
+        centroid_ground_distance,
+        ordinal_ground_distance,
+        row_percentile_ranks,
+    )
+    from emdloss.losses import CostMatrixEMDLoss, EMDLoss, GroundEMDLoss, SquaredEMDLoss
+    from emdloss.recipe import CombinedLoss, EMDRecipeLoss
 
 __all__ = [
     "RULES",
@@ -41,3 +54,38 @@ __all__ = [
     "set_validation",
     "validation",
 ]
+
+# Public name -> (module, attribute in it).
+_LAZY: dict[str, tuple[str, str]] = {
+    "functional": ("emdloss.functional", ""),
+    "build_cpu_kernel": ("emdloss._cpu_kernel", "build"),
+    "is_validation_enabled": ("emdloss._validation", "is_validation_enabled"),
+    "set_validation": ("emdloss._validation", "set_validation"),
+    "validation": ("emdloss._validation", "validation"),
+    "RULES": ("emdloss.decoding", "RULES"),
+    "decode": ("emdloss.decoding", "decode"),
+    "LearnedGroundDistance": ("emdloss.ground", "LearnedGroundDistance"),
+    "centroid_ground_distance": ("emdloss.ground", "centroid_ground_distance"),
+    "ordinal_ground_distance": ("emdloss.ground", "ordinal_ground_distance"),
+    "row_percentile_ranks": ("emdloss.ground", "row_percentile_ranks"),
+    "CostMatrixEMDLoss": ("emdloss.losses", "CostMatrixEMDLoss"),
+    "EMDLoss": ("emdloss.losses", "EMDLoss"),
+    "GroundEMDLoss": ("emdloss.losses", "GroundEMDLoss"),
+    "SquaredEMDLoss": ("emdloss.losses", "SquaredEMDLoss"),
+    "CombinedLoss": ("emdloss.recipe", "CombinedLoss"),
+    "EMDRecipeLoss": ("emdloss.recipe", "EMDRecipeLoss"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = getattr(module, attribute) if attribute else module
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

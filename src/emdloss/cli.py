@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from emdloss.training.losses import LOSS_NAMES
+    from emdloss.training._names import LOSS_NAMES
 
     train = commands.add_parser(
         "train",

@@ -41,7 +41,6 @@ from emdloss.compare._plan import (
     parse_seeds,
     plan_runs,
 )
-from emdloss.compare._plots import write_plots
 from emdloss.compare._report import (
     CSV_COLUMNS,
     DatasetInfo,
@@ -302,6 +301,8 @@ def compare(
     )
     rows = result_rows(records)
     files = [write_text(out / "results.csv", results_csv(rows))]
+    from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
+
     files += write_plots(out, records, rows, infos)
     summary = render_summary(records, infos, output=str(out))
     files.append(write_text(out / "summary.md", summary))

@@ -102,9 +102,10 @@ def limit_split(split: OrdinalSplit, limit: int | None, *, seed: int, stream: in
     Examples
     --------
     >>> import torch
-    >>> split = TensorSplit(torch.zeros(10, 1), torch.tensor([0, 1] * 5))
-    >>> len(limit_split(split, 4, seed=0, stream=0))
-    4
+    >>> split = TensorSplit(torch.zeros(10, 1), [0, 1] * 5, [str(i) for i in range(10)])
+    >>> small = limit_split(split, 4, seed=0, stream=0)
+    >>> len(small), sorted(int(t) for t in small.targets)
+    (4, [0, 0, 1, 1])
     """
     if limit is None or limit >= len(split):
         return split

@@ -1,9 +1,9 @@
 """Training toolkit: loss registry, Lightning module and data module, run directories.
 
-Needs the ``train`` extra (``pip install 'emdloss[train]'``). Importing this package is light:
-the loss registry, :class:`TrainConfig` and the run-directory contract
-(:mod:`emdloss.training.rundir`) load without Lightning; the Lightning parts (``train``,
-``evaluate``, ``predict``, ``OrdinalTask``, ...) are imported on first use.
+Needs the ``train`` extra (``pip install 'emdloss[train]'``). Importing this package is light
+(the loss names and :class:`TrainConfig`, no torch); everything else (``build_loss``, the
+run-directory contract :mod:`emdloss.training.rundir`, and the Lightning parts ``train``,
+``evaluate``, ``predict``, ``OrdinalTask``, ...) is imported on first use.
 
 >>> from emdloss.training import LOSS_NAMES
 >>> "emd2" in LOSS_NAMES
@@ -15,16 +15,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from emdloss.training._names import LOSS_NAMES
 from emdloss.training.config import TrainConfig
-from emdloss.training.losses import LOSS_NAMES, TrainingLoss, build_loss
-from emdloss.training.rundir import RunResult
 
 if TYPE_CHECKING:
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._predict import predict
     from emdloss.training._train import train
     from emdloss.training.datamodule import OrdinalDataModule
+    from emdloss.training.losses import TrainingLoss, build_loss
     from emdloss.training.module import OrdinalTask
+    from emdloss.training.rundir import RunResult
 
 __all__ = [
     "LOSS_NAMES",
@@ -42,6 +43,9 @@ __all__ = [
 
 # Name -> module of the names that need Lightning, imported on first access.
 _LAZY = {
+    "RunResult": "emdloss.training.rundir",
+    "TrainingLoss": "emdloss.training.losses",
+    "build_loss": "emdloss.training.losses",
     "OrdinalDataModule": "emdloss.training.datamodule",
     "OrdinalTask": "emdloss.training.module",
     "evaluate": "emdloss.training._evaluate",

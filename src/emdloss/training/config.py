@@ -359,7 +359,7 @@ class TrainConfig:
         if self.fold is not None and self.fold < 0:
             raise ValueError(f"option fold={self.fold}: expected an integer >= 0")
         from emdloss.decoding import RULES
-        from emdloss.training.losses import LOSS_NAMES
+        from emdloss.training._names import LOSS_NAMES
 
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}")

@@ -48,6 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The names live in a torch-free module so that the CLI's help text can list them at once.
+from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
+
 __all__ = [
     "LOSS_NAMES",
     "OUR_LOSS_NAMES",
@@ -57,13 +60,6 @@ __all__ = [
     "cumulative_to_probabilities",
     "regression_to_probabilities",
 ]
-
-#: Losses implemented by emdloss (plus the cross-entropy and L2 baselines).
-OUR_LOSS_NAMES: tuple[str, ...] = ("ce", "emd2", "w1", "xemd1", "xemd2", "ground", "l2")
-#: Losses taken from peer packages (``pip install 'emdloss[peers]'``).
-PEER_LOSS_NAMES: tuple[str, ...] = ("dlordinal_emd", "triangular", "sord", "corn", "coral")
-#: Every valid ``loss`` name.
-LOSS_NAMES: tuple[str, ...] = OUR_LOSS_NAMES + PEER_LOSS_NAMES
 
 _PEERS_EXTRA = "pip install 'emdloss[peers]'"
 _RECIPE = ("emd2", "xemd1", "xemd2")

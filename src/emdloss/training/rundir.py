@@ -14,8 +14,9 @@ the layout is spelled in one place. A run directory holds::
     checkpoints/best.ckpt    best validation score (evaluated once on the test split)
     learning_curves.png, confusion_matrix.png, ground_distance.png (when the loss has one)
 
-This module is light on purpose (torch, numpy and the standard library; no Lightning), so that
-tools that only read runs (compare, calibration, export) start at once. Checkpoints are read with
+This module is light on purpose (the standard library; torch and numpy only inside the readers
+that need them; never Lightning), so that tools that only read runs (compare, calibration,
+export) start at once. Checkpoints are read with
 ``torch.load(weights_only=True)``: nothing in a run directory is ever executed.
 """
 
@@ -31,15 +32,15 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from emdloss._atomic import write_json, write_text
 from emdloss.errors import UserError
 from emdloss.training.config import TrainConfig
+
+if TYPE_CHECKING:  # torch and numpy are imported where used: reading metrics needs neither
+    import numpy as np
+    from torch import Tensor
 
 __all__ = [
     "BEST_CHECKPOINT",
@@ -294,6 +295,8 @@ def read_predictions(
     (targets, predictions) or None
         Integer arrays, or ``None`` when the run has no (readable) per-sample predictions.
     """
+    import numpy as np
+
     path = Path(run_dir) / PREDICTIONS_FILE
     if not path.is_file():
         return None
@@ -322,6 +325,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         When the file is missing, truncated or corrupt, or holds objects other than tensors and
         plain containers (such a file is refused, never unpickled).
     """
+    import torch
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no checkpoint {file}: the run has not finished an epoch")
