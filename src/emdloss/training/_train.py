@@ -144,6 +144,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
     with warnings.catch_warnings():
         ignore_expected_warnings()
         config, run_dir, ckpt_path = _prepare_run_dir(config)
+        if ckpt_path is not None:
+            # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
+            # reads it (one clear error, whatever Lightning's own loader would do).
+            rundir.load_checkpoint(ckpt_path)
         with _ordinal.implementation(config.implementation):
             return _train(config, run_dir, ckpt_path, callbacks)
 
