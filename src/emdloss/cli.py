@@ -88,6 +88,8 @@ _HELP = {
     "num_nodes": "number of machines",
     "precision": "32-true, 16-mixed, bf16-mixed, ...",
     "deterministic": "deterministic algorithms",
+    "implementation": "EMD loss implementation: fused (PyTorch) or cpp (C++ CPU kernel); "
+    "recorded in config.yaml and reused on resume",
     "progress": "progress bars",
     "resume": "continue the run in --output from checkpoints/last.ckpt",
     "overwrite": "replace an existing run in --output",
