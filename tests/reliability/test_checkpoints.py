@@ -59,8 +59,6 @@ def _commands(run: Path, tmp_path: Path) -> list[list[str]]:
     ]
 
 
-# The run is a copy: Lightning notes that its checkpoint directory moved (harmless here).
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [rundir.BEST_CHECKPOINT, rundir.LAST_CHECKPOINT])
 def test_malicious_checkpoint_is_refused_and_never_executed(
@@ -77,8 +75,6 @@ def test_malicious_checkpoint_is_refused_and_never_executed(
         assert not marker.exists(), argv
 
 
-# The run is a copy: Lightning notes that its checkpoint directory moved (harmless here).
-@pytest.mark.filterwarnings("ignore:The dirpath has changed")
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [rundir.BEST_CHECKPOINT, rundir.LAST_CHECKPOINT])
 def test_truncated_checkpoint_is_one_line(
@@ -221,3 +217,37 @@ def test_resume_uses_the_recorded_implementation(
     err = _one_line_exit_2(capsys, [*argv, "--implementation", "fused"])
     assert "implementation: 'reference' -> 'fused'" in err
     assert os.environ["EMDLOSS_CPU_KERNEL"] == "1"
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("error:The dirpath has changed")  # Lightning's fallback: an error
+def test_a_moved_run_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Lightning forgets the best score of a run whose directory moved; the next epoch would then
+    # replace best.ckpt whatever its score. Resuming a moved run must equal an uninterrupted run.
+    data = tmp_path / "grades.csv"
+    write_grades(data, 240, seed=4)
+    whole, cut, moved = tmp_path / "whole", tmp_path / "cut", tmp_path / "moved"
+    assert main([*train_args(data, whole), "--epochs", "4", "--loss", "w1", "--lr", "0.05"]) == 0
+    assert main([*train_args(data, cut), "--epochs", "2", "--loss", "w1", "--lr", "0.05"]) == 0
+    cut.rename(moved)
+    assert main(["train", "--output", str(moved), "--resume", "--epochs", "4", *QUICK]) == 0
+    capsys.readouterr()
+    a = json.loads((whole / rundir.METRICS_FILE).read_text())
+    b = json.loads((moved / rundir.METRICS_FILE).read_text())
+    assert (a["best_epoch"], a["val"], a["test"]) == (b["best_epoch"], b["val"], b["test"])
+
+
+def test_checkpoint_state_follows_a_moved_run(tmp_path: Path) -> None:
+    from emdloss.training._train import _RunCheckpoint
+
+    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
+    saved = _RunCheckpoint(dirpath=str(old), filename="best", monitor="m", mode="min")
+    saved.best_model_score = torch.tensor(0.25)
+    saved.best_model_path = str(old / "best.ckpt")
+    saved.best_k_models = {str(old / "best.ckpt"): torch.tensor(0.25)}
+    saved.kth_best_model_path = str(old / "best.ckpt")
+    moved = _RunCheckpoint(dirpath=str(new), filename="best", monitor="m", mode="min")
+    moved.load_state_dict(saved.state_dict())
+    assert moved.best_model_score == torch.tensor(0.25)  # Lightning alone would drop it
+    assert moved.best_model_path == str(new / "best.ckpt")
+    assert list(moved.best_k_models) == [str(new / "best.ckpt")]

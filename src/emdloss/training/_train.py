@@ -71,6 +71,35 @@ def launched_rank(environ: Mapping[str, str] | None = None) -> int:
     return 0
 
 
+class _RunCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose state follows its run directory when the directory moves.
+
+    Lightning drops the best score of a resumed checkpoint callback whose directory path changed
+    (a run copied, moved or mounted elsewhere), and the next epoch then replaces ``best.ckpt``
+    whatever its score. The files of a run have fixed names inside ``checkpoints/``, so the saved
+    paths are re-rooted into the current directory instead.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Re-root the saved paths into this callback's directory, then load them."""
+        saved_dir = state_dict.get("dirpath")
+        if self.dirpath is not None and saved_dir and saved_dir != self.dirpath:
+            here = self.dirpath
+
+            def move(path: Any) -> Any:
+                return os.path.join(here, os.path.basename(path)) if path else path
+
+            state_dict = dict(state_dict, dirpath=here)
+            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+                if key in state_dict:
+                    state_dict[key] = move(state_dict[key])
+            if isinstance(state_dict.get("best_k_models"), dict):
+                state_dict["best_k_models"] = {
+                    move(path): score for path, score in state_dict["best_k_models"].items()
+                }
+        super().load_state_dict(state_dict)
+
+
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
     # config.yaml records absolute paths so that evaluate and predict work from any directory.
     updates: dict[str, Any] = {}
@@ -167,7 +196,7 @@ def _train(
     # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
     # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
     checkpoints = str(run_dir / rundir.CHECKPOINT_DIR)
-    best_checkpoint = ModelCheckpoint(
+    best_checkpoint = _RunCheckpoint(
         dirpath=checkpoints,
         filename=Path(rundir.BEST_CHECKPOINT).stem,
         monitor=SELECT_KEY,
@@ -178,7 +207,7 @@ def _train(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    last_checkpoint = ModelCheckpoint(
+    last_checkpoint = _RunCheckpoint(
         dirpath=checkpoints,
         filename=Path(rundir.LAST_CHECKPOINT).stem,
         monitor=None,
