@@ -136,3 +136,17 @@ assert torch.isfinite(loss)
 """
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_lazy_root_keeps_every_public_name_and_submodule() -> None:
+    code = """
+import emdloss
+for name in emdloss.__all__:
+    getattr(emdloss, name)
+for name in ("losses", "ground", "recipe", "decoding", "_ordinal", "_validation"):
+    getattr(emdloss, name)
+from emdloss import *
+print("ok")
+"""
+    done = _python(code)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -77,7 +77,17 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 
+# Submodules that the eager root used to import: ``emdloss.ground`` after ``import emdloss``
+# keeps working.
+_SUBMODULES = frozenset(
+    {"losses", "ground", "recipe", "decoding", "_ordinal", "_validation", "_cpu_kernel"}
+    | {"_sinkhorn", "errors"}
+)
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module_name, attribute = _LAZY[name]

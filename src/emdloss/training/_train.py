@@ -16,7 +16,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from emdloss import _ordinal
-from emdloss._atomic import write_json
 from emdloss.errors import UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
@@ -191,7 +190,7 @@ def _train(
     if launched_rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / rundir.CONFIG_FILE)
-        write_json(run_dir / rundir.DATA_FILE, rundir.data_record(dataset))
+        rundir.write_data_record(run_dir, dataset)
 
     # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
     # "best" comes first so that last.ckpt holds the updated best score (exact resumes).

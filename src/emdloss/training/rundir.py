@@ -64,6 +64,7 @@ __all__ = [
     "read_history",
     "read_metrics",
     "read_predictions",
+    "write_data_record",
     "write_history",
     "write_metrics",
     "write_predictions",
@@ -175,6 +176,11 @@ def data_record(dataset: Any) -> dict[str, Any]:
             "categories": dict(info.get("categories", {})),
         }
     return record
+
+
+def write_data_record(run_dir: str | os.PathLike[str], dataset: Any) -> Path:
+    """Write ``data.json`` (:func:`data_record` of ``dataset``)."""
+    return write_json(Path(run_dir) / DATA_FILE, data_record(dataset))
 
 
 def read_data_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
