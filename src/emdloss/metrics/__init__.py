@@ -11,6 +11,7 @@ Examples
 ['accuracy', 'amae', 'mae', 'mae_pos', 'one_off_accuracy', 'qwk', 'rmse', 'rmse_pos', 'rps', 'spearman']
 """
 
+from emdloss.metrics.baselines import BASELINES, class_prior, trivial_baselines
 from emdloss.metrics.functional import (
     accuracy,
     average_mae,
@@ -33,6 +34,7 @@ from emdloss.metrics.stateful import (
 )
 
 __all__ = [
+    "BASELINES",
     "ORDINAL_METRIC_KEYS",
     "AverageMAE",
     "OneOffAccuracy",
@@ -41,6 +43,7 @@ __all__ = [
     "RankedProbabilityScore",
     "accuracy",
     "average_mae",
+    "class_prior",
     "confusion_matrix",
     "mean_absolute_error",
     "one_off_accuracy",
@@ -49,4 +52,5 @@ __all__ = [
     "ranked_probability_score",
     "root_mean_squared_error",
     "spearman",
+    "trivial_baselines",
 ]
