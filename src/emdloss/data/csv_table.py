@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from ._dataset import OrdinalDataset
 from ._options import as_float_list, as_int, as_str_list
 from ._table import encode_table, tabular_dataset
+from .inspection import inspect_columns
 from .splits import make_split
 
 #: Cell values read as missing (after stripping spaces).
@@ -423,6 +424,19 @@ def load_csv(
         "dropped_missing_features": dropped_features,
         "numeric_columns": [header[c] for c in numeric_cols],
         "categorical_columns": [header[c] for c in categorical_cols],
+        # What each column became and warnings about suspicious ones (training rows only).
+        "inspection": inspect_columns(
+            header,
+            [rows[r] for r in split.train],
+            labels[split.train],
+            target_column=target,
+            numeric=[header[c] for c in numeric_cols],
+            categorical=[header[c] for c in categorical_cols],
+            forced=forced,
+            ignored=ignored,
+            missing=MISSING_TOKENS,
+            num_classes=len(class_names),
+        ).to_dict(),
     }
     return tabular_dataset(
         name=f"csv:{path}",

@@ -1,0 +1,133 @@
+"""Column and split inspection (emdloss.data.inspection): the warnings a newcomer needs (issue 10)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emdloss.data import load_csv
+from emdloss.data.inspection import inspect_columns, inspect_split, monotone_accuracy
+
+
+def _wine_like(path: Path, n: int = 200, seed: int = 0) -> Path:
+    """The structure of the R `ordinal` package's wine data, synthesised: an ID, the score the
+    rating is binned from (a leak), integer-coded judges, a constant column, real features."""
+    rng = np.random.default_rng(seed)
+    response = rng.normal(50, 15, n)
+    rating = np.digitize(response, [35, 45, 55, 65]) + 1
+    lines = ["rownames,response,rating,judge,site,temp,contact,noise"]
+    for i in range(n):
+        lines.append(
+            f"{i + 1},{response[i]:.3f},{rating[i]},{rng.integers(1, 10)},A,"
+            f"{rng.choice(['cold', 'warm'])},{rng.choice(['no', 'yes'])},{rng.normal():.4f}"
+        )
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_gets_all_four_column_warnings_by_name(tmp_path: Path) -> None:
+    ds = load_csv(_wine_like(tmp_path / "wine.csv"), target="rating")
+    report = ds.info["inspection"]
+    by_kind: dict[str, list[str]] = {}
+    for w in report["warnings"]:
+        by_kind.setdefault(w["kind"], []).append(w["column"])
+        assert w["column"] in w["message"]
+    assert by_kind == {
+        "id": ["rownames"],
+        "leak": ["response"],
+        "maybe_categorical": ["judge"],
+        "constant": ["site"],
+    }
+    kinds = {c["name"]: c["kind"] for c in report["columns"]}
+    assert kinds == {
+        "rownames": "numeric",
+        "response": "numeric",
+        "rating": "target",
+        "judge": "numeric",
+        "site": "categorical",
+        "temp": "categorical",
+        "contact": "categorical",
+        "noise": "numeric",
+    }
+    leak = next(w for w in report["warnings"] if w["kind"] == "leak")
+    assert "ignore=response" in leak["message"]
+
+
+def test_options_silence_the_warnings_and_columns_say_why(tmp_path: Path) -> None:
+    path = _wine_like(tmp_path / "wine.csv")
+    ds = load_csv(path, target="rating", ignore="rownames,response,site", categorical="judge")
+    report = ds.info["inspection"]
+    assert report["warnings"] == []
+    why = {c["name"]: (c["kind"], c["reason"]) for c in report["columns"]}
+    assert why["rownames"] == ("ignored", "ignore option")
+    assert why["judge"] == ("categorical", "categorical option")
+    assert why["temp"][0] == "categorical"
+    assert why["temp"][1] in (
+        "non-numeric values (e.g. 'cold')",
+        "non-numeric values (e.g. 'warm')",
+    )
+    only = load_csv(path, target="rating", features="noise,temp").info["inspection"]
+    assert {c["name"]: c["reason"] for c in only["columns"]}["judge"] == (
+        "not listed in the features option"
+    )
+
+
+def test_a_coded_copy_of_the_target_is_a_leak_even_without_order() -> None:
+    # Category codes that map one-to-one (in shuffled order) onto the classes: no monotone
+    # relation, but a lookup table reproduces the target.
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 100)
+    code = np.array(["q", "b", "z", "m"])[y]
+    rows = [[c, f"{v:.3f}"] for c, v in zip(code, rng.normal(size=100), strict=True)]
+    report = inspect_columns(
+        ["code", "x", "y"], rows, y, target_column="y", numeric=["x"], categorical=["code"]
+    )
+    assert report.warned("leak") == ["code"]
+
+
+def test_too_few_rows_judge_no_leak() -> None:
+    y = np.arange(10) % 2
+    rows = [[str(float(v))] for v in y]
+    report = inspect_columns(["x", "y"], rows, y, target_column="y", numeric=["x"], categorical=[])
+    assert report.warned("leak") == []
+
+
+def _brute_force_monotone(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    values = np.unique(x)
+    best = 0
+    for assignment in itertools.combinations_with_replacement(range(k), values.size):
+        mapping = dict(zip(values.tolist(), assignment, strict=True))
+        best = max(best, sum(mapping[v] == t for v, t in zip(x.tolist(), y.tolist(), strict=True)))
+    return best / x.size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_monotone_accuracy_matches_brute_force(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(3, 12)), int(rng.integers(2, 4))
+    x = rng.integers(0, 6, n).astype(float)  # ties included
+    y = rng.integers(0, k, n)
+    assert monotone_accuracy(x, y, k) == pytest.approx(_brute_force_monotone(x, y, k))
+
+
+def test_tiny_validation_split_warns_with_the_option(tmp_path: Path) -> None:
+    # 72 rows with the default fractions: train/val/test about 45/5/22 (the issue's case).
+    rng = np.random.default_rng(0)
+    lines = ["x,grade"] + [f"{rng.normal():.3f},{i % 3}" for i in range(72)]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    ds = load_csv(tmp_path / "t.csv", target="grade")
+    assert len(ds.val) < 30
+    report = inspect_split(ds.train.targets, ds.val.targets, ds.test.targets, ds.class_names)
+    assert report.warned("small_validation") == ["val"]
+    assert "val_fraction" in report.warnings[0].message
+    assert str(len(ds.val)) in report.warnings[0].message
+
+
+def test_split_missing_a_class_is_named() -> None:
+    report = inspect_split([0, 1, 2] * 20, [0, 1] * 20, [0, 1, 2] * 5, ["lo", "mid", "hi"])
+    assert report.warned("missing_class") == ["val"]
+    assert "'hi'" in report.warnings[0].message
+    assert report.warned("small_validation") == []
