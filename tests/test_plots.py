@@ -50,7 +50,21 @@ def test_ground_distance_into_given_axes() -> None:
     ax1, ax2 = fig.subplots(1, 2)
     out = plots.plot_ground_distance(np.eye(3), ["a", "b", "c"], ax=ax2, title="eye")
     assert out is fig
-    assert ax2.get_title() == "eye" and ax1.get_title() == ""
+    assert ax2.get_title().splitlines()[0] == "eye" and ax1.get_title() == ""
+
+
+def test_ground_distance_caption_explains_a_nonzero_diagonal() -> None:
+    # The learned matrix has 1 on its diagonal (the paper's convention): say so (issue 10).
+    learned = plots.plot_ground_distance(np.eye(3) - 0.1, ["a", "b", "c"]).axes[0].get_title()
+    assert "not a distance" in learned and "convention" not in learned
+    ones = plots.plot_ground_distance(np.ones((3, 3)), ["a", "b", "c"]).axes[0].get_title()
+    assert "paper's convention" in ones.splitlines()[1]
+    ordinal = np.abs(np.subtract.outer(np.arange(3), np.arange(3))).astype(float)
+    assert plots.plot_ground_distance(ordinal, ["a", "b", "c"]).axes[0].get_title() == (
+        "Ground distance"
+    )
+    given = plots.plot_ground_distance(np.eye(2), ["a", "b"], caption="").axes[0].get_title()
+    assert given == "Ground distance"
 
 
 def test_confusion_matrix_normalisations(tmp_path: Path) -> None:
@@ -82,9 +96,25 @@ def test_learning_curves_group_splits(tmp_path: Path) -> None:
     fig = plots.plot_learning_curves(history, out)
     assert_png(out)
     titles = sorted(ax.get_title() for ax in fig.axes)
-    assert titles == ["loss", "mae", "qwk"]
-    loss_ax = next(ax for ax in fig.axes if ax.get_title() == "loss")
+    # Titled with what they show: the split when there is one, and the direction (issue 10).
+    assert titles == [
+        "loss (lower is better)",
+        "validation MAE (lower is better)",
+        "validation QWK (higher is better)",
+    ]
+    loss_ax = next(ax for ax in fig.axes if ax.get_title().startswith("loss"))
     np.testing.assert_allclose(loss_ax.lines[1].get_ydata(), history["val_loss"])
+    assert loss_ax.get_legend_handles_labels()[1] == ["training", "validation"]
+
+
+def test_learning_curves_mark_best_epoch_and_end_of_warmup(tmp_path: Path) -> None:
+    history = {"train_loss": [1.0, 0.8, 1.6, 1.2], "val_mae": [0.9, 0.8, 0.7, 0.75]}
+    fig = plots.plot_learning_curves(history, tmp_path / "c.png", best_epoch=3, warmup_epochs=2)
+    for ax in fig.axes:
+        marks = {line.get_label(): line.get_xdata()[0] for line in ax.lines[-2:]}
+        assert marks == {"best epoch 3": 3, "end of warm-up (2 epochs)": 2.5}
+        # Epochs are numbered from 1 on the x axis.
+        assert list(ax.lines[0].get_xdata()) == [1, 2, 3, 4]
 
 
 def test_metric_by_group_marks_the_best(tmp_path: Path) -> None:
@@ -150,3 +180,12 @@ def test_import_emdloss_does_not_import_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_heatmap_text_is_readable_on_its_cell() -> None:
+    # viridis is light at the top, Blues dark: the text colour follows the cell's luminance.
+    values = np.array([[0.0, 1.0], [1.0, 0.0]])
+    ground = plots.plot_ground_distance(values, ["a", "b"]).axes[0].texts
+    assert [t.get_color() for t in ground] == ["white", "black", "black", "white"]
+    confusion = plots.plot_confusion_matrix([[0, 5], [5, 0]], ["a", "b"], normalize=None)
+    assert [t.get_color() for t in confusion.axes[0].texts] == ["black", "white", "white", "black"]

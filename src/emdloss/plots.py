@@ -13,12 +13,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emdloss._atomic import atomic_write
+from emdloss._figure import _as_matrix, _check_names, _finish, _new_figure, save_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -33,72 +32,6 @@ __all__ = [
     "save_figure",
 ]
 
-_DPI = 120
-
-
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    """A figure outside pyplot: rendered by Agg, never shown, nothing to close or leak."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _as_matrix(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{name} must be a square (C, C) matrix, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    return arr
-
-
-def _check_names(class_names: Sequence[str], count: int) -> list[str]:
-    names = [str(n) for n in class_names]
-    if len(names) != count:
-        raise ValueError(f"class_names must have {count} entries, got {len(names)}")
-    return names
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` as a PNG to ``path`` atomically and return the path.
-
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure to save.
-    path : str or PathLike
-        Destination; its directory is created if needed.
-
-    Returns
-    -------
-    Path
-        The destination.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> fig = plot_learning_curves({"loss": [1.0, 0.5]})
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     out = save_figure(fig, pathlib.Path(d) / "curve.png")
-    ...     out.read_bytes()[:4]
-    b'\\x89PNG'
-    """
-    dest = Path(path)
-    atomic_write(
-        dest, lambda handle: fig.savefig(handle, format="png", dpi=_DPI, bbox_inches="tight")
-    )
-    return dest
-
-
-def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
-    if path is not None:
-        save_figure(fig, path)
-    return fig
-
 
 def _annotated_heatmap(
     ax: Axes, values: np.ndarray, names: list[str], fmt: str, cmap: str, center: bool
@@ -112,13 +45,13 @@ def _annotated_heatmap(
     ax.set_xticks(range(c), labels=names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(c), labels=names)
     if c <= 30:  # beyond that the numbers are unreadable
-        lo, hi = image.get_clim()
-        mid = (lo + hi) / 2.0
         for i in range(c):
             for j in range(c):
                 v = values[i, j]
-                # Dark text on light cells and vice versa.
-                light = abs(v - mid) < 0.3 * (hi - lo) if center else v < mid
+                # Dark text on light cells and vice versa, from the cell's own colour (in
+                # viridis high values are light, in Blues dark).
+                r, g, b, _ = image.cmap(image.norm(v))
+                light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
                 ax.text(
                     j,
                     i,
@@ -139,12 +72,16 @@ def plot_ground_distance(
     *,
     title: str = "Ground distance",
     fmt: str = ".2f",
+    caption: str | None = None,
 ) -> Figure:
     """Heatmap of a ``(C, C)`` ground-distance (cost) matrix with its values written in.
 
     A diverging colour map centred at 0 is used when the matrix has negative entries (the
     learned matrix of :class:`emdloss.ground.LearnedGroundDistance`), a sequential one
-    otherwise. Rows are the true class, columns the predicted class.
+    otherwise. Rows are the true class, columns the predicted class. A matrix whose diagonal is
+    not zero gets a caption under the title saying why: the learned matrix sets it to 1 by the
+    paper's convention (it weights the true-class term of the loss), which looks like a bug to
+    anyone reading it as a distance.
 
     Parameters
     ----------
@@ -160,6 +97,8 @@ def plot_ground_distance(
         Axes title.
     fmt : str
         Format of the annotations.
+    caption : str, optional
+        Second title line; default: explains a non-zero diagonal (none for a zero diagonal).
 
     Returns
     -------
@@ -167,10 +106,16 @@ def plot_ground_distance(
 
     Examples
     --------
+    >>> import torch
     >>> from emdloss.ground import ordinal_ground_distance
     >>> fig = plot_ground_distance(ordinal_ground_distance(3), ["low", "mid", "high"])
     >>> fig.axes[0].get_title()
     'Ground distance'
+    >>> learned = torch.tensor([[1.0, -0.2], [-0.2, 1.0]])
+    >>> print(plot_ground_distance(learned, ["a", "b"]).axes[0].get_title())
+    Ground distance
+    diagonal = 1 by the paper's convention
+    (it weights the true-class term), not a distance
     """
     values = _as_matrix(matrix, "matrix")
     names = _check_names(class_names, values.shape[0])
@@ -187,7 +132,16 @@ def plot_ground_distance(
     image = _annotated_heatmap(ax, values, names, fmt, "RdBu_r" if center else "viridis", center)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title)
+    if caption is None:
+        diagonal = np.diag(values)
+        if np.all(diagonal == 1.0):
+            caption = (
+                "diagonal = 1 by the paper's convention\n(it weights the true-class term), "
+                "not a distance"
+            )
+        elif np.any(diagonal != 0.0):
+            caption = "the diagonal is not zero: a training cost, not a distance"
+    ax.set_title(f"{title}\n{caption}" if caption else title, fontsize=10 if caption else None)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     return _finish(fig, path)
 
@@ -250,16 +204,45 @@ def plot_confusion_matrix(
     return _finish(fig, path)
 
 
+_SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+_METRIC_NAMES = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "amae": "AMAE",
+    "qwk": "QWK",
+    "rps": "RPS",
+    "one_off_accuracy": "1-off accuracy",
+}
+_HIGHER_IS_BETTER = ("accuracy", "qwk", "spearman")
+
+
+def _panel_title(panel: str, splits: list[str]) -> str:
+    # "validation MAE (lower is better)": the split and the direction, not just "mae".
+    name = _METRIC_NAMES.get(panel, panel.replace("_", " "))
+    if panel.endswith(_HIGHER_IS_BETTER):
+        name += " (higher is better)"
+    elif panel in _METRIC_NAMES or panel == "loss":
+        name += " (lower is better)"
+    if len(splits) == 1 and splits[0] in _SPLIT_NAMES:
+        return f"{_SPLIT_NAMES[splits[0]]} {name}"
+    return name
+
+
 def plot_learning_curves(
     history: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str] | None = None,
     *,
     xlabel: str = "epoch",
     title: str = "Learning curves",
+    best_epoch: int | None = None,
+    warmup_epochs: int | None = None,
 ) -> Figure:
-    """Line plot of per-epoch series, one panel per metric name.
+    """Line plot of per-epoch series, one panel per metric name, epochs numbered from 1.
 
-    Series named ``train_X`` and ``val_X`` (or ``X/train``, ``X/val``) share one panel ``X``.
+    Series named ``train_X`` and ``val_X`` (or ``X/train``, ``X/val``) share one panel ``X``;
+    each panel is titled with what it shows ("validation MAE (lower is better)", "loss:
+    training and validation"). The selected epoch and the end of a warm-up (where a recipe
+    adds its EMD term and the loss jumps) are marked in every panel.
 
     Parameters
     ----------
@@ -270,6 +253,11 @@ def plot_learning_curves(
         Write a PNG there (atomically).
     xlabel, title : str
         Labels.
+    best_epoch : int, optional
+        The selected epoch (1-based), drawn as a dashed line.
+    warmup_epochs : int, optional
+        Epochs of warm-up; its end (between epochs ``warmup_epochs`` and ``warmup_epochs + 1``)
+        is drawn as a dotted line.
 
     Returns
     -------
@@ -280,6 +268,9 @@ def plot_learning_curves(
     >>> fig = plot_learning_curves({"train_loss": [1.0, 0.6], "val_loss": [1.1, 0.8]})
     >>> len(fig.axes)
     1
+    >>> fig = plot_learning_curves({"val_mae": [0.9, 0.7, 0.8]}, best_epoch=2, warmup_epochs=1)
+    >>> fig.axes[0].get_title(), fig.axes[0].get_legend_handles_labels()[1]
+    ('validation MAE (lower is better)', ['validation', 'best epoch 2', 'end of warm-up (1 epoch)'])
     """
     if not history:
         raise ValueError("history is empty: nothing to plot")
@@ -305,13 +296,27 @@ def plot_learning_curves(
     for ax, (panel, lines) in zip(axes.flat, panels.items(), strict=False):
         for split, arr in lines:
             epochs = np.arange(1, len(arr) + 1)
-            ax.plot(epochs, arr, marker="o" if len(arr) <= 30 else None, ms=3, label=split)
-        ax.set_title(panel)
+            label = _SPLIT_NAMES.get(split, split)
+            ax.plot(epochs, arr, marker="o" if len(arr) <= 30 else None, ms=3, label=label)
+        ax.set_title(_panel_title(panel, [split for split, _ in lines]), fontsize=10)
+        if best_epoch is not None:
+            ax.axvline(
+                best_epoch, color="tab:green", ls="--", lw=1, label=f"best epoch {best_epoch}"
+            )
+        if warmup_epochs:
+            plural = "s" if warmup_epochs != 1 else ""
+            ax.axvline(
+                warmup_epochs + 0.5,
+                color="tab:gray",
+                ls=":",
+                lw=1.2,
+                label=f"end of warm-up ({warmup_epochs} epoch{plural})",
+            )
         ax.set_xlabel(xlabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
-            ax.legend()
+        if len(lines) > 1 or best_epoch is not None or warmup_epochs:
+            ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(panels) :]:
         ax.remove()
     fig.suptitle(title)
