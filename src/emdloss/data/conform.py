@@ -1,0 +1,186 @@
+"""New inputs checked against what a model was trained on, for ``predict``.
+
+A grayscale image given to a model trained on colour images, or a category value the model never
+saw, still produces a prediction, and nothing says it may be meaningless (a grey fundus image
+turned a p = 0.66 prediction into 0.11). These functions convert what can be converted and
+return one note per kind of mismatch, naming the files or values, for the caller to warn with;
+what cannot be converted (a missing column, a non-number in a numeric column) is an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["conform_images", "conform_table"]
+
+
+def _first(items: Sequence[str], count: int = 3) -> str:
+    shown = ", ".join(items[:count])
+    return shown + (f" and {len(items) - count} more" if len(items) > count else "")
+
+
+def conform_images(
+    paths: Sequence[str | Path], input_shape: Sequence[int]
+) -> tuple[Tensor, list[str]]:
+    """Load image files as a model trained on ``input_shape`` = ``(C, S, S)`` expects them.
+
+    Colour images for a grey model (``C = 1``) are averaged over their channels; grey images for
+    a colour model (``C = 3``) get their one channel repeated; every image is resized (bilinear,
+    aspect ratio not kept) to ``S x S``. Each kind of conversion gives one note naming the files.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Image files.
+    input_shape : sequence of int
+        The model's input shape ``(C, S, S)``, ``C`` 1 or 3.
+
+    Returns
+    -------
+    (Tensor, list of str)
+        Images ``(N, C, S, S)`` float32 in [0, 1], and the notes (empty when nothing was
+        converted).
+
+    Examples
+    --------
+    >>> import tempfile, PIL.Image
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     PIL.Image.new("L", (28, 28), 128).save(d + "/grey.png")
+    ...     x, notes = conform_images([d + "/grey.png"], (3, 28, 28))
+    >>> tuple(x.shape), notes[0].split(":")[0]
+    ((1, 3, 28, 28), '1 of 1 images are grayscale but the model was trained on colour (RGB) images')
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    channels, size = int(input_shape[0]), int(input_shape[-1])
+    if channels not in (1, 3):
+        raise ValueError(f"an image model takes 1 or 3 channels, the run records {channels}")
+    grey: list[str] = []
+    colour: list[str] = []
+    resized: list[str] = []
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image {path}: {exc}") from exc
+        height, width = rgb.shape[:2]
+        is_grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+        if channels == 3 and is_grey:
+            grey.append(str(path))
+        elif channels == 1 and not is_grey:
+            colour.append(str(path))
+        if (height, width) != (size, size):
+            resized.append(f"{path} ({width}x{height})")
+        out = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+        x = torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+        images.append(x.mean(dim=0, keepdim=True) if channels == 1 else x)
+    n = len(images)
+    notes = []
+    if grey:
+        notes.append(
+            f"{len(grey)} of {n} images are grayscale but the model was trained on colour (RGB) "
+            f"images: their channel is repeated, and predictions on them may be meaningless: "
+            f"{_first(grey)}"
+        )
+    if colour:
+        notes.append(
+            f"{len(colour)} of {n} images are in colour but the model was trained on grayscale "
+            f"images: their channels are averaged: {_first(colour)}"
+        )
+    if resized:
+        notes.append(
+            f"{len(resized)} of {n} images are not {size}x{size}, the model's input size, and "
+            f"were resized to it (aspect ratio not kept): {_first(resized)}"
+        )
+    return torch.stack(images), notes
+
+
+def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tensor, list[str]]:
+    """Encode the rows of a CSV file exactly as a run's training rows were encoded.
+
+    Numeric columns are standardised with the training mean and scale; categorical columns
+    become one-hot blocks over the training categories, where an unseen value encodes as all
+    zeros, as in training, and is named in a note. Columns the model does not use are ignored.
+
+    Parameters
+    ----------
+    path : Path
+        CSV file with a header row.
+    table : mapping
+        The ``table`` record of a run's ``data.json``: ``numeric_columns``,
+        ``categorical_columns``, ``feature_mean``, ``feature_scale``, ``categories``.
+
+    Returns
+    -------
+    (list of str, Tensor, list of str)
+        Row ids (``"line N"``), encoded rows ``(N, F)`` float32, notes.
+
+    Raises
+    ------
+    ValueError
+        For a missing column (names it and lists the expected ones), a row with the wrong number
+        of cells, a non-number in a numeric column (names line, column and value), no rows.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [cell.strip() for cell in next(reader)]
+        except StopIteration:
+            raise ValueError(f"{path} is empty") from None
+        rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
+    numeric, categorical = list(table["numeric_columns"]), list(table["categorical_columns"])
+    needed = numeric + categorical
+    absent = [name for name in needed if name not in header]
+    if absent:
+        raise ValueError(
+            f"{path} lacks the column(s) {', '.join(absent)} the model was trained on; "
+            f"expected columns: {', '.join(needed)}"
+        )
+    mean = np.asarray(table["feature_mean"], dtype=np.float64)
+    scale = np.asarray(table["feature_scale"], dtype=np.float64)
+    categories: Mapping[str, list[str]] = table["categories"]
+    unseen: dict[str, list[str]] = {}
+    ids, encoded = [], []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
+        values = []
+        for name in numeric:
+            cell = row[header.index(name)].strip()
+            try:
+                number = float(cell)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                raise ValueError(
+                    f"{path}, line {line}: column {name!r} holds {cell!r}, expected a number"
+                )
+            values.append(number)
+        vector = list((np.asarray(values) - mean) / scale) if numeric else []
+        for name in categorical:
+            cell = row[header.index(name)].strip()
+            seen = categories[name]
+            if cell not in seen and cell not in unseen.setdefault(name, []):
+                unseen[name].append(cell)
+            vector.extend(1.0 if cell == value else 0.0 for value in seen)
+        ids.append(f"line {line}")
+        encoded.append(vector)
+    if not encoded:
+        raise ValueError(f"{path} has no data rows")
+    notes = [
+        f"{path}: column {name!r} has value(s) {values} not seen in training "
+        f"(encoded as all zeros; known: {categories[name]})"
+        for name, values in unseen.items()
+        if values
+    ]
+    return ids, torch.tensor(np.asarray(encoded), dtype=torch.float32), notes
