@@ -131,3 +131,23 @@ def test_split_missing_a_class_is_named() -> None:
     assert report.warned("missing_class") == ["val"]
     assert "'hi'" in report.warnings[0].message
     assert report.warned("small_validation") == []
+
+
+def test_describe_dataset_lists_columns_classes_sizes_and_warnings(tmp_path: Path) -> None:
+    from emdloss.data.inspection import describe_dataset, description_lines
+
+    ds = load_csv(_wine_like(tmp_path / "wine.csv", n=72), target="rating", ignore="site")
+    description = describe_dataset(ds)
+    assert description["class_order"] == ["1", "2", "3", "4", "5"]
+    for part in ("train", "val", "test"):
+        assert sum(description["split_counts"][part].values()) == len(getattr(ds, part))
+        assert description["split_counts"][part]["1"] == int((getattr(ds, part).targets == 0).sum())
+    kinds = [w["kind"] for w in description["warnings"]]
+    assert {"id", "leak", "maybe_categorical", "small_validation"} <= set(kinds)
+    assert "constant" not in kinds  # site is ignored
+    lines = description_lines(description)
+    assert "ignored columns: site (ignore option)" in lines
+    assert lines[0] == "classes in order: 1 < 2 < 3 < 4 < 5"
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert len(warnings) == len(description["warnings"])
+    assert any("'rownames'" in line for line in warnings)

@@ -24,8 +24,9 @@ Thresholds (module constants, documented with each check):
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -34,6 +35,8 @@ __all__ = [
     "ColumnInfo",
     "DataReport",
     "DataWarning",
+    "describe_dataset",
+    "description_lines",
     "inspect_columns",
     "inspect_split",
     "monotone_accuracy",
@@ -382,3 +385,96 @@ def inspect_split(
                 )
             )
     return report
+
+
+def describe_dataset(dataset: Any, *, hint: str = _VAL_HINT) -> dict[str, Any]:
+    """What a model will be trained on: features, class order, split sizes, warnings.
+
+    Parameters
+    ----------
+    dataset : emdloss.data.OrdinalDataset
+        The dataset as it will be used (after any ``limit`` of its splits).
+    hint : str
+        How the user changes the validation split (named in the split warnings).
+
+    Returns
+    -------
+    dict
+        ``class_order`` (names), ``split_counts`` (``{split: {class: count}}``), ``inputs`` (a
+        sentence on the input), ``columns`` (for CSV tables: name, kind and why, from
+        :func:`inspect_columns`) and ``warnings`` (column warnings, then split warnings; each
+        ``kind``, ``message``, ``column`` or ``split``).
+
+    Examples
+    --------
+    >>> from emdloss.data import load_dataset
+    >>> d = describe_dataset(load_dataset("swd", seed=0))
+    >>> d["class_order"], d["split_counts"]["val"], d["warnings"]
+    (['1', '2', '3', '4'], {'1': 2, '2': 25, '3': 28, '4': 15}, [])
+    """
+    names = [str(n) for n in dataset.class_names]
+    parts = {part: np.asarray(getattr(dataset, part).targets) for part in ("train", "val", "test")}
+    counts = {
+        part: dict(zip(names, np.bincount(y, minlength=len(names)).tolist(), strict=True))
+        for part, y in parts.items()
+    }
+    inspection = (dataset.info or {}).get("inspection") or {}
+    columns = list(inspection.get("columns", []))
+    if dataset.kind == "image":
+        inputs = (
+            f"images {'x'.join(str(s) for s in dataset.input_shape)} (channels x height x width)"
+        )
+    else:
+        inputs = f"{int(dataset.input_shape[0])} input features"
+        if dataset.feature_names and not columns:
+            inputs += ": " + ", ".join(dataset.feature_names)
+    split_report = inspect_split(parts["train"], parts["val"], parts["test"], names, hint=hint)
+    warnings = list(inspection.get("warnings", [])) + [asdict(w) for w in split_report.warnings]
+    return {
+        "class_order": names,
+        "split_counts": counts,
+        "inputs": inputs,
+        "columns": columns,
+        "warnings": warnings,
+    }
+
+
+def description_lines(description: Mapping[str, Any]) -> list[str]:
+    """:func:`describe_dataset` as lines to print, warnings last (each ``"warning: ..."``).
+
+    Examples
+    --------
+    >>> d = {"class_order": ["lo", "hi"], "inputs": "2 input features: a, b", "columns": [],
+    ...      "split_counts": {"train": {"lo": 5, "hi": 7}, "val": {"lo": 1, "hi": 1},
+    ...                       "test": {"lo": 2, "hi": 3}},
+    ...      "warnings": [{"message": "the validation split has 2 rows"}]}
+    >>> print("\\n".join(description_lines(d)))
+    classes in order: lo < hi
+    inputs: 2 input features: a, b
+    class   train  val  test
+    lo          5    1     2
+    hi          7    1     3
+    total      12    2     5
+    warning: the validation split has 2 rows
+    """
+    lines = [f"classes in order: {' < '.join(description['class_order'])}"]
+    lines.append(f"inputs: {description['inputs']}")
+    columns = description.get("columns") or []
+    for kind in ("numeric", "categorical", "ignored"):
+        chosen = [c for c in columns if c["kind"] == kind]
+        if chosen:
+            shown = ", ".join(f"{c['name']} ({c['reason']})" for c in chosen)
+            lines.append(f"{kind} columns: {shown}")
+    counts = description["split_counts"]
+    parts = list(counts)
+    rows = [[name, *[str(counts[p][name]) for p in parts]] for name in description["class_order"]]
+    rows.append(["total", *[str(sum(counts[p].values())) for p in parts]])
+    header = ["class", *parts]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0] + 2)] + [
+            cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)
+        ]
+        lines.append((cells[0] + "  ".join(cells[1:])).rstrip())
+    lines.extend(f"warning: {w['message']}" for w in description.get("warnings", []))
+    return lines
