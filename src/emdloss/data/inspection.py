@@ -195,7 +195,7 @@ def _leak(
         "leak",
         f"column {name!r} determines the target by itself on the training rows ("
         + "; ".join(found)
-        + f"): a leak if it is derived from the target; leave it out with ignore={name}",
+        + f"): a leak if it is derived from the target; leave it out with the data option ignore={name}",
         column=name,
     )
 
@@ -290,7 +290,7 @@ def inspect_columns(
                 DataWarning(
                     "constant",
                     f"column {name!r} is constant{value} on the training rows and carries no "
-                    f"information; leave it out with ignore={name}",
+                    f"information; leave it out with the data option ignore={name}",
                     column=name,
                 )
             )
@@ -306,7 +306,7 @@ def inspect_columns(
                 DataWarning(
                     "id",
                     f"column {name!r} has a different value in every training row: an "
-                    f"identifier? leave it out with ignore={name}",
+                    f"identifier? leave it out with the data option ignore={name}",
                     column=name,
                 )
             )
@@ -315,7 +315,7 @@ def inspect_columns(
                 DataWarning(
                     "maybe_categorical",
                     f"column {name!r} holds {distinct} distinct integers and is used as a number: "
-                    f"if they are codes without order, pass categorical={name}",
+                    f"if they are codes without order, pass the data option categorical={name}",
                     column=name,
                 )
             )
@@ -461,9 +461,12 @@ def description_lines(description: Mapping[str, Any]) -> list[str]:
     lines.append(f"inputs: {description['inputs']}")
     columns = description.get("columns") or []
     for kind in ("numeric", "categorical", "ignored"):
-        chosen = [c for c in columns if c["kind"] == kind]
-        if chosen:
-            shown = ", ".join(f"{c['name']} ({c['reason']})" for c in chosen)
+        groups: dict[str, list[str]] = {}
+        for c in columns:
+            if c["kind"] == kind:  # one reason per group: "non-numeric values (e.g. 'x')" -> ...
+                groups.setdefault(c["reason"].split(" (e.g.")[0], []).append(c["name"])
+        if groups:
+            shown = "; ".join(f"{', '.join(cols)} ({why})" for why, cols in groups.items())
             lines.append(f"{kind} columns: {shown}")
     counts = description["split_counts"]
     parts = list(counts)
