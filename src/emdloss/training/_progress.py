@@ -1,0 +1,25 @@
+"""The training progress bar, with epochs numbered from 1 as everywhere else in emdloss."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
+
+__all__ = ["EpochProgressBar"]
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar showing ``Epoch 1/30`` where Lightning shows ``Epoch 0``.
+
+    ``history.csv``, "best epoch N of M", ``metrics.json`` and ``evaluate`` count epochs from 1;
+    Lightning's bar counts from 0, so the first epoch of a run read as "Epoch 0" beside a best
+    epoch of 1.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        label = f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else "")
+        self.train_progress_bar.set_description(label)
