@@ -50,6 +50,7 @@ MAX_CODES = 12
 MIN_VAL_ROWS = 30
 # Leak checks on large tables use a fixed random subset of the training rows (cost O(n K)).
 _MAX_LEAK_ROWS = 5_000
+_PART_NAMES = {"train": "training", "val": "validation", "test": "test"}
 _VAL_HINT = "raise the data option val_fraction (e.g. --data-option val_fraction=0.2)"
 
 
@@ -380,7 +381,7 @@ def inspect_split(
             report.warnings.append(
                 DataWarning(
                     "missing_class",
-                    f"the {part} split has no row of class(es) {absent}{fix}",
+                    f"the {_PART_NAMES[part]} split has no row of class(es) {absent}{fix}",
                     split=part,
                 )
             )
