@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emdloss.errors import UserError
+
 __all__ = ["conform_images", "conform_table"]
 
 
@@ -62,7 +64,7 @@ def conform_images(
 
     channels, size = int(input_shape[0]), int(input_shape[-1])
     if channels not in (1, 3):
-        raise ValueError(f"an image model takes 1 or 3 channels, the run records {channels}")
+        raise UserError(f"an image model takes 1 or 3 channels, the run records {channels}")
     grey: list[str] = []
     colour: list[str] = []
     resized: list[str] = []
@@ -72,7 +74,7 @@ def conform_images(
             with Image.open(path) as image:
                 rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise ValueError(f"cannot read image {path}: {exc}") from exc
+            raise UserError(f"cannot read image {path}: {exc}") from exc
         height, width = rgb.shape[:2]
         is_grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         if channels == 3 and is_grey:
@@ -127,7 +129,7 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
 
     Raises
     ------
-    ValueError
+    emdloss.errors.UserError
         For a missing column (names it and lists the expected ones), a row with the wrong number
         of cells, a non-number in a numeric column (names line, column and value), no rows.
     """
@@ -136,13 +138,13 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         try:
             header = [cell.strip() for cell in next(reader)]
         except StopIteration:
-            raise ValueError(f"{path} is empty") from None
+            raise UserError(f"{path} is empty") from None
         rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
     numeric, categorical = list(table["numeric_columns"]), list(table["categorical_columns"])
     needed = numeric + categorical
     absent = [name for name in needed if name not in header]
     if absent:
-        raise ValueError(
+        raise UserError(
             f"{path} lacks the column(s) {', '.join(absent)} the model was trained on; "
             f"expected columns: {', '.join(needed)}"
         )
@@ -153,7 +155,7 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
     ids, encoded = [], []
     for line, row in rows:
         if len(row) != len(header):
-            raise ValueError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
+            raise UserError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
         values = []
         for name in numeric:
             cell = row[header.index(name)].strip()
@@ -162,7 +164,7 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
             except ValueError:
                 number = math.nan
             if not math.isfinite(number):
-                raise ValueError(
+                raise UserError(
                     f"{path}, line {line}: column {name!r} holds {cell!r}, expected a number"
                 )
             values.append(number)
@@ -176,7 +178,7 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         ids.append(f"line {line}")
         encoded.append(vector)
     if not encoded:
-        raise ValueError(f"{path} has no data rows")
+        raise UserError(f"{path} has no data rows")
     notes = [
         f"{path}: column {name!r} has value(s) {values} not seen in training "
         f"(encoded as all zeros; known: {categories[name]})"
