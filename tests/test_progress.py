@@ -29,13 +29,16 @@ def test_progress_bar_counts_epochs_from_one() -> None:
     seen: list[str] = []
 
     class Recording(EpochProgressBar):
-        def on_train_epoch_start(self, trainer: pl.Trainer, *args: object) -> None:
-            super().on_train_epoch_start(trainer, *args)
-            seen.append(self.train_progress_bar.desc.rstrip(": "))
-
         def init_train_tqdm(self):  # type: ignore[no-untyped-def]
             bar = super().init_train_tqdm()
             bar.fp = io.StringIO()  # keep the test output clean
+            original = bar.set_description
+
+            def record(desc: str | None = None, refresh: bool = True) -> None:
+                seen.append(str(desc))  # every label ever shown, not just the last one
+                original(desc, refresh)
+
+            bar.set_description = record
             return bar
 
     data = DataLoader(TensorDataset(torch.randn(4, 2), torch.randn(4, 1)), batch_size=2)

@@ -20,6 +20,7 @@ import json
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -58,7 +59,9 @@ _HELP = {
     "data_dir": "directory of data files (else $EMDLOSS_DATA, else a per-user cache)",
     "target": "target column of a CSV data set",
     "classes": "class names in order, comma-separated (CSV and image folders)",
-    "data_options": "further data option KEY=VALUE (repeatable), e.g. bins=5",
+    "data_options": "data option KEY=VALUE (repeatable): for CSV files ignore=, features=, "
+    "categorical=, missing=, bins=, ... (listed below), for every source val_fraction=, "
+    "test_fraction=, limit=",
     "fold": "test fold of k-fold cross-validation",
     "num_folds": "number of folds",
     "pretrained": "start backbones from ImageNet weights in the local torch cache",
@@ -82,6 +85,7 @@ _HELP = {
     "limit_val": "use at most N validation samples (stratified)",
     "limit_test": "use at most N test samples (stratified)",
     "num_workers": "data-loader worker processes",
+    "threads": "intra-op torch threads (default 1 for mlp and cnn, torch's default otherwise)",
     "accelerator": "cpu, gpu, mps or auto",
     "devices": "devices (processes) per node: a count, a list like 0,1, or auto",
     "strategy": "auto, ddp, ddp_spawn, ... (Lightning strategies)",
@@ -94,6 +98,27 @@ _HELP = {
     "resume": "continue the run in --output from checkpoints/last.ckpt",
     "overwrite": "replace an existing run in --output",
 }
+_DATA_OPTIONS_EPILOG = """\
+CSV files (--dataset csv:PATH --target COLUMN) take these --data-option KEY=VALUE:
+  ignore=A,B              columns to leave out (identifiers, scores the target is made from)
+  features=A,B            use only these columns as features
+  categorical=A,B         one-hot these columns even if they hold numbers (integer codes)
+  missing=error|drop|impute
+                          empty or NA cells: refuse (default), drop the row, or impute
+  classes=A,B,C           the class order of a non-numeric target
+  bins=K, bin_edges=E1,E2, binning=uniform|quantile
+                          cut a continuous target into classes
+  delimiter=;             field separator (default ,)
+every source: val_fraction=0.1, test_fraction=0.3 (shares of the split), limit=N
+
+train prints the columns it uses, the class order, the split sizes and warnings
+(identifier, leak, integer codes, constant column, small validation split) first.
+
+example:
+  emdloss train --dataset csv:wine.csv --target rating \\
+      --data-option ignore=rownames,response --data-option categorical=judge,bottle
+"""
+
 _DICT_FLAGS = {"data_options": "data-option", "model_options": "model-option"}
 _DICT_FLAGS["loss_options"] = "loss-option"
 
@@ -113,6 +138,32 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), parsed
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after every option's help; epilogs keep their line breaks."""
+
+
+def _default_text(name: str) -> str:
+    """`` (default: X)`` for a field of TrainConfig, empty when its help already says it."""
+    import dataclasses
+
+    from emdloss.training.config import TrainConfig
+
+    if "default" in _HELP.get(name, ""):
+        return ""
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:  # pragma: no cover - every option has a default
+        return ""
+    if value is None or value == {}:
+        return " (default: none)"
+    if isinstance(value, bool):
+        return f" (default: {'on' if value else 'off'})"
+    return f" (default: {value})"
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from emdloss.training.config import TrainConfig
 
@@ -120,7 +171,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     bools = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
     for name in TrainConfig.field_names():
         flag = "--" + name.replace("_", "-")
-        help_text = _HELP.get(name, "")
+        # The defaults are written out: the flags default to SUPPRESS (so that a --config file
+        # or a resumed run is not overridden), which argparse's formatter does not show.
+        help_text = _HELP.get(name, "") + _default_text(name)
         if name in bools:
             parser.add_argument(
                 flag,
@@ -161,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     missing = _missing_train_modules()
     parser = argparse.ArgumentParser(
         prog="emdloss",
+        allow_abbrev=False,
+        formatter_class=_HelpFormatter,
         description="Train and compare networks on ordered classes with the squared EMD loss.",
         epilog=(
             f"The commands need the train extra ({', '.join(missing)} missing): {_TRAIN_EXTRA}"
@@ -176,11 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from emdloss.training._names import LOSS_NAMES
 
+    # No abbreviations (--epoch must not silently mean --epochs); defaults in every --help.
+    sub: dict[str, Any] = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
     train = commands.add_parser(
         "train",
         help="train one network and write a run directory",
         description="Train one network, select it on validation data, test it once.",
-        epilog="losses: " + ", ".join(LOSS_NAMES),
+        epilog="losses: " + ", ".join(LOSS_NAMES) + "\n\n" + _DATA_OPTIONS_EPILOG,
+        **sub,
     )
     _add_train_arguments(train)
 
@@ -188,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         help="re-evaluate the best checkpoint of a run (writes nothing)",
         description="Re-evaluate the best checkpoint of a run on its validation and test data.",
+        **sub,
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
     evaluate.add_argument("--data-dir", help="where the data lives now")
@@ -201,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         help="predict classes of images or CSV rows with a trained run",
         description="Predict with the best checkpoint of a run; CSV on stdout or --output.",
+        **sub,
     )
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument(
@@ -212,11 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="run many losses x seeds under one protocol and summarise",
         description="Compare losses under one protocol (see docs/results.md).",
+        **sub,
     )
     # The compare package itself is light (it imports its training parts when it runs).
     from emdloss import compare as compare_module
 
     compare_module.add_arguments(compare)
+    for command in (train, evaluate, predict, compare):
+        # So that main() can answer an unknown option with this command's usage.
+        command.set_defaults(_parser=command)
     return parser
 
 
@@ -292,8 +356,21 @@ def _train(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
         f"(by {result.metrics.get('monitor')}), training {result.train_seconds:.1f} s"
     )
-    print(format_table(result.test, "test metrics per prediction rule"))
+    print(_with_baselines(result.test, result.metrics, "test"))
     return 0
+
+
+def _with_baselines(rules: Mapping[str, Mapping[str, float]], metrics: Any, part: str) -> str:
+    """The metrics table of a split, with the constant predictors' rows under the model's."""
+    from emdloss.training._context import baseline_rows
+
+    baselines = (metrics.get("baselines") or {}).get(part)
+    title = ("validation" if part == "val" else part) + " metrics per prediction rule"
+    if not baselines:
+        return format_table(rules, title)
+    rows = {**rules, **baseline_rows(baselines, list(metrics["class_names"]))}
+    note = "(last rows: a constant prediction from the training classes, for comparison)"
+    return format_table(rows, f"{title}\n{note}")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -311,8 +388,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
         return 0
     print(f"best checkpoint: epoch {metrics['best_epoch']}")
-    print(format_table(metrics["val"], "validation metrics per prediction rule"))
-    print(format_table(metrics["test"], "test metrics per prediction rule"))
+    print(_with_baselines(metrics["val"], metrics, "val"))
+    print(_with_baselines(metrics["test"], metrics, "test"))
     return 0
 
 
@@ -409,7 +486,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     2
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # The command's own usage (argparse would print the top-level one): exits with 2.
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -430,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emdloss.training._build import quiet_lightning_logs
 
         quiet_lightning_logs()
-        return handlers[args.command](args)
+        with _one_line_warnings(prefix):
+            return handlers[args.command](args)
     except KeyboardInterrupt:
         print("emdloss: interrupted", file=sys.stderr)
         return 130
@@ -450,6 +531,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         _report_bug(prefix)
         raise
+
+
+@contextlib.contextmanager
+def _one_line_warnings(prefix: str) -> Iterator[None]:
+    """Show emdloss's InputWarnings as ``emdloss train: warning: ...``, one line each."""
+    from emdloss.errors import InputWarning
+
+    previous = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: Any = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, InputWarning):
+            print(f"{prefix}: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def _report_bug(prefix: str) -> None:

@@ -16,8 +16,14 @@ Examples
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["InputWarning", "UserError"]
 
 
 class UserError(ValueError):
     """A problem the user can fix; the message names the offending value and what was expected."""
+
+
+class InputWarning(UserWarning):
+    """Data that works but may mislead: a suspicious column, a tiny validation split, an input
+    converted to what the model was trained on. The ``emdloss`` command prints each as one line
+    (``emdloss train: warning: ...``); library callers can filter them with :mod:`warnings`."""

@@ -133,13 +133,16 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         For a missing column (names it and lists the expected ones), a row with the wrong number
         of cells, a non-number in a numeric column (names line, column and value), no rows.
     """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = [cell.strip() for cell in next(reader)]
-        except StopIteration:
-            raise UserError(f"{path} is empty") from None
-        rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            try:
+                header = [cell.strip() for cell in next(reader)]
+            except StopIteration:
+                raise UserError(f"{path} is empty") from None
+            rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path} is not a UTF-8 CSV file: {error}") from None
     numeric, categorical = list(table["numeric_columns"]), list(table["categorical_columns"])
     needed = numeric + categorical
     absent = [name for name in needed if name not in header]

@@ -13,11 +13,12 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from emdloss.errors import UserError
 from emdloss.training._io import AtomicCheckpointIO
+from emdloss.training._progress import EpochProgressBar
 from emdloss.training.config import TrainConfig
 from emdloss.training.datamodule import OrdinalDataModule
 from emdloss.training.losses import build_loss
@@ -232,7 +233,7 @@ def make_trainer(
     """A Lightning trainer for fitting (``config``'s devices) or for evaluation (one device)."""
     all_callbacks = list(callbacks)
     if progress:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=1))
+        all_callbacks.append(EpochProgressBar(refresh_rate=1))
     kwargs: dict[str, Any] = {
         "accelerator": config.accelerator,
         "precision": config.precision,

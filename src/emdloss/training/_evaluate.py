@@ -13,10 +13,12 @@ from emdloss import _ordinal
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
+    default_model,
     evaluate_checkpoint,
     ignore_expected_warnings,
     load_data,
 )
+from emdloss.training._context import baseline_scores, use_threads
 from emdloss.training.config import TrainConfig
 from emdloss.training.module import OrdinalTask
 
@@ -49,7 +51,9 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int}``.
+        ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int, "class_names",
+        "baselines": {"val": ..., "test": ...}}`` (the constant predictors of
+        :func:`emdloss.metrics.trivial_baselines` on the same splits).
     """
     with warnings.catch_warnings():
         ignore_expected_warnings()
@@ -69,8 +73,14 @@ def _evaluate(
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     with _ordinal.implementation(config.implementation):
         dataset = load_data(config)
+        use_threads(config, config.model or default_model(dataset))
         metrics, _ = evaluate_checkpoint(config, dataset, best, progress=progress)
-    return {"best_epoch": int(best["epoch"]) + 1, **metrics}
+    return {
+        "best_epoch": int(best["epoch"]) + 1,
+        "class_names": list(dataset.class_names),
+        **metrics,
+        "baselines": baseline_scores(dataset),
+    }
 
 
 def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, Any]]:
@@ -90,7 +100,9 @@ def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, A
     config = rundir.read_config(path)
     record = rundir.read_data_record(path)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
-    task = build_task(config, _DatasetStub(record))
+    stub = _DatasetStub(record)
+    use_threads(config, config.model or default_model(stub))
+    task = build_task(config, stub)
     task.load_state_dict(best["state_dict"])
     task.eval()
     return task, record

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import csv
-import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from emdloss._atomic import atomic_write
 from emdloss.decoding import RULES
-from emdloss.errors import UserError
+from emdloss.errors import InputWarning, UserError
 from emdloss.training._evaluate import load_task
 from emdloss.training.rundir import prediction_column, predictions_csv
 
@@ -26,60 +24,23 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".w
 
 
 def _table_inputs(path: Path, table: dict[str, Any]) -> tuple[list[str], Tensor]:
-    """Encode the rows of a CSV exactly as the training rows were encoded."""
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            try:
-                header = [cell.strip() for cell in next(reader)]
-            except StopIteration:
-                raise UserError(f"{path} is empty") from None
-            rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{path} is not a UTF-8 CSV file: {error}") from None
-    numeric, categorical = table["numeric_columns"], table["categorical_columns"]
-    needed = list(numeric) + list(categorical)
-    missing = [name for name in needed if name not in header]
-    if missing:
-        raise UserError(
-            f"{path} lacks the column(s) {', '.join(missing)} the model was trained on; "
-            f"expected columns: {', '.join(needed)}"
-        )
-    mean = np.asarray(table["feature_mean"], dtype=np.float64)
-    scale = np.asarray(table["feature_scale"], dtype=np.float64)
-    ids, encoded = [], []
-    for line, row in rows:
-        if len(row) != len(header):
-            raise UserError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
-        values = []
-        for name in numeric:
-            cell = row[header.index(name)].strip()
-            try:
-                number = float(cell)
-            except ValueError:
-                raise UserError(
-                    f"{path}, line {line}: column {name!r} holds {cell!r}, expected a number"
-                ) from None
-            if not math.isfinite(number):
-                raise UserError(f"{path}, line {line}: column {name!r} holds {cell!r}")
-            values.append(number)
-        vector = list((np.asarray(values) - mean) / scale) if numeric else []
-        for name in categorical:
-            cell = row[header.index(name)].strip()
-            vector.extend(1.0 if cell == seen else 0.0 for seen in table["categories"][name])
-        ids.append(f"line {line}")
-        encoded.append(vector)
-    if not encoded:
-        raise UserError(f"{path} has no data rows")
-    return ids, torch.tensor(np.asarray(encoded), dtype=torch.float32)
+    """Encode the rows of a CSV exactly as the training rows were encoded; warn about unseen
+    categories (they encode as all zeros, as in training)."""
+    from emdloss.data.conform import conform_table
+
+    ids, x, notes = conform_table(path, table)
+    for note in notes:
+        warnings.warn(note, InputWarning, stacklevel=3)
+    return ids, x
 
 
 def _image_inputs(paths: Sequence[Path], shape: Sequence[int]) -> tuple[list[str], Tensor]:
-    from emdloss.data import load_image
+    """Load images as the model expects them (channels, size); warn about every conversion."""
+    from emdloss.data.conform import conform_images
 
-    images = torch.stack([load_image(p, int(shape[-1])) for p in paths])
-    if shape[0] == 1:  # a model trained on grey images
-        images = images.mean(dim=1, keepdim=True)
+    images, notes = conform_images(paths, shape)
+    for note in notes:
+        warnings.warn(note, InputWarning, stacklevel=3)
     return [str(p) for p in paths], images
 
 

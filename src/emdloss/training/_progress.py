@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import convert_inf
 
 __all__ = ["EpochProgressBar"]
 
@@ -19,7 +20,13 @@ class EpochProgressBar(TQDMProgressBar):
     """
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+        # Lightning's method with only the description changed: calling it and relabelling
+        # afterwards would print "Epoch 0" first wherever the bar is not redrawn (logs).
+        if getattr(self, "_leave", False):
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.reset()
+        bar.total = convert_inf(self.total_train_batches)
+        bar.initial = 0
         total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
-        label = f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else "")
-        self.train_progress_bar.set_description(label)
+        bar.set_description(f"Epoch {trainer.current_epoch + 1}" + (f"/{total}" if total else ""))

@@ -27,6 +27,12 @@ from emdloss.training._build import (
     make_datamodule,
     make_trainer,
 )
+from emdloss.training._context import (
+    announce_data,
+    baseline_scores,
+    describe_data,
+    use_threads,
+)
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.module import SELECT_KEY, OrdinalTask
 
@@ -185,12 +191,16 @@ def _train(
 ) -> rundir.RunResult:
     pl.seed_everything(config.seed, workers=True, verbose=False)
     dataset = load_data(config)
+    threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
     datamodule = make_datamodule(config, dataset)
+    description = describe_data(config, dataset)
     if launched_rank() == 0:
+        # Before the first epoch: the features, classes, split sizes and warnings (issue 10).
+        announce_data(description, verbose=config.progress)
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / rundir.CONFIG_FILE)
-        rundir.write_data_record(run_dir, dataset)
+        rundir.write_data_record(run_dir, dataset, description=description)
 
     # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
     # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
@@ -247,14 +257,19 @@ def _train(
         "monitor": f"val_{config.monitor}",
         "monitor_rule": config.monitor_rule,
         "class_names": list(dataset.class_names),
+        "threads": threads,
         **metrics,
+        # The constant predictors on the same splits: has the model learned anything?
+        "baselines": baseline_scores(dataset),
     }
     rundir.write_history(run_dir, history)
     probs, targets = _test_outputs(eval_task)
     decoded = eval_task.decode_all(probs)
     ids = list(getattr(dataset.test, "ids", range(len(targets))))
     rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
-    _write_plots(run_dir, eval_task, dataset, history, targets, decoded["argmax"])
+    _write_plots(
+        run_dir, eval_task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch
+    )
     # Last: a complete metrics.json marks a finished run (compare skips those on resume).
     rundir.write_metrics(run_dir, metrics)
     return rundir.RunResult(run_dir, config, metrics, best_epoch, train_seconds)
@@ -275,6 +290,8 @@ def _write_plots(
     history: list[dict[str, float]],
     targets: torch.Tensor,
     preds: torch.Tensor,
+    *,
+    best_epoch: int,
 ) -> None:
     from emdloss.metrics.functional import confusion_matrix
     from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
@@ -286,7 +303,13 @@ def _write_plots(
         if values:
             series[key] = values
     if series:
-        plot_learning_curves(series, run_dir / rundir.PLOT_FILES[0])
+        recipe = getattr(task.criterion, "recipe", None)
+        plot_learning_curves(
+            series,
+            run_dir / rundir.PLOT_FILES[0],
+            best_epoch=best_epoch,
+            warmup_epochs=getattr(recipe, "warmup_epochs", None),
+        )
     confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
     plot_confusion_matrix(
         confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"

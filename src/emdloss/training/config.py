@@ -45,6 +45,7 @@ RESUMABLE_CHANGES = frozenset(
         "strategy",
         "num_nodes",
         "num_workers",
+        "threads",
         "data_dir",
         "output",
     }
@@ -110,6 +111,10 @@ class TrainConfig:
         Use only the first N samples of a split (a fixed random subset, for quick runs).
     num_workers : int
         Data-loader worker processes.
+    threads : int or None
+        Intra-op torch threads; default one for the small models (``mlp``, ``cnn``), where
+        more threads make epochs up to 10x slower on a loaded machine (docs/training.md),
+        torch's own default for larger ones.
     accelerator, devices, strategy, num_nodes, precision : str, str or int, str, int, str
         Passed to :class:`lightning.pytorch.Trainer`.
     deterministic : bool
@@ -161,6 +166,7 @@ class TrainConfig:
     limit_val: int | None = None
     limit_test: int | None = None
     num_workers: int = 0
+    threads: int | None = None
     accelerator: str = "auto"
     devices: str | int = "auto"
     strategy: str = "auto"
@@ -351,7 +357,14 @@ class TrainConfig:
                 raise ValueError(f"option {name}={getattr(self, name)}: expected an integer >= 1")
         if self.num_workers < 0:
             raise ValueError(f"option num_workers={self.num_workers}: expected an integer >= 0")
-        for name in ("limit_train", "limit_val", "limit_test", "warmup_epochs", "num_folds"):
+        for name in (
+            "limit_train",
+            "limit_val",
+            "limit_test",
+            "warmup_epochs",
+            "num_folds",
+            "threads",
+        ):
             value = getattr(self, name)
             if value is not None and value < (2 if name == "num_folds" else 1):
                 low = 2 if name == "num_folds" else 1
@@ -405,7 +418,15 @@ class TrainConfig:
 # ---------------------------------------------------------------------- value coercion
 _BOOL_FIELDS = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
 _INT_FIELDS = {"epochs", "seed", "batch_size", "num_workers", "num_nodes"}
-_OPT_INT_FIELDS = {"fold", "num_folds", "limit_train", "limit_val", "limit_test", "warmup_epochs"}
+_OPT_INT_FIELDS = {
+    "fold",
+    "num_folds",
+    "limit_train",
+    "limit_val",
+    "limit_test",
+    "warmup_epochs",
+    "threads",
+}
 _FLOAT_FIELDS = {"ground_power", "lr", "momentum", "weight_decay", "lr_decay"}
 _OPT_FLOAT_FIELDS = {"ce_weight", "emd_weight"}
 _OPT_STR_FIELDS = {"output", "model", "data_dir", "target", "ground_matrix"}

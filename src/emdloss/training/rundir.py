@@ -178,9 +178,16 @@ def data_record(dataset: Any) -> dict[str, Any]:
     return record
 
 
-def write_data_record(run_dir: str | os.PathLike[str], dataset: Any) -> Path:
-    """Write ``data.json`` (:func:`data_record` of ``dataset``)."""
-    return write_json(Path(run_dir) / DATA_FILE, data_record(dataset))
+def write_data_record(
+    run_dir: str | os.PathLike[str], dataset: Any, *, description: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``data.json`` (:func:`data_record` of ``dataset``), with the ``description`` of
+    :func:`emdloss.data.inspection.describe_dataset` (columns, classes, split sizes, warnings)
+    when given."""
+    record = data_record(dataset)
+    if description is not None:
+        record["description"] = dict(description)
+    return write_json(Path(run_dir) / DATA_FILE, record)
 
 
 def read_data_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:

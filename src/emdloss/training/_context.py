@@ -1,0 +1,105 @@
+"""What a run should tell its user besides its scores: what the data became, the scores of
+trivial predictors beside the model's, and how many threads the run uses (issue 10)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Any
+
+import torch
+
+from emdloss.errors import InputWarning
+from emdloss.training.config import TrainConfig
+
+__all__ = ["announce_data", "baseline_rows", "baseline_scores", "describe_data", "use_threads"]
+
+#: Networks small enough that one intra-op thread is the fastest choice (docs/training.md).
+SMALL_MODELS = frozenset({"mlp", "cnn"})
+
+
+def use_threads(config: TrainConfig, model: str) -> int:
+    """Set torch's intra-op threads for a run and return the number.
+
+    ``config.threads`` when given; else one thread for the small models of
+    :data:`SMALL_MODELS` (two threads made their epochs 8-10x slower on a loaded machine);
+    else torch's current setting (one per core, or ``OMP_NUM_THREADS``).
+    """
+    if config.threads is not None:
+        threads = int(config.threads)
+    elif model in SMALL_MODELS:
+        threads = 1
+    else:
+        return torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _val_hint(config: TrainConfig) -> str:
+    now = config.data_options.get("val_fraction", 0.1)
+    hint = f"raise the validation share with --data-option val_fraction=F (now {now})"
+    if config.limit_val is not None:
+        hint += f", or --limit-val (now {config.limit_val})"
+    return hint
+
+
+def describe_data(config: TrainConfig, dataset: Any) -> dict[str, Any]:
+    """:func:`emdloss.data.inspection.describe_dataset` with the hints of the command line."""
+    from emdloss.data.inspection import describe_dataset
+
+    return describe_dataset(dataset, hint=_val_hint(config))
+
+
+def announce_data(description: dict[str, Any], *, verbose: bool) -> None:
+    """Print the description to stderr (when ``verbose``) and issue its warnings.
+
+    Every warning is an :class:`emdloss.errors.InputWarning` (one line each under the
+    ``emdloss`` command), whatever ``verbose`` says.
+    """
+    from emdloss.data.inspection import description_lines
+
+    if verbose:
+        for line in description_lines({**description, "warnings": []}):
+            print(line, file=sys.stderr)
+    for warning in description["warnings"]:
+        warnings.warn(warning["message"], InputWarning, stacklevel=3)
+
+
+def baseline_scores(dataset: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """Scores of the constant predictors fitted on the training labels, per split.
+
+    Returns
+    -------
+    dict
+        ``{"val": {...}, "test": {...}}``, each as
+        :func:`emdloss.metrics.trivial_baselines` returns it (``most_common``, ``median``).
+    """
+    from emdloss.metrics.baselines import trivial_baselines
+
+    train = torch.as_tensor(dataset.train.targets)
+    return {
+        part: trivial_baselines(
+            train,
+            torch.as_tensor(getattr(dataset, part).targets),
+            num_classes=dataset.num_classes,
+            positions=dataset.positions,
+        )
+        for part in ("val", "test")
+    }
+
+
+def baseline_rows(
+    scores: dict[str, dict[str, float]], class_names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Rows for a metrics table: ``"always 3 (median class)"`` -> metrics.
+
+    Examples
+    --------
+    >>> baseline_rows({"most_common": {"class": 1, "mae": 0.5}}, ["a", "b"])
+    {'always b (most common)': {'class': 1, 'mae': 0.5}}
+    """
+    labels = {"most_common": "most common", "median": "median class"}
+    return {
+        f"always {class_names[int(values['class'])]} ({labels.get(name, name)})": values
+        for name, values in scores.items()
+    }
