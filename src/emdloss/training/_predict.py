@@ -87,6 +87,13 @@ def predict(
     -------
     list of dict
         One per input: ``id``, ``prob_<class>`` per class, ``pred_<rule>`` (class name) per rule.
+
+    Warns
+    -----
+    emdloss.errors.InputWarning
+        For every conversion to what the model was trained on (see
+        :mod:`emdloss.data.conform`): grey or colour images converted, images resized, category
+        values not seen in training.
     """
     task, record = load_task(run_dir)
     paths = _expand_inputs(inputs)
