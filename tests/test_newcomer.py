@@ -180,3 +180,20 @@ def test_grey_image_to_a_colour_model_warns(
     assert "1 of 1 images are grayscale but the model was trained on colour (RGB)" in warnings[0]
     assert "not 16x16" in warnings[1] and "(20x20)" in warnings[1]
     assert captured.out.startswith("id,")  # the prediction is still made
+
+
+@pytest.mark.slow
+def test_threads_default_to_one_for_small_models_and_are_restored(tmp_path: Path) -> None:
+    from emdloss.training import TrainConfig, train
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        common = {"dataset": "swd", "epochs": 1, "progress": False, "accelerator": "cpu"}
+        result = train(TrainConfig(output=str(tmp_path / "a"), **common))
+        assert result.metrics["threads"] == 1  # the mlp
+        assert torch.get_num_threads() == 2  # the caller's setting survives the run
+        result = train(TrainConfig(output=str(tmp_path / "b"), threads=2, **common))
+        assert result.metrics["threads"] == 2
+    finally:
+        torch.set_num_threads(before)

@@ -3,8 +3,10 @@ trivial predictors beside the model's, and how many threads the run uses (issue 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -12,10 +14,28 @@ import torch
 from emdloss.errors import InputWarning
 from emdloss.training.config import TrainConfig
 
-__all__ = ["announce_data", "baseline_rows", "baseline_scores", "describe_data", "use_threads"]
+__all__ = [
+    "announce_data",
+    "baseline_rows",
+    "baseline_scores",
+    "describe_data",
+    "kept_threads",
+    "use_threads",
+]
 
 #: Networks small enough that one intra-op thread is the fastest choice (docs/training.md).
 SMALL_MODELS = frozenset({"mlp", "cnn"})
+
+
+@contextlib.contextmanager
+def kept_threads() -> Iterator[None]:
+    """Restore torch's intra-op threads on exit: a run's setting must not outlive the run in
+    the caller's process (a notebook, compare's workers)."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def use_threads(config: TrainConfig, model: str) -> int:

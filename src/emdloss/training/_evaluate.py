@@ -18,7 +18,7 @@ from emdloss.training._build import (
     ignore_expected_warnings,
     load_data,
 )
-from emdloss.training._context import baseline_scores, use_threads
+from emdloss.training._context import baseline_scores, kept_threads, use_threads
 from emdloss.training.config import TrainConfig
 from emdloss.training.module import OrdinalTask
 
@@ -71,7 +71,7 @@ def _evaluate(
         overrides["accelerator"] = accelerator
     config = TrainConfig.from_dict(overrides, base=config)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
-    with _ordinal.implementation(config.implementation):
+    with _ordinal.implementation(config.implementation), kept_threads():
         dataset = load_data(config)
         use_threads(config, config.model or default_model(dataset))
         metrics, _ = evaluate_checkpoint(config, dataset, best, progress=progress)
@@ -100,9 +100,7 @@ def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, A
     config = rundir.read_config(path)
     record = rundir.read_data_record(path)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
-    stub = _DatasetStub(record)
-    use_threads(config, config.model or default_model(stub))
-    task = build_task(config, stub)
+    task = build_task(config, _DatasetStub(record))
     task.load_state_dict(best["state_dict"])
     task.eval()
     return task, record

@@ -31,6 +31,7 @@ from emdloss.training._context import (
     announce_data,
     baseline_scores,
     describe_data,
+    kept_threads,
     use_threads,
 )
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
@@ -182,7 +183,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
             # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
             # reads it (one clear error, whatever Lightning's own loader would do).
             rundir.load_checkpoint(ckpt_path)
-        with _ordinal.implementation(config.implementation):
+        with _ordinal.implementation(config.implementation), kept_threads():
             return _train(config, run_dir, ckpt_path, callbacks)
 
 
