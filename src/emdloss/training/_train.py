@@ -197,8 +197,10 @@ def _train(
     datamodule = make_datamodule(config, dataset)
     description = describe_data(config, dataset)
     if launched_rank() == 0:
-        # Before the first epoch: the features, classes, split sizes and warnings (issue 10).
-        announce_data(description, verbose=config.progress)
+        if ckpt_path is None:
+            # Before the first epoch: the features, classes, split sizes and warnings (issue
+            # 10); a resumed run said it when it started (data.json keeps it either way).
+            announce_data(description, verbose=config.progress)
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / rundir.CONFIG_FILE)
         rundir.write_data_record(run_dir, dataset, description=description)
