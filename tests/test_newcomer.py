@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def test_help_shows_defaults_and_the_csv_options(capsys: pytest.CaptureFixture[s
         assert expected in text, expected
     evaluate = " ".join(_help(capsys, ["evaluate", "--help"]).split())
     assert "progress bars (default: True)" in evaluate
+    # No noise: no default where there is none, none twice where the help already says it.
+    for command in ("train", "evaluate", "predict", "compare"):
+        text = " ".join(_help(capsys, [command, "--help"]).split())
+        assert "(default: None)" not in text, command
+        assert not re.search(r"\(default:[^)]*\) \(default:", text), command
 
 
 @pytest.mark.parametrize(

@@ -138,8 +138,23 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip().replace("-", "_"), parsed
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after every option's help; epilogs keep their line breaks."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs keep their line breaks; an option's default follows its help unless the help
+    already states it or there is none to state (None, an empty list, an on/off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text
+            or default is None
+            or default is argparse.SUPPRESS
+            or default == []
+            or isinstance(action, argparse._StoreConstAction)  # store_true/false: obvious
+        ):
+            return action.help
+        return f"{text} (default: %(default)s)"
 
 
 def _default_text(name: str) -> str:
