@@ -1,5 +1,7 @@
 """Ordinal classification metrics: functional (:mod:`emdloss.metrics.functional`) and stateful
-torchmetrics classes that synchronise under DDP (:class:`OrdinalMetrics` and single metrics).
+torchmetrics classes that synchronise under DDP (:class:`OrdinalMetrics` and single metrics), and
+coverage / size of conformal prediction sets (:class:`ConformalCoverage`,
+:func:`prediction_set_metrics`).
 
 Examples
 --------
@@ -24,6 +26,12 @@ from emdloss.metrics.functional import (
     root_mean_squared_error,
     spearman,
 )
+from emdloss.metrics.prediction_sets import (
+    ConformalCoverage,
+    mean_set_size,
+    prediction_set_metrics,
+    set_coverage,
+)
 from emdloss.metrics.stateful import (
     ORDINAL_METRIC_KEYS,
     AverageMAE,
@@ -37,6 +45,7 @@ __all__ = [
     "BASELINES",
     "ORDINAL_METRIC_KEYS",
     "AverageMAE",
+    "ConformalCoverage",
     "OneOffAccuracy",
     "OrdinalMetrics",
     "QuadraticWeightedKappa",
@@ -46,11 +55,14 @@ __all__ = [
     "class_prior",
     "confusion_matrix",
     "mean_absolute_error",
+    "mean_set_size",
     "one_off_accuracy",
     "per_class_mae",
+    "prediction_set_metrics",
     "quadratic_weighted_kappa",
     "ranked_probability_score",
     "root_mean_squared_error",
+    "set_coverage",
     "spearman",
     "trivial_baselines",
 ]
