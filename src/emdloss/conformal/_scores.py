@@ -190,4 +190,3 @@ def anchor(p: Tensor, method: str) -> Tensor:
         # smallest k with F(k) >= 1/2: the first class whose score is 0
         return (_cdf_scores(p) <= 0).to(torch.int8).argmax(dim=1)
     return p.argmax(dim=1)
-

@@ -75,7 +75,7 @@ class ConformalCoverage(Metric):
         for name in ("covered", "size_sum", "total"):
             self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, lower: Any, upper: Any, target: Any) -> None:  # type: ignore[override]
+    def update(self, lower: Any, upper: Any, target: Any) -> None:
         """Add a batch of sets ``[lower, upper]`` (inclusive class indices, ``(N,)``) and their
         true classes ``target`` ``(N,)``."""
         lo, hi = _check_bounds(lower, upper)
@@ -94,7 +94,7 @@ class ConformalCoverage(Metric):
         self.size_sum += (hi - lo + 1).sum()
         self.total += lo.numel()
 
-    def compute(self) -> dict[str, Tensor]:  # type: ignore[override]
+    def compute(self) -> dict[str, Tensor]:
         """Coverage and mean set size of all the examples seen (NaN before any)."""
         n = self.total.to(torch.float64)
         return {
