@@ -313,6 +313,16 @@ def test_sets_are_contiguous_never_empty_and_hold_every_low_score(method: str) -
         assert np.all(keep[extra.any(axis=1)].sum(axis=1) == 0)
 
 
+@pytest.mark.parametrize("c", [5, 7, 10])
+def test_ordinal_aps_threshold_one_keeps_every_class(c: int) -> None:
+    """Regression: the last class's accumulated mass is 1 +- rounding; on RetinaMNIST a
+    threshold of exactly 1 (the atom) kept it for some rows and not for others."""
+    p = np.random.default_rng(c).dirichlet(np.ones(c), size=2000)
+    assert np.max(np.abs(label_scores(p, "ordinal_aps").max(axis=1) - 1.0)) == 0.0
+    lower, upper = Calibrator("ordinal_aps", 0.1, 1.0, 100, c).predict_sets(p)
+    assert np.all(lower == 0) and np.all(upper == c - 1)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_sets_are_nested_in_alpha(method: str) -> None:
     rng = np.random.default_rng(5)

@@ -145,7 +145,10 @@ def _ordinal_aps_scores(p: Tensor) -> Tensor:
         hi = torch.where(go_left, hi, new)
         mass = mass + p[rows, new]
         scores[rows, new] = mass
-    return scores
+    # The class that joins last completes the row: its score is 1 exactly, not 1 +- rounding,
+    # so a threshold of 1 keeps it for every row alike (this atom at 1 is common: see the docs).
+    scores[rows, new] = 1.0  # c >= 2, so the loop ran
+    return scores.clamp(max=1.0)
 
 
 def label_scores(probs: Any, method: str = "ordinal_aps") -> Any:
