@@ -406,7 +406,7 @@ def test_from_dict_rejects_bad_data() -> None:
         Calibrator.from_dict({k: v for k, v in good.items() if k != "qhat"})
     with pytest.raises(ValueError, match="format 2"):
         Calibrator.from_dict({**good, "format": 2})
-    with pytest.raises(ValueError, match="method must be one of ordinal_aps, cdf; got 'aps'"):
+    with pytest.raises(ValueError, match="method must be one of cdf, ordinal_aps; got 'aps'"):
         Calibrator.from_dict({**good, "method": "aps"})
     with pytest.raises(ValueError, match=r"alpha must be strictly between 0 and 1, got 1.5"):
         Calibrator.from_dict({**good, "alpha": 1.5})
@@ -460,7 +460,7 @@ def test_bad_input_is_named() -> None:
             calibrate(p, y, alpha)
     with pytest.raises(TypeError, match="alpha must be a float"):
         calibrate(p, y, True)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="method must be one of ordinal_aps, cdf; got 'rps'"):
+    with pytest.raises(ValueError, match="method must be one of cdf, ordinal_aps; got 'rps'"):
         calibrate(p, y, 0.1, method="rps")
     cal = Calibrator("cdf", 0.1, 0.5, 10, 3)
     with pytest.raises(ValueError, match=r"probs have 2 classes .* but the calibrator has 3"):

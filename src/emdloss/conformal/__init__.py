@@ -16,9 +16,9 @@ test data. The guarantee is *marginal*: averaged over examples, not per class an
 a shift between calibration and deployment data voids it. See ``docs/conformal.md``.
 
 Two score functions, both with nested contiguous sets that never are empty (details in
-:mod:`emdloss.conformal._scores`): ``"ordinal_aps"`` (grow from the mode towards the more
-probable neighbour, Lu et al. 2022) and ``"cdf"`` (central CDF-quantile intervals around the
-median). Only torch and numpy are needed; every function accepts numpy arrays or tensors and
+:mod:`emdloss.conformal._scores`): ``"cdf"`` (central CDF-quantile intervals around the
+median; the default) and ``"ordinal_aps"`` (grow from the mode towards the more probable
+neighbour, Lu et al. 2022). Only torch and numpy are needed; every function accepts numpy arrays or tensors and
 returns the same kind.
 
 Examples

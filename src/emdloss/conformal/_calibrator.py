@@ -238,7 +238,7 @@ class Calibrator:
         return lower.numpy(), upper.numpy()
 
 
-def calibrate(probs: Any, labels: Any, alpha: float, method: str = "ordinal_aps") -> Calibrator:
+def calibrate(probs: Any, labels: Any, alpha: float, method: str = "cdf") -> Calibrator:
     r"""Split-conformal calibration of class probabilities into contiguous ordinal sets.
 
     Computes each calibration example's score at its true label (see
@@ -258,8 +258,8 @@ def calibrate(probs: Any, labels: Any, alpha: float, method: str = "ordinal_aps"
         Their true classes.
     alpha : float
         Miscoverage level in (0, 1), e.g. 0.1 for 90% sets.
-    method : {"ordinal_aps", "cdf"}
-        Score function.
+    method : {"cdf", "ordinal_aps"}
+        Score function (see :mod:`emdloss.conformal._scores`).
 
     Returns
     -------

@@ -24,6 +24,10 @@ never empty. Adding the anchor keeps the coverage guarantee: the set only grows.
     probable (the lower one on a tie) until every class is in; the score of :math:`y` is the
     probability mass of the interval at the step :math:`y` joins it. The masses only grow along
     the path, so :math:`\{y : s \le q\}` is a prefix of it, a contiguous interval around the mode.
+    The class that joins last always scores exactly 1: an atom. When more than a share
+    :math:`\alpha` of calibration labels are such last classes (diffuse or miscalibrated
+    probabilities), :math:`\hat q = 1` and every set is all classes. ``"cdf"`` has no such atom
+    (its only atom, at 0, is the median), which is why it is the default.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from torch import Tensor
 
 __all__ = ["METHODS", "check_alpha", "check_labels", "check_probs", "label_scores"]
 
-METHODS: tuple[str, ...] = ("ordinal_aps", "cdf")
-"""Score functions accepted by :func:`emdloss.conformal.calibrate`."""
+METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
+"""Score functions accepted by :func:`emdloss.conformal.calibrate`; the first is the default."""
 
 _SUM_TOL = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
@@ -151,14 +155,14 @@ def _ordinal_aps_scores(p: Tensor) -> Tensor:
     return scores.clamp(max=1.0)
 
 
-def label_scores(probs: Any, method: str = "ordinal_aps") -> Any:
+def label_scores(probs: Any, method: str = "cdf") -> Any:
     r"""Conformity score of every class for every example: ``(N, C)``, lower is more conforming.
 
     Parameters
     ----------
     probs : Tensor or array-like, shape (N, C)
         Class probabilities (rows sum to 1).
-    method : {"ordinal_aps", "cdf"}
+    method : {"cdf", "ordinal_aps"}
         The score function (see :mod:`emdloss.conformal`).
 
     Returns
