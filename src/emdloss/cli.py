@@ -1,4 +1,4 @@
-"""The ``emdloss`` command: ``train``, ``evaluate``, ``predict`` and ``compare``.
+"""The ``emdloss`` command: ``train``, ``evaluate``, ``calibrate``, ``predict`` and ``compare``.
 
 Every option of ``emdloss train`` is a field of :class:`emdloss.training.TrainConfig`; a
 ``--config`` YAML file takes the same names as keys (dashes or underscores), and flags given on
@@ -26,12 +26,16 @@ from typing import Any
 
 from emdloss.errors import UserError
 
-__all__ = ["build_parser", "format_table", "main"]
+__all__ = ["build_parser", "format_conformal", "format_table", "main"]
 
 #: What the commands need beyond torch and numpy: module -> why, all from the ``train`` extra.
 _TRAIN_MODULES = ("yaml", "lightning", "torchmetrics")
 _TRAIN_EXTRA = "pip install 'emdloss[train]'"
 _REPORT = "https://github.com/emdloss/emdloss/issues"
+
+#: Conformity scores of ``emdloss calibrate`` (emdloss.conformal.METHODS, spelled out here so
+#: that building the parser does not import torch).
+_CONFORMAL_METHODS = ("cdf", "ordinal_aps")
 
 #: Metrics shown in the summary tables, in order.
 SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
@@ -271,6 +275,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars"
     )
 
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="conformal prediction sets for a run (stored in the run directory)",
+        description=(
+            "Calibrate contiguous prediction sets that hold the true class with probability at "
+            "least 1 - alpha (split conformal, marginal over examples; see docs/conformal.md). "
+            "Writes RUN_DIR/calibrator.json and adds coverage and mean set size on the other "
+            "split to metrics.json; evaluate and predict then use it."
+        ),
+        **sub,
+    )
+    calibrate.add_argument("run_dir", metavar="RUN_DIR")
+    calibrate.add_argument(
+        "--alpha", type=float, default=0.1, help="miscoverage level in (0, 1)"
+    )
+    calibrate.add_argument(
+        "--method",
+        choices=_CONFORMAL_METHODS,
+        default=_CONFORMAL_METHODS[0],
+        help="conformity score: cdf (median-centred CDF interval) or ordinal_aps",
+    )
+    calibrate.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="val",
+        help="calibration split; the sets are assessed on the other one",
+    )
+    calibrate.add_argument("--data-dir", help="where the data lives now")
+    calibrate.add_argument("--accelerator", help="override the run's accelerator, e.g. cpu")
+    calibrate.add_argument("--json", action="store_true", help="print the record as JSON")
+    calibrate.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=False, help="progress bars"
+    )
+
     predict = commands.add_parser(
         "predict",
         help="predict classes of images or CSV rows with a trained run",
@@ -405,6 +443,51 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"best checkpoint: epoch {metrics['best_epoch']}")
     print(_with_baselines(metrics["val"], metrics, "val"))
     print(_with_baselines(metrics["test"], metrics, "test"))
+    if "conformal" in metrics:
+        print(format_conformal(metrics["conformal"]))
+    return 0
+
+
+def format_conformal(summary: Mapping[str, Any]) -> str:
+    """One line on a run's conformal prediction sets (``metrics.json``'s ``conformal`` entry).
+
+    Examples
+    --------
+    >>> print(format_conformal({"method": "cdf", "alpha": 0.1, "calibration_split": "val",
+    ...     "n_calibration": 120, "split": "test", "n": 400, "coverage": 0.89,
+    ...     "mean_set_size": 2.84}))
+    conformal sets (cdf, alpha 0.1, calibrated on val, n=120): test coverage 0.8900 (target >= 0.9), mean set size 2.840 (n=400)
+    """
+    return (
+        f"conformal sets ({summary['method']}, alpha {summary['alpha']:g}, calibrated on "
+        f"{summary['calibration_split']}, n={summary['n_calibration']}): {summary['split']} "
+        f"coverage {summary['coverage']:.4f} (target >= {1 - summary['alpha']:g}), mean set "
+        f"size {summary['mean_set_size']:.3f} (n={summary['n']})"
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from emdloss.training import calibrate_run
+    from emdloss.training._calibrate import conformal_summary
+    from emdloss.training.rundir import CALIBRATOR_FILE
+
+    with contextlib.redirect_stdout(sys.stderr):
+        record = calibrate_run(
+            args.run_dir,
+            alpha=args.alpha,
+            method=args.method,
+            split=args.split,
+            data_dir=args.data_dir,
+            accelerator=args.accelerator,
+            progress=args.progress,
+        )
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(format_conformal(conformal_summary(record)))
+    if record["calibrator"]["qhat"] is None:
+        print("every set is all classes: too few calibration examples for this alpha")
+    print(f"wrote {args.run_dir}/{CALIBRATOR_FILE}")
     return 0
 
 
@@ -413,6 +496,19 @@ def _predict(args: argparse.Namespace) -> int:
     from emdloss.training.rundir import predictions_csv
 
     rows = predict(args.run_dir, args.inputs, output=args.output)
+    if rows and "conformal_set" in rows[0]:
+        from emdloss.training._calibrate import conformal_summary
+        from emdloss.training.rundir import read_calibration
+
+        record = read_calibration(args.run_dir)
+        if record is not None:
+            summary = conformal_summary(record)
+            print(
+                f"conformal_set: contiguous set holding the true class with probability >= "
+                f"{1 - summary['alpha']:g} over examples like the {summary['calibration_split']} "
+                f"split ({summary['method']}, n={summary['n_calibration']})",
+                file=sys.stderr,
+            )
     if args.output:
         print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
     else:
@@ -511,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "train": _train,
         "evaluate": _evaluate,
+        "calibrate": _calibrate,
         "predict": _predict,
         "compare": _compare,
     }

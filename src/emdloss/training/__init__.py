@@ -19,6 +19,7 @@ from emdloss.training._names import LOSS_NAMES
 from emdloss.training.config import TrainConfig
 
 if TYPE_CHECKING:
+    from emdloss.training._calibrate import calibrate_run
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._predict import predict
     from emdloss.training._train import train
@@ -35,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "TrainingLoss",
     "build_loss",
+    "calibrate_run",
     "evaluate",
     "load_task",
     "predict",
@@ -48,6 +50,7 @@ _LAZY = {
     "build_loss": "emdloss.training.losses",
     "OrdinalDataModule": "emdloss.training.datamodule",
     "OrdinalTask": "emdloss.training.module",
+    "calibrate_run": "emdloss.training._calibrate",
     "evaluate": "emdloss.training._evaluate",
     "load_task": "emdloss.training._evaluate",
     "predict": "emdloss.training._predict",

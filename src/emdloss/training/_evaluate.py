@@ -18,6 +18,7 @@ from emdloss.training._build import (
     ignore_expected_warnings,
     load_data,
 )
+from emdloss.training._calibrate import assess_stored, load_run_calibrator
 from emdloss.training._context import baseline_scores, kept_threads, use_threads
 from emdloss.training.config import TrainConfig
 from emdloss.training.module import OrdinalTask
@@ -53,7 +54,9 @@ def evaluate(
     dict
         ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int, "class_names",
         "baselines": {"val": ..., "test": ...}}`` (the constant predictors of
-        :func:`emdloss.metrics.trivial_baselines` on the same splits).
+        :func:`emdloss.metrics.trivial_baselines` on the same splits). When the run has been
+        calibrated (``emdloss calibrate``), ``"conformal"``: method, alpha, split, coverage,
+        mean_set_size, ... of the stored sets on the split they were not calibrated on.
     """
     with warnings.catch_warnings():
         ignore_expected_warnings()
@@ -71,10 +74,13 @@ def _evaluate(
         overrides["accelerator"] = accelerator
     config = TrainConfig.from_dict(overrides, base=config)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+    calibration = load_run_calibrator(path)  # before the slow part: a stale one fails fast
     with _ordinal.implementation(config.implementation), kept_threads():
         dataset = load_data(config)
         use_threads(config, config.model or default_model(dataset))
-        metrics, _ = evaluate_checkpoint(config, dataset, best, progress=progress)
+        metrics, task = evaluate_checkpoint(config, dataset, best, progress=progress)
+        if calibration is not None:
+            metrics["conformal"] = assess_stored(*calibration, task, config, dataset, best)
     return {
         "best_epoch": int(best["epoch"]) + 1,
         "class_names": list(dataset.class_names),

@@ -12,12 +12,17 @@ import torch
 from torch import Tensor
 
 from emdloss._atomic import atomic_write
+from emdloss.conformal import format_set
 from emdloss.decoding import RULES
 from emdloss.errors import InputWarning, UserError
+from emdloss.training._calibrate import load_run_calibrator
 from emdloss.training._evaluate import load_task
 from emdloss.training.rundir import prediction_column, predictions_csv
 
-__all__ = ["predict", "predictions_csv"]
+__all__ = ["SET_COLUMN", "predict", "predictions_csv"]
+
+#: Column of predict's output with the conformal prediction set (runs with ``calibrator.json``).
+SET_COLUMN = "conformal_set"
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -94,8 +99,10 @@ def predict(
         For every conversion to what the model was trained on (see
         :mod:`emdloss.data.conform`): grey or colour images converted, images resized, category
         values not seen in training.
+from emdloss.training._calibrate import load_run_calibrator
     """
     task, record = load_task(run_dir)
+    calibration = load_run_calibrator(run_dir)
     paths = _expand_inputs(inputs)
     names = record["class_names"]
     if record["kind"] == "tabular":
@@ -123,11 +130,17 @@ def predict(
     with torch.no_grad():
         probs = torch.cat([task.predict_proba(chunk) for chunk in x_all.split(batch_size)])
     decoded = task.decode_all(probs)
+    sets = None
+    if calibration is not None:
+        p64 = probs.to(torch.float64)
+        sets = calibration[0].predict_sets(p64 / p64.sum(dim=1, keepdim=True))
     results = []
     for i, sample in enumerate(ids):
         row: dict[str, Any] = {"id": sample}
         row.update({f"prob_{n}": float(probs[i, k]) for k, n in enumerate(names)})
         row.update({prediction_column(rule): names[int(decoded[rule][i])] for rule in RULES})
+        if sets is not None:
+            row[SET_COLUMN] = format_set(int(sets[0][i]), int(sets[1][i]), names)
         results.append(row)
     if output is not None:
         atomic_write(output, lambda handle: handle.write(predictions_csv(results).encode()))

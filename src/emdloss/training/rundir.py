@@ -13,6 +13,7 @@ the layout is spelled in one place. A run directory holds::
     checkpoints/last.ckpt    end of the latest epoch (resume from here)
     checkpoints/best.ckpt    best validation score (evaluated once on the test split)
     learning_curves.png, confusion_matrix.png, ground_distance.png (when the loss has one)
+    calibrator.json          conformal prediction sets, written by ``emdloss calibrate``
 
 This module is light on purpose (the standard library; torch and numpy only inside the readers
 that need them; never Lightning), so that tools that only read runs (compare, calibration,
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # torch and numpy are imported where used: reading metrics ne
 
 __all__ = [
     "BEST_CHECKPOINT",
+    "CALIBRATOR_FILE",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
     "DATA_FILE",
@@ -59,11 +61,13 @@ __all__ = [
     "load_checkpoint",
     "prediction_column",
     "predictions_csv",
+    "read_calibration",
     "read_config",
     "read_data_record",
     "read_history",
     "read_metrics",
     "read_predictions",
+    "write_calibration",
     "write_data_record",
     "write_history",
     "write_metrics",
@@ -79,8 +83,17 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
 PLOT_FILES = ("learning_curves.png", "confusion_matrix.png", "ground_distance.png")
+CALIBRATOR_FILE = "calibrator.json"
 #: Every file of a run (``--overwrite`` removes these and ``checkpoints/``, nothing else).
-RUN_FILES = (CONFIG_FILE, DATA_FILE, METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, *PLOT_FILES)
+RUN_FILES = (
+    CONFIG_FILE,
+    DATA_FILE,
+    METRICS_FILE,
+    HISTORY_FILE,
+    PREDICTIONS_FILE,
+    *PLOT_FILES,
+    CALIBRATOR_FILE,
+)
 #: Column of ``predictions_test.csv`` holding the true class index.
 TARGET_COLUMN = "target"
 
@@ -215,6 +228,32 @@ def read_metrics(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return content if isinstance(content, dict) else None
+
+
+# ---------------------------------------------------------------------------- calibrator.json
+def write_calibration(run_dir: str | os.PathLike[str], record: Mapping[str, Any]) -> Path:
+    """Write ``calibrator.json`` (see :func:`emdloss.training.calibrate_run` for its content)."""
+    return write_json(Path(run_dir) / CALIBRATOR_FILE, record)
+
+
+def read_calibration(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The content of ``run_dir/calibrator.json``, ``None`` when the run has none.
+
+    Raises
+    ------
+    UserError
+        When the file exists but is not a JSON object.
+    """
+    path = Path(run_dir) / CALIBRATOR_FILE
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    return content
 
 
 # ---------------------------------------------------------------------------- history.csv
