@@ -154,3 +154,39 @@ def test_overwrite_removes_the_calibrator(lev_run: Any, tmp_path: Path) -> None:
     train(TrainConfig.from_dict({"overwrite": True}, base=config))
     assert not (out / "calibrator.json").exists()
     assert "conformal" not in json.loads((out / "metrics.json").read_text())
+
+
+def test_compare_conformal_reports_coverage_and_set_size_per_loss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from emdloss.compare import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--dataset", "lev", "--losses", "ce,emd2", "--seeds", "2", "--output", str(tmp_path)]
+    argv += ["--epochs", "1", "--batch-size", "128", "--no-progress", "--conformal", "0.2"]
+    assert run(parser.parse_args(argv)) == 0
+    capsys.readouterr()
+    with (tmp_path / "results.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {"coverage", "mean_set_size"} <= set(rows[0])
+    for row in rows:
+        run_dir = tmp_path / "runs" / "lev" / row["loss"] / f"seed{row['seed']}"
+        stored = json.loads((run_dir / "calibrator.json").read_text())
+        assert stored["calibrator"]["alpha"] == 0.2 and stored["split"] == "val"
+        assert float(row["coverage"]) == stored["evaluation"]["coverage"]
+        assert float(row["mean_set_size"]) == stored["evaluation"]["mean_set_size"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Conformal prediction sets (alpha = 0.2, score `cdf`)" in summary
+    assert "| ce |" in summary and "| emd2 |" in summary
+    assert "**Set size against cross-entropy (lev):** paired by seed" in summary
+    png = tmp_path / "plots" / "lev" / "set_size.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a rerun reuses the stored calibrations
+    stamps = [p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("calibrator.json"))]
+    assert run(parser.parse_args(argv)) == 0
+    assert [p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("calibrator.json"))] == stamps
+    with pytest.raises(ValueError, match=r"alpha must be strictly between 0 and 1, got 0\.0"):
+        run(parser.parse_args([*argv[:-1], "0"]))

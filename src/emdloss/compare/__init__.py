@@ -9,7 +9,10 @@ splits, model, budget and model selection; only the loss differs. The comparison
   rows of :mod:`emdloss.reference_results` beside ours with their protocol, and a verdict;
 - ``plots/<dataset>_metrics.png`` and ``plots/<dataset>_per_class_mae.png``;
 - ``compare.json``: the protocol, so that a rerun into the same directory cannot silently mix
-  runs trained with different options.
+  runs trained with different options;
+- with ``conformal=ALPHA`` (``--conformal``): each run's conformal prediction sets, calibrated on
+  its validation split (``calibrator.json``), with test coverage and mean set size in
+  ``results.csv`` and the summary, and ``plots/<dataset>/set_size.png`` (set size against alpha).
 
 A rerun skips finished runs (complete ``metrics.json``), resumes half-finished ones from their
 last checkpoint and restarts those without one.
@@ -197,6 +200,8 @@ def compare(
     progress: bool = True,
     train_fn: TrainFn | None = None,
     mp_context: str | None = None,
+    conformal: float | None = None,
+    conformal_method: str = "cdf",
 ) -> CompareResult:
     """Train every data set x loss x seed (x fold) under one protocol and report.
 
@@ -223,6 +228,11 @@ def compare(
         ``train(config) -> RunResult`` in place of :func:`emdloss.training.train` (tests).
     mp_context : str, optional
         Start method of the worker processes when ``jobs > 1`` (default ``"spawn"``).
+    conformal : float, optional
+        Miscoverage level alpha: calibrate conformal prediction sets for every finished run on
+        its validation split and report test coverage and mean set size per loss.
+    conformal_method : {"cdf", "ordinal_aps"}
+        Conformity score of those sets (see :mod:`emdloss.conformal`).
 
     Returns
     -------
@@ -244,6 +254,10 @@ def compare(
     ValueError: unknown loss 'no_such_loss'; valid losses: ...
     """
     start = time.perf_counter()
+    if conformal is not None:  # checked before any run starts
+        from emdloss.conformal._scores import check_alpha, check_method
+
+        conformal, conformal_method = check_alpha(conformal), check_method(conformal_method)
     dataset_list = parse_names(datasets, "datasets")
     loss_list = parse_names(losses, "losses")
     seed_list = parse_seeds(seeds)
@@ -300,11 +314,24 @@ def compare(
         jobs_list, jobs=jobs, train_fn=train_fn, progress=progress, mp_context=mp_context
     )
     rows = result_rows(records)
+    section = ""
+    conformal_files: list[Path] = []
+    if conformal is not None:
+        from emdloss.compare import _conformal
+
+        calibrations = _conformal.calibrate_records(records, conformal, conformal_method)
+        _conformal.add_conformal_columns(rows, records, calibrations)
+        section = _conformal.conformal_section(
+            records, calibrations, infos, conformal, conformal_method
+        )
+        conformal_files = _conformal.plot_set_sizes(out, records, calibrations, infos)
     files = [write_text(out / "results.csv", results_csv(rows))]
     from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
 
-    files += write_plots(out, records, rows, infos)
+    files += write_plots(out, records, rows, infos) + conformal_files
     summary = render_summary(records, infos, output=str(out))
+    if section:
+        summary = summary.rstrip("\n") + "\n\n" + section
     files.append(write_text(out / "summary.md", summary))
     return CompareResult(out, records, rows, summary, files, time.perf_counter() - start)
 
@@ -376,6 +403,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="any other option of `emdloss train` (repeatable), e.g. --set monitor=qwk",
+    )
+    parser.add_argument(
+        "--conformal",
+        type=float,
+        metavar="ALPHA",
+        help="also calibrate conformal prediction sets (validation split) for every run and "
+        "report test coverage and mean set size per loss, e.g. 0.1 (see docs/conformal.md)",
+    )
+    parser.add_argument(
+        "--conformal-method",
+        choices=("cdf", "ordinal_aps"),
+        default="cdf",
+        help="conformity score of --conformal (default cdf)",
     )
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
@@ -453,6 +493,8 @@ def run(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         train_options=_options_from_args(args),
         progress=getattr(args, "progress", True),
+        conformal=getattr(args, "conformal", None),
+        conformal_method=getattr(args, "conformal_method", "cdf"),
     )
     print(result.summary)
     print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")

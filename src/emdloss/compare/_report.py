@@ -37,6 +37,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     *METRIC_KEYS,
     "train_seconds",
 )
+#: Columns of ``results.csv`` after :data:`CSV_COLUMNS` when the rows have them
+#: (``compare --conformal``: test coverage and mean size of the conformal sets).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("coverage", "mean_set_size")
 #: Metrics where larger is better; the others (errors) are better when smaller (one source:
 #: :data:`emdloss.training.config.METRIC_MODES`).
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
@@ -182,11 +185,14 @@ def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     >>> results_csv([])
     'dataset,loss,seed,fold,rule,accuracy,one_off_accuracy,mae,rmse,qwk,rps,amae,train_seconds\\n'
     """
+    # Optional columns (compare --conformal) follow the fixed ones when any row has them.
+    columns = list(CSV_COLUMNS)
+    columns += [k for k in OPTIONAL_COLUMNS if any(k in row for row in rows)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
     return buffer.getvalue()
 
 
