@@ -1,8 +1,8 @@
 """emdloss: exact squared Earth Mover's Distance losses for ordered classes.
 
 The package root needs only torch and numpy: the functional losses, their ``nn.Module``
-wrappers, ground distances (fixed and learned), the paper's training recipe and the decoding
-rules. The toolkit (``emdloss.data``, ``emdloss.models``, ``emdloss.metrics``,
+wrappers, ground distances (fixed and learned), the paper's training recipe, the decoding
+rules and conformal prediction sets (``emdloss.conformal``). The toolkit (``emdloss.data``, ``emdloss.models``, ``emdloss.metrics``,
 ``emdloss.training``, ``emdloss.compare``, ``emdloss.plots``) needs the ``train`` extra.
 
 The names below are imported on first use (PEP 562), so that ``import emdloss`` and the
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from emdloss import functional
+    from emdloss import conformal, functional
     from emdloss._cpu_kernel import build as build_cpu_kernel
     from emdloss._validation import is_validation_enabled, set_validation, validation
     from emdloss.decoding import RULES, decode
@@ -46,6 +46,7 @@ __all__ = [
     "__version__",
     "build_cpu_kernel",
     "centroid_ground_distance",
+    "conformal",
     "decode",
     "functional",
     "is_validation_enabled",
@@ -58,6 +59,7 @@ __all__ = [
 # Public name -> (module, attribute in it).
 _LAZY: dict[str, tuple[str, str]] = {
     "functional": ("emdloss.functional", ""),
+    "conformal": ("emdloss.conformal", ""),
     "build_cpu_kernel": ("emdloss._cpu_kernel", "build"),
     "is_validation_enabled": ("emdloss._validation", "is_validation_enabled"),
     "set_validation": ("emdloss._validation", "set_validation"),
