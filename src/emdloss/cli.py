@@ -287,9 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         **sub,
     )
     calibrate.add_argument("run_dir", metavar="RUN_DIR")
-    calibrate.add_argument(
-        "--alpha", type=float, default=0.1, help="miscoverage level in (0, 1)"
-    )
+    calibrate.add_argument("--alpha", type=float, default=0.1, help="miscoverage level in (0, 1)")
     calibrate.add_argument(
         "--method",
         choices=_CONFORMAL_METHODS,

@@ -26,10 +26,12 @@ from emdloss.errors import UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
+    default_model,
     ignore_expected_warnings,
     load_data,
     make_trainer,
 )
+from emdloss.training._context import kept_threads, use_threads
 from emdloss.training.config import TrainConfig
 from emdloss.training.datamodule import OrdinalDataModule
 from emdloss.training.module import OrdinalTask
@@ -170,8 +172,9 @@ def calibrate_run(
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     with warnings.catch_warnings():
         ignore_expected_warnings()
-        with _ordinal.implementation(config.implementation):
+        with _ordinal.implementation(config.implementation), kept_threads():
             dataset = load_data(config)
+            use_threads(config, config.model or default_model(dataset))
             probs = split_probabilities(
                 config, dataset, best, [split, _other(split)], progress=progress
             )

@@ -91,7 +91,10 @@ def predict(
     Returns
     -------
     list of dict
-        One per input: ``id``, ``prob_<class>`` per class, ``pred_<rule>`` (class name) per rule.
+        One per input: ``id``, ``prob_<class>`` per class, ``pred_<rule>`` (class name) per rule,
+        and, when the run has been calibrated (``emdloss calibrate``), ``conformal_set``: the
+        contiguous prediction set as ``"first..last"`` class names (one name when it is one
+        class).
 
     Warns
     -----
@@ -99,7 +102,6 @@ def predict(
         For every conversion to what the model was trained on (see
         :mod:`emdloss.data.conform`): grey or colour images converted, images resized, category
         values not seen in training.
-from emdloss.training._calibrate import load_run_calibrator
     """
     task, record = load_task(run_dir)
     calibration = load_run_calibrator(run_dir)
