@@ -279,10 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
         "calibrate",
         help="conformal prediction sets for a run (stored in the run directory)",
         description=(
-            "Calibrate contiguous prediction sets that hold the true class with probability at "
-            "least 1 - alpha (split conformal, marginal over examples; see docs/conformal.md). "
-            "Writes RUN_DIR/calibrator.json and adds coverage and mean set size on the other "
-            "split to metrics.json; evaluate and predict then use it."
+            "Calibrate contiguous prediction sets that hold the true class with probability\n"
+            ">= 1 - alpha (split conformal, marginal over examples; see docs/conformal.md).\n"
+            "Writes RUN_DIR/calibrator.json and adds test coverage and mean set size to\n"
+            "metrics.json; evaluate and predict then use it."
         ),
         **sub,
     )
