@@ -21,11 +21,17 @@ RTOL = ATOL = 1e-12
 
 
 @pytest.fixture(scope="module")
-def kernel() -> Iterator[None]:
+def built() -> None:
     if shutil.which("c++") is None and shutil.which("g++") is None and not os.environ.get("CI"):
         pytest.skip("no C++ compiler")
     assert _cpu_kernel.build(), "the C++ CPU kernel failed to build"
-    yield
+
+
+@pytest.fixture
+def kernel(built: None) -> Iterator[None]:
+    """The kernel runs only when asked for: every test here asks for it."""
+    with _ordinal.implementation("cpp"):
+        yield
 
 
 def _reference(x: torch.Tensor, target: torch.Tensor, **kw: object) -> torch.Tensor:
@@ -138,12 +144,33 @@ def test_outside_the_supported_case_falls_back(kernel: None) -> None:
         assert not _uses_kernel(squared_emd(torch.randn(4, 5, requires_grad=True), y))
 
 
-def test_switch_off_by_environment(kernel: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_cpu_kernel, "_state", {})  # as in a fresh process
-    monkeypatch.setenv("EMDLOSS_CPU_KERNEL", "0")
-    assert not _uses_kernel(
-        squared_emd(torch.randn(4, 5, requires_grad=True), torch.zeros(4).long())
-    )
+@pytest.mark.parametrize("setting", [None, "auto", "0"])
+def test_a_build_alone_does_not_select_the_kernel(
+    built: None, setting: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 9): ``auto`` used the kernel as soon as anyone had built it, so the
+    numbers of a run depended on the machine's cache. Now only an explicit request selects it."""
+    if setting is None:
+        monkeypatch.delenv("EMDLOSS_CPU_KERNEL", raising=False)
+    else:
+        monkeypatch.setenv("EMDLOSS_CPU_KERNEL", setting)
+    assert _cpu_kernel.is_loaded()  # built and loaded in this very process
+    assert _ordinal.current_implementation() == "fused"
+    x, y = torch.randn(4, 5, requires_grad=True), torch.zeros(4).long()
+    assert not _uses_kernel(squared_emd(x, y))
+    with _ordinal.implementation("cpp"):
+        assert _ordinal.current_implementation() == "cpp"
+        assert _uses_kernel(squared_emd(x, y))
+    assert _ordinal.current_implementation() == "fused"
+
+
+def test_environment_selects_the_kernel(built: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMDLOSS_CPU_KERNEL", "1")
+    assert _ordinal.current_implementation() == "cpp"
+    x, y = torch.randn(4, 5, requires_grad=True), torch.zeros(4).long()
+    assert _uses_kernel(squared_emd(x, y))
+    with _ordinal.implementation("fused"):  # an explicit block wins over the environment
+        assert not _uses_kernel(squared_emd(x, y))
     monkeypatch.setenv("EMDLOSS_CPU_KERNEL", "maybe")
     with pytest.raises(ValueError, match="EMDLOSS_CPU_KERNEL"):
         _cpu_kernel.mode()
@@ -160,6 +187,7 @@ def test_failed_build_warns_once_and_falls_back(
     with pytest.warns(RuntimeWarning, match="C\\+\\+ CPU kernel is unavailable"):
         out = squared_emd(x, y)
     assert not _uses_kernel(out)
+    assert _ordinal.current_implementation() == "fused"
     torch.testing.assert_close(out, _reference(x.detach(), y))
     with _ordinal.implementation("fused"):  # no second warning, no second build attempt
         import warnings

@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from emdloss import conformal, functional
     from emdloss._cpu_kernel import build as build_cpu_kernel
+    from emdloss._ordinal import current_implementation, implementation
     from emdloss._validation import is_validation_enabled, set_validation, validation
     from emdloss.decoding import RULES, decode
     from emdloss.ground import (
@@ -47,8 +48,10 @@ __all__ = [
     "build_cpu_kernel",
     "centroid_ground_distance",
     "conformal",
+    "current_implementation",
     "decode",
     "functional",
+    "implementation",
     "is_validation_enabled",
     "ordinal_ground_distance",
     "row_percentile_ranks",
@@ -61,6 +64,8 @@ _LAZY: dict[str, tuple[str, str]] = {
     "functional": ("emdloss.functional", ""),
     "conformal": ("emdloss.conformal", ""),
     "build_cpu_kernel": ("emdloss._cpu_kernel", "build"),
+    "current_implementation": ("emdloss._ordinal", "current_implementation"),
+    "implementation": ("emdloss._ordinal", "implementation"),
     "is_validation_enabled": ("emdloss._validation", "is_validation_enabled"),
     "set_validation": ("emdloss._validation", "set_validation"),
     "validation": ("emdloss._validation", "validation"),

@@ -27,15 +27,20 @@ wheel). The library goes to
 source, the flags, the torch version and the CPU, so a stale or foreign build is never loaded.
 It is compiled with ``-march=native`` for the machine that builds it.
 
-When it is used (the ``EMDLOSS_CPU_KERNEL`` environment variable):
+When it is used: only when asked for, never merely because a build exists (results must not
+depend on what the machine's cache holds; the kernel and the PyTorch path agree to rounding,
+not bit for bit, see ``docs/losses.md``). Ask for it for a block with
+``emdloss._ordinal.implementation("cpp")``, or for the process with the
+``EMDLOSS_CPU_KERNEL`` environment variable:
 
-``"auto"`` (default)
-    Use the kernel when it is already built (by :func:`build` or an earlier ``"1"`` run);
-    never compile inside a user's training loop.
 ``"1"``
-    Build it on first use (once per machine), then use it.
-``"0"``
-    Never use it.
+    The default implementation is ``"cpp"``: the kernel is built on first use (once per
+    machine) and used; if it cannot be built, one warning and the PyTorch kernels.
+``"0"``, ``"auto"`` or unset (default)
+    The default implementation is ``"fused"`` (PyTorch kernels). ``"auto"`` used to mean "the
+    kernel if already built"; it is kept as a synonym of ``"0"``.
+
+:func:`emdloss.current_implementation` tells which implementation is in effect.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import threading
 import warnings
 from pathlib import Path
 
@@ -52,7 +58,11 @@ __all__ = ["build", "is_loaded", "mode"]
 
 _FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-Wno-ignored-attributes")
 
-_state: dict[str, bool] = {}  # "loaded", "failed"
+# What this process has loaded ("loaded") or failed to build ("failed"). Process state, not a
+# setting: a shared library, once loaded, is loaded for every thread. Which implementation runs
+# is chosen per context in emdloss._ordinal; the lock keeps two threads from building at once.
+_state: dict[str, bool] = {}
+_lock = threading.Lock()
 
 _SOURCE = r"""// Fused CPU kernel for the squared EMD (squared L2 distance of CDFs) of logits against class
 // indices: one pass per row computes the softmax, the CDF scan, the loss and the analytic
@@ -453,7 +463,7 @@ def _build_dir() -> Path:
 
 
 def mode() -> str:
-    """The ``EMDLOSS_CPU_KERNEL`` setting: ``"auto"`` (default), ``"1"`` or ``"0"``.
+    """The ``EMDLOSS_CPU_KERNEL`` setting: ``"auto"`` (default; same as ``"0"``), ``"1"`` or ``"0"``.
 
     Examples
     --------
@@ -511,6 +521,11 @@ def build(*, verbose: bool = False) -> bool:
     >>> k.build() if k.is_loaded() else True  # doctest: +SKIP
     True
     """
+    with _lock:
+        return _build(verbose)
+
+
+def _build(verbose: bool) -> bool:
     if is_loaded():
         return True
     if _state.get("failed"):
@@ -546,15 +561,10 @@ def _fail(err: BaseException) -> None:
         f"emdloss: the C++ CPU kernel is unavailable ({type(err).__name__}: {err}); "
         "using the PyTorch kernels instead",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
 def ensure() -> bool:
-    """Whether the kernel can be used now, following :func:`mode` (may build for ``"1"``)."""
-    setting = mode()
-    if setting == "0":
-        return False
-    if setting == "1":
-        return build()
-    return is_loaded()
+    """Whether the process default asks for the kernel and it can be used (may build for ``"1"``)."""
+    return mode() == "1" and build()

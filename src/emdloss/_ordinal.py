@@ -47,15 +47,14 @@ is built and used; :func:`squared_emd_cpu` is the dispatch), and these kernels o
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from emdloss import _cpu_kernel
 
@@ -63,16 +62,21 @@ __all__ = [
     "IMPLEMENTATIONS",
     "cdf_loss",
     "cdf_loss_reference",
+    "current_implementation",
     "gap_weights",
     "implementation",
     "linear_loss",
+    "linear_loss_reference",
     "probabilities",
     "quantile_wasserstein",
     "squared_emd_cpu",
 ]
 
 IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")
-_impl = "fused"
+
+# The implementation chosen by an enclosing ``implementation()`` block in this thread/task;
+# None: the process default (``EMDLOSS_CPU_KERNEL``, see current_implementation()).
+_IMPL: ContextVar[str | None] = ContextVar("emdloss_implementation", default=None)
 
 # Below this many classes a hand-written softmax beats torch.softmax on the CPU (rows shorter
 # than a vector register fall off the library kernel's vectorised path).
@@ -81,15 +85,18 @@ _SMALL_C = 16
 
 @contextmanager
 def implementation(name: str) -> Iterator[None]:
-    """Select the implementation of :func:`cdf_loss` inside a block.
+    """Select the implementation of the losses inside a block (this thread/task only).
 
-    ``"fused"`` (default): the analytic kernels, through an ``autograd.Function`` in eager
-    mode and the ``torch.library`` op under ``torch.compile``, and the compiled C++ CPU kernel
-    for :func:`~emdloss.functional.squared_emd` where it is built and applies (see
-    :mod:`emdloss._cpu_kernel`); ``"cpp"``: as ``"fused"``, but the C++ kernel is built if
-    needed (a ``RuntimeError`` if that fails); ``"library"``: the ``torch.library`` op always;
-    ``"reference"``: plain autograd through ``cumsum``. Only ``"fused"`` and ``"cpp"`` use the
-    C++ kernel.
+    ``"fused"`` (the default): the analytic kernels of this module, through an
+    ``autograd.Function`` in eager mode and the ``torch.library`` op under ``torch.compile``;
+    ``"cpp"``: as ``"fused"``, but :func:`~emdloss.functional.squared_emd` on the CPU with
+    logits and class-index targets runs the compiled C++ kernel of :mod:`emdloss._cpu_kernel`,
+    which is built on entry if needed (a ``RuntimeError`` if that fails); ``"library"``: the
+    ``torch.library`` op always; ``"reference"``: plain autograd through ``cumsum``.
+
+    The C++ kernel runs only here or under ``EMDLOSS_CPU_KERNEL=1``, never merely because a
+    build exists, so results do not depend on what the machine's cache holds. The setting is a
+    :class:`contextvars.ContextVar`: other threads and tasks are not affected.
 
     Examples
     --------
@@ -99,16 +106,34 @@ def implementation(name: str) -> Iterator[None]:
     ...     cdf_loss(x, y, None, squared=True, input_type="logits")
     tensor([0.5556])
     """
-    global _impl
-    if name not in IMPLEMENTATIONS:
+    if not isinstance(name, str) or name not in IMPLEMENTATIONS:
         raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {name!r}")
     if name == "cpp" and not _cpu_kernel.build():
         raise RuntimeError("the C++ CPU kernel could not be built (see the warning above)")
-    previous, _impl = _impl, name
+    token = _IMPL.set(name)
     try:
         yield
     finally:
-        _impl = previous
+        _IMPL.reset(token)
+
+
+def current_implementation() -> str:
+    """The implementation in effect here: the enclosing :func:`implementation` block's, else
+    ``"cpp"`` under ``EMDLOSS_CPU_KERNEL=1`` (if the kernel builds; else ``"fused"``, with one
+    warning), else ``"fused"``.
+
+    Examples
+    --------
+    >>> with implementation("reference"):
+    ...     current_implementation()
+    'reference'
+    """
+    name = _IMPL.get()
+    if name is not None:
+        return name
+    if _cpu_kernel.mode() == "1" and _cpu_kernel.build():
+        return "cpp"
+    return "fused"
 
 
 def gap_weights(positions: Tensor) -> Tensor:
@@ -298,19 +323,33 @@ class _CdfLoss(torch.autograd.Function):
         sum_scale: float | None,
     ) -> Tensor:
         loss, p, e = _cdf_forward(x, target, gaps, squared, input_type)
-        ctx.save_for_backward(p if input_type != "probs" else None, e, target, loss)
+        ctx.save_for_backward(x, p if input_type != "probs" else None, e, target, loss, gaps)
         ctx.squared, ctx.input_type, ctx.sum_scale = squared, input_type, sum_scale
         if sum_scale is not None:
             return loss.sum() * sum_scale
         return loss.squeeze(1)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        p, e, target, loss = ctx.saved_tensors
+        x, p, e, target, loss, gaps = ctx.saved_tensors
+        target_grad = bool(ctx.needs_input_grad[1]) and target.is_floating_point()
+        if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
+            gx, gt = _differentiable_backward(
+                lambda: _scaled(
+                    cdf_loss_reference(
+                        x, target, gaps, squared=ctx.squared, input_type=ctx.input_type
+                    ),
+                    ctx.sum_scale,
+                ),
+                x,
+                target,
+                bool(ctx.needs_input_grad[0]),
+                target_grad,
+                grad,
+            )
+            return gx, gt, None, None, None, None
         if ctx.sum_scale is not None:
             grad = grad * ctx.sum_scale
-        target_grad = bool(ctx.needs_input_grad[1]) and target.is_floating_point()
         grad_x, grad_target = _cdf_backward(
             grad, p, e, target, loss, ctx.squared, ctx.input_type, target_grad
         )
@@ -369,15 +408,28 @@ def _cdf_loss_backward_fake(
 
 
 def _op_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
-    _x, target, _gaps, squared, input_type = inputs
+    x, target, gaps, squared, input_type = inputs
     loss, p, e = output
-    ctx.save_for_backward(p, e, target, loss.unsqueeze(1))
+    ctx.save_for_backward(x, p, e, target, loss.unsqueeze(1), gaps)
     ctx.squared, ctx.input_type = squared, input_type
+    ctx.x_grad = bool(x.requires_grad)
     ctx.target_grad = bool(target.requires_grad) and target.is_floating_point()
 
 
 def _op_backward(ctx: Any, grad: Tensor, _grad_p: Any, _grad_e: Any) -> tuple[Any, ...]:
-    p, e, target, loss = ctx.saved_tensors
+    x, p, e, target, loss, gaps = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable backward
+        gx, gt = _differentiable_backward(
+            lambda: cdf_loss_reference(
+                x, target, gaps, squared=ctx.squared, input_type=ctx.input_type
+            ),
+            x,
+            target,
+            ctx.x_grad,
+            ctx.target_grad,
+            grad,
+        )
+        return gx, gt, None, None, None
     grad_x, grad_target = _cdf_loss_backward_op(
         grad, p, e, target, loss, ctx.squared, ctx.input_type, ctx.target_grad
     )
@@ -385,6 +437,101 @@ def _op_backward(ctx: Any, grad: Tensor, _grad_p: Any, _grad_e: Any) -> tuple[An
 
 
 _cdf_loss_op.register_autograd(_op_backward, setup_context=_op_setup_context)
+
+
+# ------------------------------------------------------------------- exact second-order gradients
+
+
+def _scaled(rows: Tensor, sum_scale: float | None) -> Tensor:
+    return rows if sum_scale is None else rows.sum() * sum_scale
+
+
+def _differentiable_backward(
+    loss_fn: Callable[[], Tensor],
+    x: Tensor,
+    target: Tensor,
+    x_grad: bool,
+    target_grad: bool,
+    grad: Tensor,
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of ``loss_fn()`` (a reference formula of ``x`` and ``target``) as a graph.
+
+    The analytic backward kernels are not differentiable (they work in place on buffers that
+    carry no history), so when the engine asks for a graph (``create_graph=True``, seen as grad
+    mode being on inside ``backward``) the gradient is recomputed by autograd through the pure-
+    PyTorch formula: double backward is then exact on every implementation, at the cost of the
+    reference path for that call only.
+    """
+    wanted = [t for t, need in ((x, x_grad), (target, target_grad)) if need]
+    if not wanted:
+        return None, None
+    with torch.enable_grad():
+        out = loss_fn()
+        grads = torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True)
+    filled = [torch.zeros_like(t) if g is None else g for t, g in zip(wanted, grads, strict=True)]
+    gx = filled.pop(0) if x_grad else None
+    gt = filled.pop(0) if target_grad else None
+    return gx, gt
+
+
+# ------------------------------------------------------------------------------ the dispatch table
+#
+# One table per formula maps the implementation in effect (current_implementation()) to the code
+# that computes it. "cpp" differs from "fused" only for squared_emd (see squared_emd_cpu), so
+# both map to the fused kernels here. Two cases override the table: under torch.compile the
+# fused eager Function becomes the torch.library op (what the compiler can trace), and a
+# class parameter that needs a gradient (gaps from positions, cost rows from a learned ground
+# distance) takes the reference path, because the analytic backward differentiates the scores
+# and the target only.
+
+
+def _kernel_for(name: str, parameter: Tensor | None) -> str:
+    if name == "reference" or (parameter is not None and parameter.requires_grad):
+        return "reference"
+    if name == "library" or torch.compiler.is_compiling():
+        return "library"
+    return "fused"
+
+
+def _cdf_fused(
+    x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
+) -> Tensor:
+    out: Tensor = _CdfLoss.apply(x, t, gaps, squared, it, ss)
+    return out
+
+
+def _cdf_library(
+    x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
+) -> Tensor:
+    return _scaled(_cdf_loss_op(x, t, gaps, squared, it)[0], ss)
+
+
+def _cdf_reference(
+    x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
+) -> Tensor:
+    return _scaled(cdf_loss_reference(x, t, gaps, squared=squared, input_type=it), ss)
+
+
+def _linear_fused(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -> Tensor:
+    out: Tensor = _LinearLoss.apply(x, cost_rows, it, ss)
+    return out
+
+
+def _linear_reference(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -> Tensor:
+    return _scaled(linear_loss_reference(x, cost_rows, it), ss)
+
+
+_CDF_KERNELS: dict[str, Callable[..., Tensor]] = {
+    "fused": _cdf_fused,
+    "library": _cdf_library,
+    "reference": _cdf_reference,
+}
+# linear_loss has no torch.library op: under torch.compile its plain formula is traced.
+_LINEAR_KERNELS: dict[str, Callable[..., Tensor]] = {
+    "fused": _linear_fused,
+    "library": _linear_reference,
+    "reference": _linear_reference,
+}
 
 
 # ----------------------------------------------------------------------------- public kernels
@@ -439,14 +586,8 @@ def cdf_loss(
     >>> cdf_loss(x, torch.tensor([2]), None, squared=False, input_type="probs")
     tensor([1.3000])
     """
-    if _impl == "reference":
-        rows = cdf_loss_reference(x, target, gaps, squared=squared, input_type=input_type)
-    elif _impl == "library" or torch.compiler.is_compiling():
-        rows = _cdf_loss_op(x, target, gaps, squared, input_type)[0]
-    else:
-        loss: Tensor = _CdfLoss.apply(x, target, gaps, squared, input_type, sum_scale)
-        return loss
-    return rows if sum_scale is None else rows.sum() * sum_scale
+    kernel = _CDF_KERNELS[_kernel_for(current_implementation(), gaps)]
+    return kernel(x, target, gaps, squared, input_type, sum_scale)
 
 
 def linear_loss(
@@ -462,11 +603,19 @@ def linear_loss(
     >>> linear_loss(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[2.0, 1.0, 0.0]]), "probs")
     tensor([1.3000])
     """
-    if _impl == "reference" or cost_rows.requires_grad or torch.compiler.is_compiling():
-        rows = (probabilities(x, input_type) * cost_rows).sum(dim=1)
-        return rows if sum_scale is None else rows.sum() * sum_scale
-    loss: Tensor = _LinearLoss.apply(x, cost_rows, input_type, sum_scale)
-    return loss
+    kernel = _LINEAR_KERNELS[_kernel_for(current_implementation(), cost_rows)]
+    return kernel(x, cost_rows, input_type, sum_scale)
+
+
+def linear_loss_reference(x: Tensor, cost_rows: Tensor, input_type: str) -> Tensor:
+    r"""Pure-PyTorch per-row :math:`\sum_i p_i G_i` (plain autograd).
+
+    Examples
+    --------
+    >>> linear_loss_reference(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]), "probs")
+    tensor([0.5000])
+    """
+    return (probabilities(x, input_type) * cost_rows).sum(dim=1)
 
 
 class _LinearLoss(torch.autograd.Function):
@@ -478,14 +627,23 @@ class _LinearLoss(torch.autograd.Function):
     ) -> Tensor:
         p = _softmax(x) if input_type == "logits" else probabilities(x, input_type)
         loss = torch.linalg.vecdot(p, cost_rows, dim=1).unsqueeze(1)
-        ctx.save_for_backward(p if input_type != "probs" else None, cost_rows, loss)
+        ctx.save_for_backward(x, p if input_type != "probs" else None, cost_rows, loss)
         ctx.input_type, ctx.sum_scale = input_type, sum_scale
         return loss.sum() * sum_scale if sum_scale is not None else loss.squeeze(1)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        p, cost_rows, loss = ctx.saved_tensors
+        x, p, cost_rows, loss = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable backward
+            gx, _ = _differentiable_backward(
+                lambda: _scaled(linear_loss_reference(x, cost_rows, ctx.input_type), ctx.sum_scale),
+                x,
+                cost_rows,
+                True,
+                False,
+                grad,
+            )
+            return gx, None, None, None
         if ctx.sum_scale is not None:
             grad = grad * ctx.sum_scale
         else:
@@ -535,88 +693,99 @@ def quantile_wasserstein(p: Tensor, t: Tensor, positions: Tensor, power: float) 
 # ------------------------------------------------------------------------- compiled CPU kernel
 
 _INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
-_KERNEL_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _REDUCTION_CODE = {"none": 0, "mean": 1, "sum": 2}
-_NORMALIZATIONS = ("mean", "sum", "rps")
+
+
+class _SquaredEmdKernel(torch.autograd.Function):
+    """The C++ kernel's own autograd op, wrapped so that a differentiable backward exists.
+
+    The C++ backward multiplies a gradient kept from the forward, which carries no history:
+    under ``create_graph=True`` it would give silently wrong second-order gradients. Here the
+    first-order backward calls the C++ node directly (no engine run, no Python arithmetic) and
+    ``create_graph=True`` goes through ``reference``, the same loss in plain autograd.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: Tensor, run: Callable[[Tensor], Tensor], reference: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        with torch.enable_grad():
+            xd = x.detach().requires_grad_(bool(ctx.needs_input_grad[0]))
+            out = run(xd)
+        ctx.node, ctx.reference = out.grad_fn, reference
+        ctx.save_for_backward(x)
+        return out.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            gx, _ = _differentiable_backward(lambda: ctx.reference(x), x, x, True, False, grad)
+            return gx, None, None
+        return ctx.node(grad)[0].view(x.shape), None, None
 
 
 def squared_emd_cpu(
-    input: Tensor,
+    x: Tensor,
     target: Tensor,
     *,
-    positions: Tensor | Sequence[float] | None,
-    normalization: str,
-    input_type: str,
-    weight: Tensor | Sequence[float] | None,
+    gaps: Tensor | None,
+    weight: Tensor | None,
+    scale: float,
     reduction: str,
     ignore_index: int,
+    reference: Callable[[Tensor], Tensor],
 ) -> Tensor | None:
-    r""":func:`emdloss.functional.squared_emd` through the C++ CPU kernel, or None.
+    r"""The squared EMD of validated arguments through the C++ CPU kernel, or None.
 
-    None (the caller then takes the PyTorch path, which also raises every input error) unless
-    the implementation is ``"fused"`` or ``"cpp"``, the kernel is available (see
-    :mod:`emdloss._cpu_kernel`), nothing is being traced, and the call is the supported case:
-    a CPU floating input of shape :math:`(N, C)` or :math:`(N, C, d_1, \dots)`,
-    ``input_type="logits"``, integer class-index targets of the matching shape and known
-    option names. Half and bfloat16 inputs are computed in float32. Class indices are checked
-    inside the kernel (always, at no cost); a bad one also returns None so that the PyTorch
-    path raises its usual ``ValueError``.
+    Called by :func:`emdloss.functional.squared_emd` after it has checked every argument, when
+    the implementation in effect is ``"cpp"`` and the input is logits with class-index
+    targets. None (the caller then takes the PyTorch path) outside the kernel's case: ``x``
+    a CPU float32/float64 tensor shaped (N, C) or (N, C, S), an integer ``target`` (N,) or
+    (N, S) holding raw class indices (``ignore_index`` included), ``gaps`` and ``weight``
+    (length-C vectors of ``x``'s dtype, or None) that need no gradient, and nothing traced. A
+    class index out of range (possible only with validation off) also gives None, so that
+    the PyTorch path raises. ``reference(x)`` is the same loss in plain autograd, used for
+    exact second-order gradients. Returns the kernel's output: a scalar, or (N, S) for
+    ``reduction="none"``.
 
     Examples
     --------
     >>> x, y = torch.zeros(2, 3), torch.tensor([0, 2])
-    >>> out = squared_emd_cpu(x, y, positions=None, normalization="mean", input_type="logits",
-    ...                       weight=None, reduction="mean", ignore_index=-100)
+    >>> out = squared_emd_cpu(x, y, gaps=None, weight=None, scale=1 / 3, reduction="mean",
+    ...                       ignore_index=-100, reference=lambda z: z.sum())
     >>> out is None or bool(torch.isclose(out, torch.tensor(5 / 27)))
     True
     """
-    if _impl not in ("fused", "cpp") or not (
-        _cpu_kernel._state.get("loaded") or _cpu_kernel.ensure()
-    ):
-        return None
     if (
-        input_type != "logits"
-        or not isinstance(input, Tensor)
-        or not isinstance(target, Tensor)
-        or input.device.type != "cpu"
+        not (_cpu_kernel._state.get("loaded") or _cpu_kernel.is_loaded())
+        or x.device.type != "cpu"
         or target.device.type != "cpu"
-        or input.dtype not in _KERNEL_DTYPES
+        or x.dtype not in (torch.float32, torch.float64)
         or target.dtype not in _INDEX_DTYPES
-        or input.dim() < 2
-        or input.shape[1] < 2
-        or target.shape != (input.shape[0], *input.shape[2:])
-        or normalization not in _NORMALIZATIONS
-        or reduction not in _REDUCTION_CODE
-        or isinstance(ignore_index, bool)
-        or not isinstance(ignore_index, int)
+        or any(t is not None and t.requires_grad for t in (gaps, weight))
         or torch.compiler.is_compiling()
     ):
         return None
-    from emdloss import _validation as V  # the package imports _ordinal first
+    n, c = x.shape[0], x.shape[1]
+    flat_t = target.reshape(n, -1).long()
 
-    n, c, spatial = input.shape[0], input.shape[1], math.prod(input.shape[2:])
-    x = input if input.dtype in (torch.float32, torch.float64) else input.float()
-    gaps = w = None
-    if positions is not None:
-        pos = V.as_class_vector(positions, "positions", c, x)
-        V.check_positions_values(pos)
-        gaps = gap_weights(pos)
-    if weight is not None:
-        w = V.as_class_vector(weight, "weight", c, x)
-        V.check_weight_values(w)
-    scale = {"mean": 1.0 / c, "sum": 1.0, "rps": 1.0 / (c - 1)}[normalization]
-    try:
+    def run(z: Tensor) -> Tensor:
         out: Tensor = torch.ops.emdloss_cpu.squared_emd(
-            x.reshape(n, c, spatial),
-            target.reshape(n, spatial).long(),
+            z.reshape(n, c, -1),
+            flat_t,
             gaps,
-            w,
+            weight,
             ignore_index,
             scale,
             _REDUCTION_CODE[reduction],
         )
+        return out
+
+    try:
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return run(x)
+        loss: Tensor = _SquaredEmdKernel.apply(x, run, reference)
+        return loss
     except ValueError:  # a class index out of range: let the PyTorch path word the error
         return None
-    if reduction == "none":
-        out = out.reshape(target.shape)
-    return out if out.dtype == input.dtype else out.to(input.dtype)

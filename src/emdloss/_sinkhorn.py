@@ -42,7 +42,7 @@ import warnings
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
 
 __all__ = ["DEFAULT_EPSILON", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "TOL_FLOOR_EPS", "sinkhorn_emd"]
 
@@ -232,10 +232,18 @@ class _SinkhornEMD(torch.autograd.Function):
         return value
 
     @staticmethod
-    @once_differentiable
     def backward(
         ctx: FunctionCtx, grad_value: Tensor
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, None]:
+        if torch.is_grad_enabled():  # create_graph=True
+            # The implicit gradient treats the converged potential g as fixed; its derivative
+            # would need the derivative of the fixed point too. Refuse rather than be wrong.
+            raise RuntimeError(
+                "sinkhorn_emd (ground_emd(method='sinkhorn')) does not support second-order "
+                "gradients (backward with create_graph=True): its gradient comes from implicit "
+                "differentiation at the converged potentials. Use method='exact' with "
+                "class-index or one-hot targets, or a loss on the line (emd, squared_emd)"
+            )
         a, b, cost, g = ctx.saved_tensors  # type: ignore[attr-defined]
         needs = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
         epsilon: float = ctx.epsilon  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -47,13 +48,18 @@ NORMALIZATIONS = ("mean", "sum", "rps")
 REDUCTIONS = ("none", "mean", "sum")
 METHODS = ("exact", "sinkhorn")
 
-_enabled = True
+# The switch has two layers: a process-wide default (:func:`set_validation`) and a per-context
+# override (:func:`validation`), held in a ContextVar so that a block in one thread or asyncio
+# task never changes what another one checks.
+_default_enabled = True
+_override: ContextVar[bool | None] = ContextVar("emdloss_validation", default=None)
 
 
 def set_validation(enabled: bool) -> None:
-    """Switch the data-dependent (host-synchronising) input checks on or off, globally.
+    """Switch the data-dependent (host-synchronising) input checks on or off, process-wide.
 
-    Shape, dtype and option checks always run; see the module notes for the list.
+    Shape, dtype and option checks always run; see the module notes for the list. A
+    :func:`validation` block in effect in the calling thread or task takes precedence.
 
     Parameters
     ----------
@@ -68,14 +74,18 @@ def set_validation(enabled: bool) -> None:
     False
     >>> emdloss.set_validation(True)
     """
-    global _enabled
+    global _default_enabled
+    _default_enabled = _check_bool(enabled)
+
+
+def _check_bool(enabled: object) -> bool:
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    _enabled = enabled
+    return enabled
 
 
 def is_validation_enabled() -> bool:
-    """Whether the data-dependent input checks run (see :func:`set_validation`).
+    """Whether the data-dependent input checks run here (see :func:`set_validation`).
 
     Examples
     --------
@@ -83,12 +93,16 @@ def is_validation_enabled() -> bool:
     >>> emdloss.is_validation_enabled()
     True
     """
-    return _enabled
+    override = _override.get()
+    return _default_enabled if override is None else override
 
 
 @contextmanager
 def validation(enabled: bool) -> Iterator[None]:
-    """Context manager that sets :func:`set_validation` for a block and restores it after.
+    """Context manager that switches the value checks for a block, in this thread/task only.
+
+    The setting lives in a :class:`contextvars.ContextVar`: other threads and asyncio tasks
+    keep theirs, and the previous value is restored on exit (also after an exception).
 
     Parameters
     ----------
@@ -104,17 +118,16 @@ def validation(enabled: bool) -> Iterator[None]:
     >>> emdloss.is_validation_enabled()
     True
     """
-    previous = _enabled
-    set_validation(enabled)
+    token = _override.set(_check_bool(enabled))
     try:
         yield
     finally:
-        set_validation(previous)
+        _override.reset(token)
 
 
 def values_checked() -> bool:
     """True when the data-dependent checks should run now (enabled, and not being traced)."""
-    return _enabled and not torch.compiler.is_compiling()
+    return is_validation_enabled() and not torch.compiler.is_compiling()
 
 
 # --------------------------------------------------------------------------- names and options
@@ -134,6 +147,16 @@ def check_power(p: object) -> float:
     if not (math.isfinite(p) and p >= 1):
         raise ValueError(f"p must be a finite number >= 1, got {p!r}")
     return float(p)
+
+
+def normalization_scale(normalization: object, num_classes: int) -> float:
+    """The constant ``c`` of ``squared_emd`` for a ``normalization`` name and ``C`` classes.
+
+    The one table of these constants: :math:`1/C` (``"mean"``, the authors'), 1 (``"sum"``)
+    and :math:`1/(C-1)` (``"rps"``).
+    """
+    name = check_choice("normalization", normalization, NORMALIZATIONS)
+    return {"mean": 1.0 / num_classes, "sum": 1.0, "rps": 1.0 / (num_classes - 1)}[name]
 
 
 def check_ignore_index(ignore_index: object) -> int:

@@ -32,8 +32,11 @@ that synchronise with the GPU.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import weakref
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -63,6 +66,7 @@ class _Batch:
     num_classes: int
     valid: Tensor | None  # bool (N,)/(N, S); None when no entry is ignored
     element_weight: Tensor | None  # (N,)/(N, S), zero on ignored entries; None: all ones
+    class_weight: Tensor | None  # the checked length-C ``weight`` in x's dtype, or None
     reduction: str
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
@@ -109,6 +113,7 @@ def _prepare(
             tgt = tgt.reshape(n, num_classes, -1)
 
     element_weight: Tensor | None = None
+    w: Tensor | None = None
     if weight is not None:
         w = V.as_class_vector(weight, "weight", num_classes, x)
         V.check_weight_values(w)
@@ -125,6 +130,7 @@ def _prepare(
         num_classes=num_classes,
         valid=valid,
         element_weight=element_weight,
+        class_weight=w,
         reduction=reduction,
         out_shape=(n, *input.shape[2:]),
         out_dtype=input.dtype,
@@ -211,20 +217,22 @@ def _target_rows(matrix: Tensor, index: Tensor) -> Tensor:
 # One cached transposed copy of the last ground distance: gathering its columns directly gives
 # a layout that the elementwise kernels read slowly, and a transposing copy costs more than
 # the loss at C = 1000. The weak reference and the version counter make a stale hit
-# impossible (a new tensor, or an in-place change, is a miss).
-_transposed_cache: tuple[weakref.ReferenceType[Tensor], int, Tensor] | None = None
+# impossible (a new tensor, or an in-place change, is a miss). The cache is a ContextVar, so
+# each thread (and asyncio task) has its own and none can see another's half-written entry.
+_TRANSPOSED: ContextVar[tuple[weakref.ReferenceType[Tensor], int, Tensor] | None] = ContextVar(
+    "emdloss_transposed", default=None
+)
 
 
 def _transposed(matrix: Tensor) -> Tensor:
     """``matrix.t()`` as a contiguous tensor, cached for an unchanged, gradient-free matrix."""
-    global _transposed_cache
     if matrix.requires_grad or torch.compiler.is_compiling():
         return matrix.t().contiguous()
-    cached = _transposed_cache
+    cached = _TRANSPOSED.get()
     if cached is not None and cached[0]() is matrix and cached[1] == matrix._version:
         return cached[2]
     out = matrix.t().contiguous()
-    _transposed_cache = (weakref.ref(matrix), matrix._version, out)
+    _TRANSPOSED.set((weakref.ref(matrix), matrix._version, out))
     return out
 
 
@@ -292,18 +300,6 @@ def squared_emd(
     >>> squared_emd(probs, target, input_type="probs")  # the authors' 1/C
     tensor(0.2967)
     """
-    fast = _ordinal.squared_emd_cpu(  # the compiled CPU kernel, where built and applicable
-        input,
-        target,
-        positions=positions,
-        normalization=normalization,
-        input_type=input_type,
-        weight=weight,
-        reduction=reduction,
-        ignore_index=ignore_index,
-    )
-    if fast is not None:
-        return fast
     batch = _prepare(
         input,
         target,
@@ -312,12 +308,47 @@ def squared_emd(
         reduction=reduction,
         ignore_index=ignore_index,
     )
-    V.check_choice("normalization", normalization, V.NORMALIZATIONS)
-    c = batch.num_classes
-    scale = {"mean": 1.0 / c, "sum": 1.0, "rps": 1.0 / (c - 1)}[normalization]
+    scale = V.normalization_scale(normalization, batch.num_classes)
     pos = _positions(positions, batch)
     gaps = _ordinal.gap_weights(pos) if pos is not None else None
+    if batch.index and input_type == "logits" and _ordinal.current_implementation() == "cpp":
+        out = _squared_emd_kernel(batch, target, gaps, scale, ignore_index)
+        if out is not None:
+            return out
     return _cdf_reduced(batch, gaps, squared=True, input_type=input_type, scale=scale)
+
+
+def _squared_emd_kernel(
+    batch: _Batch, target: Tensor, gaps: Tensor | None, scale: float, ignore_index: int
+) -> Tensor | None:
+    """``squared_emd`` of checked logits and class indices through the C++ kernel, or None."""
+
+    def reference(z: Tensor) -> Tensor:  # the same loss in plain autograd (double backward)
+        with _ordinal.implementation("reference"):
+            out = _cdf_reduced(
+                dataclasses.replace(batch, x=z),
+                gaps,
+                squared=True,
+                input_type="logits",
+                scale=scale,
+            )
+        return out.reshape(kernel_shape).to(z.dtype)
+
+    shape = batch.out_shape
+    kernel_shape = (shape[0], math.prod(shape[1:])) if batch.reduction == "none" else ()
+    out = _ordinal.squared_emd_cpu(
+        batch.x,
+        target,
+        gaps=gaps,
+        weight=batch.class_weight,
+        scale=scale,
+        reduction=batch.reduction,
+        ignore_index=ignore_index,
+        reference=reference,
+    )
+    if out is None:
+        return None
+    return out.reshape(batch.out_shape if batch.reduction == "none" else ()).to(batch.out_dtype)
 
 
 def emd(
