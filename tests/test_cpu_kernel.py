@@ -57,7 +57,7 @@ def _case(seed: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, object]]:
     x = torch.randn(n, c, *spatial, generator=g, dtype=torch.float64) * 4
     target = torch.randint(0, c, (n, *spatial), generator=g)
     kw: dict[str, object] = {
-        "normalization": ["mean", "sum", "rps"][seed % 3],
+        "normalization": ["class_mean", "sum", "rps"][seed % 3],
         "reduction": ["mean", "sum", "none"][(seed // 3) % 3],
     }
     ignore = 1 if seed % 7 == 6 else -100  # also an ignore_index inside [0, C)

@@ -52,7 +52,7 @@ def test_hand_derived_example_distinguishes_cramer_from_w2() -> None:
     y = torch.tensor([2])
     kw = {"input_type": "probs"}
     assert EF.squared_emd(p, y, normalization="sum", **kw).item() == pytest.approx(0.89)
-    assert EF.squared_emd(p, y, normalization="mean", **kw).item() == pytest.approx(0.89 / 3)
+    assert EF.squared_emd(p, y, normalization="class_mean", **kw).item() == pytest.approx(0.89 / 3)
     assert EF.squared_emd(p, y, normalization="rps", **kw).item() == pytest.approx(0.89 / 2)
     assert EF.emd(p, y, **kw).item() == pytest.approx(0.5 * 2 + 0.3 * 1)  # W1 = 1.3
     # W2^2 = 0.5 * 2^2 + 0.3 * 1^2 = 2.3: the squared EMD loss is not W2^2.

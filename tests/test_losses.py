@@ -114,7 +114,7 @@ def test_buffers_follow_the_module() -> None:
 def test_unset_buffers_are_none_and_repr() -> None:
     module = SquaredEMDLoss()
     assert module.weight is None and module.positions is None
-    assert "normalization='mean'" in repr(module)
+    assert "normalization='class_mean'" in repr(module)
     assert "p=2.0" in repr(EMDLoss(p=2))
     assert "method='exact'" in repr(GroundEMDLoss(torch.ones(3, 3)))
 

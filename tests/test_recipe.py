@@ -67,7 +67,7 @@ def test_xe_preset_is_cross_entropy() -> None:
 def test_fixed_term_weights_and_reduction() -> None:
     cm = ordinal_ground_distance(5, power=2.0) + torch.eye(5)
     crit = EMDRecipeLoss(
-        5, emd_term="fixed", ground_distance=cm, ce_weight=0.3, emd_weight=2.0, warmup_epochs=0
+        5, emd_term="fixed", cost_matrix=cm, ce_weight=0.3, emd_weight=2.0, warmup_epochs=0
     )
     logits, y, _ = batch(2)
     z, t = logits.numpy(), y.numpy()
@@ -76,7 +76,7 @@ def test_fixed_term_weights_and_reduction() -> None:
     crit_none = EMDRecipeLoss(
         5,
         emd_term="fixed",
-        ground_distance=cm,
+        cost_matrix=cm,
         ce_weight=0.3,
         emd_weight=2.0,
         warmup_epochs=0,
@@ -86,7 +86,7 @@ def test_fixed_term_weights_and_reduction() -> None:
     crit_sum = EMDRecipeLoss(
         5,
         emd_term="fixed",
-        ground_distance=cm,
+        cost_matrix=cm,
         ce_weight=0.3,
         emd_weight=2.0,
         warmup_epochs=0,
@@ -157,7 +157,7 @@ def test_gradcheck_float64(preset: str) -> None:
         crit = EMDRecipeLoss(
             4,
             emd_term="fixed",
-            ground_distance=ordinal_ground_distance(4) + torch.eye(4),
+            cost_matrix=ordinal_ground_distance(4) + torch.eye(4),
             ce_weight=0.7,
             emd_weight=1.3,
             warmup_epochs=0,
@@ -254,9 +254,10 @@ def test_state_dict_restores_epoch_and_matrix() -> None:
         ({"ce_weight": 0.0, "emd_weight": 0.0}, "both 0"),
         ({"warmup_epochs": -1}, "warmup_epochs.*-1"),
         ({"warmup_epochs": 1.5}, "warmup_epochs"),
-        ({"emd_term": "fixed"}, "needs ground_distance"),
-        ({"emd_term": "fixed", "ground_distance": torch.ones(3, 3)}, r"\(4, 4\).*\(3, 3\)"),
-        ({"emd_term": "squared", "ground_distance": torch.ones(4, 4)}, "only used with"),
+        ({"emd_term": "fixed"}, "needs cost_matrix"),
+        ({"emd_term": "fixed", "cost_matrix": torch.ones(3, 3)}, r"\(4, 4\).*\(3, 3\)"),
+        ({"emd_term": "squared", "cost_matrix": torch.ones(4, 4)}, "only used with"),
+        ({"emd_term": "fixed", "cost_matrix": torch.full((4, 4), float("nan"))}, "finite"),
         ({"ground": LearnedGroundDistance(3)}, "num_classes=3, expected 4"),
         ({"emd_term": "squared", "ground": LearnedGroundDistance(4)}, "only used with"),
         ({"mu": 1.5}, "mu must be in"),

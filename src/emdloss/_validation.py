@@ -27,6 +27,7 @@ ops, and the other cases give meaningless numbers.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -44,7 +45,10 @@ __all__ = [
 ]
 
 INPUT_TYPES = ("logits", "probs", "log_probs")
-NORMALIZATIONS = ("mean", "sum", "rps")
+NORMALIZATIONS = ("class_mean", "sum", "rps")
+# Old spellings still accepted, with a DeprecationWarning. "mean" read like the ``reduction``
+# of the same call (a mean over the batch) although it is the 1/C over the classes.
+NORMALIZATION_ALIASES = {"mean": "class_mean"}
 REDUCTIONS = ("none", "mean", "sum")
 METHODS = ("exact", "sinkhorn")
 
@@ -149,14 +153,28 @@ def check_power(p: object) -> float:
     return float(p)
 
 
+def check_normalization(normalization: object, stacklevel: int = 3) -> str:
+    """A ``normalization`` name, with the deprecated ``"mean"`` mapped to ``"class_mean"``."""
+    if isinstance(normalization, str) and normalization in NORMALIZATION_ALIASES:
+        new = NORMALIZATION_ALIASES[normalization]
+        warnings.warn(
+            f"normalization={normalization!r} is deprecated (it is the mean over the classes, "
+            f"not over the batch as reduction='mean'): use normalization={new!r}",
+            DeprecationWarning,
+            stacklevel=stacklevel,
+        )
+        return new
+    return check_choice("normalization", normalization, NORMALIZATIONS)
+
+
 def normalization_scale(normalization: object, num_classes: int) -> float:
     """The constant ``c`` of ``squared_emd`` for a ``normalization`` name and ``C`` classes.
 
-    The one table of these constants: :math:`1/C` (``"mean"``, the authors'), 1 (``"sum"``)
-    and :math:`1/(C-1)` (``"rps"``).
+    The one table of these constants: :math:`1/C` (``"class_mean"``, the authors'), 1
+    (``"sum"``) and :math:`1/(C-1)` (``"rps"``).
     """
-    name = check_choice("normalization", normalization, NORMALIZATIONS)
-    return {"mean": 1.0 / num_classes, "sum": 1.0, "rps": 1.0 / (num_classes - 1)}[name]
+    name = check_normalization(normalization, stacklevel=4)
+    return {"class_mean": 1.0 / num_classes, "sum": 1.0, "rps": 1.0 / (num_classes - 1)}[name]
 
 
 def check_ignore_index(ignore_index: object) -> int:

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from emdloss import _validation as V
+
 __all__ = [
     "RULES",
     "decode",
@@ -42,8 +44,6 @@ __all__ = [
 
 RULES: tuple[str, ...] = ("argmax", "median", "expected", "bayes")
 """The rule names accepted by :func:`decode`."""
-
-_SUM_TOL = 1e-3
 
 
 def _check_probs(probs: Tensor, dim: int) -> tuple[Tensor, int]:
@@ -70,9 +70,10 @@ def _check_probs(probs: Tensor, dim: int) -> tuple[Tensor, int]:
             )
         sums = p.sum(dim=-1)
         worst = float((sums - 1.0).abs().max())
-        if worst > _SUM_TOL:
+        tol = V.sum_tolerance(probs.dtype)  # the library's one policy, see emdloss._validation
+        if worst > tol:
             raise ValueError(
-                f"probs must sum to 1 along dim={dim} (within {_SUM_TOL}), found a sum off by "
+                f"probs must sum to 1 along dim={dim} (within {tol:g}), found a sum off by "
                 f"{worst}; apply softmax first"
             )
     return p, p.shape[-1]

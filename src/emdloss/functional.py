@@ -241,7 +241,7 @@ def squared_emd(
     target: Tensor,
     *,
     positions: ClassVector | None = None,
-    normalization: str = "mean",
+    normalization: str = "class_mean",
     input_type: str = "logits",
     weight: ClassVector | None = None,
     reduction: str = "mean",
@@ -255,12 +255,12 @@ def squared_emd(
     .. math::
 
         \ell(p, t) = c \sum_{k=1}^{C} w_k \, (P_k - T_k)^2,
-        \qquad c = \begin{cases} 1/C & \text{"mean"} \\ 1 & \text{"sum"} \\
+        \qquad c = \begin{cases} 1/C & \text{"class_mean"} \\ 1 & \text{"sum"} \\
         1/(C-1) & \text{"rps"} \end{cases}
 
     with :math:`w_k = 1` (the :math:`k = C` term is 0 for distributions) or, given class
     positions :math:`x_1 < \dots < x_C`, the gaps :math:`w_k = x_{k+1} - x_k`
-    (:math:`w_C = 0`). ``"mean"`` is the authors' loss, ``"sum"`` is dlordinal's ``EMDLoss``,
+    (:math:`w_C = 0`). ``"class_mean"`` is the authors' loss, ``"sum"`` is dlordinal's ``EMDLoss``,
     ``"rps"`` the ranked probability score; they differ by a constant factor only.
 
     This is the Cramér distance (half the energy distance on positions :math:`0, \dots, C-1`),
@@ -275,8 +275,9 @@ def squared_emd(
         Class indices (integer) or class distributions (floating, the input's shape).
     positions : Tensor or sequence of float, optional
         Strictly increasing class coordinates (e.g. age-group midpoints), length :math:`C`.
-    normalization : {"mean", "sum", "rps"}
-        The constant :math:`c` above.
+    normalization : {"class_mean", "sum", "rps"}
+        The constant :math:`c` above. ``"mean"``, its former name, is a deprecated alias of
+        ``"class_mean"`` (it read like ``reduction="mean"``, a mean over the batch).
     input_type : {"logits", "probs", "log_probs"}
         What ``input`` holds.
     weight : Tensor or sequence of float, optional

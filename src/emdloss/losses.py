@@ -64,14 +64,15 @@ class SquaredEMDLoss(_EMDLossBase):
         \ell(p, t) = c \sum_k w_k (P_k - T_k)^2
 
     the squared L2 distance between the predicted and target CDFs (Hou, Yu & Samaras), with
-    :math:`c = 1/C` (``normalization="mean"``, the authors'), 1 (``"sum"``, dlordinal's
+    :math:`c = 1/C` (``normalization="class_mean"``, the authors'), 1 (``"sum"``, dlordinal's
     ``EMDLoss``) or :math:`1/(C-1)` (``"rps"``).
 
     Parameters
     ----------
     positions : Tensor or sequence of float, optional
         Strictly increasing class coordinates (gap-weighted form).
-    normalization : {"mean", "sum", "rps"}
+    normalization : {"class_mean", "sum", "rps"}
+        ``"mean"`` is a deprecated alias of ``"class_mean"``.
     input_type : {"logits", "probs", "log_probs"}
     weight : Tensor or sequence of float, optional
         Per-class weights, as in :class:`torch.nn.CrossEntropyLoss`.
@@ -95,7 +96,7 @@ class SquaredEMDLoss(_EMDLossBase):
         self,
         *,
         positions: ClassVector | None = None,
-        normalization: str = "mean",
+        normalization: str = "class_mean",
         input_type: str = "logits",
         weight: ClassVector | None = None,
         reduction: str = "mean",
@@ -104,7 +105,7 @@ class SquaredEMDLoss(_EMDLossBase):
         super().__init__(
             weight=weight, input_type=input_type, reduction=reduction, ignore_index=ignore_index
         )
-        self.normalization = V.check_choice("normalization", normalization, V.NORMALIZATIONS)
+        self.normalization = V.check_normalization(normalization)
         self.register_buffer("positions", _as_buffer(positions, "positions"))
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:

@@ -57,6 +57,7 @@ that changes during the epoch and are taken with dropout and augmentation on.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
@@ -64,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emdloss import _validation as V
 from emdloss.functional import cost_matrix_emd, squared_emd
 from emdloss.ground import LearnedGroundDistance
 
@@ -71,7 +73,6 @@ __all__ = ["PRESETS", "CombinedLoss", "EMDRecipeLoss"]
 
 EMDTerm = Literal["squared", "fixed", "learned"]
 _EMD_TERMS = ("squared", "fixed", "learned")
-_INPUT_TYPES = ("logits", "probs", "log_probs")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Cross-entropy alone (the paper's baseline).
@@ -113,15 +114,20 @@ class EMDRecipeLoss(nn.Module):
         Number of classes :math:`C \ge 2`.
     emd_term : {"squared", "fixed", "learned"}
         ``"squared"``: :func:`~emdloss.functional.squared_emd`; ``"fixed"``:
-        :func:`~emdloss.functional.cost_matrix_emd` with ``ground_distance``; ``"learned"``:
+        :func:`~emdloss.functional.cost_matrix_emd` with ``cost_matrix``; ``"learned"``:
         :func:`~emdloss.functional.cost_matrix_emd` with the learned matrix.
     ce_weight, emd_weight : float
         :math:`w_{ce}, w_{emd} \ge 0`, not both 0 (the paper's values are unknown; default 1).
     warmup_epochs : int
         :math:`K`: epochs of pure cross-entropy first (paper: 4 for the learned matrix).
+    cost_matrix : Tensor, optional
+        ``(C, C)`` cost matrix for ``emd_term="fixed"`` (rows: true class; finite, negative
+        entries allowed, as in :func:`~emdloss.functional.cost_matrix_emd`). The authors' loss
+        is meant for a matrix with 1 on the diagonal, like the learned one. (Stored in the
+        ``ground_distance`` buffer, the name checkpoints already use.)
     ground_distance : Tensor, optional
-        ``(C, C)`` cost matrix for ``emd_term="fixed"`` (rows: true class). The authors' loss
-        is meant for a matrix with 1 on the diagonal, like the learned one.
+        Deprecated alias of ``cost_matrix``: a ground distance (as in
+        :func:`~emdloss.functional.ground_emd`) must be non-negative, this matrix need not be.
     mu, omega : float
         Settings of the learned matrix (see :class:`~emdloss.ground.LearnedGroundDistance`).
     ground : LearnedGroundDistance, optional
@@ -130,7 +136,7 @@ class EMDRecipeLoss(nn.Module):
     positions : sequence of float or Tensor, optional
         Class positions for ``"squared"``.
     normalization : str
-        ``normalization`` of ``"squared"`` (``"mean"``: the authors' :math:`1/C`).
+        ``normalization`` of ``"squared"`` (``"class_mean"``: the authors' :math:`1/C`).
     input_type : {"logits", "probs", "log_probs"}
         What ``input`` holds. Cross-entropy is computed from its log-probabilities.
     weight : Tensor, optional
@@ -168,12 +174,13 @@ class EMDRecipeLoss(nn.Module):
         ce_weight: float = 1.0,
         emd_weight: float = 1.0,
         warmup_epochs: int = 4,
+        cost_matrix: Tensor | None = None,
         ground_distance: Tensor | None = None,
         mu: float = 0.5,
         omega: float = 1.0,
         ground: LearnedGroundDistance | None = None,
         positions: Sequence[float] | Tensor | None = None,
-        normalization: str = "mean",
+        normalization: str = "class_mean",
         input_type: str = "logits",
         weight: Tensor | None = None,
         reduction: str = "mean",
@@ -185,10 +192,20 @@ class EMDRecipeLoss(nn.Module):
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if emd_term not in _EMD_TERMS:
             raise ValueError(f"emd_term must be one of {_EMD_TERMS}, got {emd_term!r}")
-        if input_type not in _INPUT_TYPES:
-            raise ValueError(f"input_type must be one of {_INPUT_TYPES}, got {input_type!r}")
-        if reduction not in ("mean", "sum", "none"):
-            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        V.check_choice("input_type", input_type, V.INPUT_TYPES)
+        V.check_choice("reduction", reduction, V.REDUCTIONS)
+        if ground_distance is not None:
+            warnings.warn(
+                "EMDRecipeLoss(ground_distance=...) is deprecated: the matrix is a cost matrix "
+                "that may be negative, not a ground distance; pass cost_matrix=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if cost_matrix is not None:
+                raise ValueError(
+                    "pass cost_matrix or its deprecated alias ground_distance, not both"
+                )
+            cost_matrix = ground_distance
         self.num_classes = num_classes
         self.emd_term: EMDTerm = emd_term
         self.ce_weight = _check_weight_value("ce_weight", ce_weight)
@@ -202,10 +219,10 @@ class EMDRecipeLoss(nn.Module):
         ):
             raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
         self.warmup_epochs = warmup_epochs
-        self.normalization = normalization
+        self.normalization = V.check_normalization(normalization)
+        self.ignore_index = V.check_ignore_index(ignore_index)
         self.input_type = input_type
         self.reduction = reduction
-        self.ignore_index = ignore_index
         self.collect_features = bool(collect_features)
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("weight", None if weight is None else self._class_vector(weight))
@@ -215,19 +232,17 @@ class EMDRecipeLoss(nn.Module):
 
         c = num_classes
         if emd_term == "fixed":
-            if ground_distance is None:
-                raise ValueError("emd_term='fixed' needs ground_distance, a (C, C) cost matrix")
-            gd = torch.as_tensor(ground_distance).detach()
-            if gd.shape != (c, c) or not bool(torch.isfinite(gd).all()):
-                raise ValueError(
-                    f"ground_distance must be a finite ({c}, {c}) matrix, got shape "
-                    f"{tuple(gd.shape)}"
-                )
+            if cost_matrix is None:
+                raise ValueError("emd_term='fixed' needs cost_matrix, a (C, C) matrix")
+            gd = torch.as_tensor(cost_matrix).detach()
+            V.check_square_matrix(gd, "cost_matrix", c)
+            with V.validation(True):  # once, at construction: always worth the one sync
+                V.check_matrix_values(gd, "cost_matrix", allow_negative=True)
             self.register_buffer("ground_distance", gd.to(torch.get_default_dtype()).clone())
         else:
-            if ground_distance is not None:
+            if cost_matrix is not None:
                 raise ValueError(
-                    f"ground_distance is only used with emd_term='fixed', got {emd_term!r}"
+                    f"cost_matrix is only used with emd_term='fixed', got {emd_term!r}"
                 )
             self.register_buffer("ground_distance", None)
 

@@ -1,8 +1,11 @@
 """Functional ordinal metrics on tensors.
 
-Label metrics take predicted and true class indices, ``preds`` and ``target``: 1-D integer
-tensors of the same length with values in ``0 .. C-1``. :func:`ranked_probability_score` takes
-probabilities ``(N, C)``. Every metric returns a 0-dim ``float64`` tensor on the input's device.
+Label metrics take predicted and true class indices, ``preds`` and ``target``: integer tensors
+of the same shape, ``(N,)`` or ``(N, d1, ...)`` (scored element-wise, as flattened), with values
+in ``0 .. C-1``. :func:`ranked_probability_score` takes probabilities ``(N, C)`` or
+``(N, C, d1, ...)``. Like the losses, every metric takes ``ignore_index`` (default -100): the
+elements whose target equals it are left out (``None``: none is). Every metric returns a 0-dim
+``float64`` tensor on the input's device.
 
 All label metrics are functions of the confusion matrix, so the stateful metrics of
 :mod:`emdloss.metrics` reproduce them exactly from a summed (DDP-reducible) confusion matrix.
@@ -26,6 +29,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from emdloss import _validation as V
+
 __all__ = [
     "accuracy",
     "accuracy_from_confmat",
@@ -48,7 +53,6 @@ __all__ = [
 ]
 
 # Rows of a probability matrix must sum to 1 within this tolerance (per dtype).
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,16 +120,31 @@ def check_positions(positions: Sequence[float] | Tensor, num_classes: int | None
     return pos
 
 
-def _check_pair(
-    preds: Any, target: Any, num_classes: int | None, positions: Any = None
-) -> tuple[Tensor, Tensor, int, Tensor | None]:
-    """Validate predicted and true class indices; infer ``num_classes`` when not given."""
-    p = _check_labels(_as_tensor(preds, "preds"), "preds")
-    t = _check_labels(_as_tensor(target, "target"), "target")
+def _flat_valid(p: Tensor, t: Tensor, ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    """Same-shape labels (N, d1, ...) flattened to (M,), elements whose target equals
+    ``ignore_index`` left out (as the losses do)."""
     if p.shape != t.shape:
         raise ValueError(
             f"preds and target must have the same shape, got {tuple(p.shape)} and {tuple(t.shape)}"
         )
+    if p.ndim > 1:
+        p, t = p.reshape(-1), t.reshape(-1)
+    if ignore_index is not None and not t.is_floating_point():
+        keep = t != V.check_ignore_index(ignore_index)
+        p, t = p[keep], t[keep]
+    return p, t
+
+
+def _check_pair(
+    preds: Any,
+    target: Any,
+    num_classes: int | None,
+    positions: Any = None,
+    ignore_index: int | None = None,
+) -> tuple[Tensor, Tensor, int, Tensor | None]:
+    """Validate predicted and true class indices; infer ``num_classes`` when not given."""
+    p, t = _flat_valid(_as_tensor(preds, "preds"), _as_tensor(target, "target"), ignore_index)
+    p, t = _check_labels(p, "preds"), _check_labels(t, "target")
     if p.numel() == 0:
         raise ValueError("preds and target are empty: a metric needs at least one sample")
     if p.device != t.device:
@@ -167,7 +186,7 @@ def check_probs(probs: Any, name: str = "probs") -> Tensor:
     if not bool(torch.isfinite(x).all()):
         i = int((~torch.isfinite(x)).nonzero()[0, 0])
         raise ValueError(f"{name} row {i} is not finite: {x[i].tolist()}")
-    tol = 1e-2 if x.dtype in _LOW_PRECISION else 1e-4
+    tol = V.sum_tolerance(x.dtype)  # the library's one policy, see emdloss._validation
     if bool((x < -tol).any()):
         i, j = (int(v) for v in (x < -tol).nonzero()[0])
         raise ValueError(f"{name}[{i}, {j}] = {float(x[i, j])} is negative; expected probabilities")
@@ -192,7 +211,9 @@ def _confmat(preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
     )
 
 
-def confusion_matrix(preds: Any, target: Any, *, num_classes: int | None = None) -> Tensor:
+def confusion_matrix(
+    preds: Any, target: Any, *, num_classes: int | None = None, ignore_index: int | None = -100
+) -> Tensor:
     r"""Counts of (true, predicted) class pairs.
 
     .. math:: M_{ij} = \#\{n : t_n = i,\ \hat y_n = j\}
@@ -217,7 +238,7 @@ def confusion_matrix(preds: Any, target: Any, *, num_classes: int | None = None)
             [0, 0, 0],
             [0, 1, 0]])
     """
-    p, t, c, _ = _check_pair(preds, target, num_classes)
+    p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
     return _confmat(p, t, c)
 
 
@@ -377,7 +398,9 @@ def spearman_from_confmat(confmat: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # functional metrics on labels
 # --------------------------------------------------------------------------------------------
-def accuracy(preds: Any, target: Any, *, num_classes: int | None = None) -> Tensor:
+def accuracy(
+    preds: Any, target: Any, *, num_classes: int | None = None, ignore_index: int | None = -100
+) -> Tensor:
     r"""Exact accuracy.
 
     .. math:: \mathrm{acc} = \frac{1}{N}\sum_n [\hat y_n = t_n]
@@ -385,7 +408,7 @@ def accuracy(preds: Any, target: Any, *, num_classes: int | None = None) -> Tens
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``, checked against the labels; inferred when omitted.
 
@@ -399,11 +422,13 @@ def accuracy(preds: Any, target: Any, *, num_classes: int | None = None) -> Tens
     >>> accuracy(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
     tensor(0.7500, dtype=torch.float64)
     """
-    p, t, c, _ = _check_pair(preds, target, num_classes)
+    p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
     return accuracy_from_confmat(_confmat(p, t, c))
 
 
-def one_off_accuracy(preds: Any, target: Any, *, num_classes: int | None = None) -> Tensor:
+def one_off_accuracy(
+    preds: Any, target: Any, *, num_classes: int | None = None, ignore_index: int | None = -100
+) -> Tensor:
     r"""1-off accuracy: the share of predictions at most one class away from the truth.
 
     .. math:: \mathrm{acc}_{\pm 1} = \frac{1}{N}\sum_n [|\hat y_n - t_n| \le 1]
@@ -411,7 +436,7 @@ def one_off_accuracy(preds: Any, target: Any, *, num_classes: int | None = None)
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; inferred when omitted.
 
@@ -431,7 +456,7 @@ def one_off_accuracy(preds: Any, target: Any, *, num_classes: int | None = None)
     >>> one_off_accuracy(torch.tensor([0, 2, 4]), torch.tensor([0, 1, 1]))
     tensor(0.6667, dtype=torch.float64)
     """
-    p, t, c, _ = _check_pair(preds, target, num_classes)
+    p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
     return one_off_accuracy_from_confmat(_confmat(p, t, c))
 
 
@@ -441,6 +466,7 @@ def mean_absolute_error(
     *,
     num_classes: int | None = None,
     positions: Sequence[float] | Tensor | None = None,
+    ignore_index: int | None = -100,
 ) -> Tensor:
     r"""Mean absolute error in class units, or in position units when ``positions`` are given.
 
@@ -451,7 +477,7 @@ def mean_absolute_error(
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; taken from ``len(positions)`` or inferred when omitted.
     positions : sequence of float, optional
@@ -469,7 +495,7 @@ def mean_absolute_error(
     >>> mean_absolute_error(torch.tensor([0, 2]), torch.tensor([1, 2]), positions=[1.0, 5.0, 10.0])
     tensor(2., dtype=torch.float64)
     """
-    p, t, c, pos = _check_pair(preds, target, num_classes, positions)
+    p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
     return mean_absolute_error_from_confmat(_confmat(p, t, c), pos)
 
 
@@ -479,6 +505,7 @@ def root_mean_squared_error(
     *,
     num_classes: int | None = None,
     positions: Sequence[float] | Tensor | None = None,
+    ignore_index: int | None = -100,
 ) -> Tensor:
     r"""Root mean squared error in class units, or in position units when ``positions`` are given.
 
@@ -487,7 +514,7 @@ def root_mean_squared_error(
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; taken from ``len(positions)`` or inferred when omitted.
     positions : sequence of float, optional
@@ -503,7 +530,7 @@ def root_mean_squared_error(
     >>> root_mean_squared_error(torch.tensor([0, 2]), torch.tensor([2, 2]))
     tensor(1.4142, dtype=torch.float64)
     """
-    p, t, c, pos = _check_pair(preds, target, num_classes, positions)
+    p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
     return root_mean_squared_error_from_confmat(_confmat(p, t, c), pos)
 
 
@@ -513,6 +540,7 @@ def per_class_mae(
     *,
     num_classes: int | None = None,
     positions: Sequence[float] | Tensor | None = None,
+    ignore_index: int | None = -100,
 ) -> Tensor:
     r"""MAE of the samples of each true class.
 
@@ -521,7 +549,7 @@ def per_class_mae(
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; taken from ``len(positions)`` or inferred when omitted.
     positions : sequence of float, optional
@@ -537,7 +565,7 @@ def per_class_mae(
     >>> per_class_mae(torch.tensor([1, 1, 0]), torch.tensor([0, 0, 2]), num_classes=3)
     tensor([1., nan, 2.], dtype=torch.float64)
     """
-    p, t, c, pos = _check_pair(preds, target, num_classes, positions)
+    p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
     return per_class_mae_from_confmat(_confmat(p, t, c), pos)
 
 
@@ -547,6 +575,7 @@ def average_mae(
     *,
     num_classes: int | None = None,
     positions: Sequence[float] | Tensor | None = None,
+    ignore_index: int | None = -100,
 ) -> Tensor:
     r"""Average MAE (AMAE, Baccianella et al. 2009): the MAE of each true class, averaged over the
     classes present in ``target``.
@@ -559,7 +588,7 @@ def average_mae(
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; taken from ``len(positions)`` or inferred when omitted.
     positions : sequence of float, optional
@@ -581,11 +610,13 @@ def average_mae(
     >>> average_mae(torch.tensor([1, 1, 0]), torch.tensor([0, 0, 2]), num_classes=3)
     tensor(1.5000, dtype=torch.float64)
     """
-    p, t, c, pos = _check_pair(preds, target, num_classes, positions)
+    p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
     return average_mae_from_confmat(_confmat(p, t, c), pos)
 
 
-def quadratic_weighted_kappa(preds: Any, target: Any, *, num_classes: int | None = None) -> Tensor:
+def quadratic_weighted_kappa(
+    preds: Any, target: Any, *, num_classes: int | None = None, ignore_index: int | None = -100
+) -> Tensor:
     r"""Cohen's kappa with quadratic weights.
 
     .. math::
@@ -598,7 +629,7 @@ def quadratic_weighted_kappa(preds: Any, target: Any, *, num_classes: int | None
     Parameters
     ----------
     preds, target : Tensor
-        Predicted and true class indices ``(N,)``.
+        Predicted and true class indices ``(N,)`` or ``(N, d1, ...)`` (flattened).
     num_classes : int, optional
         ``C``; inferred when omitted (the value does not depend on it).
 
@@ -619,7 +650,7 @@ def quadratic_weighted_kappa(preds: Any, target: Any, *, num_classes: int | None
     >>> quadratic_weighted_kappa(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
     tensor(0.8000, dtype=torch.float64)
     """
-    p, t, c, _ = _check_pair(preds, target, num_classes)
+    p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
     return quadratic_weighted_kappa_from_confmat(_confmat(p, t, c))
 
 
@@ -629,7 +660,7 @@ def _ranks(x: Tensor) -> Tensor:
     return _mid_ranks(counts.double())[inverse]
 
 
-def spearman(preds: Any, target: Any) -> Tensor:
+def spearman(preds: Any, target: Any, *, ignore_index: int | None = -100) -> Tensor:
     r"""Spearman's rank correlation between predictions and targets.
 
     .. math:: \rho = \mathrm{corr}(\mathrm{rank}(\hat y), \mathrm{rank}(t))
@@ -652,7 +683,7 @@ def spearman(preds: Any, target: Any) -> Tensor:
     >>> spearman(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
     tensor(0.8333, dtype=torch.float64)
     """
-    p, t = _as_tensor(preds, "preds"), _as_tensor(target, "target")
+    p, t = _flat_valid(_as_tensor(preds, "preds"), _as_tensor(target, "target"), ignore_index)
     for name, x in (("preds", p), ("target", t)):
         if x.ndim != 1 or x.dtype == torch.bool or x.is_complex():
             raise ValueError(f"{name} must be a 1-D real tensor, got {x.dtype} {tuple(x.shape)}")
@@ -675,8 +706,32 @@ def spearman(preds: Any, target: Any) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # probabilistic metric
 # --------------------------------------------------------------------------------------------
-def _rps_per_sample(probs: Tensor, target: Any) -> Tensor:
-    """Validated per-sample RPS (float64, shape (N,))."""
+def _flat_probs(probs: Any, target: Any, ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    """Probabilities (N, C, d1, ...) to (M, C) with the class dim last, and the target alike
+    (indices (N, d1, ...) to (M,), distributions to (M, C)); ignored index targets left out."""
+    x, t = _as_tensor(probs, "probs"), _as_tensor(target, "target")
+    if x.ndim > 2:
+        c = x.shape[1]
+        if t.shape == x.shape:
+            t = t.movedim(1, -1).reshape(-1, c)
+        elif t.shape == (x.shape[0], *x.shape[2:]):
+            t = t.reshape(-1)
+        else:
+            raise ValueError(
+                f"target must be class indices {(x.shape[0], *x.shape[2:])} or distributions "
+                f"{tuple(x.shape)} for probs of shape {tuple(x.shape)}, got {tuple(t.shape)}"
+            )
+        x = x.movedim(1, -1).reshape(-1, c)
+    if ignore_index is not None and t.ndim == 1 and not t.is_floating_point():
+        keep = t != V.check_ignore_index(ignore_index)
+        if x.ndim == 2 and x.shape[0] == t.shape[0]:
+            x, t = x[keep], t[keep]
+    return x, t
+
+
+def _rps_per_sample(probs: Tensor, target: Any, ignore_index: int | None = None) -> Tensor:
+    """Validated per-sample RPS (float64, shape (M,))."""
+    probs, target = _flat_probs(probs, target, ignore_index)
     p = check_probs(probs)
     n, c = p.shape
     t = _as_tensor(target, "target")
@@ -701,7 +756,11 @@ def _rps_per_sample(probs: Tensor, target: Any) -> Tensor:
 
 
 def ranked_probability_score(
-    probs: Any, target: Any, *, reduction: Literal["mean", "sum", "none"] = "mean"
+    probs: Any,
+    target: Any,
+    *,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    ignore_index: int | None = -100,
 ) -> Tensor:
     r"""Ranked probability score (Epstein 1969): the squared distance between the predicted and the
     true cumulative distributions, averaged over the ``C - 1`` thresholds.
@@ -713,18 +772,22 @@ def ranked_probability_score(
 
     It is the squared EMD of Hou et al. with the ``1/(C-1)`` normalisation: equal to
     ``emdloss.functional.squared_emd(probs, target, input_type="probs", normalization="rps")``,
-    to ``C/(C-1)`` times the authors' ``emd_l2`` (``normalization="mean"``), and to
+    to ``C/(C-1)`` times the authors' ``emd_l2`` (``normalization="class_mean"``), and to
     ``1/(C-1)`` times ``dlordinal.metrics.ranked_probability_score`` (which sums the terms).
     0 for a perfect prediction, at most 1.
 
     Parameters
     ----------
     probs : Tensor
-        Predicted probabilities ``(N, C)``, ``C >= 2``; rows must sum to 1.
+        Predicted probabilities ``(N, C)`` or ``(N, C, d1, ...)``, ``C >= 2``; rows must sum
+        to 1.
     target : Tensor
-        True class indices ``(N,)`` or true distributions ``(N, C)``.
+        True class indices ``(N,)`` / ``(N, d1, ...)`` or true distributions of ``probs``'s
+        shape.
     reduction : {"mean", "sum", "none"}
-        Mean over samples, sum, or per-sample values ``(N,)``.
+        Mean over samples, sum, or per-sample values ``(M,)``: the valid elements, flattened.
+    ignore_index : int or None
+        Class-index targets equal to it are left out.
 
     Returns
     -------
@@ -736,7 +799,7 @@ def ranked_probability_score(
     >>> ranked_probability_score(torch.tensor([[0.5, 0.5, 0.0]]), torch.tensor([2]))
     tensor(0.6250, dtype=torch.float64)
     """
-    per_sample = _rps_per_sample(probs, target)
+    per_sample = _rps_per_sample(probs, target, ignore_index)
     if reduction == "mean":
         return per_sample.mean()
     if reduction == "sum":

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from emdloss import _validation as V
 from emdloss.metrics import functional as F
 
 __all__ = [
@@ -37,15 +38,15 @@ ORDINAL_METRIC_KEYS: tuple[str, ...] = (
 
 
 def _decode(scores: Any, num_classes: int) -> Tensor:
-    """Class indices from indices (N,) or from scores/probabilities (N, C) by argmax."""
+    """Class indices from indices (N, ...) or from scores/probabilities (N, C, ...) by argmax."""
     x = F._as_tensor(scores, "preds")
-    if x.ndim == 2 and x.is_floating_point():
+    if x.ndim >= 2 and x.is_floating_point():
         if x.shape[1] != num_classes:
             raise ValueError(
                 f"probabilities have {x.shape[1]} columns but num_classes is {num_classes}"
             )
         return x.argmax(dim=1)
-    return F._check_labels(x, "preds")
+    return x
 
 
 class _ConfusionMatrixMetric(Metric):
@@ -61,10 +62,12 @@ class _ConfusionMatrixMetric(Metric):
         *,
         positions: Sequence[float] | Tensor | None = None,
         validate_args: bool = True,
+        ignore_index: int | None = -100,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_classes = F._check_num_classes(num_classes)
+        self.ignore_index = None if ignore_index is None else V.check_ignore_index(ignore_index)
         self.positions: list[float] | None = (
             None if positions is None else F.check_positions(positions, num_classes).tolist()
         )
@@ -76,7 +79,8 @@ class _ConfusionMatrixMetric(Metric):
         )
 
     def _add_labels(self, preds: Tensor, target: Any) -> None:
-        t = F._as_tensor(target, "target")
+        # (N, d1, ...) flattened and elements whose target is ignore_index left out, as the losses
+        preds, t = F._flat_valid(preds, F._as_tensor(target, "target"), self.ignore_index)
         if self.validate_args:
             preds, t, _, _ = F._check_pair(preds, t, self.num_classes)
         c = self.num_classes
@@ -85,8 +89,8 @@ class _ConfusionMatrixMetric(Metric):
         )
 
     def update(self, preds: Any, target: Any) -> None:
-        """Add a batch: ``preds`` class indices ``(N,)`` or scores ``(N, C)`` (argmax), ``target``
-        class indices ``(N,)``."""
+        """Add a batch: ``preds`` class indices ``(N, ...)`` or scores ``(N, C, ...)`` (argmax),
+        ``target`` class indices ``(N, ...)``; targets equal to ``ignore_index`` are skipped."""
         self._add_labels(_decode(preds, self.num_classes), target)
 
 
@@ -168,14 +172,15 @@ class RankedProbabilityScore(Metric):
     rps_sum: Tensor
     rps_count: Tensor
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, ignore_index: int | None = -100, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.ignore_index = None if ignore_index is None else V.check_ignore_index(ignore_index)
         self.add_state("rps_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rps_count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, probs: Any, target: Any) -> None:
         """Add a batch: probabilities ``(N, C)`` and class indices ``(N,)`` or distributions."""
-        per_sample = F._rps_per_sample(probs, target)
+        per_sample = F._rps_per_sample(probs, target, self.ignore_index)
         self.rps_sum += per_sample.sum().to(self.rps_sum.device)
         self.rps_count += per_sample.numel()
 
@@ -202,6 +207,9 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
         Strictly increasing position of each class (adds ``mae_pos`` and ``rmse_pos``).
     validate_args : bool
         Check shapes, label ranges and that probability rows sum to 1 (costs a device sync).
+    ignore_index : int or None
+        Elements whose target equals it are left out of every metric (default -100, as the
+        losses); inputs may be ``(N, C, d1, ...)`` / ``(N, d1, ...)``, scored element-wise.
     **kwargs
         Passed to :class:`torchmetrics.Metric` (e.g. ``sync_on_compute``).
 
@@ -228,9 +236,16 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
         positions: Sequence[float] | Tensor | None = None,
         *,
         validate_args: bool = True,
+        ignore_index: int | None = -100,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_classes, positions=positions, validate_args=validate_args, **kwargs)
+        super().__init__(
+            num_classes,
+            positions=positions,
+            validate_args=validate_args,
+            ignore_index=ignore_index,
+            **kwargs,
+        )
         self.add_state("rps_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("rps_count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
@@ -255,13 +270,13 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
             predicted distribution) to score instead of the argmax.
         """
         x = F._as_tensor(probs_or_preds, "probs_or_preds")
-        if x.ndim == 2:
+        if x.ndim >= 2 and x.is_floating_point():
             if x.shape[1] != self.num_classes:
                 raise ValueError(
                     f"probs has {x.shape[1]} columns but num_classes is {self.num_classes}"
                 )
             # validation of probs/target happens inside (always: a wrong RPS must not pass)
-            per_sample = F._rps_per_sample(x, target)
+            per_sample = F._rps_per_sample(x, target, self.ignore_index)
             self.rps_sum += per_sample.sum().to(self.rps_sum.device)
             self.rps_count += per_sample.numel()
             decoded = x.argmax(dim=1) if preds is None else F._as_tensor(preds, "preds")
@@ -272,7 +287,7 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
                     "when giving preds"
                 )
             decoded = x
-        self._add_labels(F._check_labels(decoded, "preds"), target)
+        self._add_labels(decoded, target)
 
     def compute(self) -> dict[str, Tensor]:
         """The metrics of all the samples seen, as a dict of 0-dim float64 tensors."""

@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from emdloss import _validation as V
+
 # The names live in a torch-free module so that the CLI's help text can list them at once.
 from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 
@@ -477,14 +479,9 @@ def _on(tensor: Tensor | None, like: Tensor) -> Tensor | None:
 
 def _check_matrix(matrix: Any, num_classes: int) -> Tensor:
     m = torch.as_tensor(matrix, dtype=torch.float32)
-    if m.shape != (num_classes, num_classes):
-        raise ValueError(
-            f"ground_distance must have shape ({num_classes}, {num_classes}), got {tuple(m.shape)}"
-        )
-    if not torch.isfinite(m).all():
-        raise ValueError("ground_distance must be finite; it has NaN or infinite entries")
-    if bool((m < 0).any()):
-        raise ValueError(f"ground_distance must be non-negative; its minimum is {float(m.min())}")
+    V.check_square_matrix(m, "ground_distance", num_classes)
+    with V.validation(True):  # once, when the loss is built: always worth the one sync
+        V.check_matrix_values(m, "ground_distance", allow_negative=False)
     return m
 
 
@@ -550,9 +547,11 @@ def build_loss(
         raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSS_NAMES)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    pos = None if positions is None else torch.as_tensor(positions, dtype=torch.float32)
-    if pos is not None and pos.shape != (num_classes,):
-        raise ValueError(f"positions must have {num_classes} values, got {tuple(pos.shape)}")
+    pos = None
+    if positions is not None:
+        pos = V.as_class_vector(positions, "positions", num_classes, torch.empty(0))
+        with V.validation(True):
+            V.check_positions_values(pos)
     recipe_options = {"warmup_epochs": warmup_epochs, "ce_weight": ce_weight}
     recipe_options["emd_weight"] = emd_weight
     if name not in _RECIPE and any(v is not None for v in recipe_options.values()):

@@ -23,6 +23,26 @@ _HISTORY_KEY = "emdloss_history"
 #: The logged value model selection monitors (see ``TrainingLoss.selectable``).
 SELECT_KEY = "val_select"
 
+# Training steps between host reads of the "was any loss non-finite" flag on an accelerator
+# (a read synchronises with the device; on the CPU it is free and done every step).
+FINITE_CHECK_EVERY = 50
+
+
+def _host_reads_are_free(device: torch.device) -> bool:
+    return device.type == "cpu"
+
+
+def _mean_metric_without_sync() -> MeanMetric:
+    """A MeanMetric that does not inspect its input for NaN (that inspection syncs every step).
+
+    The non-finite training loss is caught by OrdinalTask._note_loss instead. Torchmetrics
+    releases without ``nan_strategy="disable"`` fall back to dropping NaN with a warning.
+    """
+    try:
+        return MeanMetric(nan_strategy="disable")
+    except ValueError:
+        return MeanMetric(nan_strategy="warn")
+
 
 class OrdinalTask(pl.LightningModule):
     r"""Train a network with a loss of :mod:`emdloss.training.losses` and score every rule.
@@ -147,7 +167,9 @@ class OrdinalTask(pl.LightningModule):
         self.tta = bool(tta)
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
-        self.train_loss_mean = MeanMetric()
+        self.train_loss_mean = _mean_metric_without_sync()
+        self._bad_step: Tensor | None = None  # batch index of the first non-finite loss, or -1
+        self._bad_value: Tensor | None = None
         self.val_loss_mean = MeanMetric()
         self.history: list[dict[str, float]] = []
         self._pending: dict[str, float] = {}
@@ -256,16 +278,37 @@ class OrdinalTask(pl.LightningModule):
         loss: Tensor = self.criterion(
             outputs, y, dist, features if self.criterion.needs_features else None
         )
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {float(loss)} at epoch {self.current_epoch}, batch "
-                f"{batch_idx}; lower the learning rate (lr={self.lr_at(self.current_epoch):g})"
-            )
+        self._note_loss(loss, batch_idx)
         self.train_loss_mean.update(loss.detach(), weight=x.shape[0])
         self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
+    def _note_loss(self, loss: Tensor, batch_idx: int) -> None:
+        """Remember the first non-finite loss on the device; read it on the host only every
+        ``FINITE_CHECK_EVERY`` steps (every step on the CPU, where reading costs nothing), so
+        that the check forces no device synchronisation per step."""
+        value = loss.detach().reshape(())
+        if self._bad_step is None or self._bad_step.device != value.device:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=value.device)
+            self._bad_value = torch.zeros((), dtype=value.dtype, device=value.device)
+        first = ~torch.isfinite(value) & (self._bad_step < 0)
+        self._bad_step = torch.where(first, batch_idx, self._bad_step)
+        self._bad_value = torch.where(first, value, self._bad_value)
+        if _host_reads_are_free(value.device) or (batch_idx + 1) % FINITE_CHECK_EVERY == 0:
+            self._raise_if_loss_was_nonfinite()
+
+    def _raise_if_loss_was_nonfinite(self) -> None:
+        if self._bad_step is None or int(self._bad_step) < 0:
+            return
+        step, value = int(self._bad_step), float(self._bad_value)
+        self._bad_step = None
+        raise FloatingPointError(
+            f"training loss is {value} at epoch {self.current_epoch}, batch {step}; lower the "
+            f"learning rate (lr={self.lr_at(self.current_epoch):g})"
+        )
+
     def on_train_epoch_end(self) -> None:
+        self._raise_if_loss_was_nonfinite()
         # Runs before the epoch-end checkpoint is written, so the checkpoint holds the
         # recipe/learned-matrix state of the next epoch and the complete history row.
         refresh = getattr(self.criterion, "refresh", None)
