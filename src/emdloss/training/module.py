@@ -168,8 +168,8 @@ class OrdinalTask(pl.LightningModule):
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
         self.train_loss_mean = _mean_metric_without_sync()
-        self._bad_step: Tensor | None = None  # batch index of the first non-finite loss, or -1
-        self._bad_value: Tensor | None = None
+        # (batch index, value) of the first non-finite loss on the device; index -1: none yet
+        self._bad: tuple[Tensor, Tensor] | None = None
         self.val_loss_mean = MeanMetric()
         self.history: list[dict[str, float]] = []
         self._pending: dict[str, float] = {}
@@ -288,20 +288,22 @@ class OrdinalTask(pl.LightningModule):
         ``FINITE_CHECK_EVERY`` steps (every step on the CPU, where reading costs nothing), so
         that the check forces no device synchronisation per step."""
         value = loss.detach().reshape(())
-        if self._bad_step is None or self._bad_step.device != value.device:
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=value.device)
-            self._bad_value = torch.zeros((), dtype=value.dtype, device=value.device)
-        first = ~torch.isfinite(value) & (self._bad_step < 0)
-        self._bad_step = torch.where(first, batch_idx, self._bad_step)
-        self._bad_value = torch.where(first, value, self._bad_value)
+        if self._bad is None or self._bad[0].device != value.device:
+            self._bad = (
+                torch.full((), -1, dtype=torch.long, device=value.device),
+                torch.zeros((), dtype=value.dtype, device=value.device),
+            )
+        bad_step, bad_value = self._bad
+        first = ~torch.isfinite(value) & (bad_step < 0)
+        self._bad = (torch.where(first, batch_idx, bad_step), torch.where(first, value, bad_value))
         if _host_reads_are_free(value.device) or (batch_idx + 1) % FINITE_CHECK_EVERY == 0:
             self._raise_if_loss_was_nonfinite()
 
     def _raise_if_loss_was_nonfinite(self) -> None:
-        if self._bad_step is None or int(self._bad_step) < 0:
+        if self._bad is None or int(self._bad[0]) < 0:
             return
-        step, value = int(self._bad_step), float(self._bad_value)
-        self._bad_step = None
+        step, value = int(self._bad[0]), float(self._bad[1])
+        self._bad = None
         raise FloatingPointError(
             f"training loss is {value} at epoch {self.current_epoch}, batch {step}; lower the "
             f"learning rate (lr={self.lr_at(self.current_epoch):g})"
