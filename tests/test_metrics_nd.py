@@ -76,7 +76,7 @@ def test_stateful_metrics_nd_with_ignore_index() -> None:
 
 def test_ignore_index_none_keeps_every_element() -> None:
     _, preds, target = _data(3)
-    with pytest.raises(ValueError, match=r"target\[\d+\] = -100 is not a class index"):
+    with pytest.raises(ValueError, match=r"target\[\d+\] = -100 is negative"):
         M.accuracy(preds, target, ignore_index=None)
     with pytest.raises(ValueError, match="same shape"):
         M.accuracy(preds, target[:, :2])
