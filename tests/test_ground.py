@@ -62,7 +62,7 @@ def test_ordinal_ground_distance_matches_scipy_cdist(power: float) -> None:
     ("kwargs", "match"),
     [
         ({"positions": [0.0, 2.0, 1.0]}, "strictly increasing"),
-        ({"positions": [0.0, 1.0]}, r"shape \(3,\)"),
+        ({"positions": [0.0, 1.0]}, r"length C=3, got shape \(2,\)"),
         ({"positions": [0.0, float("nan"), 2.0]}, "finite"),
         ({"power": 0.0}, "power"),
         ({"power": float("inf")}, "power"),

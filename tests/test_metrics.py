@@ -360,7 +360,7 @@ def test_bad_input_is_refused_with_the_offending_value() -> None:
         metric.update(torch.tensor([[0.5, 0.6, 0.1]]), torch.tensor([0]))
     with pytest.raises(ValueError, match=r"target\[0\] = 5"):
         metric.update(torch.eye(3)[:1], torch.tensor([5]))
-    with pytest.raises(ValueError, match="num_classes must be a positive integer"):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 1, got 0"):
         OrdinalMetrics(0)
 
 

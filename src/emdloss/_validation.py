@@ -17,8 +17,16 @@ Two kinds of check run on every call of :mod:`emdloss.functional`:
   and non-negative; a ground distance finite and non-negative; a cost matrix finite; one-hot
   targets where only one-hot targets make sense (``ground_emd(method="exact")``).
 
+**Tolerance policy** (one for the whole library: losses, ``decoding``, ``metrics``). A row
+that must sum to 1 is accepted when it does so within :func:`sum_tolerance` of its dtype:
+1e-6 in float64 (float32 probabilities upcast to float64 still pass), 1e-4 in float32 (about
+1000 ulps: a softmax over C = 1000 classes summed naively), 5e-3 in float16 and 2e-2 in
+bfloat16 (a few ulps at 1). One-hot rows must have a largest entry >= 1 minus that tolerance.
+Every other check is exact (finite, non-negative, strictly increasing, in range).
+
 The value checks are on by default. Switch them off once the data pipeline is trusted,
-globally with :func:`set_validation` or for a block with :func:`validation`; they are also
+process-wide with :func:`set_validation` or for a block (this thread / asyncio task only,
+a :class:`contextvars.ContextVar`) with :func:`validation`; they are also
 skipped while :func:`torch.compile` traces (they would break the graph). With them off, bad
 values are *not* detected: out-of-range indices raise (or fault on a GPU) inside the gather
 ops, and the other cases give meaningless numbers.
@@ -175,6 +183,18 @@ def normalization_scale(normalization: object, num_classes: int) -> float:
     """
     name = check_normalization(normalization, stacklevel=4)
     return {"class_mean": 1.0 / num_classes, "sum": 1.0, "rps": 1.0 / (num_classes - 1)}[name]
+
+
+def check_num_classes(num_classes: object, minimum: int = 2) -> int:
+    """A class count: an int (not a bool) >= ``minimum``; TypeError / ValueError naming it."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(
+            f"num_classes must be an integer >= {minimum}, got {type(num_classes).__name__} "
+            f"{num_classes!r}"
+        )
+    if num_classes < minimum:
+        raise ValueError(f"num_classes must be an integer >= {minimum}, got {num_classes}")
+    return num_classes
 
 
 def check_ignore_index(ignore_index: object) -> int:

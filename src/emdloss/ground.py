@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from emdloss import _validation as V
 from emdloss._validation import is_validation_enabled
 
 __all__ = [
@@ -40,11 +41,7 @@ _PRIORS = ("ordinal", "uniform")
 
 
 def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    return num_classes
+    return V.check_num_classes(num_classes, minimum=1)
 
 
 def _check_mu_omega(mu: float, omega: float) -> tuple[float, float]:
@@ -57,9 +54,7 @@ def _check_mu_omega(mu: float, omega: float) -> tuple[float, float]:
 
 
 def _check_mode(mode: str) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    return mode
+    return V.check_choice("mode", mode, _MODES)
 
 
 def ordinal_ground_distance(
@@ -120,15 +115,9 @@ def ordinal_ground_distance(
             x = x.to(dtype)
         elif not x.is_floating_point():
             x = x.to(torch.get_default_dtype())
-        if x.shape != (num_classes,):
-            raise ValueError(
-                f"positions must have shape ({num_classes},) for num_classes={num_classes}, "
-                f"got {tuple(x.shape)}"
-            )
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"positions must be finite, got {x.tolist()}")
-        if num_classes > 1 and not bool((x[1:] > x[:-1]).all()):
-            raise ValueError(f"positions must be strictly increasing, got {x.tolist()}")
+        x = V.as_class_vector(x, "positions", num_classes, x)
+        with V.validation(True):  # a matrix built once: always worth the one sync
+            V.check_positions_values(x)
     return (x[:, None] - x[None, :]).abs().pow(power)
 
 

@@ -68,9 +68,7 @@ def _as_tensor(x: Any, name: str) -> Tensor:
 
 
 def _check_num_classes(num_classes: int) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    return num_classes
+    return V.check_num_classes(num_classes, minimum=1)
 
 
 def _check_labels(x: Tensor, name: str) -> Tensor:
