@@ -22,7 +22,8 @@ that must sum to 1 is accepted when it does so within :func:`sum_tolerance` of i
 1e-6 in float64 (float32 probabilities upcast to float64 still pass), 1e-4 in float32 (about
 1000 ulps: a softmax over C = 1000 classes summed naively), 5e-3 in float16 and 2e-2 in
 bfloat16 (a few ulps at 1). One-hot rows must have a largest entry >= 1 minus that tolerance.
-Every other check is exact (finite, non-negative, strictly increasing, in range).
+Every other check is exact (finite, non-negative, strictly increasing, in range), except that
+the metrics accept probabilities down to minus the same tolerance.
 
 The value checks are on by default. Switch them off once the data pipeline is trusted,
 process-wide with :func:`set_validation` or for a block (this thread / asyncio task only,
