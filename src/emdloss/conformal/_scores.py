@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from emdloss import _validation as V
+
 __all__ = ["METHODS", "check_alpha", "check_labels", "check_probs", "label_scores"]
 
 METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
 """Score functions accepted by :func:`emdloss.conformal.calibrate`; the first is the default."""
-
-_SUM_TOL = {torch.float64: 1e-6, torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
 
 def to_tensor(x: Any, name: str) -> tuple[Tensor, bool]:
@@ -96,7 +96,7 @@ def check_probs(probs: Any, num_classes: int | None = None) -> tuple[Tensor, boo
             " (apply softmax to logits first)"
         )
     sums = p.sum(dim=1)
-    tol = _SUM_TOL.get(t.dtype, 1e-4)
+    tol = V.sum_tolerance(t.dtype)  # the library's one policy, see emdloss._validation
     off = ~((sums - 1).abs() <= tol)
     if bool(off.any()):
         i = int(off.nonzero()[0, 0])
