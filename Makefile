@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 2
 # The venv's tools (ninja for the optional C++ kernel among them) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint typecheck pytest bench
+.PHONY: setup run test lint typecheck pytest bench docs
 
 setup: $(VENV)/.installed
 
@@ -41,3 +41,8 @@ test: lint typecheck pytest
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py
+
+# The documentation site, strict: -W turns every warning into an error, -n reports every broken
+# reference. Output: docs/_build/html/index.html.
+docs: setup
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html

@@ -35,7 +35,7 @@ def image_dataset(
     dists: NDArray[np.float64] | None = None,
     verify: bool = False,
 ) -> OrdinalDataset:
-    """Assemble an :class:`OrdinalDataset` of lazily loaded image files from a split."""
+    """Assemble an :class:`~emdloss.data.OrdinalDataset` of lazily loaded image files from a split."""
     parts = {}
     for part in ("train", "val", "test"):
         rows = getattr(split, part)

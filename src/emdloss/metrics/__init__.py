@@ -1,5 +1,5 @@
 """Ordinal classification metrics: functional (:mod:`emdloss.metrics.functional`) and stateful
-torchmetrics classes that synchronise under DDP (:class:`OrdinalMetrics` and single metrics), and
+torchmetrics classes that synchronise under DDP (:class:`~emdloss.metrics.stateful.OrdinalMetrics` and single metrics), and
 coverage / size of conformal prediction sets (:class:`ConformalCoverage`,
 :func:`prediction_set_metrics`).
 
