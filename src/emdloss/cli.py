@@ -319,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--output", "-o", help="write the predictions CSV here")
 
+    export = commands.add_parser(
+        "export",
+        help="export a trained run to ONNX (preprocessing and prediction rule inside)",
+        description=(
+            "Write the best checkpoint of a run as an ONNX graph that takes raw inputs and "
+            "outputs class probabilities and the predicted class, plus a JSON sidecar "
+            "(<output>.json) with the class names and the input schema."
+        ),
+    )
+    export.add_argument("run_dir", metavar="RUN_DIR")
+    export.add_argument("--format", default="onnx", choices=["onnx"], help="export format")
+    export.add_argument("--output", "-o", required=True, help="the file to write, e.g. model.onnx")
+    export.add_argument("--rule", help="prediction rule of the label output (default: the run's)")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+
     compare = commands.add_parser(
         "compare",
         help="run many losses x seeds under one protocol and summarise",
@@ -514,6 +529,14 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from emdloss.integrations.onnx import export_onnx
+
+    model, sidecar = export_onnx(args.run_dir, args.output, rule=args.rule, opset=args.opset)
+    print(f"wrote {model} and {sidecar}", file=sys.stderr)
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from emdloss import compare as compare_module
 
@@ -607,6 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": _evaluate,
         "calibrate": _calibrate,
         "predict": _predict,
+        "export": _export,
         "compare": _compare,
     }
     prefix = f"emdloss {args.command}"

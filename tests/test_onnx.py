@@ -1,0 +1,170 @@
+"""emdloss export --format onnx: onnxruntime reproduces emdloss predict on the run's test split."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from emdloss.decoding import RULES, decode
+from emdloss.integrations.onnx import DEFAULT_OPSET, decode_exportable
+
+QUICK = ["--accelerator", "cpu", "--no-progress", "--epochs", "2", "--batch-size", "32"]
+
+
+def test_decode_exportable_equals_decode() -> None:
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(500, 6, generator=g) * 3, dim=1)
+    probs[:5] = torch.tensor([1 / 6] * 6)  # ties
+    probs[5] = torch.tensor([0.5, 0.0, 0.0, 0.0, 0.0, 0.5])  # the median's boundary
+    cost = torch.rand(6, 6, generator=g)
+    positions = torch.tensor([0.0, 1.0, 2.0, 4.0, 8.0, 16.0])
+    for rule in RULES:
+        kwargs: dict = {}
+        if rule == "bayes":
+            kwargs = {"ground_distance": cost}
+        got = decode_exportable(probs, rule, **kwargs)
+        torch.testing.assert_close(got, decode(probs, rule, **kwargs), rtol=0, atol=0)
+    torch.testing.assert_close(
+        decode_exportable(probs, "expected", positions=positions),
+        decode(probs, "expected", positions=positions),
+        rtol=0,
+        atol=0,
+    )
+
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def _write_table(path: Path, n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    colours = ["red", "green", "blue"]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["x1", "x2", "colour", "grade"])
+        for _ in range(n):
+            x1, x2 = rng.normal(size=2)
+            colour = colours[int(rng.integers(3))]
+            score = x1 + 0.5 * x2 + (0.7 if colour == "red" else 0.0) + rng.normal(0, 0.3)
+            grade = "low" if score < -0.5 else ("mid" if score < 0.6 else "high")
+            writer.writerow([f"{x1:.4f}", f"{x2:.4f}", colour, grade])
+
+
+def _predict_rows(run: Path, inputs: list[str]) -> list[dict]:
+    from emdloss.training import predict
+
+    return predict(run, inputs)
+
+
+def _compare(run: Path, session: object, feeds: dict, rows: list[dict], rule: str) -> None:
+    sidecar = json.loads((run.parent / "model.onnx.json").read_text())
+    names = sidecar["class_names"]
+    probs, labels = session.run(None, feeds)  # type: ignore[attr-defined]
+    want = np.array([[row[f"prob_{n}"] for n in names] for row in rows])
+    np.testing.assert_allclose(probs, want, atol=1e-5, rtol=0)
+    assert [names[k] for k in labels] == [row[f"pred_{rule}"] for row in rows]
+    assert probs.dtype == np.float32 and labels.dtype == np.int64
+
+
+@pytest.mark.slow
+def test_table_run_onnx_equals_predict(tmp_path: Path) -> None:
+    from emdloss.cli import main
+    from emdloss.training._build import load_data
+    from emdloss.training.rundir import read_config, read_data_record
+
+    table = tmp_path / "grades.csv"
+    _write_table(table, 300, seed=0)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", f"csv:{table}", "--target", "grade", "--classes"]
+    argv += ["low,mid,high", "--loss", "emd2", "--seed", "1", "--output", str(run), *QUICK]
+    assert main(argv) == 0
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--output", str(model)]) == 0
+    sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert sidecar["opset"] == DEFAULT_OPSET and sidecar["class_names"] == ["low", "mid", "high"]
+    assert sidecar["rule"] == read_config(run).monitor_rule
+    assert [i["name"] for i in sidecar["inputs"]] == ["numeric", "categorical"]
+
+    # The run's test split, as raw CSV rows (the ids are the lines of the file).
+    dataset = load_data(read_config(run))
+    lines = table.read_text().splitlines()
+    test_lines = [int(str(i).split()[-1]) for i in dataset.test.ids]
+    test_csv = tmp_path / "test.csv"
+    test_csv.write_text("\n".join([lines[0], *(lines[k - 1] for k in test_lines)]) + "\n")
+    rows = _predict_rows(run, [str(test_csv)])
+    assert len(rows) == len(test_lines) >= 30
+
+    record = read_data_record(run)["table"]
+    with test_csv.open() as handle:
+        raw = list(csv.DictReader(handle))
+    numeric = np.array([[float(r[c]) for c in record["numeric_columns"]] for r in raw])
+    categorical = np.array(
+        [
+            [
+                record["categories"][c].index(r[c]) if r[c] in record["categories"][c] else -1
+                for c in record["categorical_columns"]
+            ]
+            for r in raw
+        ],
+        dtype=np.int64,
+    )
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    _compare(run, session, {"numeric": numeric, "categorical": categorical}, rows, sidecar["rule"])
+
+    # Another rule, chosen at export time.
+    median = tmp_path / "median.onnx"
+    assert main(["export", str(run), "--output", str(median), "--rule", "median"]) == 0
+    session = ort.InferenceSession(str(median), providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {"numeric": numeric, "categorical": categorical})[0]
+    assert [sidecar["class_names"][k] for k in labels] == [r["pred_median"] for r in rows]
+
+
+@pytest.mark.slow
+def test_image_run_onnx_equals_predict(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from emdloss.cli import main
+    from emdloss.data import load_image
+    from emdloss.training._build import load_data
+    from emdloss.training.rundir import read_config
+
+    root = tmp_path / "grades"
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        (root / str(k)).mkdir(parents=True)
+        for i in range(24):  # brighter images, higher grade, plus noise
+            pixels = np.clip(rng.normal(60 + 70 * k, 40, size=(20, 20, 3)), 0, 255)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / str(k) / f"{i}.png")
+    run = tmp_path / "run"
+    argv = [
+        "train",
+        "--dataset",
+        f"folder:{root}",
+        "--model",
+        "cnn",
+        "--data-option",
+        "image_size=16",
+    ]
+    argv += ["--loss", "emd2", "--tta", "--seed", "0", "--output", str(run), *QUICK]
+    assert main(argv) == 0
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--output", str(model), "--rule", "bayes"]) == 0
+
+    dataset = load_data(read_config(run))
+    paths = [str(root / i) for i in dataset.test.ids]
+    rows = _predict_rows(run, paths)
+    images = torch.stack([load_image(p, 16) for p in paths]).numpy()
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    _compare(run, session, {"image": images}, rows, "bayes")
+
+
+def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emdloss.cli import main
+
+    assert main(["export", str(tmp_path), "--output", str(tmp_path / "m.onnx")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
