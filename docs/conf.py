@@ -104,8 +104,8 @@ nitpick_ignore_regex = [
         r"(Tensor|LongTensor|Module|Path|Figure|Axes|ndarray|DataFrame|Dataset|Callable|Sequence|Mapping|Iterable|Any|Literal)",
     ),
 ]
-# A short name in a module that only imports it (emdloss.training.run.load_task's docstring).
-nitpick_ignore = [("py:class", "OrdinalTask")]
+# Short names in modules that only import them (emdloss.training.run, emdloss.training.rundir).
+nitpick_ignore = [("py:class", "OrdinalTask"), ("py:class", "TrainConfig")]
 suppress_warnings = ["myst.header"]
 
 

@@ -23,7 +23,10 @@ batch dimension is dynamic. Needs the ``onnx`` extra (onnx, onnxscript, onnxrunt
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -194,6 +197,32 @@ def _table_schema(table: dict[str, Any]) -> list[dict[str, Any]]:
     return inputs
 
 
+def _export(
+    wrapper: nn.Module,
+    inputs: tuple[Tensor, ...],
+    names: list[str],
+    dynamic: tuple[dict[int, Any], ...],
+    opset: int,
+) -> Any:
+    # The exporter prints its progress ("[torch.onnx] ..."); failures still raise.
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # Both inputs share the one batch dimension on purpose.
+        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
+        program = torch.onnx.export(
+            wrapper,
+            inputs,
+            dynamo=True,
+            input_names=names,
+            output_names=["probabilities", "label"],
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            verbose=False,
+        )
+    if program is None:  # pragma: no cover - dynamo=True always returns a program
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program
+
+
 def export_onnx(
     run_dir: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -274,20 +303,17 @@ def export_onnx(
         ]
     wrapper.eval()
     dynamic = tuple({0: batch} for _ in inputs)
-    with torch.no_grad(), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # Both inputs share the one batch dimension on purpose.
-        warnings.filterwarnings("ignore", message=".*axis name: batch will not be used")
-        program = torch.onnx.export(
-            wrapper,
-            inputs,
-            dynamo=True,
-            input_names=names,
-            output_names=["probabilities", "label"],
-            dynamic_shapes=dynamic,
-            opset_version=opset,
-            verbose=False,
-        )
-        assert program is not None
+    # The exporter's passes log each rewrite at INFO: keep them out of the user's output.
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        program = _export(wrapper, inputs, names, dynamic, opset)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+    with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "model.onnx"
         program.save(str(staging))
         path = write_bytes(output, staging.read_bytes())
