@@ -45,6 +45,7 @@ def ordinal_data(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, np.digitize(score, [-0.8, 0.0, 0.8])
 
 
+@pytest.mark.filterwarnings("ignore:Skipping check check_array_api_input")
 def test_check_estimator_passes() -> None:
     # The default prediction rule (median) included: every check of scikit-learn's suite.
     check_estimator(EMDClassifier(random_state=0, **FAST))
