@@ -346,7 +346,7 @@ def export_onnx(
             },
         ],
     }
-    side = write_json(Path(str(output) + ".json"), sidecar)
+    side = write_json(sidecar_path(output), sidecar)
     return path, side
 
 
