@@ -97,15 +97,20 @@ nitpick_ignore_regex = [
     ("py:.*", r"(.*\.)?_[A-Za-z].*"),
     (
         "py:.*",
-        r"(torch|numpy|np|nn|lightning|sklearn|transformers|onnx|onnxruntime|PIL|scipy|matplotlib|pandas|torchmetrics|collections|typing|pathlib|os|argparse)(\..*)?",
+        r"(torch|numpy|np|nn|lightning|sklearn|transformers|onnx|onnxruntime|PIL|scipy|matplotlib|pandas|torchmetrics|collections|typing|pathlib|os|argparse|warnings)(\..*)?",
     ),
     (
         "py:.*",
         r"(Tensor|LongTensor|Module|Path|Figure|Axes|ndarray|DataFrame|Dataset|Callable|Sequence|Mapping|Iterable|Any|Literal)",
     ),
 ]
-# Short names in modules that only import them (emdloss.training.run, emdloss.training.rundir).
-nitpick_ignore = [("py:class", "OrdinalTask"), ("py:class", "TrainConfig")]
+# Short names in modules that only import them (training.run, training.rundir, metrics.baselines).
+nitpick_ignore = [
+    ("py:class", "OrdinalTask"),
+    ("py:class", "TrainConfig"),
+    ("py:class", "OrdinalMetrics"),
+    ("py:data", "CURVE_ALPHAS"),  # a constant of the private emdloss.training._calibrate
+]
 suppress_warnings = ["myst.header"]
 
 

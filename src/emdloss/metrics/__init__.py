@@ -1,7 +1,9 @@
 """Ordinal classification metrics: functional (:mod:`emdloss.metrics.functional`) and stateful
-torchmetrics classes that synchronise under DDP (:class:`~emdloss.metrics.stateful.OrdinalMetrics` and single metrics), and
-coverage / size of conformal prediction sets (:class:`ConformalCoverage`,
-:func:`prediction_set_metrics`).
+torchmetrics classes that synchronise under DDP
+(:class:`~emdloss.metrics.stateful.OrdinalMetrics` and single metrics), and
+coverage / size of conformal prediction sets
+(:class:`~emdloss.metrics.prediction_sets.ConformalCoverage`,
+:func:`~emdloss.metrics.prediction_sets.prediction_set_metrics`).
 
 Examples
 --------
