@@ -138,7 +138,7 @@ def test_image_run_onnx_equals_predict(tmp_path: Path) -> None:
     for k in range(3):
         (root / str(k)).mkdir(parents=True)
         for i in range(24):  # brighter images, higher grade, plus noise
-            pixels = np.clip(rng.normal(60 + 70 * k, 40, size=(20, 20, 3)), 0, 255)
+            pixels = np.clip(rng.normal(60 + 70 * k, 40, size=(16, 16, 3)), 0, 255)
             Image.fromarray(pixels.astype(np.uint8)).save(root / str(k) / f"{i}.png")
     run = tmp_path / "run"
     argv = [
