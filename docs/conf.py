@@ -97,7 +97,7 @@ nitpick_ignore_regex = [
     ("py:.*", r"(.*\.)?_[A-Za-z].*"),
     (
         "py:.*",
-        r"(torch|numpy|np|nn|lightning|sklearn|transformers|onnx|onnxruntime|PIL|scipy|matplotlib|pandas|torchmetrics|collections|typing|pathlib|os|argparse|warnings)(\..*)?",
+        r"(torch|numpy|np|nn|lightning|sklearn|transformers|onnx|onnxruntime|PIL|scipy|matplotlib|pandas|torchmetrics|collections|contextvars|typing|pathlib|os|argparse|warnings)(\..*)?",
     ),
     (
         "py:.*",
