@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from emdloss._atomic import file_mode
+
 ENV_DATA_DIR = "EMDLOSS_DATA"
 
 # (resolved path, size, mtime_ns) -> MD5, so a file is hashed once per process unless it changes.
@@ -148,6 +150,8 @@ def download_file(
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with handle:
+            # A data file is ordinary data (0644 under umask 022), not private like a temporary.
+            os.fchmod(handle.fileno(), file_mode())
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "emdloss"})
                 response = urllib.request.urlopen(request, timeout=timeout)
