@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from emdloss._atomic import file_mode
+from emdloss.errors import UserError
 
 ENV_DATA_DIR = "EMDLOSS_DATA"
 
@@ -77,10 +78,10 @@ def md5_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
 
 
 def check_md5(path: str | os.PathLike[str], expected: str) -> None:
-    """Raise ValueError naming the file and both digests unless its MD5 is ``expected``."""
+    """Raise UserError (a ValueError) naming the file and both digests unless the MD5 matches."""
     actual = md5_file(path)
     if actual != expected.lower():
-        raise ValueError(
+        raise UserError(
             f"checksum mismatch for {path}: MD5 {actual}, expected {expected.lower()} "
             "(the file is damaged or a different version; delete it to download it again)"
         )
