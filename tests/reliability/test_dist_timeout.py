@@ -12,6 +12,7 @@ first process exited with code 2 and that line 39 s after its partner was stoppe
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ pytest.importorskip("lightning")
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
+from emdloss.compare import _NOT_PROTOCOL
 from emdloss.errors import UserError
 from emdloss.training._distributed import (
     DEFAULT_DIST_TIMEOUT,
@@ -27,6 +29,7 @@ from emdloss.training._distributed import (
     explain_timeouts,
     strategy_with_timeout,
 )
+from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -97,3 +100,40 @@ def test_other_errors_keep_their_type() -> None:
         raise RuntimeError("DataLoader timed out after 5 seconds")
     with pytest.raises(RuntimeError, match="shape mismatch"), explain_timeouts(30):
         raise RuntimeError("shape mismatch")
+
+
+@pytest.mark.parametrize("strategy", ["ddp_fork", "auto"])
+def test_train_config_dist_timeout_reaches_the_trainer(strategy: str, tmp_path: Path) -> None:
+    from emdloss.training._build import make_trainer
+
+    config = TrainConfig(
+        dataset="lev", accelerator="cpu", devices=2, strategy=strategy, dist_timeout="9"
+    )
+    assert config.dist_timeout == 9.0  # from a command line or YAML string
+    trainer = make_trainer(config, tmp_path, [], fitting=True, progress=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.strategy._timeout == timedelta(seconds=9)
+    default = make_trainer(
+        TrainConfig(dataset="lev", accelerator="cpu", devices=2, strategy=strategy),
+        tmp_path,
+        [],
+        fitting=True,
+        progress=False,
+    )
+    assert default.strategy._timeout == timedelta(seconds=DEFAULT_DIST_TIMEOUT)
+
+
+@pytest.mark.parametrize("value", [0, -5, "soon", float("inf")])
+def test_a_bad_dist_timeout_is_refused_by_name(value: object) -> None:
+    with pytest.raises(ValueError, match="dist_timeout"):
+        TrainConfig(dataset="lev", dist_timeout=value)  # type: ignore[arg-type]
+
+
+def test_the_command_line_has_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from emdloss.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--dist-timeout" in capsys.readouterr().out
+    # Not part of a comparison's protocol: it may differ when a comparison is resumed.
+    assert "dist_timeout" in RESUMABLE_CHANGES and "dist_timeout" in _NOT_PROTOCOL

@@ -95,6 +95,7 @@ _NOT_PROTOCOL = frozenset(
         "devices",
         "strategy",
         "num_nodes",
+        "dist_timeout",
         "output",
         "resume",
         "overwrite",
