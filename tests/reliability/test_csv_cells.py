@@ -132,7 +132,7 @@ def test_encoding_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=f"{path} is not utf-8-sig text.*encoding=latin-1"):
         load_csv(path, target="y")
     assert load_csv(path, target="y", encoding="latin-1").info["categorical_columns"] == ["drink"]
-    with pytest.raises(UserError, match="encoding='klingon'"):
+    with pytest.raises(UserError, match="encoding 'klingon': not a text encoding"):
         load_csv(path, target="y", encoding="klingon")
 
 

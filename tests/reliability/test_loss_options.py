@@ -19,27 +19,29 @@ from emdloss.training.losses import build_loss
 
 
 @pytest.mark.parametrize(
-    ("loss", "option", "value", "expected"),
+    ("loss", "option", "value", "expected", "kind"),
     [
-        ("xemd1", "mu", "banana", "a finite number (float), got str"),
-        ("emd2", "mu", "banana", "a finite number (float), got str"),
-        ("xemd2", "omega", float("nan"), "a finite number (float), got float"),
-        ("xemd1", "momentum", [0.5], "a finite number (float), got list"),
-        ("xemd1", "normalize", "banana", "true or false (bool), got str"),
-        ("xemd1", "mode", 3, "a name (str), got int"),
-        ("xemd2", "mu", True, "a finite number (float), got bool"),
-        ("triangular", "alpha2", "x", "a finite number (float), got str"),
+        ("xemd1", "mu", "banana", "a finite number (float)", "str"),
+        ("emd2", "mu", "banana", "a finite number (float)", "str"),
+        ("xemd2", "omega", float("nan"), "a finite number (float)", "float"),
+        ("xemd1", "momentum", [0.5], "a finite number (float)", "list"),
+        ("xemd1", "normalize", "banana", "true or false (bool)", "str"),
+        ("xemd1", "mode", 3, "a name (str)", "int"),
+        ("xemd2", "mu", True, "a finite number (float)", "bool"),
+        ("triangular", "alpha2", "x", "a finite number (float)", "str"),
     ],
 )
 def test_an_option_of_the_wrong_type_is_named(
-    loss: str, option: str, value: Any, expected: str
+    loss: str, option: str, value: Any, expected: str, kind: str
 ) -> None:
     if loss == "triangular":
         pytest.importorskip("dlordinal")
     with pytest.raises(UserError) as caught:
         build_loss(loss, 4, **{option: value})
     message = str(caught.value)
-    assert message == (f"loss option {option}={value!r} for loss {loss!r}: expected {expected}")
+    assert (
+        message == f"loss {loss!r}: loss option {option} is {value!r} ({kind}); expected {expected}"
+    )
 
 
 def test_numbers_given_as_text_still_work() -> None:

@@ -55,7 +55,7 @@ def read_csv_rows(
     try:
         handle = open(path, newline="", encoding=encoding)
     except LookupError:
-        raise UserError(f"option encoding={encoding!r}: not a text encoding Python knows") from None
+        raise UserError(f"encoding {encoding!r}: not a text encoding Python knows") from None
     except OSError as exc:
         raise FileNotFoundError(f"cannot open CSV file {path}: {exc}") from exc
     header: list[str] | None = None

@@ -252,9 +252,10 @@ def _typed_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         elif key in _INT_OPTIONS and (isinstance(value, bool) or not isinstance(value, int)):
             expected = "an integer (int)"
         if expected is not None:
+            # Not "option KEY=": the CLI would spell that as a --KEY flag, which this is not.
             raise UserError(
-                f"loss option {key}={value!r} for loss {name!r}: expected {expected}, "
-                f"got {type(value).__name__}"
+                f"loss {name!r}: loss option {key} is {value!r} ({type(value).__name__}); "
+                f"expected {expected}"
             )
     return typed
 
