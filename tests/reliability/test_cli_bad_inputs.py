@@ -98,3 +98,12 @@ def test_a_truncated_npz_read_without_verification(
     with pytest.warns(UserWarning, match="not verified"):
         err = _one_line_exit_2(capsys, argv)
     assert str(path) in err and "download it afresh" in err
+
+
+def test_predict_refuses_a_value_that_would_standardise_to_inf(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "new.csv"
+    rows.write_text("x1,x2\n0.5,0.1\n1e308,-0.2\n", encoding="utf-8")
+    err = _one_line_exit_2(capsys, ["predict", str(run), str(rows)])
+    assert f"{rows}, line 3: column 'x1' holds 1e+308" in err
