@@ -89,13 +89,16 @@ def apply_timeout(trainer: Any, seconds: float) -> None:
 
 def _is_timeout(error: BaseException) -> bool:
     # A collective's timeout, not any "timed out" (a DataLoader's own timeout is not one).
+    # gloo words it in several ways: "Timed out waiting 30000ms for recv operation" in a
+    # backward hook, "Application timeout caused pair closure" in DDP's buffer broadcast.
     import torch.distributed as dist
 
     text = str(error).lower()
-    if "timed out" not in text and "timeout" not in text:
+    if ("timed out" not in text and "timeout" not in text) or "dataloader" in text:
         return False
-    distributed = dist.is_available() and isinstance(error, dist.DistError)
-    return distributed or any(word in text for word in ("gloo", "nccl", "store", "collective"))
+    if dist.is_available() and (isinstance(error, dist.DistError) or dist.is_initialized()):
+        return True
+    return any(word in text for word in ("gloo", "nccl", "store", "collective", "pair closure"))
 
 
 @contextlib.contextmanager
