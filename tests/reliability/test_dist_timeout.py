@@ -6,7 +6,7 @@ case takes over a minute here (two processes importing Lightning on a loaded mac
 timeout itself; a timeout short enough to be quick also fails the start-up rendezvous), so these
 tests check that the timeout reaches the process group's configuration and that its error
 becomes one line. Measured by hand (docs/training.md, "Safety"): with ``--dist-timeout 30`` the
-first process exited with code 2 and that line 39 s after its partner was stopped.
+first process exited with code 2 and that line 42 s after its partner was stopped.
 """
 
 from __future__ import annotations
