@@ -355,12 +355,13 @@ class EMDRecipeLoss(nn.Module):
                     self._warned_no_features = True
                     warnings.warn(
                         f"EMDRecipeLoss: no features were given during epoch "
-                        f"{self.current_epoch}, so the learned ground matrix stays at its prior; "
+                        f"{self.current_epoch + 1}, so the learned ground matrix stays at its "
+                        "prior; "
                         "call criterion(logits, target, features=model.features(x)) in training, "
                         "or build it with collect_features=False and call refresh_from() at the "
                         "end of each epoch",
                         RuntimeWarning,
-                        stacklevel=2,
+                        stacklevel=3,  # the caller, past torch.no_grad's wrapper
                     )
             self.ground.compute()
             self.ground.reset()
