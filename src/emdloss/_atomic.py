@@ -2,7 +2,16 @@
 
 A file is written to a temporary file in the same directory, flushed to disk and moved over the
 target with :func:`os.replace`, so a process killed mid-write leaves either the previous file or
-the new one, never a truncated mix, and no temporary file behind.
+the new one, never a truncated mix.
+
+The temporary file is named ``.NAME.PID.XXXXXXXX.SUFFIX`` (PID of the writing process, random
+``X``). A write killed before the rename (``kill -9``, power loss) leaves it behind; the next
+write to ``NAME`` removes the leftovers of processes that no longer run, and
+:func:`remove_stale_temporaries` sweeps a whole directory (a resumed run does).
+
+The file gets the mode a plain :func:`open` would give it (``0o666 & ~umask``). The umask is read
+from ``/proc/self/status`` and never changed: ``os.umask`` is process-wide, so setting it even
+for a moment lets files that other threads create meanwhile come out with the wrong mode.
 """
 
 from __future__ import annotations
@@ -10,18 +19,173 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write", "write_bytes", "write_json", "write_text"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "file_mode",
+    "remove_stale_temporaries",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+_PROC_STATUS = Path("/proc/self/status")
+# Temporaries this process is writing right now (absolute paths), never swept.
+_IN_FLIGHT: set[str] = set()
+_IN_FLIGHT_LOCK = threading.Lock()
+# mkstemp's random part: 8 characters of this alphabet.
+_RANDOM = re.compile(r"(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _proc_umask() -> int | None:
+    # Linux >= 4.7 reports the umask without changing it; None where it does not.
+    try:
+        with open(_PROC_STATUS, encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _probe_umask() -> int:
+    # The only portable way to read the umask is to set it. Done once, at import, with the
+    # restrictive 0o077 meanwhile, so a file another thread creates in that instant is private
+    # rather than world-writable.
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
+
+
+_FIRST_READ = _proc_umask()
+_HAS_PROC_UMASK = _FIRST_READ is not None
+_IMPORT_UMASK: int = _FIRST_READ if _FIRST_READ is not None else _probe_umask()
+
+
+def file_mode() -> int:
+    """The mode a file created now with :func:`open` gets: ``0o666 & ~umask``.
+
+    Reads the current umask from ``/proc/self/status`` where the kernel reports it, else uses the
+    umask read once when this module was imported. Never calls :func:`os.umask`.
+
+    Examples
+    --------
+    >>> import os
+    >>> file_mode() & 0o111  # never executable
+    0
+    """
+    mask = _proc_umask() if _HAS_PROC_UMASK else None
+    return 0o666 & ~(_IMPORT_UMASK if mask is None else mask)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, it belongs to someone else
+        return True
+    return True
+
+
+def _temporary_of(name: str) -> tuple[str, int | None] | None:
+    """``(target name, writer PID or None)`` when ``name`` is a temporary of :func:`atomic_path`.
+
+    ``None`` PIDs are temporaries of older emdloss versions (``.NAME.XXXXXXXX.SUFFIX``).
+    """
+    if not name.startswith(".") or len(name) < 12:
+        return None
+    body = name[1:]
+    for index, char in enumerate(body):
+        if char != "." or index == 0:
+            continue
+        target, rest = body[:index], body[index + 1 :]
+        suffix = Path(target).suffix
+        if suffix and not rest.endswith(suffix):
+            continue
+        core = rest[: len(rest) - len(suffix)] if suffix else rest
+        match = _RANDOM.fullmatch(core)
+        if match:
+            pid = match.group("pid")
+            return target, None if pid is None else int(pid)
+    return None
+
+
+def _is_stale(path: Path, target: str, pid: int | None, sweep: bool) -> bool:
+    if pid is None:
+        # An older version's leftover (no PID in the name): no writer of this version uses it.
+        # A directory sweep takes it only beside its target, so that a user's own dot-file
+        # that happens to look like one is left alone.
+        return not sweep or path.with_name(target).exists()
+    if pid == os.getpid():
+        with _IN_FLIGHT_LOCK:
+            return str(path.absolute()) not in _IN_FLIGHT
+    return not _pid_alive(pid)
+
+
+def _remove_stale(directory: Path, target: str | None) -> list[Path]:
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for entry in entries:
+        parsed = _temporary_of(entry.name)
+        if parsed is None or (target is not None and parsed[0] != target):
+            continue
+        path = Path(entry.path)
+        try:
+            if entry.is_file(follow_symlinks=False) and _is_stale(
+                path, parsed[0], parsed[1], target is None
+            ):
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: leave it
+    return removed
+
+
+def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries that interrupted atomic writes left in ``directory`` and below.
+
+    A temporary is removed when the process that wrote it no longer runs (or it is this
+    process's and no write is using it). Other files are never touched.
+
+    Parameters
+    ----------
+    directory : path-like
+        Directory to sweep recursively (a run directory on resume).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "last.ckpt").write_bytes(b"whole")
+    >>> _ = (d / ".last.ckpt.k2j4l5m6.ckpt").write_bytes(b"half")  # killed mid-write
+    >>> [p.name for p in remove_stale_temporaries(d)]
+    ['.last.ckpt.k2j4l5m6.ckpt']
+    """
+    root = Path(directory)
+    removed = _remove_stale(root, None)
+    if root.is_dir():
+        for sub in sorted(p for p in root.rglob("*") if p.is_dir() and not p.is_symlink()):
+            removed += _remove_stale(sub, None)
+    return removed
 
 
 @contextlib.contextmanager
@@ -52,19 +216,30 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
+    _remove_stale(target.parent, target.name)  # leftovers of earlier, killed writes
+    fd, name = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=target.suffix
+    )
     tmp = Path(name)
+    key = str(tmp.absolute())
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT.add(key)
     try:
+        try:
+            # mkstemp creates the file private (0600); give it the mode open() would.
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp creates the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        finally:
+            with _IN_FLIGHT_LOCK:
+                _IN_FLIGHT.discard(key)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:

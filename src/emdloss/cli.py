@@ -94,6 +94,8 @@ _HELP = {
     "devices": "devices (processes) per node: a count, a list like 0,1, or auto",
     "strategy": "auto, ddp, ddp_spawn, ... (Lightning strategies)",
     "num_nodes": "number of machines",
+    "dist_timeout": "seconds a DDP process waits for the others before stopping the run "
+    "(default 300)",
     "precision": "32-true, 16-mixed, bf16-mixed, ...",
     "deterministic": "deterministic algorithms",
     "implementation": "EMD loss implementation: fused (PyTorch) or cpp (C++ CPU kernel); "

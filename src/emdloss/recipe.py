@@ -224,6 +224,7 @@ class EMDRecipeLoss(nn.Module):
         self.input_type = input_type
         self.reduction = reduction
         self.collect_features = bool(collect_features)
+        self._warned_no_features = False
         self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.register_buffer("weight", None if weight is None else self._class_vector(weight))
         self.register_buffer(
@@ -347,6 +348,21 @@ class EMDRecipeLoss(nn.Module):
         1
         """
         if self.ground is not None and self.collecting:
+            if self.collect_features and not self._warned_no_features:
+                if not bool(self.ground.class_counts.any()):
+                    # Called without features= all epoch: the matrix would silently stay at its
+                    # prior. A warning (not an error): under DDP one rank must not stop alone.
+                    self._warned_no_features = True
+                    warnings.warn(
+                        f"EMDRecipeLoss: no features were given during epoch "
+                        f"{self.current_epoch + 1}, so the learned ground matrix stays at its "
+                        "prior; "
+                        "call criterion(logits, target, features=model.features(x)) in training, "
+                        "or build it with collect_features=False and call refresh_from() at the "
+                        "end of each epoch",
+                        RuntimeWarning,
+                        stacklevel=3,  # the caller, past torch.no_grad's wrapper
+                    )
             self.ground.compute()
             self.ground.reset()
         self.epoch += 1

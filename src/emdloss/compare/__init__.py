@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_json, write_text
+from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
     DEFAULT_DATASETS,
     DEFAULT_LOSSES,
@@ -94,6 +95,7 @@ _NOT_PROTOCOL = frozenset(
         "devices",
         "strategy",
         "num_nodes",
+        "dist_timeout",
         "output",
         "resume",
         "overwrite",
@@ -243,6 +245,8 @@ def compare(
     ValueError
         Unknown data set, loss or train option, bad seeds/folds/jobs, or an output directory
         holding runs trained with other options; raised before any run starts.
+    UserError
+        The output directory is in use by another comparison (names its PID); a ValueError.
     ImportError
         A peer loss whose package is missing (the message names ``emdloss[peers]``).
 
@@ -300,40 +304,42 @@ def compare(
             )
         )
     protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
-    merged = _check_protocol(out, protocols)
-    write_json(out / _PROTOCOL_FILE, {"datasets": merged})
+    # One comparison per directory: a second one would train the same runs over this one's.
+    with output_lock(out):
+        merged = _check_protocol(out, protocols)
+        write_json(out / _PROTOCOL_FILE, {"datasets": merged})
 
-    # Tabular runs are overhead-bound: a second torch thread only spins. The default took
-    # 5:50 with 2 threads and 2:45 with 1 on 2 cores, with identical metrics.
-    kinds = {info.spec: info.kind for info in infos}
-    jobs_list: list[Job] = [
-        (s, out / s.relative_dir, options_by_dataset[s.dataset], _threads(kinds[s.dataset]))
-        for s in specs
-    ]
-    records = run_all(
-        jobs_list, jobs=jobs, train_fn=train_fn, progress=progress, mp_context=mp_context
-    )
-    rows = result_rows(records)
-    section = ""
-    conformal_files: list[Path] = []
-    if conformal is not None:
-        from emdloss.compare import _conformal
-
-        calibrations = _conformal.calibrate_records(records, conformal, conformal_method)
-        _conformal.add_conformal_columns(rows, records, calibrations)
-        section = _conformal.conformal_section(
-            records, calibrations, infos, conformal, conformal_method
+        # Tabular runs are overhead-bound: a second torch thread only spins. The default took
+        # 5:50 with 2 threads and 2:45 with 1 on 2 cores, with identical metrics.
+        kinds = {info.spec: info.kind for info in infos}
+        jobs_list: list[Job] = [
+            (s, out / s.relative_dir, options_by_dataset[s.dataset], _threads(kinds[s.dataset]))
+            for s in specs
+        ]
+        records = run_all(
+            jobs_list, jobs=jobs, train_fn=train_fn, progress=progress, mp_context=mp_context
         )
-        conformal_files = _conformal.plot_set_sizes(out, records, calibrations, infos)
-    files = [write_text(out / "results.csv", results_csv(rows))]
-    from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
+        rows = result_rows(records)
+        section = ""
+        conformal_files: list[Path] = []
+        if conformal is not None:
+            from emdloss.compare import _conformal
 
-    files += write_plots(out, records, rows, infos) + conformal_files
-    summary = render_summary(records, infos, output=str(out))
-    if section:
-        summary = summary.rstrip("\n") + "\n\n" + section
-    files.append(write_text(out / "summary.md", summary))
-    return CompareResult(out, records, rows, summary, files, time.perf_counter() - start)
+            calibrations = _conformal.calibrate_records(records, conformal, conformal_method)
+            _conformal.add_conformal_columns(rows, records, calibrations)
+            section = _conformal.conformal_section(
+                records, calibrations, infos, conformal, conformal_method
+            )
+            conformal_files = _conformal.plot_set_sizes(out, records, calibrations, infos)
+        files = [write_text(out / "results.csv", results_csv(rows))]
+        from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
+
+        files += write_plots(out, records, rows, infos) + conformal_files
+        summary = render_summary(records, infos, output=str(out))
+        if section:
+            summary = summary.rstrip("\n") + "\n\n" + section
+        files.append(write_text(out / "summary.md", summary))
+        return CompareResult(out, records, rows, summary, files, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------- command line

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emdloss._atomic import write_json
+from emdloss._atomic import remove_stale_temporaries, write_json, write_text
 from emdloss.compare._plan import RunSpec
 from emdloss.training.config import METRIC_MODES
 from emdloss.training.rundir import METRICS_FILE
@@ -223,9 +223,25 @@ def build_config(
     return TrainConfig(**kwargs)
 
 
+def _checkpoints(run_dir: Path) -> list[Path]:
+    # Every checkpoint the run holds (not the temporaries of an interrupted write).
+    if not run_dir.is_dir():
+        return []
+    return sorted(p for p in run_dir.rglob("*.ckpt") if not p.name.startswith("."))
+
+
 def _has_checkpoint(run_dir: Path) -> bool:
     # The training writes checkpoints/last.ckpt at the end of every epoch.
-    return any(run_dir.rglob("last.ckpt"))
+    return any(p.name == "last.ckpt" for p in _checkpoints(run_dir))
+
+
+def _record_failure(run_dir: Path, message: str) -> None:
+    # The traceback goes to error.txt. Failing to write it (a full disk is one reason runs
+    # fail) must not stop the comparison: the message is in the run's record either way.
+    try:
+        write_text(run_dir / "error.txt", message)
+    except OSError:
+        pass
 
 
 def _default_train() -> TrainFn:
@@ -293,20 +309,23 @@ def _execute(
     if finished is not None:
         return RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
     train = train_fn if train_fn is not None else _default_train()
-    resume = run_dir.exists() and _has_checkpoint(run_dir) and "resume" in _config_fields()
+    resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
     if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # half-written and not resumable: start again from scratch
+        kept = _checkpoints(run_dir)
+        if kept:
+            # Trained weights are never deleted: a human decides what to do with them.
+            message = (
+                f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "
+                "from; move it away (or delete it) to train this run again"
+            )
+            _record_failure(run_dir, message + "\n")
+            return RunRecord(spec, run_dir, "failed", error=message)
+        shutil.rmtree(run_dir)  # half-written, no checkpoint: start again from scratch
+    if resume:
+        remove_stale_temporaries(run_dir)  # of the write the interruption cut short
     start = time.perf_counter()
     try:
-        try:
-            result = train(build_config(spec, run_dir, options, resume=resume))
-        except Exception:
-            if not resume:
-                raise
-            # A checkpoint that cannot be resumed from: restart the run once from scratch.
-            shutil.rmtree(run_dir, ignore_errors=True)
-            start = time.perf_counter()
-            result = train(build_config(spec, run_dir, options))
+        result = train(build_config(spec, run_dir, options, resume=resume))
         seconds = getattr(result, "train_seconds", None)
         train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
         write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
@@ -318,9 +337,18 @@ def _execute(
             )
         return RunRecord(spec, run_dir, "done", finished[0], train_seconds)
     except Exception as error:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        return RunRecord(spec, run_dir, "failed", error=f"{type(error).__name__}: {error}")
+        # A failed resume (full disk, unreadable checkpoint, ...) keeps the run directory and
+        # its checkpoints: the next compare resumes again, and nothing trained is lost.
+        reason = f"{type(error).__name__}: {error}"
+        if resume:
+            reason = (
+                f"resume failed ({reason}); {run_dir} is kept and the next compare retries the "
+                "resume"
+            )
+        with contextlib.suppress(OSError):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        _record_failure(run_dir, traceback.format_exc())
+        return RunRecord(spec, run_dir, "failed", error=reason)
 
 
 def available_cores() -> int:

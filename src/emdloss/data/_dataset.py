@@ -13,6 +13,8 @@ from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from emdloss.errors import UserError
+
 SPLITS = ("train", "val", "test")
 
 Item = tuple[Tensor, int] | tuple[Tensor, int, Tensor]
@@ -143,9 +145,9 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
 
     Raises
     ------
-    ValueError
-        If the file cannot be read or decoded (missing, truncated, not an image); the message
-        names the file.
+    UserError
+        If the file cannot be read or decoded (missing, truncated, not an image, or a possible
+        decompression bomb over ``PIL.Image.MAX_IMAGE_PIXELS``); the message names the file.
 
     Examples
     --------
@@ -159,10 +161,22 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
 
     try:
         with Image.open(path) as image:
+            # Pillow only warns between its pixel limit and twice that; a file claiming more
+            # pixels than the limit is refused here before a byte is decoded.
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.size[0] * image.size[1] > limit:
+                raise Image.DecompressionBombError(
+                    f"{image.size[0]} x {image.size[1]} pixels exceed the limit of {limit}"
+                )
             # convert() decodes the whole file, so truncated data fails here, not later.
             rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except Image.DecompressionBombError as exc:
+        raise UserError(
+            f"refusing image {path}: a possible decompression bomb ({exc}); resize the image, "
+            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+        raise UserError(f"cannot read image {path}: {exc}") from exc
     array = np.array(rgb, dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
@@ -209,7 +223,7 @@ class ImageFileSplit(OrdinalSplit):
                 bad.append(str(exc))
         if bad:
             listing = "\n  ".join(bad)
-            raise ValueError(f"{len(bad)} of {len(self.paths)} images are unreadable:\n  {listing}")
+            raise UserError(f"{len(bad)} of {len(self.paths)} images are unreadable:\n  {listing}")
 
 
 class SubsetSplit(OrdinalSplit):

@@ -10,6 +10,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from emdloss._atomic import file_mode
+from emdloss.errors import UserError
+
 ENV_DATA_DIR = "EMDLOSS_DATA"
 
 # (resolved path, size, mtime_ns) -> MD5, so a file is hashed once per process unless it changes.
@@ -75,10 +78,10 @@ def md5_file(path: str | os.PathLike[str], *, chunk_size: int = 1 << 20) -> str:
 
 
 def check_md5(path: str | os.PathLike[str], expected: str) -> None:
-    """Raise ValueError naming the file and both digests unless its MD5 is ``expected``."""
+    """Raise UserError (a ValueError) naming the file and both digests unless the MD5 matches."""
     actual = md5_file(path)
     if actual != expected.lower():
-        raise ValueError(
+        raise UserError(
             f"checksum mismatch for {path}: MD5 {actual}, expected {expected.lower()} "
             "(the file is damaged or a different version; delete it to download it again)"
         )
@@ -148,6 +151,8 @@ def download_file(
     digest = hashlib.md5(usedforsecurity=False)
     try:
         with handle:
+            # A data file is ordinary data (0644 under umask 022), not private like a temporary.
+            os.fchmod(handle.fileno(), file_mode())
             try:
                 request = urllib.request.Request(url, headers={"User-Agent": "emdloss"})
                 response = urllib.request.urlopen(request, timeout=timeout)

@@ -10,6 +10,8 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from emdloss.errors import UserError
+
 from ._dataset import OrdinalDataset, TensorSplit
 from .splits import Split
 
@@ -32,6 +34,8 @@ def encode_table(
     categorical: Sequence[Sequence[str | None]],
     categorical_names: Sequence[str],
     split: Split,
+    *,
+    row_names: Sequence[str] | None = None,
 ) -> EncodedTable:
     r"""Encode a table with statistics of the training rows only.
 
@@ -40,6 +44,22 @@ def encode_table(
     training rows (:math:`s_j = 1` for a constant column); missing numeric cells (NaN) are first
     filled with the training median. Categorical columns become one-hot blocks over the
     categories seen in the training rows; a missing or unseen category encodes as all zeros.
+
+    The statistics are computed on the column divided by :math:`2^e`, the power of two nearest
+    below its largest training magnitude, and scaled back: dividing by a power of two is exact,
+    so the result is bit for bit the plain formula's wherever that one is finite, and values up
+    to the float64 limit (``1e308``) no longer overflow the sum or the squares into inf/NaN.
+
+    Parameters
+    ----------
+    row_names : sequence of str, optional
+        How to name each row in an error (e.g. ``"data.csv, line 7"``); default ``"row i"``.
+
+    Raises
+    ------
+    UserError
+        For a numeric column with no value in the training rows, or a value so far outside the
+        training rows' range that its standardised value does not fit in float32.
     """
     train = split.train
     numeric = np.asarray(numeric, dtype=np.float64).reshape(len(numeric), -1)
@@ -49,16 +69,26 @@ def encode_table(
         for j in range(numeric.shape[1]):
             present = train_block[~np.isnan(train_block[:, j]), j]
             if present.size == 0:
-                raise ValueError(
+                raise UserError(
                     f"column {numeric_names[j]!r} has no value in the training rows; "
                     "cannot impute or standardise it"
                 )
             medians[j] = float(np.median(present))
         numeric = np.where(np.isnan(numeric), medians, numeric)
-        mean = numeric[train].mean(axis=0)
-        scale = numeric[train].std(axis=0)
-        scale = np.where(scale > 0, scale, 1.0)  # a constant column stays finite (all zeros)
-        numeric = (numeric - mean) / scale
+        # Exact power-of-two prescaling (see above): a column of 1e308s stays finite.
+        peak = np.abs(numeric[train]).max(axis=0)
+        # frexp: peak = m * 2**e with 0.5 <= m < 1, so 2**(e - 1) <= peak, never inf.
+        power = np.ldexp(1.0, np.frexp(np.where(peak > 0, peak, 1.0))[1] - 1)
+        scaled = numeric / power
+        mean = scaled[train].mean(axis=0)
+        scale = scaled[train].std(axis=0)
+        # A constant column keeps scale 1 (its value maps to 0, others to their difference).
+        scale = np.where(scale > 0, scale, 1.0 / power)
+        with np.errstate(over="ignore"):
+            standardised = (scaled - mean) / scale
+            mean, scale = mean * power, scale * power
+        _check_float32(standardised, numeric, numeric_names, row_names)
+        numeric = standardised
     else:
         mean = np.zeros(0)
         scale = np.ones(0)
@@ -83,6 +113,26 @@ def encode_table(
         for part in ("train", "val", "test")
     }
     return EncodedTable(inputs, names, mean, scale, medians, categories)
+
+
+def _check_float32(
+    standardised: NDArray[np.float64],
+    raw: NDArray[np.float64],
+    names: Sequence[str],
+    row_names: Sequence[str] | None,
+) -> None:
+    # A value 1e38 times beyond the training range standardises past float32's largest number:
+    # refuse it by name rather than feed the network an inf.
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(standardised.astype(np.float32))
+    if not bad.any():
+        return
+    row, col = (int(i[0]) for i in np.nonzero(bad))
+    where = row_names[row] if row_names is not None else f"row {row}"
+    raise UserError(
+        f"{where}, column {names[col]!r}: value {raw[row, col]:g} lies too far outside the range "
+        "of the training rows to be standardised in float32; fix or rescale it"
+    )
 
 
 def tabular_dataset(

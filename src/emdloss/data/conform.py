@@ -171,7 +171,17 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
                     f"{path}, line {line}: column {name!r} holds {cell!r}, expected a number"
                 )
             values.append(number)
-        vector = list((np.asarray(values) - mean) / scale) if numeric else []
+        with np.errstate(over="ignore"):
+            standardised = (np.asarray(values) - mean) / scale
+            too_far = ~np.isfinite(standardised.astype(np.float32))
+        if numeric and too_far.any():
+            # 1e308 minus a negative mean overflows; the network would see inf.
+            j = int(np.flatnonzero(too_far)[0])
+            raise UserError(
+                f"{path}, line {line}: column {numeric[j]!r} holds {values[j]:g}, too far outside "
+                "the range of the training rows to be standardised in float32"
+            )
+        vector = list(standardised) if numeric else []
         for name in categorical:
             cell = row[header.index(name)].strip()
             seen = categories[name]

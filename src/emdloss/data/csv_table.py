@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import itertools
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,70 +11,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from emdloss.errors import UserError
+
+from ._csv_cells import (
+    INVALID_POLICIES,
+    MISSING_POLICIES,
+    MISSING_TOKENS,
+    _classify_columns,
+    _number,
+    read_csv_rows,
+)
 from ._dataset import OrdinalDataset
 from ._options import as_float_list, as_int, as_str_list
 from ._table import encode_table, tabular_dataset
 from .inspection import inspect_columns
 from .splits import make_split
 
-#: Cell values read as missing (after stripping spaces).
-MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "?"})
-MISSING_POLICIES = ("error", "drop", "impute")
-
-
-def _number(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
 
 def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def read_csv_rows(
-    path: str | os.PathLike[str], *, delimiter: str = ","
-) -> tuple[list[str], list[list[str]], list[int]]:
-    """Read a CSV file into its header, its rows (stripped cells) and each row's 1-based line.
-
-    Raises
-    ------
-    ValueError
-        For an empty file, a duplicate column name, or a row with the wrong number of cells
-        (names the line).
-    """
-    path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except OSError as exc:
-        raise FileNotFoundError(f"cannot open CSV file {path}: {exc}") from exc
-    with handle:
-        reader = csv.reader(handle, delimiter=delimiter)
-        header: list[str] | None = None
-        rows: list[list[str]] = []
-        lines: list[int] = []
-        for raw in reader:
-            if not raw or (all(cell.strip() == "" for cell in raw) and len(raw) <= 1):
-                continue  # blank line
-            cells = [cell.strip() for cell in raw]
-            if header is None:
-                header = cells
-                duplicates = sorted({c for c in header if header.count(c) > 1})
-                if duplicates:
-                    raise ValueError(f"{path}: duplicate column names {duplicates}")
-                continue
-            if len(cells) != len(header):
-                raise ValueError(
-                    f"{path}, line {reader.line_num}: {len(cells)} cells, "
-                    f"expected {len(header)} (columns {header})"
-                )
-            rows.append(cells)
-            lines.append(reader.line_num)
-    if header is None:
-        raise ValueError(f"{path} is empty (no header row)")
-    return header, rows, lines
 
 
 def bin_scores(
@@ -114,25 +67,25 @@ def bin_scores(
     if bin_edges is not None:
         inner = np.asarray(bin_edges, dtype=np.float64)
         if inner.size < 1 or np.any(np.diff(inner) <= 0):
-            raise ValueError(
+            raise UserError(
                 f"bin_edges must be strictly increasing inner cut points, got {bin_edges}"
             )
     else:
         if bins is None or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+            raise UserError(f"bins must be an integer >= 2, got {bins!r}")
         if hi <= lo:
-            raise ValueError(f"cannot bin a constant score ({lo:g}) into {bins} classes")
+            raise UserError(f"cannot bin a constant score ({lo:g}) into {bins} classes")
         if binning == "uniform":
             inner = np.linspace(lo, hi, bins + 1)[1:-1]
         elif binning == "quantile":
             inner = np.quantile(scores, np.arange(1, bins) / bins)
             if np.any(np.diff(inner) <= 0) or inner[0] <= lo:
-                raise ValueError(
+                raise UserError(
                     f"quantile binning into {bins} classes gives repeated edges {inner.tolist()}; "
                     "use fewer bins or binning='uniform'"
                 )
         else:
-            raise ValueError(f"binning must be 'uniform' or 'quantile', got {binning!r}")
+            raise UserError(f"binning must be 'uniform' or 'quantile', got {binning!r}")
     labels = np.searchsorted(inner, scores, side="right").astype(np.int64)
     bounds = [min(lo, float(inner[0])), *inner.tolist(), max(hi, float(inner[-1]))]
     names = [
@@ -183,10 +136,10 @@ def encode_target(
     scores: NDArray[np.float64] | None = None
     if classes is not None:
         if bins is not None or bin_edges is not None:
-            raise ValueError("give either classes or bins/bin_edges, not both")
+            raise UserError("give either classes or bins/bin_edges, not both")
         class_names = as_str_list("classes", classes)
         if len(set(class_names)) != len(class_names):
-            raise ValueError(f"classes has repeated names: {class_names}")
+            raise UserError(f"classes has repeated names: {class_names}")
         lookup = {name: k for k, name in enumerate(class_names)}
         numeric_names = [_number(n) for n in class_names]
         numeric_lookup = {v: k for k, v in enumerate(numeric_names) if v is not None}
@@ -196,7 +149,7 @@ def encode_target(
             if k is None and (number := _number(value)) is not None:
                 k = numeric_lookup.get(number)
             if k is None:
-                raise ValueError(
+                raise UserError(
                     f"{path}, line {line}: label {value!r} in column {column!r} is not one of "
                     f"the declared classes {class_names}"
                 )
@@ -212,7 +165,7 @@ def encode_target(
         for value, line in zip(values, lines, strict=True):
             number = _number(value)
             if number is None:
-                raise ValueError(
+                raise UserError(
                     f"{path}, line {line}: target {value!r} in column {column!r} is not a number; "
                     "give the class order with classes='a,b,c' (or bins for a continuous score)"
                 )
@@ -228,14 +181,14 @@ def encode_target(
         else:
             levels = np.unique(scores)
             if levels.size < 2:
-                raise ValueError(f"{path}: the target column {column!r} has a single value")
+                raise UserError(f"{path}: the target column {column!r} has a single value")
             labels = np.searchsorted(levels, scores).astype(np.int64)
             class_names = [_fmt(v) for v in levels]
             positions = [float(v) for v in levels]
     counts = np.bincount(labels, minlength=len(class_names))
     empty = [class_names[k] for k in np.flatnonzero(counts == 0)]
     if empty:
-        raise ValueError(f"{path}: class(es) {empty} of column {column!r} have no rows{note}")
+        raise UserError(f"{path}: class(es) {empty} of column {column!r} have no rows{note}")
     return TargetEncoding(labels, class_names, positions, scores)
 
 
@@ -251,10 +204,12 @@ def load_csv(
     bin_edges: Any = None,
     binning: str = "uniform",
     missing: str = "error",
+    invalid: str = "error",
     features: Any = None,
     ignore: Any = None,
     categorical: Any = None,
     delimiter: str = ",",
+    encoding: str = "utf-8-sig",
     val_fraction: Any = 0.1,
     test_fraction: Any = 0.3,
 ) -> OrdinalDataset:
@@ -263,9 +218,13 @@ def load_csv(
     Class order: ``classes`` (explicit, e.g. ``"low,medium,high"``), else the sorted numeric
     values of the target, else (continuous targets) ``bins``/``bin_edges`` (see
     :func:`bin_scores`). Every other column (or those in ``features``, minus ``ignore``) is a
-    feature: numeric when all its present cells are numbers (unless listed in ``categorical``),
-    categorical otherwise (one-hot over the categories of the training rows). Numeric features
-    are standardised with training statistics. Splits as in :func:`emdloss.data.make_split`.
+    feature: numeric when all its present cells are finite numbers (unless listed in
+    ``categorical``), categorical when none is (one-hot over the categories of the training
+    rows). A column of numbers with a few other cells (``x``, ``inf``, ``1e309``, a NUL byte) is
+    refused with the file, line, column and value named, never silently re-encoded: declare it
+    ``categorical``, or set ``invalid="missing"``. Numeric features are standardised with
+    training statistics (exactly rescaled by a power of two first, so that values up to the
+    float64 limit never overflow into NaN). Splits as in :func:`emdloss.data.make_split`.
 
     Parameters
     ----------
@@ -286,10 +245,17 @@ def load_csv(
         Missing cells (see :data:`MISSING_TOKENS`): refuse with the line and column named, drop
         the rows, or impute features (numeric: training median; categorical: all-zero code).
         Rows with a missing target are dropped under ``"drop"`` and ``"impute"``.
+    invalid : {"error", "missing"}
+        Cells that are not finite numbers in a column whose other cells are (mostly) numbers:
+        refuse them with the cell named, or read them as missing values (then ``missing``
+        applies).
     features, ignore, categorical : str or list of str, optional
         Feature columns to use, columns to leave out, columns to treat as categorical.
     delimiter : str
         Field separator.
+    encoding : str
+        Text encoding of the file (default UTF-8, with or without a byte-order mark), e.g.
+        ``"latin-1"``.
     val_fraction, test_fraction, seed, fold, num_folds
         Split settings.
 
@@ -300,9 +266,11 @@ def load_csv(
 
     Raises
     ------
-    ValueError
+    UserError
         For a missing column (lists the columns), a label outside the classes (names the line
-        and value), an empty class, a missing value under ``missing="error"``.
+        and value), an empty class, a missing value under ``missing="error"``, a cell that is
+        not a finite number in a numeric column, a value too large to standardise, text not in
+        ``encoding``. :class:`~emdloss.errors.UserError` is a ValueError.
 
     Examples
     --------
@@ -316,14 +284,16 @@ def load_csv(
     """
     path = Path(path)
     if not target:
-        raise ValueError(f"csv:{path} needs the option target=COLUMN (the ordinal target column)")
+        raise UserError(f"csv:{path} needs the option target=COLUMN (the ordinal target column)")
     if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
-    header, rows, lines = read_csv_rows(path, delimiter=delimiter)
+        raise UserError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    if invalid not in INVALID_POLICIES:
+        raise UserError(f"invalid must be one of {INVALID_POLICIES}, got {invalid!r}")
+    header, rows, lines = read_csv_rows(path, delimiter=delimiter, encoding=encoding)
 
     def column_index(name: str, role: str) -> int:
         if name not in header:
-            raise ValueError(f"{role} column {name!r} not found in {path}; columns: {header}")
+            raise UserError(f"{role} column {name!r} not found in {path}; columns: {header}")
         return header.index(name)
 
     t_col = column_index(target, "target")
@@ -335,10 +305,14 @@ def load_csv(
     else:
         feature_cols = [i for i, n in enumerate(header) if i != t_col and n not in ignored]
     if t_col in feature_cols:
-        raise ValueError(f"the target column {target!r} cannot also be a feature")
+        raise UserError(f"the target column {target!r} cannot also be a feature")
     forced = set(as_str_list("categorical", categorical)) if categorical is not None else set()
     for name in forced:
         column_index(name, "categorical")
+    # Before the missing-value pass: under invalid="missing" odd cells become missing ones.
+    numeric_cols, categorical_cols = _classify_columns(
+        header, rows, lines, feature_cols, path=path, forced=forced, invalid=invalid
+    )
 
     # Rows with missing cells.
     dropped_target = dropped_features = 0
@@ -346,7 +320,7 @@ def load_csv(
     for r, cells in enumerate(rows):
         if cells[t_col] in MISSING_TOKENS:
             if missing == "error":
-                raise ValueError(
+                raise UserError(
                     f"{path}, line {lines[r]}: missing target value in column {target!r} "
                     "(use missing='drop' to drop such rows)"
                 )
@@ -354,7 +328,7 @@ def load_csv(
             continue
         gaps = [header[c] for c in feature_cols if cells[c] in MISSING_TOKENS]
         if gaps and missing == "error":
-            raise ValueError(
+            raise UserError(
                 f"{path}, line {lines[r]}: missing value in column {gaps[0]!r} "
                 "(use missing='drop' or missing='impute')"
             )
@@ -365,7 +339,7 @@ def load_csv(
     rows = [rows[r] for r in kept]
     lines = [lines[r] for r in kept]
     if not rows:
-        raise ValueError(f"{path} has no usable data rows")
+        raise UserError(f"{path} has no usable data rows")
 
     target_encoding = encode_target(
         [cells[t_col] for cells in rows],
@@ -380,14 +354,6 @@ def load_csv(
     )
     labels, class_names = target_encoding.labels, target_encoding.class_names
 
-    # Features.
-    numeric_cols, categorical_cols = [], []
-    for c in feature_cols:
-        present = [cells[c] for cells in rows if cells[c] not in MISSING_TOKENS]
-        if header[c] not in forced and all(_number(v) is not None for v in present):
-            numeric_cols.append(c)
-        else:
-            categorical_cols.append(c)
     numeric = np.array(
         [
             [np.nan if cells[c] in MISSING_TOKENS else float(cells[c]) for c in numeric_cols]
@@ -413,9 +379,10 @@ def load_csv(
         categorical_values,
         [header[c] for c in categorical_cols],
         split,
+        row_names=[f"{path}, line {n}" for n in lines],
     )
     if not table.feature_names:
-        raise ValueError(f"{path}: no feature columns left besides the target {target!r}")
+        raise UserError(f"{path}: no feature columns left besides the target {target!r}")
     info: dict[str, object] = {
         "file": str(path),
         "target": target,

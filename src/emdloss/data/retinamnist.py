@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from emdloss.errors import UserError
 
 from ._dataset import OrdinalDataset, UInt8ImageSplit
 from ._download import DownloadError, check_md5, download_file, resolve_data_dir
@@ -120,15 +124,19 @@ def retinamnist_path(
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    # allow_pickle stays False: an object array in the file is refused, never unpickled.
     try:
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"cannot read {path} as a MedMNIST .npz file: {exc}") from exc
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise UserError(
+            f"cannot read {path} as a MedMNIST .npz file ({type(exc).__name__}: {exc}); it is "
+            "damaged or incomplete: delete it and run again to download it afresh"
+        ) from exc
     needed = [f"{s}_{kind}" for s in _SPLIT_SIZES for kind in ("images", "labels")]
     missing = [key for key in needed if key not in arrays]
     if missing:
-        raise ValueError(f"{path} lacks the arrays {missing}; it has {sorted(arrays)}")
+        raise UserError(f"{path} lacks the arrays {missing}; it has {sorted(arrays)}")
     return arrays
 
 
@@ -209,12 +217,12 @@ def load_retinamnist(
         images = arrays[f"{split}_images"]
         labels = arrays[f"{split}_labels"].reshape(-1).astype(np.int64)
         if images.dtype != np.uint8 or images.shape[1:3] != (side, side):
-            raise ValueError(
+            raise UserError(
                 f"{path}: {split}_images has dtype {images.dtype} and shape {images.shape}, "
                 f"expected uint8 (N, {side}, {side}, 3)"
             )
         if labels.size != images.shape[0] or labels.min() < 0 or labels.max() > 4:
-            raise ValueError(f"{path}: {split}_labels must hold one grade in 0..4 per image")
+            raise UserError(f"{path}: {split}_labels must hold one grade in 0..4 per image")
         ids = [f"{split}/{i}" for i in range(labels.size)]
         splits[split] = UInt8ImageSplit(images, labels, ids)
     mean, std = _channel_stats(arrays["train_images"])

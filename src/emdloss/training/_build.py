@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
 from emdloss.errors import UserError
+from emdloss.training._distributed import apply_timeout, strategy_with_timeout
 from emdloss.training._io import AtomicCheckpointIO
 from emdloss.training._progress import EpochProgressBar
 from emdloss.training.config import TrainConfig
@@ -251,7 +252,9 @@ def make_trainer(
         kwargs.update(
             max_epochs=config.epochs,
             devices=config.devices,
-            strategy=config.strategy,
+            # torch's default collective timeout is 30 minutes: a stopped process would freeze
+            # its partners that long.
+            strategy=strategy_with_timeout(config.strategy, config.dist_timeout),
             num_nodes=config.num_nodes,
             enable_checkpointing=True,
         )
@@ -259,9 +262,12 @@ def make_trainer(
         # Evaluation runs in one process so that per-sample outputs stay in this process.
         kwargs.update(devices=1, strategy="auto", num_nodes=1, enable_checkpointing=False)
     try:
-        return pl.Trainer(**kwargs)
+        trainer = pl.Trainer(**kwargs)
     except MisconfigurationException as error:  # bad --accelerator, --devices, --precision, ...
         raise UserError(str(error)) from error
+    if fitting:
+        apply_timeout(trainer, config.dist_timeout)  # a DDP strategy that "auto" chose
+    return trainer
 
 
 def evaluate_checkpoint(

@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from emdloss import _ordinal
+from emdloss._atomic import remove_stale_temporaries
 from emdloss.errors import UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
@@ -34,6 +35,7 @@ from emdloss.training._context import (
     kept_threads,
     use_threads,
 )
+from emdloss.training._distributed import explain_timeouts
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.module import SELECT_KEY, OrdinalTask
 
@@ -183,6 +185,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
             # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
             # reads it (one clear error, whatever Lightning's own loader would do).
             rundir.load_checkpoint(ckpt_path)
+            if launched_rank() == 0:
+                # The temporaries of the write that the interruption cut short.
+                remove_stale_temporaries(run_dir)
         with _ordinal.implementation(config.implementation), kept_threads():
             return _train(config, run_dir, ckpt_path, callbacks)
 
@@ -236,7 +241,9 @@ def _train(
         fitting=True,
         progress=config.progress,
     )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
+    with explain_timeouts(config.dist_timeout):
+        trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     rank = trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

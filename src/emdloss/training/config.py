@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_text
+from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
 
 __all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
@@ -44,6 +45,7 @@ RESUMABLE_CHANGES = frozenset(
         "accelerator",
         "strategy",
         "num_nodes",
+        "dist_timeout",
         "num_workers",
         "threads",
         "data_dir",
@@ -117,6 +119,11 @@ class TrainConfig:
         torch's own default for larger ones.
     accelerator, devices, strategy, num_nodes, precision : str, str or int, str, int, str
         Passed to :class:`lightning.pytorch.Trainer`.
+    dist_timeout : float
+        Seconds a DDP process waits for the others in any collective before the run stops with
+        an error naming this option (default 300; torch's own default is 30 minutes, so a
+        stopped or hung process froze its partners for that long). See
+        :mod:`emdloss.training._distributed` for why 300 s.
     deterministic : bool
         Ask torch for deterministic algorithms.
     implementation : str
@@ -171,6 +178,7 @@ class TrainConfig:
     devices: str | int = "auto"
     strategy: str = "auto"
     num_nodes: int = 1
+    dist_timeout: float = DEFAULT_DIST_TIMEOUT
     precision: str = "32-true"
     deterministic: bool = True
     implementation: str = "fused"
@@ -357,6 +365,8 @@ class TrainConfig:
                 raise ValueError(f"option {name}={getattr(self, name)}: expected an integer >= 1")
         if self.num_workers < 0:
             raise ValueError(f"option num_workers={self.num_workers}: expected an integer >= 0")
+        if not self.dist_timeout > 0:
+            raise ValueError(f"option dist_timeout={self.dist_timeout}: expected seconds > 0")
         for name in (
             "limit_train",
             "limit_val",
@@ -427,7 +437,7 @@ _OPT_INT_FIELDS = {
     "warmup_epochs",
     "threads",
 }
-_FLOAT_FIELDS = {"ground_power", "lr", "momentum", "weight_decay", "lr_decay"}
+_FLOAT_FIELDS = {"ground_power", "lr", "momentum", "weight_decay", "lr_decay", "dist_timeout"}
 _OPT_FLOAT_FIELDS = {"ce_weight", "emd_weight"}
 _OPT_STR_FIELDS = {"output", "model", "data_dir", "target", "ground_matrix"}
 _DICT_FIELDS = {"data_options", "model_options", "loss_options"}

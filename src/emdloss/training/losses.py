@@ -41,6 +41,7 @@ Class probabilities of the non-softmax losses:
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emdloss import _validation as V
+from emdloss.errors import UserError
 
 # The names live in a torch-free module so that the CLI's help text can list them at once.
 from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
@@ -214,6 +216,49 @@ class _Recipe(TrainingLoss):
 
 _GROUND_OPTIONS = ("mode", "momentum", "prior", "require_nonnegative", "normalize")
 
+# The type every loss option must have; a value of another type is refused by name (a string
+# such as mu=banana used to be accepted, and failed later or was ignored). Numbers may come as
+# numeric strings (from --set or an environment); the rest of the checks are the losses' own.
+_NUMBER_OPTIONS = frozenset({"mu", "omega", "momentum", "alpha", "alpha2", "eta"})
+_BOOL_OPTIONS = frozenset({"require_nonnegative", "normalize"})
+_STR_OPTIONS = frozenset({"mode", "feature_pass", "emd_term", "normalization", "input_type"})
+_STR_OPTIONS |= {"reduction"}
+_INT_OPTIONS = frozenset({"ignore_index"})
+_NONE_ALLOWED = frozenset({"momentum"})
+
+
+def _typed_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with numbers as floats; UserError naming option, value and expected type."""
+    typed = dict(options)
+    for key, value in options.items():
+        if value is None and key in _NONE_ALLOWED:
+            continue
+        expected = None
+        if key in _NUMBER_OPTIONS:
+            number = None
+            if not isinstance(value, bool):
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = None
+            if number is None or not math.isfinite(number) or isinstance(value, bytes):
+                expected = "a finite number (float)"
+            else:
+                typed[key] = number
+        elif key in _BOOL_OPTIONS and not isinstance(value, bool):
+            expected = "true or false (bool)"
+        elif key in _STR_OPTIONS and not isinstance(value, str):
+            expected = "a name (str)"
+        elif key in _INT_OPTIONS and (isinstance(value, bool) or not isinstance(value, int)):
+            expected = "an integer (int)"
+        if expected is not None:
+            # Not "option KEY=": the CLI would spell that as a --KEY flag, which this is not.
+            raise UserError(
+                f"loss {name!r}: loss option {key} is {value!r} ({type(value).__name__}); "
+                f"expected {expected}"
+            )
+    return typed
+
 
 def _recipe_loss(
     name: str,
@@ -223,7 +268,7 @@ def _recipe_loss(
     options: dict[str, Any],
 ) -> _Recipe:
     from emdloss.ground import LearnedGroundDistance
-    from emdloss.recipe import EMDRecipeLoss
+    from emdloss.recipe import PRESETS, EMDRecipeLoss
 
     kwargs = {key: value for key, value in overrides.items() if value is not None}
     opts = dict(options)
@@ -233,11 +278,15 @@ def _recipe_loss(
     learned = name in ("xemd1", "xemd2")
     if not learned and (feature_pass != "training" or set(opts) & set(_GROUND_OPTIONS)):
         raise ValueError(f"loss {name!r} has no learned ground distance to configure")
+    if opts.get("emd_term", PRESETS[name]["emd_term"]) != "learned" and {"mu", "omega"} & set(opts):
+        given = ", ".join(sorted({"mu", "omega"} & set(opts)))
+        raise UserError(
+            f"loss {name!r} has no learned ground matrix, so {given} would be ignored; "
+            "they apply to xemd1 and xemd2"
+        )
     if learned:
         ground_kwargs = {key: opts.pop(key) for key in _GROUND_OPTIONS if key in opts}
         if ground_kwargs:
-            from emdloss.recipe import PRESETS
-
             mu = float(opts.pop("mu", PRESETS[name]["mu"]))
             omega = float(opts.pop("omega", PRESETS[name]["omega"]))
             kwargs["ground"] = LearnedGroundDistance(
@@ -569,6 +618,7 @@ def build_loss(
             f"loss {name!r} takes no option(s) {', '.join(unknown)}"
             + (f"; valid: {', '.join(sorted(allowed))}" if allowed else "")
         )
+    options = _typed_options(name, options)
     if name == "ce":
         return _CrossEntropy("ce", num_classes, num_classes)
     if name in _RECIPE:

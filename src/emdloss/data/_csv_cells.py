@@ -1,0 +1,158 @@
+"""Reading CSV cells: the rows of a file, and which feature columns are numeric.
+
+A column is numeric when every present cell is a finite number and categorical when none is;
+a column of numbers with a few other cells is refused with the cell named (issue 8: one ``x``
+used to turn a numeric column into a one-hot categorical without a word).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+
+from emdloss.errors import UserError
+
+#: Cell values read as missing (after stripping spaces).
+MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "?"})
+MISSING_POLICIES = ("error", "drop", "impute")
+INVALID_POLICIES = ("error", "missing")
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def read_csv_rows(
+    path: str | os.PathLike[str], *, delimiter: str = ",", encoding: str = "utf-8-sig"
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a CSV file into its header, its rows (stripped cells) and each row's 1-based line.
+
+    Raises
+    ------
+    UserError
+        For an empty file, a duplicate column name, a row with the wrong number of cells (names
+        the line), malformed CSV or text that is not in ``encoding`` (names the file, the line
+        and the ``encoding`` option that reads it).
+    """
+    path = Path(path)
+    try:
+        handle = open(path, newline="", encoding=encoding)
+    except LookupError:
+        raise UserError(f"encoding {encoding!r}: not a text encoding Python knows") from None
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot open CSV file {path}: {exc}") from exc
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            for raw in reader:
+                if not raw or (all(cell.strip() == "" for cell in raw) and len(raw) <= 1):
+                    continue  # blank line
+                cells = [cell.strip() for cell in raw]
+                if header is None:
+                    header = cells
+                    duplicates = sorted({c for c in header if header.count(c) > 1})
+                    if duplicates:
+                        raise UserError(f"{path}: duplicate column names {duplicates}")
+                    continue
+                if len(cells) != len(header):
+                    raise UserError(
+                        f"{path}, line {reader.line_num}: {len(cells)} cells, "
+                        f"expected {len(header)} (columns {header})"
+                    )
+                rows.append(cells)
+                lines.append(reader.line_num)
+        except UnicodeDecodeError as exc:
+            # The decoder fails on a block of text: the line is where the rows read so far end.
+            raise UserError(
+                f"{path} is not {encoding} text (byte {exc.object[exc.start : exc.start + 1]!r} "
+                f"after line {reader.line_num}); give its encoding, e.g. encoding=latin-1, or "
+                "save it as UTF-8"
+            ) from None
+        except csv.Error as exc:
+            raise UserError(f"{path}, line {reader.line_num}: malformed CSV ({exc})") from None
+    if header is None:
+        raise UserError(f"{path} is empty (no header row)")
+    return header, rows, lines
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _where(path: Path, line: int, row: int) -> str:
+    return f"{path}, line {line} (data row {row})"
+
+
+def _classify_columns(
+    header: list[str],
+    rows: list[list[str]],
+    lines: list[int],
+    columns: list[int],
+    *,
+    path: Path,
+    forced: set[str],
+    invalid: str,
+) -> tuple[list[int], list[int]]:
+    """Split feature columns into numeric and categorical ones; refuse the ambiguous ones.
+
+    A column is numeric when every present cell is a finite number, categorical when none is
+    (or when the user declared it so). A column that holds both finite numbers and other cells
+    (text, ``inf``, ``1e309``, a NUL byte) used to become categorical without a word, which
+    changed its encoding and the model's input width; now it is an error that names the first
+    odd cell, unless ``invalid="missing"`` and numbers are the majority: then the odd cells are
+    missing values (dropped or imputed as ``missing`` says). Modifies ``rows`` in that case.
+    """
+    numeric, categorical = [], []
+    for c in columns:
+        name = header[c]
+        if name in forced:
+            categorical.append(c)
+            continue
+        present = [r for r, cells in enumerate(rows) if cells[c] not in MISSING_TOKENS]
+        finite = [r for r in present if _number(rows[r][c]) is not None]
+        odd = [r for r in present if _number(rows[r][c]) is None]
+        if not odd:
+            numeric.append(c)
+            continue
+        if not finite and not any(_is_number(rows[r][c]) for r in odd):
+            categorical.append(c)  # text only: a categorical column
+            continue
+        mostly_numbers = len(finite) > len(odd)
+        if invalid == "missing" and mostly_numbers:
+            for r in odd:
+                rows[r][c] = ""
+            numeric.append(c)
+            continue
+        r = odd[0]
+        value = rows[r][c]
+        kind = "is not a finite number" if _is_number(value) else "is not a number"
+        where = _where(path, lines[r], r + 1)
+        fixes = (
+            f"declare the column categorical (categorical={name}) or treat such cells as "
+            "missing (invalid=missing, with missing=drop or missing=impute)"
+        )
+        if mostly_numbers:
+            raise UserError(
+                f"{where}, column {name!r}: {value!r} {kind}, but {len(finite)} other cells of "
+                f"the column are numbers; fix the cell, or {fixes}"
+            )
+        example = finite[0]
+        raise UserError(
+            f"{where}, column {name!r}: {value!r} {kind}, but "
+            f"{_where(path, lines[example], example + 1)} holds the number "
+            f"{rows[example][c]!r}: the column mixes numbers with other cells; {fixes}"
+        )
+    return numeric, categorical
