@@ -1,6 +1,11 @@
 # Two entry points that work on a fresh machine (see README):
 #   make run   set up .venv and run the main job (`emdloss compare` on its built-in default)
 #   make test  set up .venv, then lint, type-check and run the test suite
+# Developer targets:
+#   make test-fast   the core tests without slow/ddp ones, stop at the first failure: the
+#                    edit-test loop (measured TEST_FAST_TIME below; no lint, no type-check)
+#   make ci-minimal  CI's second job: the built wheel in a fresh venv, without extras and then
+#                    with every dependency at its declared floor (.ci/minimal.sh)
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +18,7 @@ export OMP_NUM_THREADS ?= 2
 # The venv's tools (ninja for the optional C++ kernel among them) come first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint typecheck pytest bench
+.PHONY: setup run test test-fast ci-minimal lint typecheck pytest bench
 
 setup: $(VENV)/.installed
 
@@ -34,10 +39,18 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# Every extra is installed here, so a test skipped for a missing module is a failure.
 pytest: setup
-	$(BIN)/python -m pytest -q tests src/emdloss
+	EMDLOSS_REQUIRE_EXTRAS=1 $(BIN)/python -m pytest -q tests src/emdloss
 
 test: lint typecheck pytest
+
+# TEST_FAST_TIME
+test-fast: setup
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider -m "core and not slow and not ddp" tests
+
+ci-minimal: setup
+	bash .ci/minimal.sh
 
 bench: setup
 	$(BIN)/python benchmarks/loss_speed.py

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CI's second job (after `make test`): the package as a user installs it, at the declared floors.
+#
+# One fresh venv (python -m venv, nothing shared with .venv), in two stages:
+#   A. minimal install: torch and numpy at their floors, then the built wheel WITHOUT extras.
+#      Checks: a squared_emd value and gradient, `emdloss --help` names `emdloss[train]` in one
+#      line without a traceback, the doctests of the modules `import emdloss` loads, and the test
+#      suite with only pytest added (core tests run, oracle/extra tests skip; tests/conftest.py
+#      fails a core module that skips as a whole).
+#   B. minimum versions: every dependency of the train, peers, ot and cpu-kernel extras pinned
+#      to its floor (.ci/floors.py reads them from pyproject.toml), plus the test oracles, then
+#      the test suite again without the slow end-to-end runs.
+# torch's Linux wheels on PyPI are CUDA builds (~2.5 GB with the nvidia-* libraries, which
+# `import torch` loads even on a CPU machine), so stage A's install is the long step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PY:-python3}
+HOST_PY=${HOST_PY:-$ROOT/.venv/bin/python}  # has `packaging`, for .ci/floors.py
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/emdloss-ci.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+VENV=$WORK/venv
+unset PYTHONPATH  # everything below must come from the installed wheel, never from src/
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+T0=$SECONDS
+step() {
+    printf '\n== %s [%s, %d s into this job]\n' "$1" "$(date +%T)" "$((SECONDS - T0))"
+}
+
+step "build the wheel (pip wheel --no-deps, isolated build)"
+"$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$ROOT"
+WHEEL=$(ls "$WORK"/dist/emdloss-*.whl)
+echo "$WHEEL"
+
+step "floors from pyproject.toml"
+"$HOST_PY" .ci/floors.py > "$WORK/floors-core.txt"
+"$HOST_PY" .ci/floors.py train peers ot cpu-kernel > "$WORK/floors-all.txt"
+cat "$WORK/floors-all.txt"
+
+step "A. fresh venv: torch and numpy at their floors"
+"$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip)
+"${PIP[@]}" install -q -c "$WORK/floors-core.txt" torch numpy
+
+step "A. the wheel without extras"
+"${PIP[@]}" install -q -c "$WORK/floors-core.txt" "$WHEEL"
+"${PIP[@]}" check
+"${PIP[@]}" list 2>/dev/null | grep -iE '^(torch|numpy|emdloss) '
+
+step "A. the losses work on the minimal install"
+(cd "$WORK" && "$VENV/bin/python" - <<'EOF'
+import sys
+
+import torch
+
+import emdloss
+from emdloss.functional import squared_emd
+
+assert "site-packages" in emdloss.__file__, emdloss.__file__
+assert "lightning" not in sys.modules, "import emdloss imported lightning"
+# Hand value: p = (0.5, 0.3, 0.2), class 2: CDFs (0.5, 0.8, 1) vs (0, 0, 1), sum of squares 0.89,
+# divided by C = 3 (the default normalisation).
+p = torch.tensor([[0.5, 0.3, 0.2]], dtype=torch.float64)
+loss = squared_emd(p, torch.tensor([2]), input_type="probs")
+assert abs(loss.item() - 0.89 / 3) < 1e-12, loss.item()
+logits = torch.randn(8, 5, requires_grad=True)
+emdloss.SquaredEMDLoss()(logits, torch.randint(0, 5, (8,))).backward()
+assert logits.grad is not None and torch.isfinite(logits.grad).all()
+print(f"emdloss {emdloss.__version__} on torch {torch.__version__}: squared_emd ok")
+EOF
+)
+
+step "A. emdloss --help names the extra to install, in one line"
+set +e
+HELP=$("$VENV/bin/emdloss" --help 2>&1)
+HELP_RC=$?
+set -e
+printf '%s\n(exit status %d)\n' "$HELP" "$HELP_RC"
+if grep -q Traceback <<<"$HELP"; then
+    echo "FAIL: emdloss --help printed a traceback on a minimal install"; exit 1
+fi
+if ! grep -qF 'emdloss[train]' <<<"$HELP" || [ "$(grep -c . <<<"$HELP")" -ne 1 ]; then
+    echo "FAIL: emdloss --help on a minimal install must print one line naming emdloss[train]"
+    exit 1
+fi
+
+step "A. pytest (the only addition) and the doctests of what 'import emdloss' loads"
+"${PIP[@]}" install -q pytest
+MODULES=$("$VENV/bin/python" -c \
+    "import sys, emdloss; print(' '.join(sorted(m for m in sys.modules if m.startswith('emdloss'))))")
+(cd "$WORK" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider --doctest-modules \
+    --pyargs $MODULES)
+
+step "A. the test suite on torch + numpy alone"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests
+
+step "B. every extra's dependencies at their floors, plus the test oracles"
+"${PIP[@]}" install -q -c "$WORK/floors-all.txt" "emdloss[train,peers,ot,cpu-kernel] @ file://$WHEEL"
+"${PIP[@]}" install -q -c "$WORK/floors-all.txt" hypothesis scipy
+"${PIP[@]}" check
+"${PIP[@]}" list 2>/dev/null | grep -iE "^($(cut -d= -f1 "$WORK/floors-all.txt" | paste -sd'|')) "
+
+step "B. the test suite at the minimum versions (without the slow end-to-end runs)"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs -m "not slow" tests
+
+step "done"
