@@ -27,6 +27,12 @@ T0=$SECONDS
 step() {
     printf '\n== %s [%s, %d s into this job]\n' "$1" "$(date +%T)" "$((SECONDS - T0))"
 }
+# A failed check is recorded and the job goes on, so that one run reports every problem.
+FAILED=()
+fail() {
+    echo "FAIL: $*"
+    FAILED+=("$*")
+}
 
 step "build the wheel (pip wheel --no-deps, isolated build)"
 "$PY" -m pip wheel -q --no-deps -w "$WORK/dist" "$ROOT"
@@ -49,7 +55,7 @@ step "A. the wheel without extras"
 "${PIP[@]}" list 2>/dev/null | grep -iE '^(torch|numpy|emdloss) '
 
 step "A. the losses work on the minimal install"
-(cd "$WORK" && "$VENV/bin/python" - <<'EOF'
+"$VENV/bin/python" -I - <<'EOF' || fail "squared_emd on the minimal install"
 import sys
 
 import torch
@@ -69,7 +75,6 @@ emdloss.SquaredEMDLoss()(logits, torch.randint(0, 5, (8,))).backward()
 assert logits.grad is not None and torch.isfinite(logits.grad).all()
 print(f"emdloss {emdloss.__version__} on torch {torch.__version__}: squared_emd ok")
 EOF
-)
 
 step "A. emdloss --help names the extra to install, in one line"
 set +e
@@ -78,30 +83,36 @@ HELP_RC=$?
 set -e
 printf '%s\n(exit status %d)\n' "$HELP" "$HELP_RC"
 if grep -q Traceback <<<"$HELP"; then
-    echo "FAIL: emdloss --help printed a traceback on a minimal install"; exit 1
-fi
-if ! grep -qF 'emdloss[train]' <<<"$HELP" || [ "$(grep -c . <<<"$HELP")" -ne 1 ]; then
-    echo "FAIL: emdloss --help on a minimal install must print one line naming emdloss[train]"
-    exit 1
+    fail "emdloss --help printed a traceback on a minimal install"
+elif ! grep -qF 'emdloss[train]' <<<"$HELP" || [ "$(grep -c . <<<"$HELP")" -ne 1 ]; then
+    fail "emdloss --help on a minimal install must print one line naming emdloss[train]"
 fi
 
 step "A. pytest (the only addition) and the doctests of what 'import emdloss' loads"
 "${PIP[@]}" install -q pytest
 MODULES=$("$VENV/bin/python" -c \
     "import sys, emdloss; print(' '.join(sorted(m for m in sys.modules if m.startswith('emdloss'))))")
+# shellcheck disable=SC2086  # one argument per module
 (cd "$WORK" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider --doctest-modules \
-    --pyargs $MODULES)
+    --pyargs $MODULES) || fail "doctests on the minimal install"
 
 step "A. the test suite on torch + numpy alone"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests || fail "tests on torch + numpy alone"
 
 step "B. every extra's dependencies at their floors, plus the test oracles"
 "${PIP[@]}" install -q -c "$WORK/floors-all.txt" "emdloss[train,peers,ot,cpu-kernel] @ file://$WHEEL"
 "${PIP[@]}" install -q -c "$WORK/floors-all.txt" hypothesis scipy
-"${PIP[@]}" check
+"${PIP[@]}" check || fail "pip check at the floors"
 "${PIP[@]}" list 2>/dev/null | grep -iE "^($(cut -d= -f1 "$WORK/floors-all.txt" | paste -sd'|')) "
 
 step "B. the test suite at the minimum versions (without the slow end-to-end runs)"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs -m "not slow" tests
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs -m "not slow" tests ||
+    fail "tests at the minimum versions"
 
 step "done"
+if [ ${#FAILED[@]} -gt 0 ]; then
+    printf 'minimal/minimum-versions job: %d check(s) failed:\n' "${#FAILED[@]}"
+    printf '  - %s\n' "${FAILED[@]}"
+    exit 1
+fi
+echo "minimal/minimum-versions job: all checks passed"
