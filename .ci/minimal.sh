@@ -3,10 +3,11 @@
 #
 # One fresh venv (python -m venv, nothing shared with .venv), in two stages:
 #   A. minimal install: torch and numpy at their floors, then the built wheel WITHOUT extras.
-#      Checks: a squared_emd value and gradient, `emdloss --help` names `emdloss[train]` in one
-#      line without a traceback, the doctests of the modules `import emdloss` loads, and the test
-#      suite with only pytest added (core tests run, oracle/extra tests skip; tests/conftest.py
-#      fails a core module that skips as a whole).
+#      Checks: a squared_emd value and gradient; `emdloss --help` and `--version` work and
+#      `emdloss compare` says in one line to install `emdloss[train]`, never a traceback; the
+#      doctests of the modules behind `emdloss.__all__`; the test suite with only pytest added
+#      (core tests run, oracle/extra tests skip; tests/conftest.py fails a core module that
+#      skips as a whole).
 #   B. minimum versions: every dependency of the train, peers, ot and cpu-kernel extras pinned
 #      to its floor (.ci/floors.py reads them from pyproject.toml), plus the test oracles, then
 #      the test suite again without the slow end-to-end runs.
@@ -76,22 +77,35 @@ assert logits.grad is not None and torch.isfinite(logits.grad).all()
 print(f"emdloss {emdloss.__version__} on torch {torch.__version__}: squared_emd ok")
 EOF
 
-step "A. emdloss --help names the extra to install, in one line"
-set +e
-HELP=$("$VENV/bin/emdloss" --help 2>&1)
-HELP_RC=$?
-set -e
-printf '%s\n(exit status %d)\n' "$HELP" "$HELP_RC"
-if grep -q Traceback <<<"$HELP"; then
-    fail "emdloss --help printed a traceback on a minimal install"
-elif ! grep -qF 'emdloss[train]' <<<"$HELP" || [ "$(grep -c . <<<"$HELP")" -ne 1 ]; then
-    fail "emdloss --help on a minimal install must print one line naming emdloss[train]"
+step "A. the emdloss command on the minimal install: help, version, a one-line error"
+# Each output is checked for a traceback; a command that needs the train extra must say so in
+# one line (exit status 2, as for any user error), and --help must name the extra too.
+run_cli() {  # run_cli EXPECTED_STATUS ARGS...: sets OUT, records a failure on a wrong status
+    local want=$1 status
+    shift
+    set +e
+    OUT=$("$VENV/bin/emdloss" "$@" 2>&1)
+    status=$?
+    set -e
+    printf '$ emdloss %s\n%s\n(exit status %d)\n' "$*" "$OUT" "$status"
+    [ "$status" -eq "$want" ] || fail "emdloss $*: exit status $status, expected $want"
+    if grep -q Traceback <<<"$OUT"; then fail "emdloss $*: printed a traceback"; fi
+}
+run_cli 0 --help
+grep -qF 'emdloss[train]' <<<"$OUT" || fail "emdloss --help does not name emdloss[train]"
+run_cli 0 --version
+[ "$OUT" = "emdloss $(basename "$WHEEL" | cut -d- -f2)" ] || fail "emdloss --version: $OUT"
+run_cli 2 compare
+if ! grep -qF 'emdloss[train]' <<<"$OUT" || [ "$(grep -c . <<<"$OUT")" -ne 1 ]; then
+    fail "emdloss compare on a minimal install must say in one line to install emdloss[train]"
 fi
 
-step "A. pytest (the only addition) and the doctests of what 'import emdloss' loads"
+step "A. pytest (the only addition) and the doctests of the modules behind emdloss.__all__"
 "${PIP[@]}" install -q pytest
-MODULES=$("$VENV/bin/python" -c \
-    "import sys, emdloss; print(' '.join(sorted(m for m in sys.modules if m.startswith('emdloss'))))")
+# The root is lazy (PEP 562): touch every public name, then take the modules that loaded.
+MODULES=$("$VENV/bin/python" -I -c "import sys, emdloss; [getattr(emdloss, n) for n in emdloss.__all__]
+print(' '.join(sorted(m for m in sys.modules if m.startswith('emdloss'))))")
+echo "$MODULES"
 # shellcheck disable=SC2086  # one argument per module
 (cd "$WORK" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider --doctest-modules \
     --pyargs $MODULES) || fail "doctests on the minimal install"
