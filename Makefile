@@ -2,8 +2,8 @@
 #   make run   set up .venv and run the main job (`emdloss compare` on its built-in default)
 #   make test  set up .venv, then lint, type-check and run the test suite
 # Developer targets:
-#   make test-fast   the core tests without slow/ddp ones, stop at the first failure: the
-#                    edit-test loop (measured TEST_FAST_TIME below; no lint, no type-check)
+#   make test-fast   the core tests without slow/ddp/Sinkhorn ones, stop at the first failure:
+#                    the edit-test loop (~30 s; no lint, no type-check)
 #   make ci-minimal  CI's second job: the built wheel in a fresh venv, without extras and then
 #                    with every dependency at its declared floor (.ci/minimal.sh)
 PY ?= python3
@@ -45,9 +45,12 @@ pytest: setup
 
 test: lint typecheck pytest
 
-# TEST_FAST_TIME
+# The core tests (tests/conftest.py) without slow, multi-process and Sinkhorn-solver tests (the
+# Sinkhorn gradchecks alone are ~70% of the core tests' time). Measured 2026-11-30: 361 tests,
+# 27 s of CPU time (so ~30 s on 2 idle cores; 259 s wall on the shared machine at load 12).
 test-fast: setup
-	$(BIN)/python -m pytest -q -x -p no:cacheprovider -m "core and not slow and not ddp" tests
+	$(BIN)/python -m pytest -q -x -p no:cacheprovider -m "core and not slow and not ddp" \
+		--ignore=tests/test_sinkhorn.py tests
 
 ci-minimal: setup
 	bash .ci/minimal.sh
