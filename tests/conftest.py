@@ -47,6 +47,8 @@ CORE_TEST_FILES = frozenset(
         "test_ground_ddp.py",
         "test_losses.py",
         "test_recipe.py",
+        "test_second_order.py",
+        "test_settings.py",
         "test_sinkhorn.py",
         "test_validation.py",
     }
