@@ -5,6 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+# emdloss.metrics needs the train extra; dlordinal and scikit-learn are oracles.
+pytest.importorskip("torchmetrics")
+pytest.importorskip("dlordinal")
+pytest.importorskip("sklearn")
+
 from dlordinal import metrics as dlm
 from sklearn import metrics as skm
 from sklearn.dummy import DummyClassifier

@@ -23,6 +23,7 @@ def _load() -> ModuleType:
 
 
 def test_loss_speed_quick_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ot")  # the benchmark times POT beside our losses
     bench = _load()
     out = tmp_path / "results.json"
     argv = ["--quick", "--batch", "16", "--classes", "8", "--rounds", "2", "--sample-ms", "0.5"]

@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The train extra: the CLI trains with Lightning and reads YAML configs.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 import yaml
 
 from emdloss.cli import main

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# The commands these tests run need the train extra (on a minimal install they only say so).
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 import emdloss.training
 from emdloss.cli import main
 from emdloss.errors import UserError

@@ -21,6 +21,10 @@ import numpy as np
 import pytest
 import torch
 
+# The train extra: compare trains with Lightning and reads YAML configs.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 from emdloss.compare import CSV_COLUMNS, METRIC_KEYS, PEER_PACKAGES, add_arguments, compare, run
 from emdloss.compare._runner import available_cores
 from emdloss.reference_results import reference_tables

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn")  # oracle
+
 from sklearn.metrics import mean_absolute_error
 
 from emdloss.compare._plan import RunSpec, parse_seeds, plan_runs

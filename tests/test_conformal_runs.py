@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+# the train extra: these tests train runs.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 from emdloss.cli import main
 from emdloss.conformal import Calibrator, calibrate, format_set, mean_set_size, set_coverage
 from emdloss.errors import UserError

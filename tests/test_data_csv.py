@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("sklearn")  # oracle
+
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from emdloss.data import bin_scores, load_dataset

@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("PIL")  # the train extra reads images with Pillow
+pytest.importorskip("scipy")  # oracle
+
 from PIL import Image
 from scipy.stats import norm
 

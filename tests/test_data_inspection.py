@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# emdloss.data.inspection ranks with SciPy (the train extra).
+pytest.importorskip("scipy")
+
 from emdloss.data import load_csv
 from emdloss.data.inspection import inspect_columns, inspect_split, monotone_accuracy
 

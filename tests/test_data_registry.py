@@ -29,6 +29,7 @@ def test_unknown_option_lists_valid_options(tmp_path: Path) -> None:
 
 
 def test_limit_keeps_a_stratified_deterministic_subset() -> None:
+    pytest.importorskip("skordinal")  # the train extra ships these tables
     full = load_dataset("lev", seed=3)
     small = load_dataset("lev", seed=3, limit=60)
     again = load_dataset("lev", seed=3, limit="60")
@@ -43,6 +44,7 @@ def test_limit_keeps_a_stratified_deterministic_subset() -> None:
 
 
 def test_items_collate_into_batches() -> None:
+    pytest.importorskip("skordinal")  # the train extra ships these tables
     ds = load_dataset("swd", limit=20)
     x, y = next(iter(DataLoader(ds.train, batch_size=8)))
     assert x.shape == (8, 10) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -54,6 +56,7 @@ def test_items_collate_into_batches() -> None:
 
 
 def test_dataset_record_checks_and_helpers() -> None:
+    pytest.importorskip("skordinal")  # the train extra ships these tables
     ds = load_dataset("esl", limit=30)
     assert ds.num_classes == 9 and not ds.soft
     assert ds.ids("test") == ds.test.ids and ds.ids("test")[0].startswith("row ")

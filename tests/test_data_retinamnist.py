@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("platformdirs")  # the train extra: download cache and progress bar
+pytest.importorskip("tqdm")
+
 from emdloss.data import DownloadError, download_file, load_dataset, md5_file, resolve_data_dir
 from emdloss.data.retinamnist import FILES, load_retinamnist, retinamnist_url
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import skordinal.datasets as skd
 import torch
+
+pytest.importorskip("skordinal")  # the train extra's tabular data sets
+pytest.importorskip("sklearn")  # oracle
+
+import skordinal.datasets as skd
 from sklearn.preprocessing import StandardScaler
 
 from emdloss.data import load_dataset

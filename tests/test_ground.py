@@ -7,8 +7,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import cdist
-from scipy.stats import percentileofscore
 
 from emdloss.ground import (
     LearnedGroundDistance,
@@ -22,6 +20,8 @@ def scipy_cost_matrix(
     features: np.ndarray, labels: np.ndarray, num_classes: int, mu: float, omega: float, mode: str
 ) -> np.ndarray:
     """Independent re-implementation of the authors' update_cost_matrix with NumPy/SciPy."""
+    percentileofscore = pytest.importorskip("scipy.stats").percentileofscore
+    cdist = pytest.importorskip("scipy.spatial.distance").cdist
     normed = features / np.abs(features).sum(axis=1, keepdims=True)
     cents = np.stack([normed[labels == k].mean(axis=0) for k in range(num_classes)])
     dists = cdist(cents, cents, metric="euclidean")
@@ -48,6 +48,7 @@ def scipy_cost_matrix(
 
 @pytest.mark.parametrize("power", [0.5, 1.0, 2.0, 3.0])
 def test_ordinal_ground_distance_matches_scipy_cdist(power: float) -> None:
+    cdist = pytest.importorskip("scipy.spatial.distance").cdist
     x = np.array([0.5, 1.0, 4.0, 4.5, 10.0])
     expected = cdist(x[:, None], x[:, None], metric="cityblock") ** power
     got = ordinal_ground_distance(5, positions=torch.tensor(x), power=power)
@@ -84,6 +85,7 @@ def test_ordinal_ground_distance_bad_num_classes() -> None:
 
 
 def scipy_ranks(values: np.ndarray) -> np.ndarray:
+    percentileofscore = pytest.importorskip("scipy.stats").percentileofscore
     return np.array(
         [[percentileofscore(row, v, kind="rank") / 100.0 for v in row] for row in values]
     )
@@ -127,6 +129,7 @@ def test_rank_normalisation_reproduces_reference_rows_c8(
     np.testing.assert_allclose(got_sorted, row, atol=6e-4)
     # The end rows of the ordinal prior are exactly such rows; after symmetrisation they match
     # the symmetrised oracle.
+    cdist = pytest.importorskip("scipy.spatial.distance").cdist
     ground = LearnedGroundDistance(8, mu=mu, omega=omega)
     pos = np.arange(8.0)[:, None]
     oracle_r = scipy_ranks(cdist(pos, pos)) ** omega

@@ -12,6 +12,12 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+pytest.importorskip("torchmetrics")  # emdloss.metrics' stateful metrics: the train extra
+pytest.importorskip("dlordinal")  # oracles
+pytest.importorskip("scipy")
+pytest.importorskip("sklearn")
+
 from dlordinal import metrics as dlm
 from scipy import stats
 from sklearn import metrics as skm

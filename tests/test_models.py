@@ -11,8 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-import torchvision
 from torch import nn
+
+pytest.importorskip("torchvision")  # emdloss.models: the train extra
+
+import torchvision
 
 from emdloss.models import (
     MODEL_NAMES,

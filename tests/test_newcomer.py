@@ -14,6 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+# the train extra: these tests train runs on images and tables.
+pytest.importorskip("PIL")
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 from PIL import Image
 
 from emdloss.cli import main

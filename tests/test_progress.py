@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
+# The train extra.
+pytest.importorskip("lightning")
+
 import lightning.pytorch as pl
 import torch
 from torch import nn

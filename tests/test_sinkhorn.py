@@ -11,8 +11,6 @@ import torch
 import emdloss._sinkhorn as sk
 from emdloss._sinkhorn import DEFAULT_EPSILON, sinkhorn_emd
 
-ot = pytest.importorskip("ot")
-
 # Measured worst case of |sinkhorn_emd - exact LP| / max(cost) at the default epsilon = 0.01
 # over Dirichlet soft targets, C <= 30 and the three cost families below: 3.8e-3 (squared
 # cost, C = 30; see docs/benchmarks.md). The test asserts 5e-3, a little margin above it.
@@ -35,6 +33,7 @@ def _pairs(c: int, m: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 
 
 def _exact(a: np.ndarray, b: np.ndarray, cost: np.ndarray) -> np.ndarray:
+    ot = pytest.importorskip("ot")
     return np.array([ot.emd2(a[k], b[k], cost) for k in range(len(a))])
 
 
@@ -75,6 +74,7 @@ def test_error_shrinks_with_epsilon() -> None:
 
 @pytest.mark.parametrize("eps", [0.1, 0.05, 0.02])
 def test_matches_pot_sinkhorn2(eps: float) -> None:
+    ot = pytest.importorskip("ot")
     # Same entropic problem (KL to a b^T and POT's entropy give the same plan); POT's
     # sinkhorn2 returns the transport cost <F, D> of that plan, as we do.
     rng = np.random.default_rng(7)
@@ -119,6 +119,7 @@ def test_one_hot_marginals_exact_and_finite(eps: float) -> None:
 
 
 def test_all_one_hot_targets_shortcut_matches_iterations() -> None:
+    ot = pytest.importorskip("ot")
     rng = np.random.default_rng(12)
     cost = torch.tensor(_costs(7, rng)["metric"])
     za = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
@@ -211,6 +212,7 @@ def test_batched_equals_per_pair() -> None:
 
 
 def test_sinkhorn_only_path_for_many_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    ot = pytest.importorskip("ot")
     # Above _NEWTON_MAX_C classes only Sinkhorn steps are taken: same fixed point.
     rng = np.random.default_rng(4)
     cost = _costs(7, rng)["metric"]

@@ -11,10 +11,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+
+pytest.importorskip("lightning")  # the train extra
+pytest.importorskip("yaml")
+pytest.importorskip("sklearn")  # oracle
+
+import lightning.pytorch as pl
 import yaml
 from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.stats import wasserstein_distance
+
+pytest.importorskip("lightning")  # emdloss.training: the train extra
 
 from emdloss.decoding import decode
 from emdloss.ground import LearnedGroundDistance
@@ -104,6 +105,7 @@ def test_emd2_is_the_papers_formula_and_dlordinal_up_to_the_constant() -> None:
 
 
 def test_w1_matches_scipy_wasserstein_distance() -> None:
+    wasserstein_distance = pytest.importorskip("scipy.stats").wasserstein_distance
     out, y = _batch()
     p = torch.softmax(out, 1).numpy()
     support = np.arange(C)

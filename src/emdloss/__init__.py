@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from emdloss._version import __version__  # imports nothing
 
 if TYPE_CHECKING:
     from emdloss import conformal, functional

@@ -13,6 +13,11 @@ from typing import Any
 
 import pytest
 import torch
+
+# The train extra: these tests train runs with Lightning and read YAML.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+
 import yaml
 from _runs import QUICK, train_args, write_grades
 
