@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("PIL")
+
 from PIL import Image
 
 from emdloss.cli import main

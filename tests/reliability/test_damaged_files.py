@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("PIL")
+
 from PIL import Image
 
 from emdloss.data import load_dataset
