@@ -485,11 +485,16 @@ def _differentiable_backward(
 # and the target only.
 
 
-def _kernel_for(name: str, parameter: Tensor | None) -> str:
-    if name == "reference" or (parameter is not None and parameter.requires_grad):
+def _kernel_for(parameter: Tensor | None) -> str:
+    if parameter is not None and parameter.requires_grad:
         return "reference"
-    if name == "library" or torch.compiler.is_compiling():
+    # Under torch.compile the traceable op, decided before current_implementation(): Dynamo in
+    # torch 2.5 cannot trace the ContextVar.get behind it.
+    if torch.compiler.is_compiling():
         return "library"
+    name = current_implementation()
+    if name in ("reference", "library"):
+        return name
     return "fused"
 
 
@@ -586,7 +591,7 @@ def cdf_loss(
     >>> cdf_loss(x, torch.tensor([2]), None, squared=False, input_type="probs")
     tensor([1.3000])
     """
-    kernel = _CDF_KERNELS[_kernel_for(current_implementation(), gaps)]
+    kernel = _CDF_KERNELS[_kernel_for(gaps)]
     return kernel(x, target, gaps, squared, input_type, sum_scale)
 
 
@@ -603,7 +608,7 @@ def linear_loss(
     >>> linear_loss(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[2.0, 1.0, 0.0]]), "probs")
     tensor([1.3000])
     """
-    kernel = _LINEAR_KERNELS[_kernel_for(current_implementation(), cost_rows)]
+    kernel = _LINEAR_KERNELS[_kernel_for(cost_rows)]
     return kernel(x, cost_rows, input_type, sum_scale)
 
 

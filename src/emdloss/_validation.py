@@ -140,7 +140,8 @@ def validation(enabled: bool) -> Iterator[None]:
 
 def values_checked() -> bool:
     """True when the data-dependent checks should run now (enabled, and not being traced)."""
-    return is_validation_enabled() and not torch.compiler.is_compiling()
+    # is_compiling() first: Dynamo in torch 2.5 cannot trace ContextVar.get.
+    return not torch.compiler.is_compiling() and is_validation_enabled()
 
 
 # --------------------------------------------------------------------------- names and options

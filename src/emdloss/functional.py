@@ -312,7 +312,12 @@ def squared_emd(
     scale = V.normalization_scale(normalization, batch.num_classes)
     pos = _positions(positions, batch)
     gaps = _ordinal.gap_weights(pos) if pos is not None else None
-    if batch.index and input_type == "logits" and _ordinal.current_implementation() == "cpp":
+    if (
+        batch.index
+        and input_type == "logits"
+        and not torch.compiler.is_compiling()  # before the ContextVar read (torch 2.5 Dynamo)
+        and _ordinal.current_implementation() == "cpp"
+    ):
         out = _squared_emd_kernel(batch, target, gaps, scale, ignore_index)
         if out is not None:
             return out
