@@ -23,6 +23,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+# compare is part of the train extra: skipped on the minimal install.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+pytest.importorskip("skordinal")
+
 from emdloss import _atomic
 from emdloss.compare import METRIC_KEYS, compare
 from emdloss.compare._lock import LOCK_FILE
