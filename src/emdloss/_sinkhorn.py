@@ -74,14 +74,39 @@ def _masked_log(x: Tensor) -> Tensor:
     return torch.where(positive, torch.log(torch.where(positive, x, 1.0)), float("-inf"))
 
 
+def _recording(*ts: Tensor) -> bool:
+    """Whether autograd records operations on these tensors (then nothing is done in place)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def _lse_(t: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``logsumexp(t, dim)`` that overwrites ``t`` with ``exp(t - max)`` (no second M C C buffer).
+
+    Returns the log-sum-exp (``dim`` kept), the row max and the sums, so that a caller can
+    turn ``t`` into the softmax with one division. All ``-inf`` slices give ``-inf``.
+    """
+    m = t.amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, 0.0)
+    s = t.sub_(m).exp_().sum(dim=dim, keepdim=True)
+    return torch.log(s) + m, m, s
+
+
 def _f_update(g: Tensor, log_b: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
-    """:math:`f_i = -\\varepsilon \\log \\sum_j b_j e^{(g_j - D_{ij})/\\varepsilon}`, shape (..., M, C)."""
-    return -eps * torch.logsumexp(log_b.unsqueeze(-2) + (g.unsqueeze(-2) - cost) / eps, dim=-1)
+    """:math:`f_i = -\\varepsilon \\log \\sum_j b_j e^{(g_j - D_{ij})/\\varepsilon}`, shape (M, C)."""
+    t = g.unsqueeze(-2) - cost
+    if _recording(g, log_b, cost, eps):
+        return -eps * torch.logsumexp(log_b.unsqueeze(-2) + t / eps, dim=-1)
+    lse = _lse_(t.div_(eps).add_(log_b.unsqueeze(-2)), -1)[0]
+    return lse.squeeze(-1).mul_(-eps)
 
 
 def _g_update(f: Tensor, log_a: Tensor, cost: Tensor, eps: Tensor) -> Tensor:
     """:math:`g_j = -\\varepsilon \\log \\sum_i a_i e^{(f_i - D_{ij})/\\varepsilon}`, shape (M, C)."""
-    return -eps * torch.logsumexp(log_a.unsqueeze(2) + (f.unsqueeze(2) - cost) / eps, dim=1)
+    t = f.unsqueeze(2) - cost
+    if _recording(f, log_a, cost, eps):
+        return -eps * torch.logsumexp(log_a.unsqueeze(2) + t / eps, dim=1)
+    lse = _lse_(t.div_(eps).add_(log_a.unsqueeze(2)), 1)[0]
+    return lse.squeeze(1).mul_(-eps)
 
 
 def _log_plan(
@@ -89,6 +114,15 @@ def _log_plan(
 ) -> Tensor:
     """Log of the entropic plan :math:`F_{ij}`, shape (M, C, C); ``-inf`` on empty rows/columns."""
     return log_a.unsqueeze(2) + log_b.unsqueeze(1) + (f.unsqueeze(2) + g.unsqueeze(1) - cost) / eps
+
+
+def _transport_cost(
+    f: Tensor, g: Tensor, log_a: Tensor, log_b: Tensor, cost: Tensor, eps: Tensor
+) -> Tensor:
+    r""":math:`\sum_{ij} F_{ij} D_{ij}` per pair, (M,), with one M x C x C buffer (no autograd)."""
+    t = f.unsqueeze(2) + g.unsqueeze(1)
+    t.sub_(cost).div_(eps).add_(log_a.unsqueeze(2)).add_(log_b.unsqueeze(1))
+    return t.exp_().mul_(cost).sum(dim=(1, 2))
 
 
 def _epsilon(cost: Tensor, epsilon: float) -> Tensor:
@@ -129,25 +163,36 @@ def _step(
     2017). Far from the solution the Sinkhorn step wins; near it the Newton step converges
     quadratically.
     """
-    f = _f_update(g, log_b, cost, eps)
-    # Row-normalised plan p1[i, j] = F_ij / a_i (defined on empty rows too) and column sums.
-    p1 = torch.softmax(log_b.unsqueeze(1) + (g.unsqueeze(1) - cost) / eps, dim=2)
-    col = (a.unsqueeze(2) * p1).sum(1)
+    # f and the row-normalised plan p1[i, j] = F_ij / a_i (defined on empty rows too) come
+    # from one M x C x C buffer, overwritten in place; then the column sums of the plan.
+    p1 = (g.unsqueeze(1) - cost).div_(eps).add_(log_b.unsqueeze(1))
+    lse, _, sums = _lse_(p1, 2)
+    f = lse.squeeze(2).mul_(-eps)
+    p1.div_(sums)
+    col = torch.bmm(a.unsqueeze(1), p1).squeeze(1)
     err = (col - b).abs().sum(1)
     g_sinkhorn = _g_update(f, log_a, cost, eps)
     if not newton:
         return g_sinkhorn, err
     # Negative Hessian of the semi-dual times eps: diag(col) - p1^T diag(a) p1 (PSD, null vector
     # 1). Adding 1 1^T picks the step with zero sum; unit diagonal on empty columns (b_j = 0).
+    # Built in place from sqrt(a) p1 (p1 is not needed after), in the solve's precision: at most
+    # p1, the Gram matrix and the solver's LU copy are alive at once.
     dt = _solve_dtype(g)
-    hess = torch.diag_embed(col) - p1.transpose(1, 2) @ (a.unsqueeze(2) * p1)
-    hess = hess.to(dt) + 1.0 + torch.diag_embed((b == 0).to(dt))
+    root = p1.mul_(a.sqrt().unsqueeze(2)).to(dt)
+    del p1
+    hess = torch.bmm(root.transpose(1, 2), root).neg_()
+    del root
+    hess.diagonal(dim1=1, dim2=2).add_((col + (b == 0).to(col.dtype)).to(dt))
+    hess.add_(1.0)
     delta = torch.linalg.solve_ex(hess, (eps * (b - col)).to(dt).unsqueeze(-1))[0]
+    del hess
     delta = delta.squeeze(-1).to(g.dtype)
     reach = eps * torch.tensor(_TRUST, dtype=g.dtype, device=g.device).view(-1, 1, 1)
     lengths = (reach / delta.abs().amax(-1, keepdim=True)).clamp(max=1.0)
     candidates = torch.cat([g + lengths * delta, g_sinkhorn.unsqueeze(0)])  # (K, M, C)
-    score = _semi_dual(candidates, a, b, log_b, cost, eps)
+    # One candidate at a time: a batched evaluation would hold K M x C x C buffers.
+    score = torch.stack([_semi_dual(cand, a, b, log_b, cost, eps) for cand in candidates])
     # A singular Newton system gives NaN/inf candidates: never pick those.
     score = torch.where(torch.isfinite(score), score, float("-inf"))
     score[-1] = torch.where(torch.isfinite(score[-1]), score[-1], float("inf"))
@@ -226,7 +271,7 @@ class _SinkhornEMD(torch.autograd.Function):
             )
         eps = _epsilon(cost, epsilon)
         f = _f_update(g, log_b, cost, eps)
-        value = (torch.exp(_log_plan(f, g, log_a, log_b, cost, eps)) * cost).sum(dim=(1, 2))
+        value = _transport_cost(f, g, log_a, log_b, cost, eps)
         ctx.save_for_backward(a, b, cost, g)
         ctx.epsilon = epsilon  # type: ignore[attr-defined]
         return value
