@@ -232,8 +232,9 @@ def test_chunked_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_chunk_size_follows_the_budget() -> None:
-    # 8 float64 C x C buffers per pair within CHUNK_BYTES; never fewer than one pair.
-    assert sk._chunk_pairs(1000) == sk.CHUNK_BYTES // (64 * 1000 * 1000)
+    # _BUFFERS_PER_PAIR float64 C x C buffers per pair within CHUNK_BYTES; at least one pair.
+    per_pair = sk._BUFFERS_PER_PAIR * 8 * 1000 * 1000
+    assert sk._chunk_pairs(1000) == sk.CHUNK_BYTES // per_pair == 2
     assert sk._chunk_pairs(4000) == 1
     assert sk._chunk_pairs(10) > 1000
 

@@ -37,10 +37,10 @@ Design (why it is written this way)
 * **Memory.** Pairs are solved in chunks (they are independent) of about ``CHUNK_BYTES``
   (256 MiB) of :math:`C \times C` buffers, and inside a chunk the large buffers are updated in
   place (an in-place log-sum-exp, the Newton system built from one buffer, candidates scored
-  one at a time). The peak is therefore about :math:`\max(256\,\mathrm{MiB}, 64 C^2` bytes)
-  whatever the batch size: measured 0.2 GB for 16 pairs at C = 1000 and 1.4 GB for 4
-  pairs at C = 4000 (``benchmarks/sinkhorn_memory.py``; docs/benchmarks.md). The limit is
-  one pair's :math:`C \times C` systems: about 1 GB at C = 4000, 4 GB at C = 8000.
+  one at a time). The peak is therefore about :math:`\max(256\,\mathrm{MiB}, 128 C^2)` bytes
+  whatever the batch size (``benchmarks/sinkhorn_memory.py``; docs/benchmarks.md has the
+  measurements). The limit is one pair's :math:`C \times C` buffers: about 2 GB at C = 4000,
+  8 GB at C = 8000.
 """
 
 from __future__ import annotations
@@ -72,11 +72,12 @@ _TRUST = (1e30, 16.0, 4.0, 1.0, 0.25)  # Newton step lengths tried, in units of 
 # unconverged after 1000 plain Sinkhorn iterations); above this, the float64 C x C systems
 # (134 MB per pair at C = 4096) are the limit, and plain Sinkhorn steps are used.
 _NEWTON_MAX_C = 4096
-# Pairs are solved in chunks whose M x C x C working set (about 8 buffers of float64 size per
-# pair, the backward's autograd graph included) stays near this many bytes; one pair is the
-# smallest chunk, so the peak is about max(this, 64 C^2) bytes whatever the batch size.
+# Pairs are solved in chunks whose M x C x C working set stays near this many bytes; one pair
+# is the smallest chunk, so the peak is about max(this, 128 C^2) bytes whatever the batch size.
 CHUNK_BYTES = 256 * 2**20
-_BUFFERS_PER_PAIR = 8
+# C x C buffers of float64 size alive per pair at the peak (the backward: its autograd graph of
+# the plan and the float64 adjoint system), measured: 0.48 GB for 4-pair chunks at C = 1000.
+_BUFFERS_PER_PAIR = 16
 
 
 def _chunk_pairs(num_classes: int) -> int:
