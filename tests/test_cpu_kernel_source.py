@@ -12,6 +12,7 @@ import fnmatch
 import os
 import shutil
 import subprocess
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -47,8 +48,13 @@ def test_the_build_name_hashes_the_source(monkeypatch: pytest.MonkeyPatch) -> No
     assert _cpu_kernel._name() != before
 
 
+# The tail code has three variants: AVX-512 masks, AVX2 maskload/maskstore, a lane loop.
+ARCHES = {"native": "-march=native", "avx2": "-march=haswell", "generic": "-march=x86-64"}
+
+
 @pytest.mark.slow
-def test_compiles_without_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arch", list(ARCHES))
+def test_compiles_without_warnings(tmp_path: Path, arch: str) -> None:
     compiler = _tool("c++", "g++", "clang++")
     from torch.utils import cpp_extension
 
@@ -58,7 +64,7 @@ def test_compiles_without_warnings(tmp_path: Path) -> None:
         compiler,
         "-std=c++20",  # what torch.utils.cpp_extension passes (ATen needs it since 2.10)
         "-fPIC",
-        *_cpu_kernel._FLAGS,
+        *[ARCHES[arch] if f == "-march=native" else f for f in _cpu_kernel._FLAGS],
         "-Wall",
         "-Wextra",
         "-Werror",
@@ -83,3 +89,48 @@ def test_clang_formatted() -> None:
         cwd=SOURCE.parent,  # picks up csrc/.clang-format
     )
     assert result.returncode == 0, result.stderr[-4000:]
+
+
+_AVX2_CHECK = """
+import torch
+from emdloss import _cpu_kernel, _ordinal
+from emdloss.functional import squared_emd
+_cpu_kernel._FLAGS = tuple("-march=haswell" if f == "-march=native" else f for f in _cpu_kernel._FLAGS)
+assert _cpu_kernel.build()
+g = torch.Generator().manual_seed(0)
+for c in (3, 8, 13, 100):
+    for dtype in (torch.float32, torch.float64):
+        x = (torch.randn(37, c, generator=g, dtype=torch.float64) * 3).to(dtype)
+        y = torch.randint(0, c, (37,), generator=g)
+        pos = torch.cumsum(torch.rand(c, generator=g, dtype=torch.float64) + 0.1, 0)
+        for kw in ({}, {"positions": pos}):
+            a = x.detach().clone().requires_grad_()
+            b = x.detach().double().clone().requires_grad_()
+            with _ordinal.implementation("cpp"):
+                out = squared_emd(a, y, reduction="none", **kw)
+            assert "SquaredEmd" in out.grad_fn.name() or any(
+                n is not None and "SquaredEmd" in n.name() for n, _ in out.grad_fn.next_functions
+            )
+            with _ordinal.implementation("reference"):
+                ref = squared_emd(b, y, reduction="none", **kw)
+            w = torch.randn(37, dtype=torch.float64)
+            out.backward(w.to(dtype)); ref.backward(w)
+            tol = 1e-5 if dtype == torch.float32 else 1e-12
+            torch.testing.assert_close(out.double(), ref.detach(), rtol=tol, atol=tol)
+            torch.testing.assert_close(a.grad.double(), b.grad, rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_avx2_build_matches_reference(tmp_path: Path) -> None:
+    # This machine's build uses the AVX-512 tails; an AVX2 build (-march=haswell, run here
+    # because AVX-512 CPUs run AVX2 code) checks the maskload/maskstore variant numerically.
+    _tool("c++", "g++", "clang++")
+    if "avx2" not in Path("/proc/cpuinfo").read_text():
+        pytest.skip("this CPU cannot run AVX2 code")
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path), "EMDLOSS_CPU_KERNEL": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _AVX2_CHECK], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-4000:]

@@ -28,10 +28,14 @@
 
 namespace {
 
+// Vector width: the widest the target has (16 bytes where there is no AVX, e.g. plain x86-64
+// or ARM NEON, so that no vector crosses a function boundary wider than the ABI allows).
 #if defined(__AVX512F__)
 constexpr int kBytes = 64;
-#else
+#elif defined(__AVX__)
 constexpr int kBytes = 32;
+#else
+constexpr int kBytes = 16;
 #endif
 
 template <typename T>
