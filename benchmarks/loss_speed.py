@@ -42,6 +42,7 @@ increase of ``ru_maxrss``, which can under-count. On CUDA it uses
 
 Run::
 
+    python benchmarks/loss_speed.py --paths     # the two paths at 1 and 2 threads (issue 14)
     python benchmarks/loss_speed.py             # the full table (several minutes)
     python benchmarks/loss_speed.py --quick     # smoke run, seconds
 """
@@ -272,6 +273,101 @@ def build_cases(n: int, c: int, args: argparse.Namespace) -> list[Case]:
         cases.append(Case("cross_entropy, torch.compile", ce_compiled))
         cases.append(Case("squared_emd, torch.compile", squared_compiled))
     return cases
+
+
+# ----------------------------------------------------------------------------- paths table
+
+PATH_SETTINGS = ((1, 1024), (2, 4096))  # (torch threads, batch) of the paths table
+
+
+def _both_clocks(run: Callable[[], None], inner: int) -> tuple[float, float]:
+    """(process CPU seconds, wall seconds) per call over ``inner`` calls."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(inner):
+        run()
+    return (time.process_time() - cpu) / inner, (time.perf_counter() - wall) / inner
+
+
+def paths_table(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """squared_emd on the two paths a user can get, against cross-entropy, side by side.
+
+    For each (threads, batch) of ``PATH_SETTINGS`` and each C: forward + backward of
+    ``F.cross_entropy``, of ``squared_emd`` on the pure-PyTorch path (what a plain
+    ``pip install`` runs) and on the C++ kernel (``implementation("cpp")``, built here if
+    needed), timed in interleaved rounds with a rotated order; the ratio to cross-entropy is
+    taken within each round (median and IQR over rounds), on process CPU time and on wall
+    time. With one thread the CPU-time ratio is the one to read (other processes on the
+    machine do not inflate it); with two threads CPU time sums both threads' work and wall
+    time is what a user waits for, but is inflated whenever other processes hold the cores.
+    """
+    from emdloss import _ordinal
+    from emdloss import functional as EF
+
+    settings = [(1, 64), (2, 64)] if args.quick else list(PATH_SETTINGS)
+    previous_threads = torch.get_num_threads()
+    try:
+        with _implementation("cpp"):
+            kernel = True
+    except RuntimeError:
+        kernel = False
+    rows: list[dict[str, Any]] = []
+    for threads, n in settings:
+        torch.set_num_threads(threads)
+        for c in args.classes:
+            gen = torch.Generator().manual_seed(c)
+            x = torch.randn(n, c, generator=gen).requires_grad_(True)
+            y = torch.randint(0, c, (n,), generator=gen)
+
+            def ce(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+                _backward(F.cross_entropy(x, y), x)
+
+            def pytorch(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+                with _pytorch_only():
+                    loss = EF.squared_emd(x, y)
+                _backward(loss, x)
+
+            def cpp(x: torch.Tensor = x, y: torch.Tensor = y) -> None:
+                with _ordinal.implementation("cpp"):
+                    loss = EF.squared_emd(x, y)
+                _backward(loss, x)
+
+            cases = {"cross_entropy": ce, "default (PyTorch)": pytorch}
+            if kernel:
+                cases["C++ kernel"] = cpp
+            inner = {}
+            for name, run in cases.items():
+                for _ in range(args.warmup):
+                    run()
+                once = _both_clocks(run, 1)[1]
+                inner[name] = max(1, min(1000, round(args.sample_ms / 1000 / max(once, 1e-7))))
+            samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+            names = list(cases)
+            for r in range(args.rounds):
+                shift = r % len(names)
+                for name in names[shift:] + names[:shift]:
+                    samples[name].append(_both_clocks(cases[name], inner[name]))
+            for name in names:
+                row: dict[str, Any] = {"threads": threads, "batch": n, "c": c, "path": name}
+                for k, clock in enumerate(("cpu", "wall")):
+                    ratios = [
+                        s[k] / b[k]
+                        for s, b in zip(samples[name], samples["cross_entropy"], strict=True)
+                    ]
+                    q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+                    row[f"{clock}_ms"] = statistics.median(s[k] for s in samples[name]) * 1e3
+                    row[f"{clock}_ratio"] = statistics.median(ratios)
+                    row[f"{clock}_iqr"] = (q[0], q[2])
+                rows.append(row)
+                print(
+                    f"| {threads} | {n} | {c} | {name} | {row['cpu_ms']:.3f} | "
+                    f"{row['cpu_ratio']:.2f} [{row['cpu_iqr'][0]:.2f}, {row['cpu_iqr'][1]:.2f}] | "
+                    f"{row['wall_ratio']:.2f} [{row['wall_iqr'][0]:.2f}, {row['wall_iqr'][1]:.2f}] |",
+                    flush=True,
+                )
+    torch.set_num_threads(previous_threads)
+    if not kernel:
+        print("(the C++ kernel could not be built here: its rows are missing)")
+    return rows
 
 
 # ----------------------------------------------------------------------------- timing
@@ -705,6 +801,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-repeats", type=int, default=None)
     parser.add_argument("--dense-shape", type=int, nargs=4, default=None)
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="only the table of the two paths (PyTorch default, C++ kernel) at 1 and 2 threads",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -749,6 +850,21 @@ def main(argv: list[str] | None = None) -> int:
         "clock": args.clock,
         "timing": {},
     }
+    if args.paths:
+        print(
+            f"# loss_speed --paths: {results['date']}, torch {results['torch']}, "
+            f"{results['machine']}, {results['cpu_count']} CPUs, {args.rounds} rounds\n"
+        )
+        print("squared_emd forward + backward against F.cross_entropy (index targets, float32)\n")
+        print("| threads | batch | C | path | CPU ms | ratio, CPU time [IQR] | ratio, wall [IQR] |")
+        print("|---|---|---|---|---|---|---|")
+        results["paths"] = paths_table(args)
+        if args.json:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(results, fh, indent=1)
+            os.replace(tmp, args.json)
+        return 0
     print(
         f"# loss_speed: {results['date']}, torch {results['torch']}, {platform.processor() or ''}"
         f"{results['machine']}, {results['cpu_count']} CPUs, torch threads {args.threads}, "

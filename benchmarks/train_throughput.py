@@ -1,7 +1,7 @@
 """Training throughput: cross-entropy versus the EMD losses on the same network, side by side.
 
 For each model (the small CNN and a ResNet-18 with the small-input stem, on RetinaMNIST-size
-inputs 3x28x28, 5 classes) and each loss (ce, emd2, w1, ground, xemd1) this times full
+inputs 3x28x28, 5 classes) and each loss (ce, emd2, w1, ground, xemd1, xemd2) this times full
 training steps (forward, loss, backward, AdamW step) in interleaved rounds, so that every loss
 sees the same machine load, and reports
 
@@ -37,7 +37,7 @@ import torch
 from emdloss.models import build_model
 from emdloss.training.losses import TrainingLoss, build_loss
 
-LOSSES = ("ce", "emd2", "w1", "ground", "xemd1")
+LOSSES = ("ce", "emd2", "w1", "ground", "xemd1", "xemd2")
 MODELS = ("cnn", "resnet18")
 NUM_CLASSES = 5
 SHAPE = (3, 28, 28)

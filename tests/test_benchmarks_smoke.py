@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -51,3 +52,27 @@ def test_peak_memory_in_a_fresh_process() -> None:
     assert row["case"] == "cross_entropy" and row["input_mib"] == 2 * 16 * 64 * 64 * 4 / 2**20
     assert row["peak_mib"] >= 0.9 * row["input_mib"]
     assert row["spread_mib"] == 0
+
+
+def test_paths_table_quick_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # The issue-14 table: cross-entropy, the PyTorch default and (where it builds) the kernel,
+    # at 1 and 2 threads; the ratio of cross-entropy to itself is 1 in every round.
+    bench = _load()
+    argv = ["--quick", "--paths", "--classes", "8", "--rounds", "2", "--sample-ms", "0.5"]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    for threads in (1, 2):
+        assert f"| {threads} | 64 | 8 | cross_entropy |" in printed
+        assert f"| {threads} | 64 | 8 | default (PyTorch) |" in printed
+        assert "| 1.00 [1.00, 1.00] |" in printed
+
+
+def test_sinkhorn_memory_quick_runs() -> None:
+    script = SCRIPT.parent / "sinkhorn_memory.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = [ln for ln in done.stdout.splitlines() if ln.startswith("| 4 | 30 |")]
+    peak_gb = float(row.split("|")[3])
+    assert 0 <= peak_gb < 0.5

@@ -195,3 +195,24 @@ def test_failed_build_warns_once_and_falls_back(
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             squared_emd(x, y)
+
+
+def test_build_kernel_command(kernel: None, capsys: pytest.CaptureFixture[str]) -> None:
+    from emdloss.cli import main
+
+    assert main(["build-kernel"]) == 0
+    out = capsys.readouterr().out
+    assert "squared_emd.cpp" in out and "-march=native" in out and "nothing to do" in out
+
+
+def test_build_kernel_command_failure_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emdloss.cli import main
+
+    monkeypatch.setattr(_cpu_kernel, "_state", {})
+    monkeypatch.setattr(_cpu_kernel, "_FLAGS", ("--no-such-flag-for-emdloss",))
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    assert main(["build-kernel"]) == 2
+    err = capsys.readouterr().err
+    assert "did not build" in err and "emdloss[cpu-kernel]" in err

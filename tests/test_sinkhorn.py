@@ -211,6 +211,34 @@ def test_batched_equals_per_pair() -> None:
         torch.testing.assert_close(grad_single[0], grad_batched[k], rtol=1e-5, atol=1e-7)
 
 
+def test_chunked_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pairs are solved in memory-bounded chunks (issue 14): chunks of one pair give the values
+    # and gradients (to a, b and the shared cost) of one batch, including max(cost) in epsilon.
+    rng = np.random.default_rng(11)
+    cost = torch.tensor(_costs(8, rng)["metric"]).requires_grad_(True)
+    a, b = (torch.tensor(x) for x in _pairs(8, 5, rng))
+    za = torch.log(a).requires_grad_(True)
+
+    def run() -> tuple[torch.Tensor, ...]:
+        value = sinkhorn_emd(torch.softmax(za, 1), b, cost)
+        return (value, *torch.autograd.grad((value * torch.arange(1.0, 6.0)).sum(), (za, cost)))
+
+    assert sk._chunk_pairs(8) >= 5  # one chunk by default
+    whole = run()
+    monkeypatch.setattr(sk, "CHUNK_BYTES", 1)
+    assert sk._chunk_pairs(8) == 1
+    for got, want in zip(run(), whole, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_chunk_size_follows_the_budget() -> None:
+    # _BUFFERS_PER_PAIR float64 C x C buffers per pair within CHUNK_BYTES; at least one pair.
+    per_pair = sk._BUFFERS_PER_PAIR * 8 * 1000 * 1000
+    assert sk._chunk_pairs(1000) == sk.CHUNK_BYTES // per_pair == 2
+    assert sk._chunk_pairs(4000) == 1
+    assert sk._chunk_pairs(10) > 1000
+
+
 def test_sinkhorn_only_path_for_many_classes(monkeypatch: pytest.MonkeyPatch) -> None:
     ot = pytest.importorskip("ot")
     # Above _NEWTON_MAX_C classes only Sinkhorn steps are taken: same fixed point.

@@ -349,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (train, evaluate, predict, compare):
         # So that main() can answer an unknown option with this command's usage.
         command.set_defaults(_parser=command)
+
+    build_kernel = commands.add_parser(
+        "build-kernel",
+        help="compile the optional C++ CPU kernel of squared_emd (once per machine)",
+        description=(
+            "Compile the C++ CPU kernel of squared_emd for this machine (-march=native) into "
+            "the torch extensions cache, so that runs that ask for it (EMDLOSS_CPU_KERNEL=1) "
+            "start without compiling. Needs a C++ compiler and ninja (emdloss[cpu-kernel])."
+        ),
+    )
+    build_kernel.add_argument("--verbose", action="store_true", help="show the compiler output")
     return parser
 
 
@@ -634,18 +645,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _predict,
         "export": _export,
         "compare": _compare,
+        "build-kernel": _build_kernel,
     }
     prefix = f"emdloss {args.command}"
     try:
-        missing = _missing_train_modules()
+        missing = _missing_train_modules() if args.command != "build-kernel" else []
         if missing:
             raise UserError(
                 f"this command needs the train extra ({', '.join(missing)} not installed): "
                 f"{_TRAIN_EXTRA}"
             )
-        from emdloss.training._build import quiet_lightning_logs
+        if args.command != "build-kernel":
+            from emdloss.training._build import quiet_lightning_logs
 
-        quiet_lightning_logs()
+            quiet_lightning_logs()
         with _one_line_warnings(prefix):
             return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -694,6 +707,33 @@ def _one_line_warnings(prefix: str) -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = previous
+
+
+def _build_kernel(args: argparse.Namespace) -> int:
+    import shutil
+
+    from emdloss import _cpu_kernel
+
+    source = _cpu_kernel.resources.files("emdloss").joinpath(_cpu_kernel._SOURCE_FILE)
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    print(f"source:   {source}")
+    print(f"compiler: {compiler or 'none found on PATH'}; flags {' '.join(_cpu_kernel._FLAGS)}")
+    print(f"output:   {_cpu_kernel._build_dir()}")
+    if _cpu_kernel.is_loaded():
+        print("already built for this machine, source and torch version: nothing to do")
+        return 0
+    print("compiling (25-50 s) ...", flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = _cpu_kernel.build(verbose=args.verbose)
+    if not ok:
+        why = "; ".join(str(w.message) for w in caught) or "unknown reason"
+        raise UserError(
+            f"the C++ kernel did not build ({why}); it needs a C++ compiler and ninja "
+            "(pip install 'emdloss[cpu-kernel]'); rerun with --verbose to see the compiler"
+        )
+    print("built and loaded; runs use it when asked: EMDLOSS_CPU_KERNEL=1 (docs/losses.md)")
+    return 0
 
 
 def _report_bug(prefix: str) -> None:
