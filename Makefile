@@ -27,6 +27,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# The optional C++ kernel, compiled ahead of time (it prints what it does); runs use it only
+	# when they ask for it (EMDLOSS_CPU_KERNEL=1), so a failed build costs nothing but speed.
+	$(BIN)/emdloss build-kernel || echo "emdloss: the optional C++ kernel was not built; the PyTorch path is used"
 	touch $@
 
 run: setup
