@@ -242,7 +242,8 @@ def load_csv(
     binning : {"uniform", "quantile"}
         How ``bins`` places the cuts.
     missing : {"error", "drop", "impute"}
-        Missing cells (see :data:`MISSING_TOKENS`): refuse with the line and column named, drop
+        Missing cells (empty, ``NA``, ``N/A``, ``NaN``, ``nan``, ``NULL``, ``null`` or ``?``;
+        ``emdloss.data._csv_cells.MISSING_TOKENS``): refuse with the line and column named, drop
         the rows, or impute features (numeric: training median; categorical: all-zero code).
         Rows with a missing target are dropped under ``"drop"`` and ``"impute"``.
     invalid : {"error", "missing"}
