@@ -212,6 +212,13 @@ def test_baselines_in_results_and_summary(tmp_path: Path) -> None:
     assert float(prior["argmax"]["accuracy"]) == pytest.approx(accuracy_score(y_test, most))
     expected = mean_absolute_error(y_test, np.full(len(y_test), median))
     assert float(prior["median"]["mae"]) == pytest.approx(expected)
+    # ... and the rows are those of emdloss.metrics.trivial_baselines, metric for metric.
+    from emdloss.metrics import trivial_baselines
+
+    trivial = trivial_baselines(y_train, y_test, num_classes=data.num_classes)
+    for rule, name in (("argmax", "most_common"), ("median", "median")):
+        for key in METRIC_KEYS:
+            assert float(prior[rule][key]) == pytest.approx(trivial[name][key], abs=1e-6), key
 
 
 def test_logreg_baseline_matches_scikit_learn() -> None:

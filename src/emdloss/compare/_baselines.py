@@ -3,9 +3,10 @@
 For every seed (and fold) of a data set, on exactly the splits its runs used (the same loader,
 seed, limits and standardisation, through :func:`emdloss.training._build.load_data`):
 
-- ``baseline:prior``: the training class frequencies predicted for every sample, decoded with
-  every prediction rule: under ``argmax`` the most common training class, under ``median`` the
-  median training class (the trivial predictors);
+- ``baseline:prior``: the training class frequencies predicted for every sample
+  (:func:`emdloss.metrics.class_prior`), decoded with every prediction rule: under ``argmax`` the
+  most common training class, under ``median`` the median training class (the trivial
+  predictors of :func:`emdloss.metrics.trivial_baselines`);
 - on tables, ``baseline:logreg``: scikit-learn's multinomial ``LogisticRegression``, its inverse
   regularisation ``C`` chosen on the validation split from :data:`LOGREG_C` (the same
   ``--select`` metric as the losses);
@@ -115,9 +116,11 @@ def _with_validated(
 def _prior(dataset: Any, metric: str) -> dict[str, dict[str, float]]:
     import numpy as np
 
+    from emdloss.metrics import class_prior
+
+    # The trivial predictors of emdloss.metrics.trivial_baselines, under every rule.
     k = dataset.num_classes
-    counts = np.bincount(dataset.train.targets, minlength=k).astype(float)
-    prior = counts / counts.sum()
+    prior = class_prior(dataset.train.targets, k).numpy()
     scores = {
         part: _score(
             np.tile(prior, (len(getattr(dataset, part)), 1)),
