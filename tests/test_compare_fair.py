@@ -379,3 +379,28 @@ def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.Monk
     assert seen["grid"] == ["lr=1,2"] and seen["select"] == "qwk"
     assert seen["soft_targets"] == "hard-for-all" and seen["baselines"] is False
     assert (seen["executor"], seen["ray_address"]) == ("ray", "auto")
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "word"), [(0.60, "is better than"), (0.545, "within the noise")]
+)
+def test_better_than_published_only_beyond_both_noises(accuracy: float, word: str) -> None:
+    from emdloss.compare._plan import RunSpec
+    from emdloss.compare._report import DatasetInfo, render_summary
+    from emdloss.compare._runner import RunRecord
+
+    records = []
+    for seed in range(10):
+        values = {k: 0.5 for k in METRIC_KEYS}
+        values["accuracy"] = accuracy + 0.01 * (seed % 3 - 1)  # sd 0.009
+        spec = RunSpec("retinamnist", "ce", seed)
+        records.append(RunRecord(spec, Path("o") / spec.relative_dir, "done", {"argmax": values}))
+    info = DatasetInfo("retinamnist", 5, "image", (1080, 120, 400), {"model": "cnn"}, tuple(range(10)),
+                       None, ("ce",))  # fmt: skip
+    summary = render_summary(records, [info], output="o")
+    line = next(
+        x for x in summary.splitlines() if "(ViT-B/16 linear probe, 0.542 ± 0.011, 3 runs)" in x
+    )
+    assert word in line and "10 runs" in line
+    # MedMNIST v2 publishes no spread: nothing is claimed against it.
+    assert "not judged: the source publishes no spread" in summary

@@ -585,26 +585,29 @@ def _published_best(
         theirs = ref.metrics[metric]
         spread = ref.spread.get(metric)
         reps = table.repetitions or 0
+        published = f"{ref.method}, {theirs:.3f}" + (
+            f" ± {spread:.3f}" if spread is not None else ""
+        )
+        published += f", {reps or 'unstated'} runs"
+        ours_text = f"our best ({ours}, {stat.format()}, {stat.n} runs)"
         if spread is None or reps < 2:
-            word = (
-                "not judged beyond noise against: they publish no spread, and the distance of "
-                f"means is {stat.mean - theirs:+.3f}:"
+            verdict = (
+                f"{ours_text} vs the best published ({published}): difference of means "
+                f"{stat.mean - theirs:+.3f}, not judged: the source publishes no spread."
             )
         else:
             interval = welch_difference(stat.mean, stat.std, stat.n, theirs, spread, reps)
-            outcome = interval.outcome(metric)
             word = {
-                "beats": "better than",
-                "loses to": "worse than",
-                "ties with": "within the noise of both runs of",
-                "cannot be judged against": "not judged (one run) against",
-            }[outcome] + f" (Welch difference {interval.format()})"
-        lines.append(
-            f"  - {METRIC_LABELS[metric]}: our best ({ours}, {stat.format()}, {stat.n} runs) is "
-            f"{word} the best published ({ref.method}, {theirs:.3f}"
-            + (f" ± {spread:.3f}" if spread is not None else "")
-            + f", {reps or 'unstated'} runs)."
-        )
+                "beats": "is better than",
+                "loses to": "is worse than",
+                "ties with": "is within the noise of both sides of",
+                "cannot be judged against": "cannot be judged (one run) against",
+            }[interval.outcome(metric)]
+            verdict = (
+                f"{ours_text} {word} the best published ({published}); Welch difference "
+                f"{interval.format()}."
+            )
+        lines.append(f"  - {METRIC_LABELS[metric]}: {verdict}")
     return lines
 
 
