@@ -708,7 +708,7 @@ def default_output(datasets: Sequence[str]) -> Path:
 
     Examples
     --------
-    >>> default_output(["era", "esl", "lev", "swd"]).as_posix()
+    >>> default_output(["era", "esl6", "lev", "swd"]).as_posix()
     'runs/compare-default'
     >>> default_output(["retinamnist"]).as_posix()
     'runs/compare-retinamnist'
