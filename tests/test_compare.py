@@ -83,8 +83,11 @@ def _summary_cells(summary: str, dataset: str) -> dict[str, list[str]]:
 
 def _check_outputs(out: Path, dataset: str, losses: list[str], seeds: int) -> list[dict[str, str]]:
     """results.csv rows/columns, summary means and stds recomputed from it, plots present."""
-    rows = _csv(out / "results.csv")
-    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    every = _csv(out / "results.csv")
+    assert tuple(every[0].keys()) == CSV_COLUMNS
+    # The baselines are rows beside the losses (issue 11); the runs are the others.
+    assert {r["loss"] for r in every if r["loss"].startswith("baseline:")} >= {"baseline:prior"}
+    rows = [r for r in every if not r["loss"].startswith("baseline:")]
     rules = sorted({row["rule"] for row in rows})
     assert "argmax" in rules
     assert len(rows) == len(losses) * seeds * len(rules)
