@@ -83,8 +83,11 @@ def _summary_cells(summary: str, dataset: str) -> dict[str, list[str]]:
 
 def _check_outputs(out: Path, dataset: str, losses: list[str], seeds: int) -> list[dict[str, str]]:
     """results.csv rows/columns, summary means and stds recomputed from it, plots present."""
-    rows = _csv(out / "results.csv")
-    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    every = _csv(out / "results.csv")
+    assert tuple(every[0].keys()) == CSV_COLUMNS
+    # The baselines are rows beside the losses (issue 11); the runs are the others.
+    assert {r["loss"] for r in every if r["loss"].startswith("baseline:")} >= {"baseline:prior"}
+    rows = [r for r in every if not r["loss"].startswith("baseline:")]
     rules = sorted({row["rule"] for row in rows})
     assert "argmax" in rules
     assert len(rows) == len(losses) * seeds * len(rules)
@@ -178,7 +181,8 @@ def test_interrupted_compare_resumes_without_rerunning_finished_runs(tmp_path: P
     assert [r.status for r in result.records] == ["skipped", "skipped", "done", "done"]
     assert [p.stat().st_mtime_ns for p in finished] == stamps
     # runs x rules: argmax, median and the validation-chosen one
-    assert len(_csv(tmp_path / "results.csv")) == 4 * 3
+    runs = [r for r in _csv(tmp_path / "results.csv") if not r["loss"].startswith("baseline:")]
+    assert len(runs) == 4 * 3
 
     third = Recorder()
     compare("lev", "ce,emd2", 2, tmp_path, train_fn=third, progress=False)
@@ -206,7 +210,14 @@ def test_folds_give_one_run_per_seed_and_fold(tmp_path: Path) -> None:
     compare("era", "ce", 1, tmp_path, folds=3, train_fn=recorder, progress=False)
     assert [(c.fold, c.num_folds) for c in recorder.configs] == [(0, 3), (1, 3), (2, 3)]
     rows = _csv(tmp_path / "results.csv")
-    assert [r["fold"] for r in rows if r["rule"] == "argmax"] == ["0", "1", "2"]
+    assert [r["fold"] for r in rows if r["rule"] == "argmax" and r["loss"] == "ce"] == [
+        "0",
+        "1",
+        "2",
+    ]
+    # The baselines are fitted on every fold's split too.
+    prior = [r["fold"] for r in rows if r["rule"] == "argmax" and r["loss"] == "baseline:prior"]
+    assert prior == ["0", "1", "2"]
     # Atomic writes leave ordinary file modes (mkstemp's private 0600 would hide them).
     umask = os.umask(0)
     os.umask(umask)
@@ -248,8 +259,9 @@ def test_digits_is_judged_on_accuracy_only(tmp_path: Path) -> None:
     assert {c.dataset for c in recorder.configs} == {"digits"}
     assert "10 classes" in result.summary
     assert "have no order: only accuracy is meaningful" in result.summary
-    verdict = result.summary.split("**Verdict (digits):**", 1)[1]
-    assert "cross-entropy on accuracy (xemd" in verdict and "on MAE" not in verdict
+    verdict = result.summary.split("**Verdict (digits):**", 1)[1].split("\n\n", 1)[0]
+    assert "cross-entropy on accuracy (paired difference xemd" in verdict
+    assert "on MAE" not in verdict
     assert (tmp_path / "plots" / "digits" / "metrics.png").is_file()
     assert not (tmp_path / "plots" / "digits" / "per_class_mae.png").exists()
 

@@ -66,6 +66,7 @@ _HELP = {
     "data_options": "data option KEY=VALUE (repeatable): for CSV files ignore=, features=, "
     "categorical=, missing=, bins=, ... (listed below), for every source val_fraction=, "
     "test_fraction=, limit=",
+    "soft_targets": "train on the data's soft target distributions where it has them",
     "fold": "test fold of k-fold cross-validation",
     "num_folds": "number of folds",
     "pretrained": "start backbones from ImageNet weights in the local torch cache",
@@ -185,12 +186,22 @@ def _default_text(name: str) -> str:
     return f" (default: {value})"
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+#: train's data flags that ``compare`` shares (the same definitions, added by
+#: :func:`_add_train_arguments`).
+DATA_FLAGS = ("target", "classes", "data_options")
+
+
+def _add_train_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str] | None = None
+) -> None:
+    """Add train's option flags (all, or only ``names`` without ``--config``) to a parser."""
     from emdloss.training.config import TrainConfig
 
-    parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
+    if names is None:
+        parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
     bools = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
-    for name in TrainConfig.field_names():
+    bools.add("soft_targets")
+    for name in TrainConfig.field_names() if names is None else names:
         flag = "--" + name.replace("_", "-")
         # The defaults are written out: the flags default to SUPPRESS (so that a --config file
         # or a resumed run is not overridden), which argparse's formatter does not show.
@@ -346,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     from emdloss import compare as compare_module
 
     compare_module.add_arguments(compare)
+    _add_train_arguments(compare.add_argument_group("data options (as for train)"), DATA_FLAGS)
     for command in (train, evaluate, predict, compare):
         # So that main() can answer an unknown option with this command's usage.
         command.set_defaults(_parser=command)

@@ -3,8 +3,11 @@
 Every data set x loss x seed (x fold) is trained by :func:`emdloss.training.train` with the same
 splits, model, budget and model selection; only the loss differs. The comparison writes
 
-- ``runs/<dataset>/<loss>/seed<k>[_fold<f>]/``: each run's own directory (metrics.json, ...);
-- ``results.csv``: one row per run and prediction rule;
+- ``runs/<dataset>/<loss>[/<setting>]/seed<k>[_fold<f>]/``: each run's own directory
+  (metrics.json, ...); ``<setting>`` with ``--grid``;
+- ``results.csv``: one row per reported run and prediction rule (with a grid, the setting chosen
+  on validation data), and one per baseline, seed and rule (``baseline:...``);
+- ``grid.csv`` (with ``--grid``): the validation score of every run of every setting;
 - ``summary.md``: mean ± standard deviation per loss, the best per column in bold, the published
   rows of :mod:`emdloss.reference_results` beside ours with their protocol, and a verdict;
 - ``plots/<dataset>_metrics.png`` and ``plots/<dataset>_per_class_mae.png``;
@@ -41,18 +44,30 @@ from emdloss.compare._plan import (
     check_dataset_names,
     check_losses,
     dataset_slug,
+    parse_grid,
     parse_names,
     parse_seeds,
     plan_runs,
+    setting_label,
 )
 from emdloss.compare._report import (
     CSV_COLUMNS,
     DatasetInfo,
+    baseline_rows,
     render_summary,
     result_rows,
     results_csv,
 )
-from emdloss.compare._runner import METRIC_KEYS, Job, RunRecord, TrainFn, build_config, run_all
+from emdloss.compare._runner import (
+    EXECUTORS,
+    METRIC_KEYS,
+    Job,
+    RunRecord,
+    TrainFn,
+    build_config,
+    run_all,
+)
+from emdloss.compare._select import Selection, choose_settings, validation_scores
 
 __all__ = [
     "CSV_COLUMNS",
@@ -62,8 +77,10 @@ __all__ = [
     "DEFAULT_OUTPUT",
     "DEFAULT_SEEDS",
     "EMD_LOSSES",
+    "EXECUTORS",
     "METRIC_KEYS",
     "PEER_PACKAGES",
+    "SOFT_TARGET_POLICIES",
     "CompareResult",
     "RunRecord",
     "RunSpec",
@@ -102,6 +119,8 @@ _NOT_PROTOCOL = frozenset(
     }
 )
 _PROTOCOL_FILE = "compare.json"
+#: What to do when the data has soft targets and some loss can only use class labels.
+SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 
 
 @dataclass
@@ -122,6 +141,8 @@ class CompareResult:
         ``results.csv``, ``summary.md`` and the plots.
     wall_seconds : float
         Wall time of the whole comparison.
+    selections : dict
+        The grid setting chosen on validation data per (data set, loss).
     """
 
     output: Path
@@ -130,6 +151,7 @@ class CompareResult:
     summary: str
     files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
+    selections: dict[tuple[str, str], Selection] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -146,8 +168,9 @@ def _load_info(
 
     kwargs: dict[str, Any] = dict(options.get("data_options") or {})
     for key in ("target", "classes"):
-        if options.get(key) is not None:
-            kwargs[key] = options[key]
+        value = options.get(key)
+        if value is not None:
+            kwargs[key] = value if isinstance(value, str) else ",".join(map(str, value))
     if folds is not None:
         kwargs.update(fold=0, num_folds=folds)
     dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
@@ -204,8 +227,14 @@ def compare(
     mp_context: str | None = None,
     conformal: float | None = None,
     conformal_method: str = "cdf",
+    grid: Sequence[str] = (),
+    select: str | None = None,
+    baselines: bool = True,
+    soft_targets: str = "refuse",
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> CompareResult:
-    """Train every data set x loss x seed (x fold) under one protocol and report.
+    """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
 
     Parameters
     ----------
@@ -235,6 +264,23 @@ def compare(
         its validation split and report test coverage and mean set size per loss.
     conformal_method : {"cdf", "ordinal_aps"}
         Conformity score of those sets (see :mod:`emdloss.conformal`).
+    grid : sequence of str
+        ``KEY=V1,V2,...`` items (:func:`emdloss.compare._plan.parse_grid`): every loss runs every
+        combination on every seed; per loss, the combination with the best mean validation
+        ``select`` metric is reported.
+    select : str, optional
+        Validation metric that chooses grid settings and the baselines' hyper-parameters and
+        validated rule (default: the runs' ``monitor``, else ``mae``).
+    baselines : bool, default True
+        Fit and report the baselines (class prior; logistic and ordinal logistic regression on
+        tables) on every seed's splits.
+    soft_targets : {"refuse", "hard-for-all"}
+        On data with soft targets, when some loss cannot use them: refuse to run, or train every
+        loss on the hard labels (``soft_targets=False`` for every run).
+    executor : {"local", "ray"}
+        Processes on this machine, or Ray tasks (``emdloss[ray]``).
+    ray_address : str, optional
+        Ray cluster to join (``executor="ray"``); else a local instance is started.
 
     Returns
     -------
@@ -243,8 +289,9 @@ def compare(
     Raises
     ------
     ValueError
-        Unknown data set, loss or train option, bad seeds/folds/jobs, or an output directory
-        holding runs trained with other options; raised before any run starts.
+        Unknown data set, loss or train option, bad seeds/folds/jobs/grid, an output directory
+        holding runs trained with other options, or soft targets that some loss would ignore
+        (``soft_targets="refuse"``); raised before any run starts.
     UserError
         The output directory is in use by another comparison (names its PID); a ValueError.
     ImportError
@@ -267,7 +314,16 @@ def compare(
     seed_list = parse_seeds(seeds)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
-    specs = plan_runs(dataset_list, loss_list, seed_list, folds)
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if soft_targets not in SOFT_TARGET_POLICIES:
+        raise ValueError(
+            f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
+        )
+    from emdloss.training.config import TrainConfig
+
+    settings = parse_grid(grid, TrainConfig.field_names())
+    specs = plan_runs(dataset_list, loss_list, seed_list, folds, settings)
     check_losses(loss_list)
     check_dataset_names(dataset_list)
     user = {str(k).replace("-", "_"): v for k, v in (train_options or {}).items()}
@@ -277,6 +333,9 @@ def compare(
                 f"train option {key!r} is set by compare itself for every run; use the "
                 "compare arguments (datasets, losses, seeds, output, folds) instead"
             )
+    metric = select or str(user.get("monitor", "mae"))
+    if metric not in METRIC_KEYS:
+        raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
     out = Path(output)
@@ -284,8 +343,14 @@ def compare(
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
     for spec in dataset_list:
         dataset, options = _load_info(spec, user, seed_list[0], folds)
-        # Build one config per data set now: unknown options and bad values fail here, and
-        # values given as strings (--set epochs=5) take the option's type (5), as stored.
+        targets = _soft_target_policy(spec, dataset, loss_list, soft_targets, options)
+        # Build one config per data set and setting now: unknown options and bad values fail
+        # here, and values given as strings (--set epochs=5) take the option's type (5), as
+        # stored.
+        for setting in settings:
+            build_config(
+                RunSpec(spec, loss_list[0], seed_list[0], None, None, setting), out, options
+            )
         config = build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
         options = {key: getattr(config, key) for key in options}
         options_by_dataset[spec] = options
@@ -301,6 +366,8 @@ def compare(
                 losses=tuple(loss_list),
                 class_names=tuple(dataset.class_names),
                 protocol=getattr(dataset, "protocol", ""),
+                targets=targets,
+                select=metric,
             )
         )
     protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
@@ -317,29 +384,158 @@ def compare(
             for s in specs
         ]
         records = run_all(
-            jobs_list, jobs=jobs, train_fn=train_fn, progress=progress, mp_context=mp_context
+            jobs_list,
+            jobs=jobs,
+            train_fn=train_fn,
+            progress=progress,
+            mp_context=mp_context,
+            executor=executor,
+            ray_address=ray_address,
         )
-        rows = result_rows(records)
+        monitor_rule = str(user.get("monitor_rule", "argmax"))
+        # Selection reads validation metrics only; the chosen runs' test metrics are the results.
+        selections = choose_settings(
+            validation_scores(records, metric, monitor_rule), metric, monitor_rule
+        )
+        reported = [
+            r
+            for r in records
+            if r.status == "failed"
+            or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+        ]
+        rows = result_rows(reported)
+        errors: dict[str, dict[str, str]] = {}
+        if baselines:
+            for spec in dataset_list:
+                extra, errors[spec] = _baselines(
+                    spec, options_by_dataset[spec], seed_list, folds, metric, loss_list[0]
+                )
+                rows += extra
         section = ""
         conformal_files: list[Path] = []
         if conformal is not None:
             from emdloss.compare import _conformal
 
-            calibrations = _conformal.calibrate_records(records, conformal, conformal_method)
-            _conformal.add_conformal_columns(rows, records, calibrations)
+            # The reported runs (with a grid, the chosen setting's): calibrated on validation.
+            calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
+            _conformal.add_conformal_columns(rows, reported, calibrations)
             section = _conformal.conformal_section(
-                records, calibrations, infos, conformal, conformal_method
+                reported, calibrations, infos, conformal, conformal_method
             )
-            conformal_files = _conformal.plot_set_sizes(out, records, calibrations, infos)
+            conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
         files = [write_text(out / "results.csv", results_csv(rows))]
+        if len(settings) > 1:
+            files.append(
+                write_text(out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections))
+            )
         from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
 
-        files += write_plots(out, records, rows, infos) + conformal_files
-        summary = render_summary(records, infos, output=str(out))
+        files += write_plots(out, reported, rows, infos) + conformal_files
+        summary = render_summary(
+            reported,
+            infos,
+            output=str(out),
+            rows=rows,
+            selections=selections,
+            baseline_errors=errors,
+        )
         if section:
             summary = summary.rstrip("\n") + "\n\n" + section
         files.append(write_text(out / "summary.md", summary))
-        return CompareResult(out, records, rows, summary, files, time.perf_counter() - start)
+        return CompareResult(
+            out, records, rows, summary, files, time.perf_counter() - start, selections
+        )
+
+
+def _soft_target_policy(
+    spec: str, dataset: Any, losses: Sequence[str], policy: str, options: dict[str, Any]
+) -> str:
+    """Apply ``--soft-targets`` to a data set's options; return the summary's sentence."""
+    if options.get("soft_targets") is False or str(options.get("soft_targets")).lower() == "false":
+        return "hard class labels for every loss (soft_targets=false)."
+    if not getattr(dataset, "soft", False):
+        return ""
+    from emdloss.training.losses import build_loss
+
+    hard_only = [
+        name
+        for name in losses
+        if not build_loss(
+            name, dataset.num_classes, train_targets=list(dataset.train.targets)
+        ).supports_soft_targets
+    ]
+    if not hard_only:
+        return "the soft target distributions of the data, for every loss (all can use them)."
+    if policy == "refuse":
+        raise ValueError(
+            f"{spec} has soft targets (rating distributions) but {', '.join(hard_only)} can only "
+            "use class labels: they would be trained on other targets than the rest. Use "
+            "--soft-targets hard-for-all to train every loss on the hard labels, or leave those "
+            "losses out"
+        )
+    options["soft_targets"] = False
+    return (
+        f"hard class labels for every loss (--soft-targets hard-for-all): {spec} has soft "
+        f"targets, but {', '.join(hard_only)} cannot use them."
+    )
+
+
+def _baselines(
+    spec: str,
+    options: Mapping[str, Any],
+    seeds: Sequence[int],
+    folds: int | None,
+    metric: str,
+    loss: str,
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Baseline rows of every seed (and fold), on the splits the runs used."""
+    import tempfile
+
+    from emdloss.compare._baselines import baseline_metrics
+    from emdloss.training._build import load_data
+
+    rows: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
+    with tempfile.TemporaryDirectory() as unused:
+        for seed in seeds:
+            for fold in fold_ids:
+                config = build_config(RunSpec(spec, loss, seed, fold, folds), Path(unused), options)
+                metrics, failed = baseline_metrics(load_data(config), metric)
+                errors.update(failed)
+                rows += baseline_rows(spec, seed, fold, metrics)
+    return rows, errors
+
+
+def _grid_csv(
+    records: Sequence[RunRecord],
+    metric: str,
+    rule: str,
+    selections: Mapping[tuple[str, str], Selection],
+) -> str:
+    """Validation score of every run of every setting, and whether its setting was chosen."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["dataset", "loss", "setting", "seed", "fold", f"val_{metric}", "chosen"])
+    for r in records:
+        value = r.val.get(rule, {}).get(metric)
+        chosen = selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+        fold = "" if r.spec.fold is None else r.spec.fold
+        writer.writerow(
+            [
+                r.spec.dataset,
+                r.spec.loss,
+                setting_label(r.spec.setting),
+                r.spec.seed,
+                fold,
+                "" if value is None else value,
+                int(chosen),
+            ]
+        )
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------- command line
@@ -393,6 +589,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation per seed")
     parser.add_argument("--jobs", type=int, default=1, metavar="J", help="runs in parallel")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="repeatable: every loss runs every combination on every seed (lr, weight_decay, "
+        "epochs, loss_options.KEY, ...); per loss the best mean validation --select wins",
+    )
+    parser.add_argument(
+        "--select",
+        choices=METRIC_KEYS,
+        default=None,
+        help="validation metric that chooses grid settings and validated rules (default: the "
+        "runs' monitor, mae)",
+    )
+    parser.add_argument(
+        "--no-baselines",
+        dest="baselines",
+        action="store_false",
+        help="leave out the baselines (class prior; logistic and ordinal logit on tables)",
+    )
+    parser.add_argument(
+        "--soft-targets",
+        choices=SOFT_TARGET_POLICIES,
+        default="refuse",
+        help="data with soft targets and a loss that cannot use them: refuse (default) or train "
+        "every loss on the hard labels",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (--jobs) or Ray tasks (pip install 'emdloss[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster to join with --executor ray (default: start a local one, 2 CPUs)",
+    )
     group = parser.add_argument_group("train options (the same for every run)")
     for flag, kind, text in _PASSTHROUGH:
         group.add_argument(flag, type=kind, default=None, help=text)
@@ -457,6 +692,14 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name, None)
         if value is not None:
             options[name] = value
+    # train's data flags (added by the CLI from train's own definitions)
+    for name in ("target", "classes"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = value
+    pairs = getattr(args, "data_options", None)
+    if pairs:
+        options["data_options"] = {**dict(options.get("data_options") or {}), **dict(pairs)}
     return options
 
 
@@ -465,7 +708,7 @@ def default_output(datasets: Sequence[str]) -> Path:
 
     Examples
     --------
-    >>> default_output(["era", "esl", "lev", "swd"]).as_posix()
+    >>> default_output(["era", "esl6", "lev", "swd"]).as_posix()
     'runs/compare-default'
     >>> default_output(["retinamnist"]).as_posix()
     'runs/compare-retinamnist'
@@ -501,6 +744,12 @@ def run(args: argparse.Namespace) -> int:
         progress=getattr(args, "progress", True),
         conformal=getattr(args, "conformal", None),
         conformal_method=getattr(args, "conformal_method", "cdf"),
+        grid=getattr(args, "grid", None) or (),
+        select=getattr(args, "select", None),
+        baselines=getattr(args, "baselines", True),
+        soft_targets=getattr(args, "soft_targets", "refuse"),
+        executor=getattr(args, "executor", "local"),
+        ray_address=getattr(args, "ray_address", None),
     )
     print(result.summary)
     print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")

@@ -17,15 +17,22 @@ __all__ = [
     "EMD_LOSSES",
     "PEER_PACKAGES",
     "RunSpec",
+    "Setting",
     "dataset_slug",
     "is_emd_variant",
+    "parse_grid",
     "parse_names",
     "parse_seeds",
     "plan_runs",
+    "setting_label",
 ]
 
+#: One combination of a ``--grid``: ``(("lr", "0.001"), ("epochs", "2"))``; ``()`` without one.
+Setting = tuple[tuple[str, str], ...]
+
 #: The built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``.
-DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl", "lev", "swd")
+#: ESL in its 6-class regrouping (``esl6``): the grouping TOC-UCO's published rows use.
+DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
 #: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
 DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
 #: Seeds 0, 1, 2.
@@ -65,11 +72,15 @@ class RunSpec:
         Fold index for k-fold cross-validation, else ``None``.
     num_folds : int or None
         Number of folds, else ``None``.
+    setting : Setting
+        The grid combination of this run (``()`` without ``--grid``).
 
     Examples
     --------
     >>> RunSpec("era", "ce", 1, 2, 5).relative_dir.as_posix()
     'runs/era/ce/seed1_fold2'
+    >>> RunSpec("era", "ce", 1, setting=(("lr", "0.01"),)).relative_dir.as_posix()
+    'runs/era/ce/lr=0.01/seed1'
     """
 
     dataset: str
@@ -77,17 +88,22 @@ class RunSpec:
     seed: int
     fold: int | None = None
     num_folds: int | None = None
+    setting: Setting = ()
 
     @property
     def relative_dir(self) -> PurePath:
-        """Run directory relative to the comparison output: ``runs/<dataset>/<loss>/seed<k>[_fold<f>]``."""
+        """Run directory relative to the comparison output:
+        ``runs/<dataset>/<loss>[/<setting>]/seed<k>[_fold<f>]``."""
         leaf = f"seed{self.seed}" + ("" if self.fold is None else f"_fold{self.fold}")
-        return PurePath("runs", dataset_slug(self.dataset), self.loss, leaf)
+        parts = [dataset_slug(self.dataset), self.loss]
+        if self.setting:
+            parts.append(setting_slug(self.setting))
+        return PurePath("runs", *parts, leaf)
 
     @property
     def label(self) -> str:
         """Short human-readable name, e.g. ``era/ce/seed1``."""
-        return f"{dataset_slug(self.dataset)}/{self.loss}/{self.relative_dir.name}"
+        return "/".join(self.relative_dir.parts[1:])
 
 
 def dataset_slug(spec: str) -> str:
@@ -227,9 +243,13 @@ def parse_seeds(value: int | str | Sequence[int]) -> list[int]:
 
 
 def plan_runs(
-    datasets: Sequence[str], losses: Sequence[str], seeds: Sequence[int], folds: int | None
+    datasets: Sequence[str],
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    folds: int | None,
+    settings: Sequence[Setting] = ((),),
 ) -> list[RunSpec]:
-    """Every data set x loss x seed (x fold), data set outermost.
+    """Every data set x loss x setting x seed (x fold), data set outermost.
 
     Parameters
     ----------
@@ -239,6 +259,8 @@ def plan_runs(
         Seeds.
     folds : int or None
         Number of cross-validation folds (each seed then runs every fold), or ``None``.
+    settings : sequence of Setting
+        Grid combinations (:func:`parse_grid`); every loss runs every one.
 
     Returns
     -------
@@ -253,9 +275,10 @@ def plan_runs(
         raise ValueError(f"folds: expected an integer >= 2 (or None), got {folds!r}")
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
     return [
-        RunSpec(dataset, loss, seed, fold, folds)
+        RunSpec(dataset, loss, seed, fold, folds, setting)
         for dataset in datasets
         for loss in losses
+        for setting in settings
         for seed in seeds
         for fold in fold_ids
     ]
@@ -344,3 +367,111 @@ def check_dataset_names(datasets: Sequence[str]) -> None:
         raise ValueError(
             f"unknown dataset {', '.join(map(repr, unknown))}; valid datasets: {', '.join(names)}"
         )
+
+
+# ---------------------------------------------------------------------------- --grid
+# Options a grid may not vary: compare sets them per run, or they change how runs execute.
+_GRID_FORBIDDEN = frozenset(
+    {"dataset", "loss", "seed", "output", "fold", "num_folds", "resume", "overwrite", "progress"}
+)
+
+
+def parse_grid(items: Iterable[str], fields: Iterable[str] = ()) -> list[Setting]:
+    """Every combination of ``KEY=V1,V2,...`` items, in the order given (last key fastest).
+
+    ``KEY`` is a train option (``lr``, ``weight_decay``, ``epochs``, ...) or ``OPTION.KEY`` for a
+    key of a mapping option (``loss_options.mu=0.1,0.25``). Values stay text; the run's
+    :class:`~emdloss.training.TrainConfig` converts them.
+
+    Parameters
+    ----------
+    items : iterable of str
+        The ``--grid`` arguments.
+    fields : iterable of str, optional
+        Valid option names; when given, other keys raise.
+
+    Returns
+    -------
+    list of Setting
+        ``[()]`` when ``items`` is empty.
+
+    Examples
+    --------
+    >>> parse_grid(["lr=0.01,0.001", "epochs=2"])
+    [(('lr', '0.01'), ('epochs', '2')), (('lr', '0.001'), ('epochs', '2'))]
+    >>> parse_grid([])
+    [()]
+    """
+    axes: list[tuple[str, list[str]]] = []
+    valid = set(fields)
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip().replace("-", "_")
+        values = [v.strip() for v in text.split(",")]
+        if not sep or not key or not text.strip() or any(not v for v in values):
+            raise ValueError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. lr=0.001,0.003)")
+        base, dot, sub = key.partition(".")
+        if base in _GRID_FORBIDDEN:
+            raise ValueError(f"--grid {item!r}: {base} is set by compare itself, not by a grid")
+        if valid and base not in valid:
+            raise ValueError(
+                f"--grid {item!r}: unknown train option {base!r}; valid: {', '.join(sorted(valid))}"
+            )
+        if dot and (not sub or not base.endswith("_options")):
+            raise ValueError(
+                f"--grid {item!r}: a dotted key names a key of a mapping option, e.g. "
+                "loss_options.mu"
+            )
+        if any(key == k for k, _ in axes):
+            raise ValueError(f"--grid: {key} given twice; give all its values in one --grid")
+        if len(set(values)) != len(values):
+            raise ValueError(f"--grid {item!r}: repeated value")
+        axes.append((key, values))
+    settings: list[Setting] = [()]
+    for key, values in axes:
+        settings = [(*s, (key, v)) for s in settings for v in values]
+    return settings
+
+
+def setting_label(setting: Setting) -> str:
+    """``lr=0.01, epochs=2`` (``default`` without a grid).
+
+    Examples
+    --------
+    >>> setting_label((("lr", "0.01"), ("epochs", "2"))), setting_label(())
+    ('lr=0.01, epochs=2', 'default')
+    """
+    return ", ".join(f"{k}={v}" for k, v in setting) or "default"
+
+
+def setting_slug(setting: Setting) -> str:
+    """A directory name for a grid setting (``lr=0.01_epochs=2``).
+
+    Examples
+    --------
+    >>> setting_slug((("lr", "1e-3"), ("loss_options.mu", "0.5")))
+    'lr=1e-3_loss_options.mu=0.5'
+    """
+    return re.sub(r"[^A-Za-z0-9._=+-]", "_", "_".join(f"{k}={v}" for k, v in setting))
+
+
+def apply_setting(options: Mapping[str, Any], setting: Setting) -> dict[str, Any]:
+    """Train options with a grid setting applied (``OPTION.KEY`` merges into a mapping option).
+
+    Examples
+    --------
+    >>> apply_setting({"lr": 1.0, "loss_options": {"a": 1}}, (("lr", "2"), ("loss_options.b", "3")))
+    {'lr': '2', 'loss_options': {'a': 1, 'b': 3}}
+    """
+    out = dict(options)
+    for key, value in setting:
+        base, dot, sub = key.partition(".")
+        if dot:
+            import yaml
+
+            merged = dict(out.get(base) or {})
+            merged[sub] = yaml.safe_load(value)
+            out[base] = merged
+        else:
+            out[key] = value
+    return out

@@ -10,8 +10,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from emdloss.compare._plan import is_emd_variant
+from emdloss.compare._baselines import is_baseline
+from emdloss.compare._plan import is_emd_variant, setting_label
 from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._select import Selection
+from emdloss.compare._stats import paired_difference, welch_difference
 from emdloss.reference_results import ReferenceTable, reference_tables
 from emdloss.training.config import METRIC_MODES
 
@@ -31,15 +34,21 @@ __all__ = [
 CSV_COLUMNS: tuple[str, ...] = (
     "dataset",
     "loss",
+    "setting",
     "seed",
     "fold",
     "rule",
     *METRIC_KEYS,
     "train_seconds",
+    "first_epoch_seconds",
+    "epoch_seconds",
 )
 #: Columns of ``results.csv`` after :data:`CSV_COLUMNS` when the rows have them
 #: (``compare --conformal``: test coverage and mean size of the conformal sets).
 OPTIONAL_COLUMNS: tuple[str, ...] = ("coverage", "mean_set_size")
+#: Timing columns: the whole training, the first epoch (with the start-up) and the mean later
+#: epoch (the same measure for every loss).
+TIME_KEYS: tuple[str, ...] = ("train_seconds", "first_epoch_seconds", "epoch_seconds")
 #: Metrics where larger is better; the others (errors) are better when smaller (one source:
 #: :data:`emdloss.training.config.METRIC_MODES`).
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
@@ -54,6 +63,8 @@ METRIC_LABELS: Mapping[str, str] = {
     "rps": "RPS",
     "amae": "AMAE",
     "train_seconds": "train s",
+    "first_epoch_seconds": "1st epoch s",
+    "epoch_seconds": "s/epoch",
 }
 # The metrics the verdict sentence weighs (the paper's and the targets' headline metrics).
 VERDICT_METRICS: tuple[str, ...] = ("mae", "qwk", "accuracy")
@@ -92,6 +103,10 @@ class DatasetInfo:
         Class names in order.
     protocol : str
         The data layer's description of its split (official split, hold-out, fold, ...).
+    targets : str
+        What the losses were trained on: ``"hard labels"`` or a note on soft targets.
+    select : str
+        Validation metric that chose grid settings and validated rules.
     """
 
     spec: str
@@ -104,6 +119,8 @@ class DatasetInfo:
     losses: tuple[str, ...]
     class_names: tuple[str, ...] = field(default=())
     protocol: str = ""
+    targets: str = ""
+    select: str = "mae"
 
 
 @dataclass(frozen=True)
@@ -162,12 +179,50 @@ def result_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
             row: dict[str, Any] = {
                 "dataset": record.spec.dataset,
                 "loss": record.spec.loss,
+                "setting": setting_label(record.spec.setting) if record.spec.setting else None,
                 "seed": record.spec.seed,
                 "fold": record.spec.fold,
                 "rule": rule,
             }
             row.update({key: record.metrics[rule][key] for key in METRIC_KEYS})
             row["train_seconds"] = record.train_seconds
+            row["first_epoch_seconds"] = record.first_epoch_seconds
+            row["epoch_seconds"] = record.epoch_seconds
+            rows.append(row)
+    return rows
+
+
+def baseline_rows(
+    dataset: str,
+    seed: int,
+    fold: int | None,
+    metrics: Mapping[str, Mapping[str, Mapping[str, float]]],
+) -> list[dict[str, Any]]:
+    """Rows of :func:`results_csv` for the baselines of one seed (and fold).
+
+    Parameters
+    ----------
+    dataset : str
+        Data set spec.
+    seed, fold : int, int or None
+        Which split.
+    metrics : Mapping
+        ``{baseline name: {rule: {metric: value}}}``
+        (:func:`emdloss.compare._baselines.baseline_metrics`).
+    """
+    rows: list[dict[str, Any]] = []
+    for name, per_rule in metrics.items():
+        for rule in _sorted_rules(per_rule):
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "loss": name,
+                "setting": None,
+                "seed": seed,
+                "fold": fold,
+                "rule": rule,
+            }
+            row.update({key: per_rule[rule][key] for key in METRIC_KEYS})
+            row.update(dict.fromkeys(TIME_KEYS, math.nan))
             rows.append(row)
     return rows
 
@@ -182,8 +237,8 @@ def results_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
     Examples
     --------
-    >>> results_csv([])
-    'dataset,loss,seed,fold,rule,accuracy,one_off_accuracy,mae,rmse,qwk,rps,amae,train_seconds\\n'
+    >>> results_csv([]).split(",")[:6]
+    ['dataset', 'loss', 'setting', 'seed', 'fold', 'rule']
     """
     # Optional columns (compare --conformal) follow the fixed ones when any row has them.
     columns = list(CSV_COLUMNS)
@@ -224,7 +279,7 @@ def aggregate(
     return {
         key: {
             metric: Stat.of(row[metric] for row in group)
-            for metric in (*METRIC_KEYS, "train_seconds")
+            for metric in (*METRIC_KEYS, *TIME_KEYS)
             if all(metric in row for row in group)
         }
         for key, group in groups.items()
@@ -340,7 +395,15 @@ def _reference_notes(info: DatasetInfo, table: ReferenceTable, runs: int) -> str
             + ("run" if runs == 1 else "runs")
         )
     if table.source == "TOC-UCO":
-        differs.append("they tune hyper-parameters per method by cross-validation, we do not")
+        differs.append(
+            "they tune hyper-parameters per method by cross-validation; we tune only what "
+            "--grid lists, on the validation split"
+        )
+    if table.source == "MedMNIST+":
+        differs.append(
+            "their backbones are ImageNet-pretrained, which we cannot download offline; ours "
+            f"(model={info.options.get('model', '?')}) start from random weights"
+        )
     if table.source == "MedMNIST v2":
         differs.append(
             f"same official test set, but their models and budgets differ from ours "
@@ -349,8 +412,10 @@ def _reference_notes(info: DatasetInfo, table: ReferenceTable, runs: int) -> str
     extra = sorted({k for row in table.rows for k in row.metrics if k not in METRIC_KEYS})
     if extra:
         values = "; ".join(
-            f"{row.method} {', '.join(f'{k.upper()} {row.metrics[k]:.3f}' for k in extra)}"
+            f"{row.method} "
+            + ", ".join(f"{k.upper()} {row.metrics[k]:.3f}" for k in extra if k in row.metrics)
             for row in table.rows
+            if any(k in row.metrics for k in extra)
         )
         differs.append(f"also published but not computed by us: {values}")
     text = f"*{table.source}* ({table.citation}): {table.protocol}."
@@ -359,62 +424,140 @@ def _reference_notes(info: DatasetInfo, table: ReferenceTable, runs: int) -> str
     return text
 
 
+def _pairs(
+    rows: Sequence[Mapping[str, Any]], dataset: str, loss: str, rule: str, metric: str
+) -> dict[tuple[int, int | None], float]:
+    """``{(seed, fold): value}`` of one loss (or baseline) and rule: the pairing key."""
+    return {
+        (int(row["seed"]), row["fold"]): float(row[metric])
+        for row in rows
+        if row["dataset"] == dataset and row["loss"] == loss and row["rule"] == rule
+    }
+
+
+def _display(name: str) -> str:
+    if name == "baseline:prior":
+        return "baseline: prior (argmax: most common class; median: median class)"
+    return name.replace("baseline:", "baseline: ")
+
+
+def _time_cell(stat: Stat | None) -> str:
+    return "–" if stat is None or stat.n == 0 else f"{stat.mean:.2f}"
+
+
 def _dataset_section(
     info: DatasetInfo,
     stats: Mapping[tuple[str, str, str], Mapping[str, Stat]],
     failed: Sequence[RunRecord],
+    rows: Sequence[Mapping[str, Any]],
+    selections: Mapping[tuple[str, str], Selection],
+    baseline_errors: Mapping[str, str],
 ) -> list[str]:
     name = info.spec
     losses = [loss for loss in info.losses if (name, loss, "argmax") in stats]
+    baselines = sorted(
+        {loss for (d, loss, _) in stats if d == name and is_baseline(loss)},
+        key=lambda b: (b != "baseline:prior", b),
+    )
     lines = [f"## {name}", "", _protocol_line(info), ""]
+    if info.targets:
+        lines += [f"Targets: {info.targets}", ""]
     if not losses:
         return [*lines, "No finished runs.", ""]
-    columns = [*METRIC_KEYS, "train_seconds"]
+    lines += _grid_section(name, losses, selections)
     best = {metric: _best_loss(stats, name, losses, metric) for metric in METRIC_KEYS}
     body: list[list[str]] = []
     runs = 0
-    for loss in losses:
-        row_stats = stats[(name, loss, "argmax")]
-        runs = max(runs, row_stats["accuracy"].n)
-        cells = [loss, str(row_stats["accuracy"].n)]
-        for metric in columns:
-            stat = row_stats.get(metric, Stat.of([]))
-            text = stat.format(1 if metric == "train_seconds" else 3)
+    for loss in [*losses, *baselines]:
+        row_stats = stats.get((name, loss, "argmax"))
+        if row_stats is None:
+            continue
+        if not is_baseline(loss):
+            runs = max(runs, row_stats["accuracy"].n)
+        cells = [_display(loss), str(row_stats["accuracy"].n)]
+        for metric in METRIC_KEYS:
+            text = row_stats.get(metric, Stat.of([])).format(3)
             cells.append(f"**{text}**" if best.get(metric) == loss else text)
+        cells += [_time_cell(row_stats.get(k)) for k in ("epoch_seconds", "first_epoch_seconds")]
         body.append(cells)
     tables = reference_tables(name)
     for table in tables:
         reps = "–" if table.repetitions is None else str(table.repetitions)
         for ref in table.rows:
             cells = [f"*{table.source}: {ref.method}*", reps]
-            cells += [f"*{ref.metrics[m]:.3f}*" if m in ref.metrics else "–" for m in METRIC_KEYS]
-            body.append([*cells, "–"])
-    header = ["loss", "runs", *(METRIC_LABELS[m] for m in columns)]
+            for m in METRIC_KEYS:
+                if m not in ref.metrics:
+                    cells.append("–")
+                elif m in ref.spread:
+                    cells.append(f"*{ref.metrics[m]:.3f} ± {ref.spread[m]:.3f}*")
+                else:
+                    cells.append(f"*{ref.metrics[m]:.3f}*")
+            body.append([*cells, "–", "–"])
+    header = ["loss", "runs", *(METRIC_LABELS[m] for m in METRIC_KEYS), "s/epoch", "1st epoch s"]
     lines += _table(header, body)
     lines += [
         "",
         "Test set, argmax prediction rule, mean ± standard deviation over seeds"
         + (" and folds" if info.folds else "")
         + "; bold: best of our losses (highest accuracy, 1-off accuracy, QWK; lowest MAE, RMSE, "
-        "RPS, AMAE)" + ("; italic rows: published results." if tables else "."),
+        "RPS, AMAE). *runs*: runs (seeds x folds) behind a row, for published rows the "
+        "repetitions they average. *s/epoch*: mean wall time of the epochs after the first (the "
+        "same measure for every loss); *1st epoch s*: the first epoch, which also holds the "
+        "start-up. Baseline rows are fitted on the same splits and decoded by the same rules"
+        + ("; italic rows: published results." if tables else "."),
         "",
     ]
+    if baseline_errors:
+        lines += [f"- {k} left out: {v}" for k, v in sorted(baseline_errors.items())] + [""]
     for table in tables:
         lines += [f"- {_reference_notes(info, table, runs)}"]
         lines += _published_best(info, table, stats, losses)
     if tables:
         lines.append("")
-    lines += _rules_section(name, losses, stats)
-    lines += [_verdict(name, losses, stats), ""]
-    validated = _verdict(name, losses, stats, VALIDATED_RULE)
+    lines += _rules_section(name, [*losses, *baselines], stats)
+    lines += _paired_section(name, losses, rows)
+    lines += [_verdict(name, losses, rows), ""]
+    validated = _verdict(name, losses, rows, VALIDATED_RULE)
     if validated:
         lines += [validated, ""]
+    lines += _baseline_verdict(info, losses, baselines, rows)
     failures = [r for r in failed if r.spec.dataset == name]
     if failures:
         lines += [f"Failed runs ({len(failures)}), left out above:", ""]
         lines += [f"- {r.spec.label}: {r.error} (see {r.run_dir / 'error.txt'})" for r in failures]
         lines.append("")
     return lines
+
+
+def _grid_section(
+    dataset: str, losses: Sequence[str], selections: Mapping[tuple[str, str], Selection]
+) -> list[str]:
+    chosen = [selections[(dataset, loss)] for loss in losses if (dataset, loss) in selections]
+    if not chosen or all(len(sel.scores) < 2 for sel in chosen):
+        return []
+    first = chosen[0]
+    settings = list(first.scores)
+    header = ["loss", *(setting_label(s) for s in settings)]
+    body = []
+    for loss in losses:
+        sel = selections.get((dataset, loss))
+        if sel is None:
+            continue
+        cells = [loss]
+        for setting in settings:
+            mean, n = sel.scores.get(setting, (math.nan, 0))
+            text = "–" if n == 0 else f"{mean:.3f} ({n})"
+            cells.append(f"**{text}**" if setting == sel.chosen else text)
+        body.append(cells)
+    return [
+        f"Grid: every loss ran every setting on every seed; per loss, the setting with the best "
+        f"mean validation {METRIC_LABELS.get(first.metric, first.metric)} ({first.rule} rule; "
+        "bold, runs in brackets) is the one reported below. Test metrics of the other settings "
+        "are never read.",
+        "",
+        *_table(header, body),
+        "",
+    ]
 
 
 def _published_best(
@@ -436,16 +579,35 @@ def _published_best(
             ),
         )
         ours = _best_loss(stats, info.spec, losses, metric)
-        if ours is None:
+        if ours is None or metric not in ref.metrics:
             continue
         stat = stats[(info.spec, ours, "argmax")][metric]
-        word = (
-            "better than" if _better(metric, stat.mean, ref.metrics[metric]) else "not better than"
+        theirs = ref.metrics[metric]
+        spread = ref.spread.get(metric)
+        reps = table.repetitions or 0
+        published = f"{ref.method}, {theirs:.3f}" + (
+            f" ± {spread:.3f}" if spread is not None else ""
         )
-        lines.append(
-            f"  - {METRIC_LABELS[metric]}: our best ({ours}, {stat.format()}) is {word} the best "
-            f"published ({ref.method}, {ref.metrics[metric]:.3f})."
-        )
+        published += f", {reps or 'unstated'} runs"
+        ours_text = f"our best ({ours}, {stat.format()}, {stat.n} runs)"
+        if spread is None or reps < 2:
+            verdict = (
+                f"{ours_text} vs the best published ({published}): difference of means "
+                f"{stat.mean - theirs:+.3f}, not judged: the source publishes no spread."
+            )
+        else:
+            interval = welch_difference(stat.mean, stat.std, stat.n, theirs, spread, reps)
+            word = {
+                "beats": "is better than",
+                "loses to": "is worse than",
+                "ties with": "is within the noise of both sides of",
+                "cannot be judged against": "cannot be judged (one run) against",
+            }[interval.outcome(metric)]
+            verdict = (
+                f"{ours_text} {word} the best published ({published}); Welch difference "
+                f"{interval.format()}."
+            )
+        lines.append(f"  - {METRIC_LABELS[metric]}: {verdict}")
     return lines
 
 
@@ -487,33 +649,81 @@ def _rules_section(
     return lines
 
 
+def _paired_section(
+    dataset: str, losses: Sequence[str], rows: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Loss and decision rule apart: every loss minus ce under the same rule, and every rule
+    minus argmax for the same loss, paired by seed, with 95% intervals."""
+    rules = _sorted_rules({r["rule"] for r in rows if r["dataset"] == dataset})
+    others = [loss for loss in losses if loss != "ce"]
+    lines: list[str] = []
+    metric = "mae"
+    if "ce" in losses and others:
+        body = []
+        for loss in others:
+            cells = [loss]
+            for rule in rules:
+                d = paired_difference(
+                    _pairs(rows, dataset, loss, rule, metric),
+                    _pairs(rows, dataset, "ce", rule, metric),
+                )
+                cells.append(d.short())
+            body.append(cells)
+        lines += [
+            f"The loss, rule held fixed: {METRIC_LABELS[metric]} of each loss minus cross-entropy "
+            "under the same prediction rule, paired by seed (mean [95% CI]; * the interval "
+            "excludes 0; negative favours the loss):",
+            "",
+            *_table(["loss", *rules], body),
+            "",
+        ]
+    if len(rules) > 1:
+        body = []
+        for loss in losses:
+            base = _pairs(rows, dataset, loss, "argmax", metric)
+            cells = [loss]
+            for rule in rules[1:]:
+                cells.append(
+                    paired_difference(_pairs(rows, dataset, loss, rule, metric), base).short()
+                )
+            body.append(cells)
+        lines += [
+            f"The rule, loss held fixed: {METRIC_LABELS[metric]} of each prediction rule minus "
+            "argmax for the same runs (mean [95% CI]; negative favours the rule):",
+            "",
+            *_table(["loss", *rules[1:]], body),
+            "",
+        ]
+    return lines
+
+
 def _verdict(
     dataset: str,
     losses: Sequence[str],
-    stats: Mapping[tuple[str, str, str], Mapping[str, Stat]],
+    rows: Sequence[Mapping[str, Any]],
     rule: str = "argmax",
 ) -> str:
     emd = [loss for loss in losses if is_emd_variant(loss)]
     if "ce" not in losses or not emd:
         missing = "cross-entropy (ce)" if "ce" not in losses else "an EMD variant"
         return f"**Verdict ({dataset}):** none, {missing} was not among the finished losses."
-    if any((dataset, loss, rule) not in stats for loss in ("ce", *emd)):
+    if not _pairs(rows, dataset, "ce", rule, "mae"):
         return ""
-    baseline = stats[(dataset, "ce", rule)]
     orderless = dataset.lower() in ORDERLESS
     parts: list[str] = []
     for metric in ("accuracy",) if orderless else VERDICT_METRICS:
-        best = _best_loss(stats, dataset, emd, metric, rule)
-        assert best is not None  # every loss in `losses` has statistics for `rule`
-        candidate = stats[(dataset, best, rule)][metric]
-        outcome, gain, spread = compare_to_baseline(metric, candidate, baseline[metric])
-        detail = f"{best} {candidate.format()} vs ce {baseline[metric].format()}"
-        if math.isnan(spread):
-            detail += f", difference {gain:+.3f}, no spread with one run"
-        else:
-            relation = ">" if abs(gain) > spread else "<="
-            detail += f", difference {gain:+.3f} {relation} 1 sd = {spread:.3f}"
-        parts.append(f"{outcome} cross-entropy on {METRIC_LABELS[metric]} ({detail})")
+        reference = _pairs(rows, dataset, "ce", rule, metric)
+        intervals = {
+            loss: paired_difference(_pairs(rows, dataset, loss, rule, metric), reference)
+            for loss in emd
+        }
+        sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+        best = max(emd, key=lambda loss: sign * _nan_low(intervals[loss].mean))
+        interval = intervals[best]
+        parts.append(
+            f"{best} {interval.outcome(metric)} cross-entropy on {METRIC_LABELS[metric]} "
+            f"(paired difference {best} - ce {interval.format()})"
+        )
     joined = parts[0] if len(parts) == 1 else "; ".join(parts[:-1]) + f"; and {parts[-1]}"
     label = (
         f"{dataset}"
@@ -521,9 +731,9 @@ def _verdict(
         else f"{dataset}, each run decoded by the rule best on its validation split"
     )
     text = (
-        f"**Verdict ({label}):** the best EMD variant {joined}. A difference counts only beyond "
-        "one standard deviation over seeds (the larger of the two); positive differences favour "
-        "the EMD variant."
+        f"**Verdict ({label}):** the best EMD variant: {joined}. Paired t-test over seeds: "
+        "'beats' or 'loses to' only when the 95% interval of the mean paired difference "
+        "excludes 0, else 'ties with'."
     )
     if orderless:
         text += (
@@ -533,26 +743,79 @@ def _verdict(
     return text
 
 
+def _nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+def _baseline_verdict(
+    info: DatasetInfo,
+    losses: Sequence[str],
+    baselines: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> list[str]:
+    """The best loss against the best baseline, each under its validated rule, paired."""
+    if not losses or not baselines:
+        return []
+    metric = info.select if info.select in METRIC_KEYS else "mae"
+    if info.spec.lower() in ORDERLESS:
+        metric = "accuracy"
+    rule = VALIDATED_RULE
+    if not any(_pairs(rows, info.spec, loss, rule, metric) for loss in losses):
+        rule = "argmax"
+    sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+
+    def mean(name: str) -> float:
+        values = list(_pairs(rows, info.spec, name, rule, metric).values())
+        return sum(values) / len(values) if values else math.nan
+
+    best_loss = max(losses, key=lambda n: _nan_low(sign * mean(n)))
+    best_base = max(baselines, key=lambda n: _nan_low(sign * mean(n)))
+    interval = paired_difference(
+        _pairs(rows, info.spec, best_loss, rule, metric),
+        _pairs(rows, info.spec, best_base, rule, metric),
+    )
+    outcome = interval.outcome(metric)
+    return [
+        f"**Against the baselines ({info.spec}):** the best loss ({best_loss}, "
+        f"{METRIC_LABELS[metric]} {mean(best_loss):.3f}) {outcome} the best "
+        f"baseline ({best_base.removeprefix('baseline:')}, {mean(best_base):.3f}); paired "
+        f"difference {interval.format()}, {rule} rule, same seeds and splits.",
+        "",
+    ]
+
+
 def render_summary(
-    records: Sequence[RunRecord], datasets: Sequence[DatasetInfo], *, output: str
+    records: Sequence[RunRecord],
+    datasets: Sequence[DatasetInfo],
+    *,
+    output: str,
+    rows: Sequence[Mapping[str, Any]] | None = None,
+    selections: Mapping[tuple[str, str], Selection] | None = None,
+    baseline_errors: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     """The text of ``summary.md``.
 
     Parameters
     ----------
     records : sequence of RunRecord
-        Every run of the comparison.
+        The runs reported (with a grid: the chosen setting's runs only).
     datasets : sequence of DatasetInfo
         The data sets in plan order.
     output : str
         The comparison's output directory (named in the heading).
+    rows : sequence of Mapping, optional
+        Rows of results.csv, baselines included (default: :func:`result_rows` of ``records``).
+    selections : Mapping, optional
+        The grid selection per (data set, loss).
+    baseline_errors : Mapping, optional
+        ``{dataset: {baseline: why it is missing}}``.
 
     Returns
     -------
     str
         Markdown.
     """
-    rows = result_rows(records)
+    rows = result_rows(records) if rows is None else rows
     stats = aggregate(rows)
     failed = [r for r in records if r.status == "failed"]
     counts = {status: sum(r.status == status for r in records) for status in ("done", "skipped")}
@@ -566,5 +829,12 @@ def render_summary(
         "",
     ]
     for info in datasets:
-        lines += _dataset_section(info, stats, failed)
+        lines += _dataset_section(
+            info,
+            stats,
+            failed,
+            rows,
+            selections or {},
+            (baseline_errors or {}).get(info.spec, {}),
+        )
     return "\n".join(lines).rstrip() + "\n"

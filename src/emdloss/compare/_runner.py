@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import remove_stale_temporaries, write_json, write_text
-from emdloss.compare._plan import RunSpec
+from emdloss.compare._plan import RunSpec, apply_setting
 from emdloss.training.config import METRIC_MODES
-from emdloss.training.rundir import METRICS_FILE
+from emdloss.training.rundir import METRICS_FILE, read_history
 
 __all__ = [
+    "EXECUTORS",
     "METRIC_KEYS",
     "RunRecord",
     "TrainFn",
@@ -47,6 +48,8 @@ Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
 
 # Written by compare next to the training's own files; holds what metrics.json may not.
 RECORD_FILE = "compare_run.json"
+#: Where runs execute: processes on this machine, or Ray tasks (``emdloss[ray]``).
+EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass
@@ -68,6 +71,14 @@ class RunRecord:
         Training wall time (NaN when unknown).
     error : str or None
         The error of a failed run (the full traceback is in ``<run_dir>/error.txt``).
+    val : dict
+        Validation metrics of the selected checkpoint per prediction rule: all that choosing a
+        grid setting may read.
+    first_epoch_seconds : float
+        Wall time of the first epoch, which holds the start-up (data loaders, kernel and
+        Lightning set-up); NaN when unknown.
+    epoch_seconds : float
+        Mean wall time of the later epochs: the same measure for every loss (NaN with one epoch).
     """
 
     spec: RunSpec
@@ -76,6 +87,9 @@ class RunRecord:
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     train_seconds: float = math.nan
     error: str | None = None
+    val: dict[str, dict[str, float]] = field(default_factory=dict)
+    first_epoch_seconds: float = math.nan
+    epoch_seconds: float = math.nan
 
 
 def _is_metric_dict(value: Any) -> bool:
@@ -130,6 +144,53 @@ def extract_test_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, floa
     if chosen is not None:
         rules[VALIDATED_RULE] = dict(rules[chosen])
     return rules
+
+
+def extract_val_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Validation metrics per prediction rule from ``metrics.json`` content (``{}`` if none).
+
+    Examples
+    --------
+    >>> m = dict.fromkeys(METRIC_KEYS, 0.5)
+    >>> list(extract_val_metrics({"val": {"argmax": m}, "test": {"argmax": m}}))
+    ['argmax']
+    """
+    val = metrics.get("val") if isinstance(metrics, Mapping) else None
+    if not isinstance(val, Mapping):
+        return {}
+    return {
+        str(rule): {key: float(values[key]) for key in METRIC_KEYS}
+        for rule, values in val.items()
+        if _is_metric_dict(values)
+    }
+
+
+def _epoch_times(run_dir: Path) -> tuple[float, float]:
+    # The first epoch carries the start-up; the later ones measure the loss alike for all.
+    seconds = [row.get("epoch_seconds", math.nan) for row in read_history(run_dir)]
+    seconds = [s for s in seconds if not math.isnan(s)]
+    first = seconds[0] if seconds else math.nan
+    later = sum(seconds[1:]) / len(seconds[1:]) if len(seconds) > 1 else math.nan
+    return first, later
+
+
+def finished_record(spec: RunSpec, run_dir: Path, status: str) -> RunRecord | None:
+    """The record of a finished run read from its directory, or ``None`` if unfinished."""
+    finished = read_finished(run_dir)
+    if finished is None:
+        return None
+    content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    first, later = _epoch_times(run_dir)
+    return RunRecord(
+        spec,
+        run_dir,
+        status,
+        finished[0],
+        finished[1],
+        val=extract_val_metrics(content),
+        first_epoch_seconds=first,
+        epoch_seconds=later,
+    )
 
 
 def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | None:
@@ -208,7 +269,7 @@ def build_config(
     from emdloss.training import TrainConfig
 
     fields = _config_fields()
-    kwargs = dict(options)
+    kwargs = apply_setting(options, spec.setting)
     kwargs.update(dataset=spec.dataset, loss=spec.loss, seed=spec.seed, output=str(run_dir))
     if spec.fold is not None:
         kwargs.update(fold=spec.fold, num_folds=spec.num_folds)
@@ -305,9 +366,9 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 def _execute(
     spec: RunSpec, run_dir: Path, options: Mapping[str, Any], train_fn: TrainFn | None
 ) -> RunRecord:
-    finished = read_finished(run_dir)
-    if finished is not None:
-        return RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
+    record = finished_record(spec, run_dir, "skipped")
+    if record is not None:
+        return record
     train = train_fn if train_fn is not None else _default_train()
     resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
     if run_dir.exists() and not resume:
@@ -329,13 +390,14 @@ def _execute(
         seconds = getattr(result, "train_seconds", None)
         train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
         write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
-        finished = read_finished(run_dir)
-        if finished is None:
+        record = finished_record(spec, run_dir, "done")
+        if record is None:
             raise RuntimeError(
                 f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
                 f"metrics {', '.join(METRIC_KEYS)}"
             )
-        return RunRecord(spec, run_dir, "done", finished[0], train_seconds)
+        record.train_seconds = train_seconds
+        return record
     except Exception as error:
         # A failed resume (full disk, unreadable checkpoint, ...) keeps the run directory and
         # its checkpoints: the next compare resumes again, and nothing trained is lost.
@@ -379,6 +441,8 @@ def run_all(
     train_fn: TrainFn | None = None,
     progress: bool = True,
     mp_context: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[RunRecord]:
     """Run (or skip) every run, ``jobs`` at a time, with a progress bar over runs.
 
@@ -396,6 +460,11 @@ def run_all(
     mp_context : str or None
         Multiprocessing start method for ``jobs > 1`` (default ``"spawn"``, safe with torch's
         thread pools; ``"fork"`` is faster to start).
+    executor : {"local", "ray"}
+        ``"ray"`` runs each run as a Ray task (the same :func:`execute`, so results and resume
+        are those of ``"local"``); ``jobs`` is then ignored: Ray schedules one task per CPU.
+    ray_address : str, optional
+        Address of a running Ray cluster to join; else a local instance (2 CPUs) is started.
 
     Returns
     -------
@@ -404,21 +473,28 @@ def run_all(
     """
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     records: list[RunRecord | None] = [None] * len(specs)
     todo: list[int] = []
     bar = _progress(len(specs), progress)
     try:
         # Finished runs first, so the bar shows how much is left.
         for index, (spec, run_dir, _, _) in enumerate(specs):
-            finished = read_finished(run_dir)
-            if finished is None:
+            record = finished_record(spec, run_dir, "skipped")
+            if record is None:
                 todo.append(index)
             else:
-                records[index] = RunRecord(spec, run_dir, "skipped", finished[0], finished[1])
+                records[index] = record
                 bar.update(1)
         if todo and records:
             bar.set_postfix_str(f"{len(specs) - len(todo)} already done")
-        for index, record in _execute_many(specs, todo, jobs, train_fn, mp_context):
+        many = (
+            _execute_ray(specs, todo, train_fn, ray_address)
+            if executor == "ray"
+            else _execute_many(specs, todo, jobs, train_fn, mp_context)
+        )
+        for index, record in many:
             records[index] = record
             bar.set_postfix_str(f"{record.spec.label} {record.status}")
             bar.update(1)
@@ -453,3 +529,51 @@ def _execute_many(
                 yield pending.pop(future), future.result()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+#: CPUs of the local Ray instance that ``--executor ray`` starts without ``--ray-address``.
+RAY_LOCAL_CPUS = 2
+
+
+def _ray_execute(
+    spec: RunSpec,
+    run_dir: Path,
+    options: Mapping[str, Any],
+    train_fn: TrainFn | None,
+    threads: int | None,
+) -> RunRecord:
+    # One CPU per task: one torch thread unless the plan asks otherwise.
+    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
+    return execute(spec, run_dir, options, train_fn, threads or 1)
+
+
+def _execute_ray(
+    specs: Sequence[Job], todo: Sequence[int], train_fn: TrainFn | None, address: str | None
+) -> Iterator[tuple[int, RunRecord]]:
+    """Run each job as a Ray task of :func:`execute`; yield records as tasks finish.
+
+    The run directories must be reachable from the workers under the same paths (one machine,
+    or a shared file system on a cluster).
+    """
+    try:
+        import ray
+    except ImportError as error:
+        raise ImportError(
+            "--executor ray needs Ray; install the ray extra: pip install 'emdloss[ray]'"
+        ) from error
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=RAY_LOCAL_CPUS, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
+        pending = {remote.remote(*specs[i][:3], train_fn, specs[i][3]): i for i in todo}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()

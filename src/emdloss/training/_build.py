@@ -75,6 +75,10 @@ def load_data(config: TrainConfig) -> Any:
     ):
         split = getattr(dataset, part)
         setattr(dataset, part, limit_split(split, limit, seed=config.seed, stream=50 + stream))
+    if not config.soft_targets:
+        # Hard labels for every loss: the soft distributions are dropped before any loss sees them.
+        for part in ("train", "val", "test"):
+            getattr(dataset, part).dists = None
     for part in ("train", "val", "test"):
         if len(getattr(dataset, part)) == 0:
             raise UserError(f"--dataset {config.dataset}: the {part} split is empty")

@@ -78,6 +78,10 @@ class TrainConfig:
         Target column and class order of CSV data.
     data_options : dict
         Further keyword arguments of :func:`emdloss.data.load_dataset`.
+    soft_targets : bool
+        Train on the data's soft target distributions where it has them (rating histograms);
+        ``False`` trains every loss on the hard class labels alone (what ``emdloss compare
+        --soft-targets hard-for-all`` uses so that every loss sees the same targets).
     fold, num_folds : int or None
         Cross-validation fold.
     pretrained : bool
@@ -150,6 +154,7 @@ class TrainConfig:
     target: str | None = None
     classes: list[str] | None = None
     data_options: dict[str, Any] = field(default_factory=dict)
+    soft_targets: bool = True
     fold: int | None = None
     num_folds: int | None = None
     pretrained: bool = False
@@ -426,7 +431,15 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- value coercion
-_BOOL_FIELDS = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
+_BOOL_FIELDS = {
+    "pretrained",
+    "tta",
+    "deterministic",
+    "progress",
+    "resume",
+    "overwrite",
+    "soft_targets",
+}
 _INT_FIELDS = {"epochs", "seed", "batch_size", "num_workers", "num_nodes"}
 _OPT_INT_FIELDS = {
     "fold",

@@ -1,0 +1,241 @@
+"""Baselines a user would pick instead of a network, scored on the same splits and rules.
+
+For every seed (and fold) of a data set, on exactly the splits its runs used (the same loader,
+seed, limits and standardisation, through :func:`emdloss.training._build.load_data`):
+
+- ``baseline:prior``: the training class frequencies predicted for every sample
+  (:func:`emdloss.metrics.class_prior`), decoded with every prediction rule: under ``argmax`` the
+  most common training class, under ``median`` the median training class (the trivial
+  predictors of :func:`emdloss.metrics.trivial_baselines`);
+- on tables, ``baseline:logreg``: scikit-learn's multinomial ``LogisticRegression``, its inverse
+  regularisation ``C`` chosen on the validation split from :data:`LOGREG_C` (the same
+  ``--select`` metric as the losses);
+- on tables, ``baseline:ordinal_logit``: the cumulative-logit (proportional odds) model of
+  statsmodels' ``OrderedModel`` (no hyper-parameter).
+
+Each model's class probabilities go through the same rules as a network's
+(:meth:`emdloss.training.module.OrdinalTask.decode_all`) and the same metrics, and the
+``validated`` rule is chosen on the validation split as for the runs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE
+from emdloss.training.config import METRIC_MODES
+
+__all__ = ["BASELINE_PREFIX", "LOGREG_C", "baseline_metrics", "is_baseline"]
+
+#: Loss-column prefix of baseline rows in results.csv and the summary.
+BASELINE_PREFIX = "baseline:"
+#: Inverse regularisation strengths of the logistic regression, chosen on validation.
+LOGREG_C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+
+
+def is_baseline(name: str) -> bool:
+    """Whether a results row belongs to a baseline (``baseline:...``).
+
+    Examples
+    --------
+    >>> is_baseline("baseline:logreg"), is_baseline("ce")
+    (True, False)
+    """
+    return name.startswith(BASELINE_PREFIX)
+
+
+def _inputs(split: Any) -> Any:
+    import torch
+
+    if len(split) == 0:
+        raise ValueError("empty split")
+    return torch.stack([split.input(i) for i in range(len(split))]).double().numpy()
+
+
+def _score(
+    probs: Any, target: Any, num_classes: int, positions: Any
+) -> dict[str, dict[str, float]]:
+    """Metrics of every prediction rule for class probabilities ``probs`` ``(n, C)``."""
+    import torch
+
+    from emdloss.decoding import RULES, decode
+    from emdloss.ground import ordinal_ground_distance
+    from emdloss.metrics import OrdinalMetrics
+
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    p = p / p.sum(dim=1, keepdim=True)
+    y = torch.as_tensor(target, dtype=torch.long)
+    cost = ordinal_ground_distance(num_classes, positions=positions).to(p)
+    out: dict[str, dict[str, float]] = {}
+    for rule in RULES:
+        if rule == "bayes":
+            preds = decode(p, rule, ground_distance=cost)
+        elif rule == "expected" and positions is not None:
+            preds = decode(p, rule, positions=positions)
+        else:
+            preds = decode(p, rule)
+        metric = OrdinalMetrics(num_classes, positions=positions)
+        metric.update(p.float(), y, preds=preds)
+        values = metric.compute()
+        out[rule] = {key: float(values[key]) for key in METRIC_KEYS}
+    return out
+
+
+def _full_probs(probs: Any, classes: Any, num_classes: int) -> Any:
+    # Classes missing from the training split get probability 0.
+    import numpy as np
+
+    full = np.zeros((probs.shape[0], num_classes))
+    full[:, np.asarray(classes, dtype=np.int64)] = probs
+    return full
+
+
+def _better(metric: str, a: float, b: float) -> bool:
+    return a > b if METRIC_MODES[metric] == "max" else a < b
+
+
+def _with_validated(
+    val: Mapping[str, Mapping[str, float]],
+    test: Mapping[str, Mapping[str, float]],
+    metric: str,
+) -> dict[str, dict[str, float]]:
+    # As for the runs: the rule best on validation (ties keep the earlier rule, argmax first).
+    chosen = None
+    for rule in val:
+        if chosen is None or _better(metric, val[rule][metric], val[chosen][metric]):
+            chosen = rule
+    out = {rule: dict(values) for rule, values in test.items()}
+    if chosen is not None:
+        out[VALIDATED_RULE] = dict(test[chosen])
+    return out
+
+
+def _prior(dataset: Any, metric: str) -> dict[str, dict[str, float]]:
+    import numpy as np
+
+    from emdloss.metrics import class_prior
+
+    # The trivial predictors of emdloss.metrics.trivial_baselines, under every rule.
+    k = dataset.num_classes
+    prior = class_prior(dataset.train.targets, k).numpy()
+    scores = {
+        part: _score(
+            np.tile(prior, (len(getattr(dataset, part)), 1)),
+            getattr(dataset, part).targets,
+            k,
+            dataset.positions,
+        )
+        for part in ("val", "test")
+    }
+    return _with_validated(scores["val"], scores["test"], metric)
+
+
+def _logreg(dataset: Any, metric: str) -> dict[str, dict[str, float]]:
+    from sklearn.linear_model import LogisticRegression
+
+    k = dataset.num_classes
+    x_train, x_val, x_test = (_inputs(getattr(dataset, p)) for p in ("train", "val", "test"))
+    y_train = dataset.train.targets
+    best: tuple[Any, dict[str, dict[str, float]]] | None = None
+    for c in LOGREG_C:
+        model = LogisticRegression(C=c, max_iter=5000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(x_train, y_train)
+        val = _score(
+            _full_probs(model.predict_proba(x_val), model.classes_, k),
+            dataset.val.targets,
+            k,
+            dataset.positions,
+        )
+        # The C whose argmax predictions are best on validation for the select metric.
+        if best is None or _better(metric, val["argmax"][metric], best[1]["argmax"][metric]):
+            best = (model, val)
+    assert best is not None
+    model, val = best
+    test = _score(
+        _full_probs(model.predict_proba(x_test), model.classes_, k),
+        dataset.test.targets,
+        k,
+        dataset.positions,
+    )
+    return _with_validated(val, test, metric)
+
+
+def _ordinal_logit(dataset: Any, metric: str) -> dict[str, dict[str, float]]:
+    import numpy as np
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    k = dataset.num_classes
+    x_train, x_val, x_test = (_inputs(getattr(dataset, p)) for p in ("train", "val", "test"))
+    # OrderedModel has its own thresholds: a constant column (a one-hot level absent from the
+    # training split) would make the model unidentifiable.
+    keep = x_train.std(axis=0) > 1e-12
+    y_train = dataset.train.targets
+    classes = np.unique(y_train)
+    codes = np.searchsorted(classes, y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = OrderedModel(codes, x_train[:, keep], distr="logit").fit(
+            method="bfgs", maxiter=2000, disp=False
+        )
+
+    def probs(x: Any) -> Any:
+        return _full_probs(
+            np.asarray(result.model.predict(result.params, exog=x[:, keep])), classes, k
+        )
+
+    val = _score(probs(x_val), dataset.val.targets, k, dataset.positions)
+    test = _score(probs(x_test), dataset.test.targets, k, dataset.positions)
+    return _with_validated(val, test, metric)
+
+
+_MODELS = {"prior": _prior, "logreg": _logreg, "ordinal_logit": _ordinal_logit}
+
+
+def baseline_metrics(
+    dataset: Any, metric: str = "mae"
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, str]]:
+    """Test metrics per prediction rule of every baseline on a loaded data set.
+
+    Parameters
+    ----------
+    dataset : emdloss.data.OrdinalDataset
+        The data set as one run of the comparison loaded it (same seed, split and limits).
+    metric : str
+        Validation metric that chooses the logistic regression's ``C`` and the validated rule.
+
+    Returns
+    -------
+    metrics : dict
+        ``{"baseline:<name>": {rule: {metric: value}}}``, rules as for a run plus ``validated``.
+    errors : dict
+        ``{"baseline:<name>": message}`` for a model that could not be fitted.
+    """
+    names = ["prior"] + (["logreg", "ordinal_logit"] if dataset.kind == "tabular" else [])
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        try:
+            scores = _MODELS[name](dataset, metric)
+        except ImportError as error:
+            errors[BASELINE_PREFIX + name] = f"not installed ({error})"
+            continue
+        except (ValueError, np_linalg_error(), ArithmeticError) as error:
+            errors[BASELINE_PREFIX + name] = f"{type(error).__name__}: {error}"
+            continue
+        if any(math.isnan(v) for rule in scores.values() for v in rule.values()):
+            errors[BASELINE_PREFIX + name] = "gave NaN metrics"
+            continue
+        out[BASELINE_PREFIX + name] = scores
+    return out, errors
+
+
+def np_linalg_error() -> type[Exception]:
+    """``numpy.linalg.LinAlgError`` (a singular fit), imported lazily."""
+    import numpy as np
+
+    return np.linalg.LinAlgError

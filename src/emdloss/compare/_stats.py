@@ -1,0 +1,171 @@
+"""Verdicts that respect noise: paired differences over seeds, with a t interval.
+
+Two losses trained on the same seed share the split, the initialisation seed and the batch
+order, so their difference on that seed removes most of what the seed alone changes. For paired
+values :math:`a_s, b_s` over the :math:`n` seeds (and folds) that both finished,
+
+.. math::
+
+    d_s = a_s - b_s, \\qquad \\bar d = \\frac{1}{n}\\sum_s d_s, \\qquad
+    \\mathrm{se} = \\frac{\\mathrm{sd}(d)}{\\sqrt n}, \\qquad
+    \\bar d \\pm t_{0.975,\\,n-1}\\,\\mathrm{se}
+
+is the 95 % confidence interval of the mean paired difference (the paired t-test at level 5 %
+rejects "no difference" exactly when the interval excludes zero). A loss *beats* another only
+then; otherwise the two *tie*. A published number is compared with Welch's interval from both
+sides' standard deviations and run counts; without a published spread nothing is claimed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from emdloss.training.config import METRIC_MODES
+
+__all__ = ["LEVEL", "Interval", "paired_difference", "t_quantile", "welch_difference"]
+
+#: Confidence level of every interval of a comparison.
+LEVEL = 0.95
+
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def t_quantile(probability: float, df: float) -> float:
+    """Quantile of Student's t distribution (SciPy; ``inf`` without degrees of freedom).
+
+    Examples
+    --------
+    >>> round(t_quantile(0.975, 29), 4)
+    2.0452
+    """
+    if not df > 0:
+        return math.inf
+    from scipy.stats import t  # the train extra; only when a verdict is computed
+
+    return float(t.ppf(probability, df))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A difference ``candidate - reference`` with its standard error and 95 % interval.
+
+    Attributes
+    ----------
+    mean, se, low, high : float
+        Mean difference, its standard error, and the interval bounds (NaN when ``n < 2``).
+    n : int
+        Number of pairs (or runs of the candidate for a Welch interval).
+    """
+
+    mean: float
+    se: float
+    low: float
+    high: float
+    n: int
+
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of zero."""
+        return self.low > 0 or self.high < 0
+
+    def outcome(self, metric: str) -> str:
+        """``"beats"``, ``"ties with"``, ``"loses to"`` (for the candidate) or ``"cannot be
+        judged against"`` (fewer than two pairs).
+
+        Examples
+        --------
+        >>> Interval(-0.1, 0.02, -0.14, -0.06, 10).outcome("mae")
+        'beats'
+        >>> Interval(-0.01, 0.02, -0.05, 0.03, 10).outcome("mae")
+        'ties with'
+        """
+        if self.n < 2 or math.isnan(self.low):
+            return "cannot be judged against"
+        if not self.excludes_zero():
+            return "ties with"
+        better = self.mean > 0 if METRIC_MODES.get(metric) == "max" else self.mean < 0
+        return "beats" if better else "loses to"
+
+    def format(self, digits: int = 3) -> str:
+        """``+0.012 ± 0.004 (95% CI [+0.004, +0.020], n=30)``."""
+        if self.n == 0 or math.isnan(self.mean):
+            return "–"
+        if math.isnan(self.low):
+            return f"{self.mean:+.{digits}f} (n={self.n}, no interval)"
+        return (
+            f"{self.mean:+.{digits}f} ± {self.se:.{digits}f} "
+            f"(95% CI [{self.low:+.{digits}f}, {self.high:+.{digits}f}], n={self.n})"
+        )
+
+    def short(self, digits: int = 3) -> str:
+        """``+0.012 [+0.004, +0.020]`` for table cells; a ``*`` marks an interval without zero."""
+        if self.n == 0 or math.isnan(self.mean):
+            return "–"
+        if math.isnan(self.low):
+            return f"{self.mean:+.{digits}f}"
+        mark = "*" if self.excludes_zero() else ""
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
+
+
+def paired_difference(candidate: Mapping[_Key, float], reference: Mapping[_Key, float]) -> Interval:
+    """Mean paired difference ``candidate - reference`` over the keys (seeds) both have.
+
+    Parameters
+    ----------
+    candidate, reference : Mapping
+        ``{pair key: value}``, e.g. ``{(seed, fold): mae}``; NaN values are left out.
+
+    Returns
+    -------
+    Interval
+        With the paired t interval at :data:`LEVEL` (NaN bounds for fewer than two pairs).
+
+    Examples
+    --------
+    >>> d = paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.5, 2: 2.0})
+    >>> (round(d.mean, 4), round(d.se, 4), d.n)
+    (0.6667, 0.1667, 3)
+    """
+    keys = [k for k in candidate if k in reference]
+    diffs = [
+        float(candidate[k]) - float(reference[k])
+        for k in keys
+        if not (math.isnan(float(candidate[k])) or math.isnan(float(reference[k])))
+    ]
+    n = len(diffs)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0)
+    mean = statistics.fmean(diffs)
+    if n == 1:
+        return Interval(mean, math.nan, math.nan, math.nan, 1)
+    se = statistics.stdev(diffs) / math.sqrt(n)
+    half = t_quantile(0.5 + LEVEL / 2, n - 1) * se
+    return Interval(mean, se, mean - half, mean + half, n)
+
+
+def welch_difference(
+    mean: float, std: float, n: int, other_mean: float, other_std: float, other_n: int
+) -> Interval:
+    """``mean - other_mean`` with Welch's interval from both standard deviations and counts.
+
+    Used against published rows, whose runs are not paired with ours.
+
+    Examples
+    --------
+    >>> w = welch_difference(0.40, 0.03, 30, 0.45, 0.03, 30)
+    >>> w.excludes_zero(), round(w.se, 4)
+    (True, 0.0077)
+    """
+    if n < 2 or other_n < 2 or math.isnan(std) or math.isnan(other_std):
+        return Interval(mean - other_mean, math.nan, math.nan, math.nan, n)
+    a, b = std**2 / n, other_std**2 / other_n
+    se = math.sqrt(a + b)
+    if se == 0:
+        return Interval(mean - other_mean, 0.0, mean - other_mean, mean - other_mean, n)
+    df = (a + b) ** 2 / (a**2 / (n - 1) + b**2 / (other_n - 1))
+    half = t_quantile(0.5 + LEVEL / 2, df) * se
+    diff = mean - other_mean
+    return Interval(diff, se, diff - half, diff + half, n)
