@@ -1,0 +1,268 @@
+"""What each ``emdloss`` subcommand does once its arguments are parsed, and the output tables.
+
+Split from :mod:`emdloss.cli` by job: :mod:`emdloss._cli_parser` builds the parser, this module
+runs the commands (each imports the library lazily), :mod:`emdloss.cli` dispatches to them and
+turns errors into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from emdloss._cli_parser import _DICT_FLAGS
+from emdloss.errors import UserError
+
+#: Metrics shown in the summary tables, in order.
+SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
+_SHORT = {"one_off_accuracy": "1-off"}
+
+
+# ---------------------------------------------------------------------------- output
+def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") -> str:
+    """Metrics per prediction rule as an aligned text table.
+
+    Parameters
+    ----------
+    metrics : mapping
+        ``{rule: {metric: value}}``.
+    title : str
+        First line.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> print(format_table({"argmax": {"accuracy": 0.5, "mae": 0.75}}, "test"))
+    test
+    rule      accuracy  mae
+    argmax    0.5000    0.7500
+    """
+    columns = [m for m in SUMMARY_METRICS if any(m in row for row in metrics.values())]
+    headers = ["rule", *[_SHORT.get(m, m) for m in columns]]
+    rows = [
+        [rule, *[f"{float(values[m]):.4f}" if m in values else "-" for m in columns]]
+        for rule, values in metrics.items()
+    ]
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) + 2 for i in range(len(headers))]
+    lines = [title] if title else []
+    for row in [headers, *rows]:
+        lines.append("".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ---------------------------------------------------------------------------- commands
+def _train(args: argparse.Namespace) -> int:
+    from emdloss.training import TrainConfig, train
+    from emdloss.training.rundir import CONFIG_FILE
+
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "config", "debug") and not key.startswith("_")
+    }
+    for name in _DICT_FLAGS:
+        if name in given:
+            given[name] = dict(given[name])
+    base = None
+    with _options():
+        # Resuming: the saved run's options are the base (its implementation included); a
+        # --config file and flags override them.
+        if given.get("resume"):
+            probe = TrainConfig.from_dict({k: v for k, v in given.items() if k in ("output",)})
+            saved = probe.run_dir / CONFIG_FILE
+            if "output" in given and saved.is_file():
+                base = TrainConfig.from_yaml(saved)
+        if args.config:
+            base = TrainConfig.from_yaml(args.config, base=base)
+        if base is not None:
+            for name in _DICT_FLAGS:
+                if name in given:
+                    given[name] = {**getattr(base, name), **given[name]}
+        config = TrainConfig.from_dict(given, base=base)
+    result = train(config)
+    if not result.metrics:
+        return 0  # a non-zero rank of a multi-process run: rank 0 reports
+    print(f"\nrun directory: {result.run_dir}")
+    print(
+        f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
+        f"(by {result.metrics.get('monitor')}), training {result.train_seconds:.1f} s"
+    )
+    print(_with_baselines(result.test, result.metrics, "test"))
+    return 0
+
+
+def _with_baselines(rules: Mapping[str, Mapping[str, float]], metrics: Any, part: str) -> str:
+    """The metrics table of a split, with the constant predictors' rows under the model's."""
+    from emdloss.training._context import baseline_rows
+
+    baselines = (metrics.get("baselines") or {}).get(part)
+    title = ("validation" if part == "val" else part) + " metrics per prediction rule"
+    if not baselines:
+        return format_table(rules, title)
+    rows = {**rules, **baseline_rows(baselines, list(metrics["class_names"]))}
+    note = "(last rows: a constant prediction from the training classes, for comparison)"
+    return format_table(rows, f"{title}\n{note}")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from emdloss.training import evaluate
+
+    # Progress bars and logs go to stderr: stdout holds only the result (pure JSON with --json).
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics = evaluate(
+            args.run_dir,
+            data_dir=args.data_dir,
+            progress=args.progress,
+            accelerator=args.accelerator,
+        )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"best checkpoint: epoch {metrics['best_epoch']}")
+    print(_with_baselines(metrics["val"], metrics, "val"))
+    print(_with_baselines(metrics["test"], metrics, "test"))
+    if "conformal" in metrics:
+        print(format_conformal(metrics["conformal"]))
+    return 0
+
+
+def format_conformal(summary: Mapping[str, Any]) -> str:
+    """One line on a run's conformal prediction sets (``metrics.json``'s ``conformal`` entry).
+
+    Examples
+    --------
+    >>> print(format_conformal({"method": "cdf", "alpha": 0.1, "calibration_split": "val",
+    ...     "n_calibration": 120, "split": "test", "n": 400, "coverage": 0.89,
+    ...     "mean_set_size": 2.84}))
+    conformal sets (cdf, alpha 0.1, calibrated on val, n=120): test coverage 0.8900 (target >= 0.9), mean set size 2.840 (n=400)
+    """
+    return (
+        f"conformal sets ({summary['method']}, alpha {summary['alpha']:g}, calibrated on "
+        f"{summary['calibration_split']}, n={summary['n_calibration']}): {summary['split']} "
+        f"coverage {summary['coverage']:.4f} (target >= {1 - summary['alpha']:g}), mean set "
+        f"size {summary['mean_set_size']:.3f} (n={summary['n']})"
+    )
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from emdloss.training import calibrate_run
+    from emdloss.training._calibrate import conformal_summary
+    from emdloss.training.rundir import CALIBRATOR_FILE
+
+    with contextlib.redirect_stdout(sys.stderr):
+        record = calibrate_run(
+            args.run_dir,
+            alpha=args.alpha,
+            method=args.method,
+            split=args.split,
+            data_dir=args.data_dir,
+            accelerator=args.accelerator,
+            progress=args.progress,
+        )
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
+    print(format_conformal(conformal_summary(record)))
+    if record["calibrator"]["qhat"] is None:
+        print("every set is all classes: too few calibration examples for this alpha")
+    print(f"wrote {args.run_dir}/{CALIBRATOR_FILE}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from emdloss.training import predict
+    from emdloss.training.rundir import predictions_csv
+
+    rows = predict(args.run_dir, args.inputs, output=args.output)
+    if rows and "conformal_set" in rows[0]:
+        from emdloss.training._calibrate import conformal_summary
+        from emdloss.training.rundir import read_calibration
+
+        record = read_calibration(args.run_dir)
+        if record is not None:
+            summary = conformal_summary(record)
+            print(
+                f"conformal_set: contiguous set holding the true class with probability >= "
+                f"{1 - summary['alpha']:g} over examples like the {summary['calibration_split']} "
+                f"split ({summary['method']}, n={summary['n_calibration']})",
+                file=sys.stderr,
+            )
+    if args.output:
+        print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(predictions_csv(rows))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from emdloss.integrations.onnx import export_onnx
+
+    model, sidecar = export_onnx(args.run_dir, args.output, rule=args.rule, opset=args.opset)
+    print(f"wrote {model} and {sidecar}", file=sys.stderr)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from emdloss import compare as compare_module
+
+    code: int = compare_module.run(args)
+    return code
+
+
+_OPTION = re.compile(r"\boption (\w+)=")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _spell_flags(message: str) -> str:
+    """Spell the options of a library message as the CLI's flags (``--lr 0``, not ``lr=0``)."""
+    return _OPTION.sub(lambda match: _flag(match.group(1)) + " ", message)
+
+
+@contextlib.contextmanager
+def _options() -> Iterator[None]:
+    """Turn the ValueErrors of option parsing (TrainConfig) into user errors in flag spelling."""
+    try:
+        yield
+    except UserError:
+        raise
+    except ValueError as error:
+        raise UserError(_spell_flags(str(error))) from error
+
+
+def _build_kernel(args: argparse.Namespace) -> int:
+    import shutil
+
+    from emdloss import _cpu_kernel
+
+    source = _cpu_kernel.resources.files("emdloss").joinpath(_cpu_kernel._SOURCE_FILE)
+    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    print(f"source:   {source}")
+    print(f"compiler: {compiler or 'none found on PATH'}; flags {' '.join(_cpu_kernel._FLAGS)}")
+    print(f"output:   {_cpu_kernel._build_dir()}")
+    if _cpu_kernel.is_loaded():
+        print("already built for this machine, source and torch version: nothing to do")
+        return 0
+    print("compiling (25-50 s) ...", flush=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ok = _cpu_kernel.build(verbose=args.verbose)
+    if not ok:
+        why = "; ".join(str(w.message) for w in caught) or "unknown reason"
+        raise UserError(
+            f"the C++ kernel did not build ({why}); it needs a C++ compiler and ninja "
+            "(pip install 'emdloss[cpu-kernel]'); rerun with --verbose to see the compiler"
+        )
+    print("built and loaded; runs use it when asked: EMDLOSS_CPU_KERNEL=1 (docs/losses.md)")
+    return 0
