@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import emdloss
-from emdloss import _ordinal
+from emdloss import _ordinal, _ordinal_fused
 from emdloss import functional as EF
 
 DT = torch.float64
@@ -302,7 +302,7 @@ def test_nd_loop_scan_equals_cumsum(monkeypatch: pytest.MonkeyPatch) -> None:
     logits, index, soft = _rand(2, 6, 40, seed=16)
     logits.requires_grad_(True)
     ref = [EF.squared_emd(logits, t, reduction="none") for t in (index, soft)]
-    monkeypatch.setattr(_ordinal, "_LOOP_SCAN_MIN", 1)
+    monkeypatch.setattr(_ordinal_fused, "_LOOP_SCAN_MIN", 1)
     for t, r in zip((index, soft), ref, strict=True):
         got = EF.squared_emd(logits, t, reduction="none")
         torch.testing.assert_close(got, r, rtol=1e-12, atol=1e-14)
@@ -534,7 +534,7 @@ def test_folded_reduction_equals_reference(
     reduction: str, read_scalar: bool, input_type: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Plain sum/mean reductions are folded into the fused kernel (with or without a host read)."""
-    monkeypatch.setattr(_ordinal, "_READ_SCALAR_ON_CPU", read_scalar)
+    monkeypatch.setattr(_ordinal_fused, "_READ_SCALAR_ON_CPU", read_scalar)
     logits, index, soft = _rand(5, 6, 3, seed=28)
     x0 = {"logits": logits, "probs": logits.softmax(1), "log_probs": logits.log_softmax(1)}[
         input_type
