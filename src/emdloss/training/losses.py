@@ -36,11 +36,15 @@ Class probabilities of the non-softmax losses:
   give :math:`p_k = S_{k-1} - S_k` with :math:`S_{-1} = 1, S_{C-1} = 0`: a proper distribution,
   not the one-hot vector of the predicted rank. Its median is the peers' own prediction
   (the number of :math:`S_k > 0.5`).
+
+Split by job: :class:`TrainingLoss` is defined in :mod:`emdloss.training._loss_base` and the
+peer-loss wrappers (with :func:`cumulative_to_probabilities`) in
+:mod:`emdloss.training._peer_losses`; this module keeps the registry and emdloss's own losses,
+and every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -51,9 +55,18 @@ from torch import Tensor, nn
 
 from emdloss import _validation as V
 from emdloss.errors import UserError
+from emdloss.training._loss_base import TrainingLoss
 
 # The names live in a torch-free module so that the CLI's help text can list them at once.
 from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
+from emdloss.training._peer_losses import (  # noqa: F401 - re-exported
+    _PEERS_EXTRA,
+    _Coral,
+    _Corn,
+    _peer,
+    _PeerSoftmax,
+    cumulative_to_probabilities,
+)
 
 __all__ = [
     "LOSS_NAMES",
@@ -65,93 +78,7 @@ __all__ = [
     "regression_to_probabilities",
 ]
 
-_PEERS_EXTRA = "pip install 'emdloss[peers]'"
 _RECIPE = ("emd2", "xemd1", "xemd2")
-
-
-def _peer(module: str, distribution: str, loss: str) -> Any:
-    """Import a peer package module, or explain which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        raise ImportError(
-            f"loss {loss!r} needs the peer package {distribution!r}, which is not installed; "
-            f"install it with: {_PEERS_EXTRA}"
-        ) from error
-
-
-class TrainingLoss(nn.Module):
-    """A loss of the registry: outputs -> loss value, outputs -> class probabilities.
-
-    Parameters
-    ----------
-    name : str
-        Registry name.
-    num_classes : int
-        Number of ordered classes :math:`C`.
-    num_outputs : int
-        Width of the network output the loss expects.
-
-    Attributes
-    ----------
-    needs_features : bool
-        Whether :meth:`forward` wants the penultimate features of the training forward pass.
-    supports_soft_targets : bool
-        Whether a soft target distribution is used (otherwise only the class index is).
-    """
-
-    needs_features: bool = False
-    supports_soft_targets: bool = True
-
-    def __init__(self, name: str, num_classes: int, num_outputs: int) -> None:
-        super().__init__()
-        self.name = name
-        self.num_classes = num_classes
-        self.num_outputs = num_outputs
-
-    def forward(
-        self,
-        outputs: Tensor,
-        target: Tensor,
-        dist: Tensor | None = None,
-        features: Tensor | None = None,
-    ) -> Tensor:
-        """Loss of ``outputs`` (N, num_outputs) for class indices ``target`` (N,).
-
-        Parameters
-        ----------
-        outputs : Tensor
-            Network outputs.
-        target : Tensor
-            Class indices.
-        dist : Tensor, optional
-            Soft target distributions (N, C); used instead of ``target`` where supported.
-        features : Tensor, optional
-            Penultimate features of the same forward pass (for learned ground distances).
-        """
-        raise NotImplementedError
-
-    def probabilities(self, outputs: Tensor) -> Tensor:
-        """Class probabilities (N, C) from network outputs (N, num_outputs)."""
-        return torch.softmax(outputs, dim=1)
-
-    def step_epoch(self) -> None:
-        """Called once at the end of every training epoch (recipe warm-up, learned matrix)."""
-
-    def selectable(self, total_epochs: int) -> bool:
-        """Whether the model as trained so far may be chosen by model selection."""
-        return True
-
-    def ground_distance(self) -> Tensor | None:
-        """The ground-distance matrix the loss uses now (learned or given), if any."""
-        return None
-
-    def make_head(self, in_features: int) -> nn.Module | None:
-        """A replacement for the model's linear head, or ``None`` to keep it."""
-        return None
-
-    def extra_repr(self) -> str:
-        return f"name={self.name!r}, num_classes={self.num_classes}, outputs={self.num_outputs}"
 
 
 # ---------------------------------------------------------------------------- softmax losses
@@ -347,26 +274,6 @@ class _GroundEMD(TrainingLoss):
         return self.matrix
 
 
-class _PeerSoftmax(TrainingLoss):
-    """A peer loss on logits that only understands class indices."""
-
-    supports_soft_targets = False
-
-    def __init__(self, name: str, num_classes: int, module: nn.Module) -> None:
-        super().__init__(name, num_classes, num_classes)
-        self.peer = module
-
-    def forward(
-        self,
-        outputs: Tensor,
-        target: Tensor,
-        dist: Tensor | None = None,
-        features: Tensor | None = None,
-    ) -> Tensor:
-        loss: Tensor = self.peer(outputs, target)
-        return loss
-
-
 # ---------------------------------------------------------------------------- regression
 def regression_to_probabilities(values: Tensor, num_classes: int) -> Tensor:
     r"""Split regressed class indices between the two nearest classes.
@@ -430,95 +337,6 @@ class _L2(TrainingLoss):
 
     def probabilities(self, outputs: Tensor) -> Tensor:
         return regression_to_probabilities(outputs, self.num_classes)
-
-
-# ---------------------------------------------------------------------------- cumulative
-def cumulative_to_probabilities(exceed: Tensor) -> Tensor:
-    r"""Class probabilities from exceedance probabilities :math:`S_k = P(y > k)`, k < C - 1.
-
-    .. math::
-
-        \tilde S_k = \min_{j \le k} S_j, \qquad
-        p_k = \tilde S_{k-1} - \tilde S_k, \quad \tilde S_{-1} = 1,\ \tilde S_{C-1} = 0
-
-    The running minimum makes the :math:`S_k` non-increasing, so every :math:`p_k \ge 0` and
-    they sum to 1.
-
-    Parameters
-    ----------
-    exceed : Tensor
-        Shape (N, C - 1), values in [0, 1].
-
-    Returns
-    -------
-    Tensor
-        Shape (N, C).
-
-    Examples
-    --------
-    >>> cumulative_to_probabilities(torch.tensor([[0.9, 0.6, 0.7]]))
-    tensor([[0.1000, 0.3000, 0.0000, 0.6000]])
-    """
-    monotone = torch.cummin(exceed, dim=1).values
-    ones = torch.ones_like(monotone[:, :1])
-    upper = torch.cat([ones, monotone], dim=1)
-    lower = torch.cat([monotone, torch.zeros_like(ones)], dim=1)
-    return (upper - lower).clamp_min(0.0)
-
-
-class _Coral(TrainingLoss):
-    supports_soft_targets = False
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__("coral", num_classes, num_classes - 1)
-        # Fail at construction, not at the first batch, when the package is missing. Modules
-        # are looked up again when used so that the loss stays picklable (DDP spawn).
-        _peer("coral_pytorch.losses", "coral-pytorch", "coral")
-
-    def forward(
-        self,
-        outputs: Tensor,
-        target: Tensor,
-        dist: Tensor | None = None,
-        features: Tensor | None = None,
-    ) -> Tensor:
-        # Same extended binary labels as coral_pytorch.dataset.levels_from_labelbatch, vectorised.
-        thresholds = torch.arange(self.num_classes - 1, device=outputs.device)
-        levels = (target[:, None] > thresholds[None, :]).to(outputs.dtype)
-        losses = _peer("coral_pytorch.losses", "coral-pytorch", "coral")
-        loss: Tensor = losses.coral_loss(outputs, levels)
-        return loss
-
-    def probabilities(self, outputs: Tensor) -> Tensor:
-        return cumulative_to_probabilities(torch.sigmoid(outputs))
-
-    def make_head(self, in_features: int) -> nn.Module:
-        layers = _peer("coral_pytorch.layers", "coral-pytorch", "coral")
-        layer: nn.Module = layers.CoralLayer(in_features, self.num_classes)
-        return layer
-
-
-class _Corn(TrainingLoss):
-    supports_soft_targets = False
-
-    def __init__(self, num_classes: int) -> None:
-        super().__init__("corn", num_classes, num_classes - 1)
-        losses = _peer("dlordinal.losses", "dlordinal", "corn")
-        self.peer = losses.CORNLoss(num_classes)
-
-    def forward(
-        self,
-        outputs: Tensor,
-        target: Tensor,
-        dist: Tensor | None = None,
-        features: Tensor | None = None,
-    ) -> Tensor:
-        loss: Tensor = self.peer(outputs, target)
-        return loss
-
-    def probabilities(self, outputs: Tensor) -> Tensor:
-        # CORN's outputs are conditional: P(y > k | y > k - 1); their running product is P(y > k).
-        return cumulative_to_probabilities(torch.cumprod(torch.sigmoid(outputs), dim=1))
 
 
 # ---------------------------------------------------------------------------- registry
