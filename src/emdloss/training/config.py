@@ -1,6 +1,6 @@
 """The configuration of one training run, shared by the Python API, YAML files and the CLI.
 
-Kept in one module: it is one dataclass, :class:`TrainConfig` (about 370 of the 520 lines),
+Kept in one module: it is one dataclass, :class:`TrainConfig` (about 370 of the 530 lines),
 whose fields, their documentation and their validation belong together, plus the value
 coercions it uses; about 37% of the length is docstrings.
 
