@@ -17,6 +17,7 @@ from typing import Any
 from emdloss.compare._plan import dataset_slug, is_emd_variant
 from emdloss.compare._report import DatasetInfo, Stat
 from emdloss.compare._runner import RunRecord
+from emdloss.compare._stats import Interval, paired_difference
 
 __all__ = [
     "CONFORMAL_COLUMNS",
@@ -102,10 +103,12 @@ def _stats(
     return per_loss
 
 
-def _paired_size_difference(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> Stat:
-    """Set size of ``a`` minus ``b`` over the runs (seed, fold) both have."""
-    keys = sorted(set(a) & set(b), key=str)
-    return Stat.of(a[k]["mean_set_size"] - b[k]["mean_set_size"] for k in keys)
+def _paired_size_difference(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> Interval:
+    """Set size of ``a`` minus ``b``, paired over the runs (seed, fold) both have (paired t)."""
+    return paired_difference(
+        {k: v["mean_set_size"] for k, v in a.items()},
+        {k: v["mean_set_size"] for k, v in b.items()},
+    )
 
 
 def conformal_section(
@@ -152,22 +155,19 @@ def conformal_section(
                 diff = _paired_size_difference(per_loss[loss]["by_run"], per_loss["ce"]["by_run"])
                 if diff.n == 0:
                     continue
-                if math.isnan(diff.std):
-                    judged = "one run, no spread"
-                elif abs(diff.mean) > diff.std:
+                if math.isnan(diff.low):
+                    judged = "too few runs to judge"
+                elif diff.excludes_zero():
                     judged = "narrower" if diff.mean < 0 else "wider"
                 else:
-                    judged = "no clear difference"
+                    judged = "tie"
                 kind = "EMD variant" if is_emd_variant(loss) else "peer/baseline"
-                verdicts.append(
-                    f"{loss} ({kind}) {diff.mean:+.2f} ± {diff.std:.2f} classes: {judged}"
-                )
+                verdicts.append(f"{loss} ({kind}) {diff.format(2)} classes: {judged}")
             if verdicts:
                 lines += [
                     f"**Set size against cross-entropy ({info.spec}):** paired by seed, at the "
-                    "same target coverage; a difference counts beyond one sd: "
-                    + "; ".join(verdicts)
-                    + ".",
+                    "same target coverage; narrower or wider only when the 95% paired-t interval "
+                    "excludes 0: " + "; ".join(verdicts) + ".",
                     "",
                 ]
     if failed:
