@@ -23,8 +23,6 @@ last checkpoint and restarts those without one.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -33,22 +31,43 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_json, write_text
+from emdloss.compare._cli import (
+    _PASSTHROUGH,  # noqa: F401
+    _options_from_args,  # noqa: F401
+    add_arguments,
+    default_output,  # noqa: F401
+    run,
+)
 from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
     DEFAULT_DATASETS,
     DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
     EMD_LOSSES,
     PEER_PACKAGES,
+    SOFT_TARGET_POLICIES,
     RunSpec,
     check_dataset_names,
     check_losses,
-    dataset_slug,
+    dataset_slug,  # noqa: F401
     parse_grid,
     parse_names,
     parse_seeds,
     plan_runs,
-    setting_label,
+    setting_label,  # noqa: F401
+)
+from emdloss.compare._protocol import (
+    _NOT_PROTOCOL,  # noqa: F401
+)
+from emdloss.compare._protocol import (
+    PROTOCOL_FILE as _PROTOCOL_FILE,
+)
+from emdloss.compare._protocol import (
+    check_protocol as _check_protocol,
+)
+from emdloss.compare._protocol import (
+    protocol as _protocol,
 )
 from emdloss.compare._report import (
     CSV_COLUMNS,
@@ -67,7 +86,14 @@ from emdloss.compare._runner import (
     build_config,
     run_all,
 )
-from emdloss.compare._select import Selection, choose_settings, validation_scores
+from emdloss.compare._select import (
+    Selection,
+    choose_settings,
+    validation_scores,
+)
+from emdloss.compare._select import (
+    grid_csv as _grid_csv,
+)
 
 __all__ = [
     "CSV_COLUMNS",
@@ -89,9 +115,6 @@ __all__ = [
     "run",
 ]
 
-#: Output directory of ``emdloss compare`` without arguments.
-DEFAULT_OUTPUT = Path("runs") / "compare-default"
-
 #: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
 #: set gets the same ones, and options given by the user replace them.
 DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
@@ -100,27 +123,6 @@ DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
     "tabular": {"model": "mlp", "epochs": 20, "batch_size": 64, "lr": 3e-3},
     "retinamnist": {"model": "cnn", "epochs": 30, "batch_size": 64, "lr": 1e-3},
 }
-
-# Options that change how a run is executed or shown, not what is trained: they may differ
-# between a comparison and its resumption.
-_NOT_PROTOCOL = frozenset(
-    {
-        "progress",
-        "data_dir",
-        "num_workers",
-        "accelerator",
-        "devices",
-        "strategy",
-        "num_nodes",
-        "dist_timeout",
-        "output",
-        "resume",
-        "overwrite",
-    }
-)
-_PROTOCOL_FILE = "compare.json"
-#: What to do when the data has soft targets and some loss can only use class labels.
-SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 
 
 @dataclass
@@ -182,35 +184,6 @@ def _load_info(
 def _threads(kind: str) -> int | None:
     """Torch threads per run: one for tables, else the process's (``cores // jobs``)."""
     return 1 if kind == "tabular" else None
-
-
-def _protocol(options: Mapping[str, Any], folds: int | None) -> dict[str, Any]:
-    kept = {k: v for k, v in sorted(options.items()) if k not in _NOT_PROTOCOL}
-    kept["num_folds"] = folds
-    # Through JSON so that the comparison with the stored protocol sees the same types.
-    result: dict[str, Any] = json.loads(json.dumps(kept, default=str))
-    return result
-
-
-def _check_protocol(output: Path, protocols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    path = output / _PROTOCOL_FILE
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8")).get("datasets", {})
-    except (OSError, ValueError):
-        stored = {}
-    for spec, protocol in protocols.items():
-        if spec in stored and stored[spec] != protocol:
-            keys = sorted(set(stored[spec]) | set(protocol))
-            diff = ", ".join(
-                f"{k}: {stored[spec].get(k)!r} -> {protocol.get(k)!r}"
-                for k in keys
-                if stored[spec].get(k) != protocol.get(k)
-            )
-            raise ValueError(
-                f"{output} holds runs of {spec} trained with other options ({diff}); mixing them "
-                "would not be a fair comparison: use another --output or the same options"
-            )
-    return {**stored, **protocols}
 
 
 def compare(
@@ -505,252 +478,3 @@ def _baselines(
                 errors.update(failed)
                 rows += baseline_rows(spec, seed, fold, metrics)
     return rows, errors
-
-
-def _grid_csv(
-    records: Sequence[RunRecord],
-    metric: str,
-    rule: str,
-    selections: Mapping[tuple[str, str], Selection],
-) -> str:
-    """Validation score of every run of every setting, and whether its setting was chosen."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["dataset", "loss", "setting", "seed", "fold", f"val_{metric}", "chosen"])
-    for r in records:
-        value = r.val.get(rule, {}).get(metric)
-        chosen = selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
-        fold = "" if r.spec.fold is None else r.spec.fold
-        writer.writerow(
-            [
-                r.spec.dataset,
-                r.spec.loss,
-                setting_label(r.spec.setting),
-                r.spec.seed,
-                fold,
-                "" if value is None else value,
-                int(chosen),
-            ]
-        )
-    return buffer.getvalue()
-
-
-# ---------------------------------------------------------------------------- command line
-_PASSTHROUGH: tuple[tuple[str, type, str], ...] = (
-    ("--epochs", int, "training epochs of every run"),
-    ("--model", str, "model name (default: mlp for tables, cnn for images)"),
-    ("--batch-size", int, "mini-batch size"),
-    ("--lr", float, "learning rate"),
-    ("--data-dir", str, "directory of data files (else EMDLOSS_DATA, else a per-user cache)"),
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``emdloss compare`` to a parser.
-
-    Parameters
-    ----------
-    parser : argparse.ArgumentParser
-        The ``compare`` sub-command's parser.
-
-    Examples
-    --------
-    >>> p = argparse.ArgumentParser()
-    >>> add_arguments(p)
-    >>> p.parse_args(["--losses", "ce,emd2", "--seeds", "2", "--epochs", "3"]).epochs
-    3
-    """
-    parser.add_argument(
-        "--dataset",
-        "--datasets",
-        dest="datasets",
-        metavar="NAME[,NAME...]",
-        help=f"data sets (default: {','.join(DEFAULT_DATASETS)}); retinamnist, era, esl, esl6, "
-        "lev, swd, digits, csv:PATH, folder:PATH, ...",
-    )
-    parser.add_argument(
-        "--losses",
-        metavar="A,B,...",
-        help=f"losses to compare (default: {','.join(DEFAULT_LOSSES)})",
-    )
-    parser.add_argument(
-        "--seeds",
-        metavar="N|S1,S2,...",
-        help=f"a count N (seeds 0..N-1) or a comma-separated list (default: {DEFAULT_SEEDS})",
-    )
-    parser.add_argument(
-        "--output",
-        metavar="DIR",
-        help=f"comparison directory (default: {DEFAULT_OUTPUT} for the built-in default, else "
-        "runs/compare-<datasets>); rerunning into it skips finished runs",
-    )
-    parser.add_argument("--folds", type=int, metavar="K", help="k-fold cross-validation per seed")
-    parser.add_argument("--jobs", type=int, default=1, metavar="J", help="runs in parallel")
-    parser.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2,...",
-        help="repeatable: every loss runs every combination on every seed (lr, weight_decay, "
-        "epochs, loss_options.KEY, ...); per loss the best mean validation --select wins",
-    )
-    parser.add_argument(
-        "--select",
-        choices=METRIC_KEYS,
-        default=None,
-        help="validation metric that chooses grid settings and validated rules (default: the "
-        "runs' monitor, mae)",
-    )
-    parser.add_argument(
-        "--no-baselines",
-        dest="baselines",
-        action="store_false",
-        help="leave out the baselines (class prior; logistic and ordinal logit on tables)",
-    )
-    parser.add_argument(
-        "--soft-targets",
-        choices=SOFT_TARGET_POLICIES,
-        default="refuse",
-        help="data with soft targets and a loss that cannot use them: refuse (default) or train "
-        "every loss on the hard labels",
-    )
-    parser.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="local processes (--jobs) or Ray tasks (pip install 'emdloss[ray]')",
-    )
-    parser.add_argument(
-        "--ray-address",
-        metavar="ADDRESS",
-        help="Ray cluster to join with --executor ray (default: start a local one, 2 CPUs)",
-    )
-    group = parser.add_argument_group("train options (the same for every run)")
-    for flag, kind, text in _PASSTHROUGH:
-        group.add_argument(flag, type=kind, default=None, help=text)
-    group.add_argument(
-        "--config",
-        dest="train_config",
-        metavar="FILE",
-        help="YAML file of train options (the keys of `emdloss train --config`); flags override",
-    )
-    group.add_argument(
-        "--set",
-        dest="train_set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any other option of `emdloss train` (repeatable), e.g. --set monitor=qwk",
-    )
-    parser.add_argument(
-        "--conformal",
-        type=float,
-        metavar="ALPHA",
-        help="also calibrate conformal prediction sets (validation split) for every run and "
-        "report test coverage and mean set size per loss, e.g. 0.1 (see docs/conformal.md)",
-    )
-    parser.add_argument(
-        "--conformal-method",
-        choices=("cdf", "ordinal_aps"),
-        default="cdf",
-        help="conformity score of --conformal (default cdf)",
-    )
-    parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", help="no progress bar"
-    )
-
-
-def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Train options: the --config file, then --set KEY=VALUE, then the named flags."""
-    import yaml
-
-    options: dict[str, Any] = {}
-    path = getattr(args, "train_config", None)
-    if path:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"config file not found: {file}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
-        if not isinstance(loaded, Mapping):
-            raise ValueError(f"config file {file} must hold a mapping of options at top level")
-        options.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
-    for item in getattr(args, "train_set", []) or []:
-        key, sep, text = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        name = key.strip().replace("-", "_")
-        # Mapping options (data_options, loss_options) are given inline: --set loss_options={alpha: 2}
-        options[name] = yaml.safe_load(text) if name.endswith("_options") else text
-    for flag, _, _ in _PASSTHROUGH:
-        name = flag[2:].replace("-", "_")
-        value = getattr(args, name, None)
-        if value is not None:
-            options[name] = value
-    # train's data flags (added by the CLI from train's own definitions)
-    for name in ("target", "classes"):
-        value = getattr(args, name, None)
-        if value is not None:
-            options[name] = value
-    pairs = getattr(args, "data_options", None)
-    if pairs:
-        options["data_options"] = {**dict(options.get("data_options") or {}), **dict(pairs)}
-    return options
-
-
-def default_output(datasets: Sequence[str]) -> Path:
-    """Output directory used when ``--output`` is not given.
-
-    Examples
-    --------
-    >>> default_output(["era", "esl6", "lev", "swd"]).as_posix()
-    'runs/compare-default'
-    >>> default_output(["retinamnist"]).as_posix()
-    'runs/compare-retinamnist'
-    """
-    if tuple(datasets) == DEFAULT_DATASETS:
-        return DEFAULT_OUTPUT
-    return Path("runs") / ("compare-" + "-".join(dataset_slug(d) for d in datasets))
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``emdloss compare`` from parsed arguments and print the summary.
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        As parsed by a parser set up with :func:`add_arguments`.
-
-    Returns
-    -------
-    int
-        0 when every run finished, 1 when some failed (the summary lists them).
-    """
-    datasets = parse_names(args.datasets, "datasets") if args.datasets else DEFAULT_DATASETS
-    output = Path(args.output) if args.output else default_output(datasets)
-    result = compare(
-        datasets,
-        args.losses or DEFAULT_LOSSES,
-        args.seeds if args.seeds is not None else DEFAULT_SEEDS,
-        output,
-        folds=args.folds,
-        jobs=args.jobs,
-        train_options=_options_from_args(args),
-        progress=getattr(args, "progress", True),
-        conformal=getattr(args, "conformal", None),
-        conformal_method=getattr(args, "conformal_method", "cdf"),
-        grid=getattr(args, "grid", None) or (),
-        select=getattr(args, "select", None),
-        baselines=getattr(args, "baselines", True),
-        soft_targets=getattr(args, "soft_targets", "refuse"),
-        executor=getattr(args, "executor", "local"),
-        ray_address=getattr(args, "ray_address", None),
-    )
-    print(result.summary)
-    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
-    return 1 if result.failed else 0

@@ -14,11 +14,11 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from emdloss.compare._plan import Setting
+from emdloss.compare._plan import Setting, setting_label
 from emdloss.compare._runner import METRIC_KEYS, RunRecord
 from emdloss.training.config import METRIC_MODES
 
-__all__ = ["Selection", "choose_settings", "validation_scores"]
+__all__ = ["Selection", "choose_settings", "grid_csv", "validation_scores"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,34 @@ def choose_settings(
         chosen = min(finite, key=lambda item: sign * item[1])[0] if finite else next(iter(means))
         out[key] = Selection(chosen, means, metric, rule)
     return out
+
+
+def grid_csv(
+    records: Sequence[RunRecord],
+    metric: str,
+    rule: str,
+    selections: Mapping[tuple[str, str], Selection],
+) -> str:
+    """Validation score of every run of every setting, and whether its setting was chosen."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["dataset", "loss", "setting", "seed", "fold", f"val_{metric}", "chosen"])
+    for r in records:
+        value = r.val.get(rule, {}).get(metric)
+        chosen = selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+        fold = "" if r.spec.fold is None else r.spec.fold
+        writer.writerow(
+            [
+                r.spec.dataset,
+                r.spec.loss,
+                setting_label(r.spec.setting),
+                r.spec.seed,
+                fold,
+                "" if value is None else value,
+                int(chosen),
+            ]
+        )
+    return buffer.getvalue()

@@ -1,0 +1,61 @@
+"""What ``compare.json`` records: the train options that define a comparison's protocol, so that a
+rerun into the same directory cannot silently mix runs trained with different options."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PROTOCOL_FILE", "check_protocol", "protocol"]
+
+# Options that change how a run is executed or shown, not what is trained: they may differ
+# between a comparison and its resumption.
+_NOT_PROTOCOL = frozenset(
+    {
+        "progress",
+        "data_dir",
+        "num_workers",
+        "accelerator",
+        "devices",
+        "strategy",
+        "num_nodes",
+        "dist_timeout",
+        "output",
+        "resume",
+        "overwrite",
+    }
+)
+PROTOCOL_FILE = "compare.json"
+
+
+def protocol(options: Mapping[str, Any], folds: int | None) -> dict[str, Any]:
+    """The options that define what a data set's runs train (JSON types), with the fold count."""
+    kept = {k: v for k, v in sorted(options.items()) if k not in _NOT_PROTOCOL}
+    kept["num_folds"] = folds
+    # Through JSON so that the comparison with the stored protocol sees the same types.
+    result: dict[str, Any] = json.loads(json.dumps(kept, default=str))
+    return result
+
+
+def check_protocol(output: Path, protocols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The stored protocols merged with ``protocols``; a data set stored with others is an error."""
+    path = output / PROTOCOL_FILE
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")).get("datasets", {})
+    except (OSError, ValueError):
+        stored = {}
+    for spec, current in protocols.items():
+        if spec in stored and stored[spec] != current:
+            keys = sorted(set(stored[spec]) | set(current))
+            diff = ", ".join(
+                f"{k}: {stored[spec].get(k)!r} -> {current.get(k)!r}"
+                for k in keys
+                if stored[spec].get(k) != current.get(k)
+            )
+            raise ValueError(
+                f"{output} holds runs of {spec} trained with other options ({diff}); mixing them "
+                "would not be a fair comparison: use another --output or the same options"
+            )
+    return {**stored, **protocols}
