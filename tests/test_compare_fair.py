@@ -21,6 +21,13 @@ import numpy as np
 import pytest
 import torch
 
+# compare is part of the train extra; its oracles are SciPy and scikit-learn.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+pytest.importorskip("scipy")
+pytest.importorskip("sklearn")
+pytest.importorskip("skordinal")
+
 from emdloss.compare import DEFAULT_DATASETS, compare, run
 from emdloss.compare._plan import parse_grid
 from emdloss.compare._runner import METRIC_KEYS
