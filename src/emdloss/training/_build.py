@@ -29,6 +29,7 @@ __all__ = [
     "build_task",
     "default_model",
     "evaluate_checkpoint",
+    "finished_run_config",
     "ignore_expected_warnings",
     "load_data",
     "make_datamodule",
@@ -83,6 +84,21 @@ def load_data(config: TrainConfig) -> Any:
         if len(getattr(dataset, part)) == 0:
             raise UserError(f"--dataset {config.dataset}: the {part} split is empty")
     return dataset
+
+
+def finished_run_config(
+    path: Path, *, data_dir: str | None = None, accelerator: str | None = None
+) -> TrainConfig:
+    """The recorded config of the run in ``path``, to be read again (never resumed), with the
+    data directory and accelerator a later command may override."""
+    from emdloss.training import rundir
+
+    overrides: dict[str, Any] = {"output": str(path), "resume": False}
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    if accelerator is not None:
+        overrides["accelerator"] = accelerator
+    return TrainConfig.from_dict(overrides, base=rundir.read_config(path))
 
 
 def default_model(dataset: Any) -> str:

@@ -27,6 +27,7 @@ from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
     default_model,
+    finished_run_config,
     ignore_expected_warnings,
     load_data,
     make_trainer,
@@ -161,13 +162,7 @@ def calibrate_run(
             "training split is out: the model has seen its labels)"
         )
     path = Path(run_dir)
-    config = rundir.read_config(path)
-    overrides: dict[str, Any] = {"output": str(path), "resume": False}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if accelerator is not None:
-        overrides["accelerator"] = accelerator
-    config = TrainConfig.from_dict(overrides, base=config)
+    config = finished_run_config(path, data_dir=data_dir, accelerator=accelerator)
     digest = checkpoint_digest(path)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     with warnings.catch_warnings():

@@ -15,12 +15,12 @@ from emdloss.training._build import (
     build_task,
     default_model,
     evaluate_checkpoint,
+    finished_run_config,
     ignore_expected_warnings,
     load_data,
 )
 from emdloss.training._calibrate import assess_stored, load_run_calibrator
 from emdloss.training._context import baseline_scores, kept_threads, use_threads
-from emdloss.training.config import TrainConfig
 from emdloss.training.module import OrdinalTask
 
 __all__ = ["evaluate", "load_task"]
@@ -66,13 +66,7 @@ def evaluate(
 def _evaluate(
     path: Path, data_dir: str | None, progress: bool, accelerator: str | None
 ) -> dict[str, Any]:
-    config = rundir.read_config(path)
-    overrides: dict[str, Any] = {"output": str(path), "resume": False}
-    if data_dir is not None:
-        overrides["data_dir"] = data_dir
-    if accelerator is not None:
-        overrides["accelerator"] = accelerator
-    config = TrainConfig.from_dict(overrides, base=config)
+    config = finished_run_config(path, data_dir=data_dir, accelerator=accelerator)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     calibration = load_run_calibrator(path)  # before the slow part: a stale one fails fast
     with _ordinal.implementation(config.implementation), kept_threads():
