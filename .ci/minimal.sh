@@ -8,7 +8,7 @@
 #      doctests of the modules behind `emdloss.__all__`; the test suite with only pytest added
 #      (core tests run, oracle/extra tests skip; tests/conftest.py fails a core module that
 #      skips as a whole).
-#   B. minimum versions: every dependency of the train, peers, ot and cpu-kernel extras pinned
+#   B. minimum versions: every dependency of the train, peers, ot, cpu-kernel and baselines extras pinned
 #      to its floor (.ci/floors.py reads them from pyproject.toml), plus the test oracles, then
 #      the test suite again without the slow end-to-end runs.
 # torch's Linux wheels on PyPI are CUDA builds (~2.5 GB with the nvidia-* libraries, which
@@ -42,7 +42,7 @@ echo "$WHEEL"
 
 step "floors from pyproject.toml"
 "$HOST_PY" .ci/floors.py > "$WORK/floors-core.txt"
-"$HOST_PY" .ci/floors.py train peers ot cpu-kernel > "$WORK/floors-all.txt"
+"$HOST_PY" .ci/floors.py train peers ot cpu-kernel baselines > "$WORK/floors-all.txt"
 cat "$WORK/floors-all.txt"
 
 step "A. fresh venv: torch and numpy at their floors"
@@ -116,7 +116,7 @@ step "A. the test suite on torch + numpy alone"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider -rs tests || fail "tests on torch + numpy alone"
 
 step "B. every extra's dependencies at their floors, plus the test oracles"
-"${PIP[@]}" install -q -c "$WORK/floors-all.txt" "emdloss[train,peers,ot,cpu-kernel] @ file://$WHEEL"
+"${PIP[@]}" install -q -c "$WORK/floors-all.txt" "emdloss[train,peers,ot,cpu-kernel,baselines] @ file://$WHEEL"
 "${PIP[@]}" install -q -c "$WORK/floors-all.txt" hypothesis scipy
 "${PIP[@]}" check || fail "pip check at the floors"
 "${PIP[@]}" list 2>/dev/null | grep -iE "^($(cut -d= -f1 "$WORK/floors-all.txt" | paste -sd'|')) "
