@@ -85,26 +85,34 @@ CDF_LOSSES = {"squared_emd", "squared_emd_pos_rps", "emd_p1", "emd_p1_pos"}
 SOFT_OK = {name for name in LOSSES if name != "ground_emd"}  # exact ground_emd: one-hot only
 
 
+def _own_code(impl: str, name: str, input_type: str, target_kind: str) -> bool:
+    # Every case on the default path; elsewhere only the cases whose code differs from it (the
+    # linear and quantile losses have no torch.library op, plain autograd needs one input type,
+    # the C++ kernel takes logits and class indices only): the suite's machine has little CPU.
+    if impl == "fused":
+        return True
+    if name not in CDF_LOSSES:
+        return False
+    if impl == "reference":
+        return input_type == "logits"
+    if impl == "cpp":
+        return input_type == "logits" and target_kind == "index"
+    return True
+
+
 CASES = [
-    (name, input_type, target_kind)
+    (impl, name, input_type, target_kind)
+    for impl in (*IMPLS, "cpp")
     for name in sorted(LOSSES)
     for input_type in ("logits", "probs", "log_probs")
     for target_kind in ("index", "soft")
-    if target_kind == "index" or name in SOFT_OK  # exact ground_emd: one-hot targets only
+    if (target_kind == "index" or name in SOFT_OK)  # exact ground_emd: one-hot targets only
+    and _own_code(impl, name, input_type, target_kind)
 ]
 
 
-@pytest.mark.parametrize(("name", "input_type", "target_kind"), CASES)
+@pytest.mark.parametrize(("impl", "name", "input_type", "target_kind"), CASES, indirect=["impl"])
 def test_gradgradcheck_every_loss(impl: str, name: str, input_type: str, target_kind: str) -> None:
-    # Every case on the default path; elsewhere the cases whose code differs from it (the
-    # linear and quantile losses have no torch.library op, the C++ kernel takes logits and
-    # class indices only): the machine running the suite has little CPU to spare.
-    if impl != "fused" and name not in CDF_LOSSES:
-        pytest.skip("same code as the fused path")
-    if impl == "reference" and input_type != "logits":
-        pytest.skip("plain autograd: one input type suffices")
-    if impl == "cpp" and (input_type != "logits" or target_kind != "index"):
-        pytest.skip("outside the C++ kernel's case: the fused path runs")
     # both reductions: "mean" is folded into the fused kernels, "none" is not
     reduction = "mean" if (len(name) + len(input_type)) % 2 else "none"
     loss = LOSSES[name]
