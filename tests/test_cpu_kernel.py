@@ -216,3 +216,46 @@ def test_build_kernel_command_failure_is_a_user_error(
     assert main(["build-kernel"]) == 2
     err = capsys.readouterr().err
     assert "did not build" in err and "emdloss[cpu-kernel]" in err
+
+
+@pytest.mark.parametrize("seed", [1, 2, 4, 6, 9, 13, 17])
+def test_second_order_is_exact_in_every_case(kernel: None, seed: int) -> None:
+    """create_graph=True differentiates the C++ op's ATen formula: weights, gaps, ignore_index,
+    every reduction (gradgradcheck also varies the incoming gradient)."""
+    x, target, kw = _case(seed)
+    x = x[:3, :7].contiguous().requires_grad_()  # small: gradgradcheck is numerical
+    target = target[:3].clamp(max=6)
+    if "weight" in kw:
+        kw["weight"] = kw["weight"][:7]  # type: ignore[index]
+    if "positions" in kw:
+        kw["positions"] = kw["positions"][:7]  # type: ignore[index]
+    if not x.numel():
+        pytest.skip("empty case")
+    assert _uses_kernel(squared_emd(x, target, **kw))  # type: ignore[arg-type]
+    assert torch.autograd.gradgradcheck(lambda z: squared_emd(z, target, **kw), (x,))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("leaf", [True, False])
+def test_backward_leaves_the_kept_gradient_intact(kernel: None, reduction: str, leaf: bool) -> None:
+    """The backward scales the forward's gradient in place only when the graph is freed after
+    it: with retain_graph=True a second backward must give the same gradient even after the
+    first one was modified in place (as optimizers and gradient clipping do)."""
+    x0 = torch.randn(6, 9, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 9, (6,))
+    x = x0 if leaf else x0 * 1.0
+    out = squared_emd(x, target, reduction=reduction)
+    assert _uses_kernel(out)
+    expected = torch.autograd.grad(_reference(x0, target, reduction=reduction).sum() * 3, x0)[0]
+    grad_out = torch.full_like(out, 3.0)
+    out.backward(grad_out, retain_graph=True)
+    first = x0.grad.clone()  # type: ignore[union-attr]
+    torch.testing.assert_close(first, expected, rtol=RTOL, atol=ATOL)
+    x0.grad.mul_(-7.0)  # type: ignore[union-attr]
+    x0.grad = None
+    out.backward(grad_out)  # the graph is freed after this one: the in-place path
+    torch.testing.assert_close(x0.grad, expected, rtol=RTOL, atol=ATOL)
+    one = squared_emd(x0, target)  # grad_output 1: the kept gradient is handed on unscaled
+    (g,) = torch.autograd.grad(one, x0)
+    (g_ref,) = torch.autograd.grad(_reference(x0, target), x0)
+    torch.testing.assert_close(g, g_ref, rtol=RTOL, atol=ATOL)

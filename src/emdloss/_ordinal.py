@@ -63,7 +63,6 @@ from emdloss import _cpu_kernel
 from emdloss._ordinal_cpu import (  # noqa: F401 - re-exported
     _INDEX_DTYPES,
     _REDUCTION_CODE,
-    _SquaredEmdKernel,
     squared_emd_cpu,
 )
 

@@ -36,8 +36,6 @@ that synchronise with the GPU.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import weakref
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -333,19 +331,6 @@ def _squared_emd_kernel(
 ) -> Tensor | None:
     """``squared_emd`` of checked logits and class indices through the C++ kernel, or None."""
 
-    def reference(z: Tensor) -> Tensor:  # the same loss in plain autograd (double backward)
-        with _ordinal.implementation("reference"):
-            out = _cdf_reduced(
-                dataclasses.replace(batch, x=z),
-                gaps,
-                squared=True,
-                input_type="logits",
-                scale=scale,
-            )
-        return out.reshape(kernel_shape).to(z.dtype)
-
-    shape = batch.out_shape
-    kernel_shape = (shape[0], math.prod(shape[1:])) if batch.reduction == "none" else ()
     out = _ordinal.squared_emd_cpu(
         batch.x,
         target,
@@ -354,7 +339,6 @@ def _squared_emd_kernel(
         scale=scale,
         reduction=batch.reduction,
         ignore_index=ignore_index,
-        reference=reference,
     )
     if out is None:
         return None

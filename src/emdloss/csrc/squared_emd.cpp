@@ -10,7 +10,9 @@
 // scratch is thread-local and reused, so a call allocates only its outputs.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/graph_task.h>
 #include <torch/library.h>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
@@ -22,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #define EMD_INLINE inline __attribute__((always_inline))
@@ -504,28 +507,76 @@ at::Tensor squared_emd_cpu(const at::Tensor& x, const at::Tensor& target,
   return std::get<0>(forward_impl(x, target, gaps, weight, ignore_index, scale, reduction));
 }
 
+// The same loss in differentiable ATen ops, for create_graph=True only: the first-order backward
+// scales a gradient kept from the forward, which carries no history, so a second-order gradient
+// differentiates this instead (exact, and slow only where it is asked for).
+at::Tensor reference_loss(const at::Tensor& x, const at::Tensor& target, const at::Tensor& gaps,
+                          const at::Tensor& weight, int64_t ignore_index, double scale,
+                          int64_t reduction) {
+  const int64_t C = x.size(1);
+  const at::Tensor valid = target.ne(ignore_index);
+  const at::Tensor t = at::where(valid, target, at::zeros_like(target));
+  const at::Tensor cdf = at::softmax(x, 1).cumsum(1);
+  const at::Tensor step =
+      at::arange(C, target.options()).view({1, C, 1}).ge(t.unsqueeze(1)).to(x.scalar_type());
+  at::Tensor terms = (cdf - step).square();
+  if (gaps.defined()) terms = terms * gaps.to(x.scalar_type()).view({1, C, 1});
+  at::Tensor rw = valid.to(x.scalar_type());
+  if (weight.defined()) {
+    rw = rw * weight.to(x.scalar_type()).index_select(0, t.reshape(-1)).view_as(t);
+  }
+  const at::Tensor rows = terms.sum(1) * rw * scale;
+  if (reduction == kNone) return rows;
+  return reduction == kMean ? rows.sum() / rw.sum() : rows.sum();
+}
+
 class SquaredEmdFunction : public torch::autograd::Function<SquaredEmdFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x,
                             const at::Tensor& target, const c10::optional<at::Tensor>& gaps,
                             const c10::optional<at::Tensor>& weight, int64_t ignore_index,
                             double scale, int64_t reduction) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, grad] = forward_impl(x, target, gaps, weight, ignore_index, scale, reduction);
-    ctx->save_for_backward({grad});
+    at::Tensor out, grad;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(out, grad) = forward_impl(x, target, gaps, weight, ignore_index, scale, reduction);
+    }
+    // x, target, gaps and weight are kept (not copied) for an exact create_graph=True backward.
+    ctx->save_for_backward(
+        {grad, x, target, gaps.value_or(at::Tensor()), weight.value_or(at::Tensor())});
     ctx->saved_data["reduction"] = reduction;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["scale"] = scale;
     return out;
   }
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const at::Tensor grad = ctx->get_saved_variables()[0];
+    const auto saved = ctx->get_saved_variables();
     const at::Tensor& go = grad_outputs[0];
+    const int64_t reduction = ctx->saved_data["reduction"].toInt();
     at::Tensor gx;
-    if (ctx->saved_data["reduction"].toInt() == kNone) {
-      gx = grad * go.unsqueeze(1);  // (N, C, S) * (N, 1, S)
+    if (at::GradMode::is_enabled()) {  // create_graph=True
+      const at::Tensor& x = saved[1];
+      const at::Tensor loss =
+          reference_loss(x, saved[2], saved[3], saved[4], ctx->saved_data["ignore_index"].toInt(),
+                         ctx->saved_data["scale"].toDouble(), reduction);
+      gx = torch::autograd::grad({loss}, {x}, {go}, /*retain_graph=*/true,
+                                 /*create_graph=*/true)[0];
+    } else if (!torch::autograd::get_current_graph_task_keep_graph()) {
+      // The graph is freed after this call, so nothing reads the kept gradient again: scale it in
+      // place (or not at all for the usual grad_output of 1) instead of writing a new buffer,
+      // which at C = 100 cost a third of the whole forward + backward (memory traffic).
+      gx = saved[0];
+      if (reduction == kNone) {
+        gx.mul_(go.unsqueeze(1));  // (N, C, S) * (N, 1, S)
+      } else if (go.requires_grad() || go.item<double>() != 1.0) {
+        gx.mul_(go);
+      }
+    } else if (reduction == kNone) {  // retain_graph=True: the kept gradient must stay intact
+      gx = saved[0] * go.unsqueeze(1);
     } else {
-      gx = grad * go;
+      gx = saved[0] * go;
     }
     return {gx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
