@@ -411,3 +411,33 @@ def test_better_than_published_only_beyond_both_noises(accuracy: float, word: st
     assert word in line and "10 runs" in line
     # MedMNIST v2 publishes no spread: nothing is claimed against it.
     assert "not judged: the source publishes no spread" in summary
+
+
+def test_the_best_of_several_variants_is_tested_with_bonferroni() -> None:
+    """A gap that a single 95 % test calls a win (p about 0.03) is a tie once it is the best of
+    five variants picked by their means: then it is tested at 5 % / 5."""
+    from emdloss.compare._verdict import VERDICT_METRICS, _verdict
+
+    n = 20
+    pattern = np.resize([1.0, -1.0], n) * np.linspace(0.5, 1.5, n)  # mean 0, sd about 0.9
+    pattern = pattern / pattern.std(ddof=1)
+    base = 0.7 + 0.05 * np.cos(np.arange(n))
+
+    def rows(shifts: dict[str, float]) -> list[dict[str, Any]]:
+        out = []
+        for loss, shift in shifts.items():
+            noise = 0.0 if loss == "ce" else 0.01 * np.roll(pattern, len(loss))
+            for seed in range(n):
+                value = float(base[seed] + shift + (noise[seed] if loss != "ce" else 0.0))
+                row = {"dataset": "lev", "loss": loss, "rule": "argmax", "seed": seed, "fold": None}
+                out.append(row | {metric: value for metric in VERDICT_METRICS})
+        return out
+
+    # mean paired difference -0.0055, se 0.01/sqrt(20): t = 2.46, between t(0.975, 19) = 2.09
+    # and t(1 - 0.025/5, 19) = 3.17.
+    alone = _verdict("lev", ["ce", "emd2"], rows({"ce": 0.0, "emd2": -0.0055}))
+    assert "emd2 beats cross-entropy on MAE" in alone and "Bonferroni" not in alone
+    five = {"ce": 0.0, "emd2": -0.0055, "xemd1": 0.0, "xemd2": 0.0, "w1": 0.0, "ground": 0.0}
+    picked = _verdict("lev", list(five), rows(five))
+    assert "emd2 ties with cross-entropy on MAE" in picked
+    assert "best of 5 EMD variants is tested at 5%/5" in picked and "99% CI" in picked

@@ -26,7 +26,14 @@ from typing import TypeVar
 
 from emdloss.training.config import METRIC_MODES
 
-__all__ = ["LEVEL", "Interval", "paired_difference", "t_quantile", "welch_difference"]
+__all__ = [
+    "LEVEL",
+    "Interval",
+    "paired_difference",
+    "selection_level",
+    "t_quantile",
+    "welch_difference",
+]
 
 #: Confidence level of every interval of a comparison.
 LEVEL = 0.95
@@ -51,7 +58,7 @@ def t_quantile(probability: float, df: float) -> float:
 
 @dataclass(frozen=True)
 class Interval:
-    """A difference ``candidate - reference`` with its standard error and 95 % interval.
+    """A difference ``candidate - reference`` with its standard error and confidence interval.
 
     Attributes
     ----------
@@ -59,6 +66,9 @@ class Interval:
         Mean difference, its standard error, and the interval bounds (NaN when ``n < 2``).
     n : int
         Number of pairs (or runs of the candidate for a Welch interval).
+    level : float
+        Confidence level of ``low, high``: :data:`LEVEL`, or higher where a verdict picked the
+        best of several candidates (Bonferroni, see :func:`selection_level`).
     """
 
     mean: float
@@ -66,6 +76,7 @@ class Interval:
     low: float
     high: float
     n: int
+    level: float = LEVEL
 
     def excludes_zero(self) -> bool:
         """Whether the interval lies wholly on one side of zero."""
@@ -97,7 +108,8 @@ class Interval:
             return f"{self.mean:+.{digits}f} (n={self.n}, no interval)"
         return (
             f"{self.mean:+.{digits}f} ± {self.se:.{digits}f} "
-            f"(95% CI [{self.low:+.{digits}f}, {self.high:+.{digits}f}], n={self.n})"
+            f"({_percent(self.level)} CI [{self.low:+.{digits}f}, {self.high:+.{digits}f}], "
+            f"n={self.n})"
         )
 
     def short(self, digits: int = 3) -> str:
@@ -110,18 +122,42 @@ class Interval:
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
 
 
-def paired_difference(candidate: Mapping[_Key, float], reference: Mapping[_Key, float]) -> Interval:
+def _percent(level: float) -> str:
+    """``95%``, ``99.17%``: the level with as many digits as it needs."""
+    return f"{100 * level:.4g}%"
+
+
+def selection_level(candidates: int, level: float = LEVEL) -> float:
+    """Confidence level for a verdict on the best of ``candidates`` (Bonferroni).
+
+    Picking the best of k candidates by its mean and then testing it at 5 % finds a "win" far
+    more often than 5 % of the time when none is real; testing it at 5 % / k keeps the chance of
+    any false "beats" among the k at most 5 %.
+
+    Examples
+    --------
+    >>> selection_level(1), round(selection_level(5), 4)
+    (0.95, 0.99)
+    """
+    return 1 - (1 - level) / max(int(candidates), 1)
+
+
+def paired_difference(
+    candidate: Mapping[_Key, float], reference: Mapping[_Key, float], *, level: float = LEVEL
+) -> Interval:
     """Mean paired difference ``candidate - reference`` over the keys (seeds) both have.
 
     Parameters
     ----------
     candidate, reference : Mapping
         ``{pair key: value}``, e.g. ``{(seed, fold): mae}``; NaN values are left out.
+    level : float
+        Confidence level of the interval (default :data:`LEVEL`).
 
     Returns
     -------
     Interval
-        With the paired t interval at :data:`LEVEL` (NaN bounds for fewer than two pairs).
+        With the paired t interval at ``level`` (NaN bounds for fewer than two pairs).
 
     Examples
     --------
@@ -137,13 +173,13 @@ def paired_difference(candidate: Mapping[_Key, float], reference: Mapping[_Key, 
     ]
     n = len(diffs)
     if n == 0:
-        return Interval(math.nan, math.nan, math.nan, math.nan, 0)
+        return Interval(math.nan, math.nan, math.nan, math.nan, 0, level)
     mean = statistics.fmean(diffs)
     if n == 1:
-        return Interval(mean, math.nan, math.nan, math.nan, 1)
+        return Interval(mean, math.nan, math.nan, math.nan, 1, level)
     se = statistics.stdev(diffs) / math.sqrt(n)
-    half = t_quantile(0.5 + LEVEL / 2, n - 1) * se
-    return Interval(mean, se, mean - half, mean + half, n)
+    half = t_quantile(0.5 + level / 2, n - 1) * se
+    return Interval(mean, se, mean - half, mean + half, n, level)
 
 
 def welch_difference(

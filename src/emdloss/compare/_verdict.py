@@ -17,7 +17,7 @@ from emdloss.compare._rows import (
     Stat,
 )
 from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE
-from emdloss.compare._stats import paired_difference
+from emdloss.compare._stats import paired_difference, selection_level
 
 __all__ = ["compare_to_baseline"]
 
@@ -89,10 +89,14 @@ def _verdict(
         return ""
     orderless = dataset.lower() in ORDERLESS
     parts: list[str] = []
+    # The best of the EMD variants is chosen by its mean here: test it at 5 % / k (Bonferroni).
+    level = selection_level(len(emd))
     for metric in ("accuracy",) if orderless else VERDICT_METRICS:
         reference = _pairs(rows, dataset, "ce", rule, metric)
         intervals = {
-            loss: paired_difference(_pairs(rows, dataset, loss, rule, metric), reference)
+            loss: paired_difference(
+                _pairs(rows, dataset, loss, rule, metric), reference, level=level
+            )
             for loss in emd
         }
         sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
@@ -110,8 +114,14 @@ def _verdict(
     )
     text = (
         f"**Verdict ({label}):** the best EMD variant: {joined}. Paired t-test over seeds: "
-        "'beats' or 'loses to' only when the 95% interval of the mean paired difference "
+        "'beats' or 'loses to' only when the interval of the mean paired difference "
         "excludes 0, else 'ties with'."
+        + (
+            f" The best of {len(emd)} EMD variants is tested at 5%/{len(emd)} (Bonferroni: a "
+            f"{100 * level:.4g}% interval), since it was picked for its mean."
+            if len(emd) > 1
+            else ""
+        )
     )
     if orderless:
         text += (
@@ -148,9 +158,11 @@ def _baseline_verdict(
 
     best_loss = max(losses, key=lambda n: _nan_low(sign * mean(n)))
     best_base = max(baselines, key=lambda n: _nan_low(sign * mean(n)))
+    # Both sides are the best of several: Bonferroni over every loss-baseline pair.
     interval = paired_difference(
         _pairs(rows, info.spec, best_loss, rule, metric),
         _pairs(rows, info.spec, best_base, rule, metric),
+        level=selection_level(len(losses) * len(baselines)),
     )
     outcome = interval.outcome(metric)
     return [
