@@ -259,3 +259,26 @@ def test_backward_leaves_the_kept_gradient_intact(kernel: None, reduction: str, 
     (g,) = torch.autograd.grad(one, x0)
     (g_ref,) = torch.autograd.grad(_reference(x0, target), x0)
     torch.testing.assert_close(g, g_ref, rtol=RTOL, atol=ATOL)
+
+
+def test_kernel_shares_torchs_openmp_threads(built: None) -> None:
+    """Regression (issue 14): compiled without -fopenmp, ``at::parallel_for``'s pragma was
+    ignored and the kernel ran on one thread whatever ``torch.set_num_threads`` said. Where
+    torch runs on OpenMP, the build must call into it."""
+    library = (_cpu_kernel._build_dir() / f"{_cpu_kernel._name()}.so").read_bytes()
+    if not _cpu_kernel._openmp():
+        pytest.skip("torch is not built with GNU OpenMP on this platform")
+    assert "-fopenmp" in _cpu_kernel._flags()
+    assert b"GOMP_parallel" in library
+    # and it still agrees with the PyTorch path when several threads split the rows
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = torch.randn(3000, 40, dtype=torch.float64, requires_grad=True)
+        y = torch.randint(0, 40, (3000,))
+        with _ordinal.implementation("cpp"):
+            out = squared_emd(x, y)
+        assert _uses_kernel(out)
+        torch.testing.assert_close(out, _reference(x, y), rtol=RTOL, atol=ATOL)
+    finally:
+        torch.set_num_threads(threads)

@@ -249,7 +249,7 @@ def _build_kernel(args: argparse.Namespace) -> int:
     source = _cpu_kernel.resources.files("emdloss").joinpath(_cpu_kernel._SOURCE_FILE)
     compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     print(f"source:   {source}")
-    print(f"compiler: {compiler or 'none found on PATH'}; flags {' '.join(_cpu_kernel._FLAGS)}")
+    print(f"compiler: {compiler or 'none found on PATH'}; flags {' '.join(_cpu_kernel._flags())}")
     print(f"output:   {_cpu_kernel._build_dir()}")
     if _cpu_kernel.is_loaded():
         print("already built for this machine, source and torch version: nothing to do")
