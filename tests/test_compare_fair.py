@@ -441,3 +441,30 @@ def test_the_best_of_several_variants_is_tested_with_bonferroni() -> None:
     picked = _verdict("lev", list(five), rows(five))
     assert "emd2 ties with cross-entropy on MAE" in picked
     assert "best of 5 EMD variants is tested at 5%/5" in picked and "99% CI" in picked
+
+
+def test_paired_plot_shows_bonferroni_intervals_against_ce(tmp_path: Path) -> None:
+    """plots/<dataset>/paired_vs_ce.png: each loss minus ce, paired by seed, with intervals
+    corrected for the number of losses (the highest-mean bar of metrics.png is not a verdict)."""
+    from emdloss.compare._plots import paired_to_reference, plot_paired
+    from emdloss.compare._stats import selection_level
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.7, 0.05, 12)
+    shifts = {"ce": 0.0, "emd2": -0.05, "sord": 0.0, "corn": 0.01}
+    rows = [
+        {"dataset": "lev", "loss": loss, "rule": "argmax", "seed": s, "fold": None}
+        | {"mae": float(base[s] + shift + rng.normal(0, 0.01)), "qwk": 0.5}
+        for loss, shift in shifts.items()
+        for s in range(12)
+    ]
+    intervals = paired_to_reference(rows, "lev", list(shifts), ("mae", "qwk"), rules=("argmax",))
+    assert {loss for loss, _, _ in intervals} == {"emd2", "sord", "corn"}
+    d = intervals[("emd2", "argmax", "mae")]
+    mine = {r["seed"]: r["mae"] for r in rows if r["loss"] == "emd2"}
+    ref = {r["seed"]: r["mae"] for r in rows if r["loss"] == "ce"}
+    assert d == paired_difference(mine, ref, level=selection_level(3))
+    assert d.outcome("mae") == "beats" and d.level == pytest.approx(1 - 0.05 / 3)
+    path = plot_paired(tmp_path / "paired.png", "lev", intervals)
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_paired(tmp_path / "none.png", "lev", {}) is None

@@ -1,5 +1,6 @@
 """Plots of a comparison, drawn with :mod:`emdloss.plots`: each metric per loss with error bars,
-and the per-class MAE per loss."""
+the paired difference of every loss to cross-entropy with its interval, and the per-class MAE
+per loss."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ from emdloss.compare._report import (
     Stat,
     aggregate,
 )
-from emdloss.compare._runner import METRIC_KEYS, RunRecord
+from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._stats import Interval, paired_difference, selection_level
 from emdloss.training import rundir
 
 __all__ = [
     "class_mae_by_loss",
+    "paired_to_reference",
     "per_class_mae",
     "plot_metrics",
+    "plot_paired",
     "read_predictions",
     "write_plots",
 ]
@@ -145,7 +149,116 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
         axis.grid(axis="x", alpha=0.3)
     for axis in list(axes.flat)[len(metrics) :]:
         axis.set_visible(False)
-    figure.suptitle(f"{title}: test metrics, mean ± 1 sd over runs (argmax rule; best in orange)")
+    figure.suptitle(
+        f"{title}: test metrics, mean ± 1 sd over runs (argmax rule; highest mean in orange, "
+        "not a verdict: see paired_vs_ce.png)"
+    )
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def paired_to_reference(
+    rows: Sequence[Mapping[str, Any]],
+    dataset: str,
+    losses: Sequence[str],
+    metrics: Sequence[str],
+    rules: Sequence[str] = ("argmax", VALIDATED_RULE),
+    reference: str = "ce",
+) -> dict[tuple[str, str, str], Interval]:
+    """``{(loss, rule, metric): Interval}``: each loss minus ``reference``, paired by seed.
+
+    The intervals are Bonferroni-corrected over the losses compared (level
+    :func:`~emdloss.compare._stats.selection_level` of their number): the figure asks "which of
+    these k losses differ from cross-entropy", one family of k tests.
+    """
+
+    def values(loss: str, rule: str, metric: str) -> dict[tuple[int, Any], float]:
+        return {
+            (int(row["seed"]), row["fold"]): float(row[metric])
+            for row in rows
+            if row["dataset"] == dataset
+            and row["loss"] == loss
+            and row["rule"] == rule
+            and row.get(metric) not in (None, "")
+        }
+
+    others = [loss for loss in losses if loss != reference]
+    level = selection_level(len(others))
+    out: dict[tuple[str, str, str], Interval] = {}
+    for rule in rules:
+        for metric in metrics:
+            base = values(reference, rule, metric)
+            if not base:
+                continue
+            for loss in others:
+                interval = paired_difference(values(loss, rule, metric), base, level=level)
+                if interval.n >= 2:
+                    out[(loss, rule, metric)] = interval
+    return out
+
+
+def plot_paired(
+    path: Path,
+    title: str,
+    intervals: Mapping[tuple[str, str, str], Interval],
+    reference: str = "ce",
+) -> Path | None:
+    """Forest plot: per metric, each loss's paired difference to ``reference`` with its interval.
+
+    Green: the interval favours the loss; red: it favours the reference; grey: a tie (the
+    interval contains 0). One marker per prediction rule. None when there is nothing to draw.
+    """
+    from matplotlib.figure import Figure
+
+    if not intervals:
+        return None
+    losses = list(dict.fromkeys(loss for loss, _, _ in intervals))
+    rules = list(dict.fromkeys(rule for _, rule, _ in intervals))
+    metrics = list(dict.fromkeys(metric for _, _, metric in intervals))
+    level = next(iter(intervals.values())).level
+    figure = Figure(figsize=(3.6 * len(metrics), 0.3 * len(losses) * len(rules) + 1.6))
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    offsets = np.linspace(-0.18, 0.18, len(rules)) if len(rules) > 1 else np.zeros(1)
+    markers = ["o", "s", "^", "D"]
+    for axis, metric in zip(axes, metrics, strict=True):
+        higher = metric in HIGHER_IS_BETTER
+        for r, rule in enumerate(rules):
+            for i, loss in enumerate(losses):
+                d = intervals.get((loss, rule, metric))
+                if d is None or math.isnan(d.low):
+                    continue
+                favours_loss = d.mean > 0 if higher else d.mean < 0
+                colour = "tab:grey"
+                if d.excludes_zero():
+                    colour = "tab:green" if favours_loss else "tab:red"
+                axis.errorbar(
+                    d.mean,
+                    i + offsets[r],
+                    xerr=[[d.mean - d.low], [d.high - d.mean]],
+                    fmt=markers[r % len(markers)],
+                    color=colour,
+                    capsize=2,
+                    markersize=4,
+                    label=rule if i == 0 else None,
+                )
+        axis.axvline(0.0, color="black", linewidth=0.8)
+        axis.set_yticks(np.arange(len(losses)), labels=losses, fontsize=8)
+        axis.set_ylim(len(losses) - 0.5, -0.5)
+        axis.set_title(
+            f"{METRIC_LABELS[metric]}: loss - {reference} "
+            f"({'right' if higher else 'left'} favours the loss)",
+            fontsize=9,
+        )
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        axes[0].legend(handles, labels, fontsize=7, title="rule", title_fontsize=7)
+    figure.suptitle(
+        f"{title}: test difference to {reference}, paired by seed, {100 * level:.4g}% intervals "
+        f"(Bonferroni over {len(losses)} losses); green/red: the interval excludes 0, grey: tie",
+        fontsize=10,
+    )
     figure.tight_layout()
     return _save(figure, path)
 
@@ -162,10 +275,12 @@ def write_plots(
     rows: Sequence[Mapping[str, Any]],
     infos: Sequence[DatasetInfo],
 ) -> list[Path]:
-    """Write ``plots/<dataset>/metrics.png`` and ``plots/<dataset>/per_class_mae.png``.
+    """Write ``plots/<dataset>/metrics.png``, ``paired_vs_ce.png`` and ``per_class_mae.png``.
 
     ``metrics.png`` draws every metric per loss, mean over runs with a one-standard-deviation
-    bar (:func:`plot_metrics`); ``per_class_mae.png`` the per-class MAE (argmax rule, mean over
+    bar (:func:`plot_metrics`); ``paired_vs_ce.png`` each loss's paired difference to
+    cross-entropy with its interval (:func:`plot_paired`), when ce ran with another loss;
+    ``per_class_mae.png`` the per-class MAE (argmax rule, mean over
     runs) per loss with :func:`emdloss.plots.plot_per_class_mae`, when the runs wrote
     per-sample predictions and the classes are ordered.
 
@@ -196,8 +311,14 @@ def write_plots(
         folder = out / "plots" / dataset_slug(info.spec)
         by_loss = {loss: stats[(info.spec, loss, "argmax")] for loss in losses}
         files.append(plot_metrics(folder / "metrics.png", info.spec, by_loss))
-        # Per-class MAE means nothing for classes without order.
         orderless = info.spec.lower() in ORDERLESS
+        if "ce" in losses and len(losses) > 1:
+            metrics = ("accuracy",) if orderless else ("mae", "qwk", "accuracy")
+            paired = paired_to_reference(rows, info.spec, losses, metrics)
+            drawn = plot_paired(folder / "paired_vs_ce.png", info.spec, paired)
+            if drawn is not None:
+                files.append(drawn)
+        # Per-class MAE means nothing for classes without order.
         curves = (
             {} if orderless else class_mae_by_loss(records, info.spec, losses, info.num_classes)
         )
