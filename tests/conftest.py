@@ -12,8 +12,12 @@ a module that could not be imported into a failure, so the full run never hides 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -97,3 +101,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     ):
         _fail(report, "EMDLOSS_REQUIRE_EXTRAS is set but a module is missing")
     return report
+
+
+@pytest.fixture
+def load_script() -> Callable[[str], ModuleType]:
+    """Import a repository script (``scripts/...``, ``benchmarks/...``) as a module, by its path
+    relative to the repository (registered in ``sys.modules``, where dataclasses look it up)."""
+
+    def load(relative: str) -> ModuleType:
+        path = Path(__file__).resolve().parents[1] / relative
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_speed.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("loss_speed", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["loss_speed"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_loss_speed_quick_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_loss_speed_quick_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], load_script: Any
+) -> None:
     pytest.importorskip("ot")  # the benchmark times POT beside our losses
-    bench = _load()
+    bench = load_script("benchmarks/loss_speed.py")
     out = tmp_path / "results.json"
     argv = ["--quick", "--batch", "16", "--classes", "8", "--rounds", "2", "--sample-ms", "0.5"]
     argv += ["--pot-batch", "2", "--sinkhorn-batch", "4", "--no-memory", "--json", str(out)]
@@ -44,20 +36,20 @@ def test_loss_speed_quick_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert all(r["ours_nan"] == 0 and r["ours_bad_grad"] == 0 for r in accuracy["pot_contrast"])
 
 
-def test_peak_memory_in_a_fresh_process() -> None:
+def test_peak_memory_in_a_fresh_process(load_script: Any) -> None:
     # One subprocess (importing torch is the slow part), as the full run does per measurement.
     # In a fresh process the input's gradient alone is new memory: at least one input size.
-    bench = _load()
+    bench = load_script("benchmarks/loss_speed.py")
     (row,) = bench.measure_memory((2, 16, 64, 64), 1, ("cross_entropy",), 1)
     assert row["case"] == "cross_entropy" and row["input_mib"] == 2 * 16 * 64 * 64 * 4 / 2**20
     assert row["peak_mib"] >= 0.9 * row["input_mib"]
     assert row["spread_mib"] == 0
 
 
-def test_paths_table_quick_runs(capsys: pytest.CaptureFixture[str]) -> None:
+def test_paths_table_quick_runs(capsys: pytest.CaptureFixture[str], load_script: Any) -> None:
     # The issue-14 table: cross-entropy, the PyTorch default and (where it builds) the kernel,
     # at 1 and 2 threads; the ratio of cross-entropy to itself is 1 in every round.
-    bench = _load()
+    bench = load_script("benchmarks/loss_speed.py")
     argv = ["--quick", "--paths", "--classes", "8", "--rounds", "2", "--sample-ms", "0.5"]
     assert bench.main(argv) == 0
     printed = capsys.readouterr().out

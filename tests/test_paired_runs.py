@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("scipy")
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "paired_runs.py"
 FIELDS = ["dataset", "loss", "setting", "seed", "fold", "rule", "accuracy", "mae", "qwk", "rps"]
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("paired_runs", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _output(root: Path, name: str, loss: str, maes: list[float]) -> Path:
@@ -37,7 +28,7 @@ def _output(root: Path, name: str, loss: str, maes: list[float]) -> Path:
 
 
 def test_pairs_by_seed_and_words_the_verdict(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], load_script: Any
 ) -> None:
     import numpy as np
     from scipy import stats
@@ -47,7 +38,7 @@ def test_pairs_by_seed_and_words_the_verdict(
     a = _output(tmp_path, "a", "xemd1", better)
     b = _output(tmp_path, "b", "xemd1", base)
     same = _output(tmp_path, "c", "xemd1", [v + 0.01 * (-1) ** i for i, v in enumerate(base)])
-    module = _load()
+    module = load_script("scripts/paired_runs.py")
     assert module.main([f"{a}:xemd1", f"{b}:xemd1", "--label-a", "learned"]) == 0
     out = capsys.readouterr().out
     d = np.array(better) - np.array(base)
@@ -59,8 +50,8 @@ def test_pairs_by_seed_and_words_the_verdict(
     assert "xemd1 ties with xemd1" in capsys.readouterr().out
 
 
-def test_bad_arguments_name_what_is_wrong(tmp_path: Path) -> None:
-    module = _load()
+def test_bad_arguments_name_what_is_wrong(tmp_path: Path, load_script: Any) -> None:
+    module = load_script("scripts/paired_runs.py")
     with pytest.raises(SystemExit, match="OUTPUT_DIR:LOSS"):
         module.main(["nocolon", "x:y"])
     with pytest.raises(SystemExit, match=r"results\.csv does not exist"):

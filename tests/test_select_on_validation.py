@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "select_on_validation.py"
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("select_on_validation", _SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(root: Path, name: str, val_mae: float, test_mae: float) -> Path:
@@ -38,12 +28,15 @@ def _run(root: Path, name: str, val_mae: float, test_mae: float) -> Path:
 
 
 def test_choice_follows_validation_not_test(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], load_script: Any
 ) -> None:
     # "a" is better on validation, "b" would be better on test: "a" must be chosen.
     a = _run(tmp_path, "a", val_mae=0.3, test_mae=0.9)
     b = _run(tmp_path, "b", val_mae=0.6, test_mae=0.1)
-    assert _load().main([str(b), str(a), "--metric", "mae"]) == 0
+    assert (
+        load_script("scripts/select_on_validation.py").main([str(b), str(a), "--metric", "mae"])
+        == 0
+    )
     row = next(line for line in capsys.readouterr().out.splitlines() if "| lev |" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "`a`" and cells[3] == "2"
