@@ -51,13 +51,25 @@ def planted_train(config: Any) -> SimpleNamespace:
         values["mae"] = mae + jitter
         return {"argmax": values, "median": dict(values)}
 
-    metrics = {"test": split(test_mae), "val": split(val_mae), "train_seconds": 0.25}
+    metrics: dict[str, Any] = {"val": split(val_mae), "train_seconds": 0.25}
+    if getattr(config, "evaluate_test", True):
+        metrics["test"] = split(test_mae)
+    else:  # a grid run: its test metrics appear only if planted_test is called for it
+        metrics["_planted_test"] = split(test_mae)
     # history.csv: a slow first epoch (start-up), then steady ones.
     (run_dir / "history.csv").write_text(
         "epoch,epoch_seconds\n1,3.0\n2,0.5\n3,0.7\n", encoding="utf-8"
     )
     (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
     return SimpleNamespace(run_dir=run_dir, metrics=metrics, train_seconds=0.25)
+
+
+def planted_test(run_dir: Path) -> None:
+    """The deferred test evaluation of a planted run (compare's ``test_fn``)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["test"] = metrics.pop("_planted_test")
+    path.write_text(json.dumps(metrics), encoding="utf-8")
 
 
 def _csv(path: Path) -> list[dict[str, str]]:
@@ -134,8 +146,20 @@ def test_grid_chooses_on_validation_only(tmp_path: Path) -> None:
         calls.append((config.loss, float(config.lr), config.seed))
         return planted_train(config)
 
+    tested: list[Path] = []
+
+    def test(run_dir: Path) -> None:
+        tested.append(Path(run_dir))
+        planted_test(run_dir)
+
     grid = ["lr=0.1,0.01,0.001"]
-    result = compare("lev", "ce,sord", 2, tmp_path, train_fn=train, progress=False, grid=grid)
+    result = compare(
+        "lev", "ce,sord", 2, tmp_path, train_fn=train, progress=False, grid=grid, test_fn=test
+    )
+    # The test split is read once per chosen run and never for the other settings.
+    assert len(tested) == 2 * 2 and all("lr=0.01" in str(p) for p in tested)
+    for path in tmp_path.glob("runs/**/metrics.json"):
+        assert ("test" in json.loads(path.read_text())) == ("lr=0.01" in str(path)), path
     # Peers get exactly the grid ours get: every loss x setting x seed.
     assert sorted(calls) == sorted(
         (loss, lr, seed) for loss in ("ce", "sord") for lr in PLANTED for seed in (0, 1)
@@ -350,7 +374,9 @@ def test_ray_executor_matches_local_and_resumes(
     # The Ray workers import this module by name to unpickle the training function.
     here = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", here + ":" + ":".join(sys.path))
-    kwargs: dict[str, Any] = dict(train_fn=planted_train, progress=False, grid=["lr=0.1,0.01"])
+    kwargs: dict[str, Any] = dict(
+        train_fn=planted_train, test_fn=planted_test, progress=False, grid=["lr=0.1,0.01"]
+    )
     local = compare("lev", "ce,emd2", 2, tmp_path / "local", **kwargs)
     remote = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
     assert [r.status for r in remote.records] == ["done"] * 8

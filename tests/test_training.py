@@ -366,3 +366,30 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     # in one process on the whole validation split gives the logged values.
     best = history[result.best_epoch - 1]
     assert result.val["argmax"]["mae"] == pytest.approx(float(best["val_mae"]))
+
+
+def test_deferred_test_reads_the_test_split_once_and_matches_training(
+    lev_run: Any, tmp_path: Path
+) -> None:
+    """evaluate_test=False (compare's grid runs) leaves the test split unread; run_deferred_test
+    then writes exactly what a tested training writes, with the same numbers."""
+    from emdloss.training import run_deferred_test
+
+    out = tmp_path / "deferred"
+    config = TrainConfig(
+        dataset="lev", loss="emd2", epochs=4, seed=3, output=str(out), evaluate_test=False, **FAST
+    )
+    result = train(config)
+    content = json.loads((out / "metrics.json").read_text())
+    assert "test" not in content and "val" in content
+    assert not (out / "predictions_test.csv").exists()
+    assert not (out / "confusion_matrix.png").exists()
+    tested = run_deferred_test(out)
+    assert {p.name for p in out.iterdir()} >= {"predictions_test.csv", "confusion_matrix.png"}
+    for rule in RULES:  # the same run as lev_run except that its test split waited
+        assert tested["test"][rule] == pytest.approx(lev_run.metrics["test"][rule])
+        assert result.metrics["val"][rule] == pytest.approx(lev_run.metrics["val"][rule])
+    assert json.loads((out / "metrics.json").read_text())["test"] == tested["test"]
+    assert _read_csv(out / "predictions_test.csv") == _read_csv(
+        lev_run.run_dir / "predictions_test.csv"
+    )

@@ -53,6 +53,10 @@ class RunRecord:
         Lightning set-up); NaN when unknown.
     epoch_seconds : float
         Mean wall time of the later epochs: the same measure for every loss (NaN with one epoch).
+    tested : bool
+        Whether the run's test split has been evaluated. A grid run is trained without it
+        (``evaluate_test=False``) and tested only if its setting is chosen on validation data;
+        until then ``metrics`` is empty.
     """
 
     spec: RunSpec
@@ -64,6 +68,7 @@ class RunRecord:
     val: dict[str, dict[str, float]] = field(default_factory=dict)
     first_epoch_seconds: float = math.nan
     epoch_seconds: float = math.nan
+    tested: bool = True
 
 
 def _is_metric_dict(value: Any) -> bool:
@@ -149,10 +154,17 @@ def _epoch_times(run_dir: Path) -> tuple[float, float]:
 
 
 def finished_record(spec: RunSpec, run_dir: Path, status: str) -> RunRecord | None:
-    """The record of a finished run read from its directory, or ``None`` if unfinished."""
+    """The record of a finished run read from its directory, or ``None`` if unfinished.
+
+    A run trained with ``evaluate_test=False`` whose ``metrics.json`` holds the validation
+    metrics alone is finished but not tested (``tested=False``, no test metrics).
+    """
     finished = read_finished(run_dir)
     if finished is None:
-        return None
+        untested = _read_untested(run_dir)
+        if untested is None:
+            return None
+        finished = ({}, untested)
     content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     first, later = _epoch_times(run_dir)
     return RunRecord(
@@ -164,7 +176,23 @@ def finished_record(spec: RunSpec, run_dir: Path, status: str) -> RunRecord | No
         val=extract_val_metrics(content),
         first_epoch_seconds=first,
         epoch_seconds=later,
+        tested=bool(finished[0]),
     )
+
+
+def _read_untested(run_dir: Path) -> float | None:
+    """Train seconds of a run whose ``metrics.json`` has validation but no test metrics, else
+    None."""
+    try:
+        content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, Mapping) or "test" in content:
+        return None
+    if "argmax" not in extract_val_metrics(content):
+        return None
+    seconds = content.get("train_seconds")
+    return float(seconds) if isinstance(seconds, int | float) else math.nan
 
 
 def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import multiprocessing
 import os
 import shutil
@@ -39,6 +40,7 @@ __all__ = [
     "build_config",
     "read_finished",
     "run_all",
+    "test_untested",
 ]
 
 
@@ -202,7 +204,7 @@ def _execute(
         train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
         write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
         record = finished_record(spec, run_dir, "done")
-        if record is None:
+        if record is None or (record.tested is False and options.get("evaluate_test", True)):
             raise RuntimeError(
                 f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
                 f"metrics {', '.join(METRIC_KEYS)}"
@@ -388,3 +390,37 @@ def _execute_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+def test_untested(
+    records: Sequence[RunRecord], test_fn: Callable[[Path], Any] | None
+) -> list[RunRecord]:
+    """The records, each run trained without its test evaluation now tested (in order).
+
+    A run whose deferred test fails becomes a failed record (reported, retried next time), like
+    a run whose training failed.
+    """
+    if all(r.status == "failed" or r.tested for r in records):
+        return list(records)
+    if test_fn is None:
+        from emdloss.training import run_deferred_test
+
+        test_fn = run_deferred_test
+    out: list[RunRecord] = []
+    for record in records:
+        if record.status == "failed" or record.tested:
+            out.append(record)
+            continue
+        try:
+            test_fn(record.run_dir)
+            tested = finished_record(record.spec, record.run_dir, record.status)
+            if tested is None or not tested.tested:
+                raise RuntimeError(f"{record.run_dir / METRICS_FILE} still lacks test metrics")
+        except Exception as error:
+            reason = f"test evaluation failed: {type(error).__name__}: {error}"
+            out.append(RunRecord(record.spec, record.run_dir, "failed", error=reason))
+            continue
+        if not math.isnan(record.train_seconds):
+            tested.train_seconds = record.train_seconds
+        out.append(tested)
+    return out

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from emdloss.training._calibrate import calibrate_run
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._predict import predict
-    from emdloss.training._train import train
+    from emdloss.training._train import run_deferred_test, train
     from emdloss.training.datamodule import OrdinalDataModule
     from emdloss.training.losses import TrainingLoss, build_loss
     from emdloss.training.module import OrdinalTask
@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "load_task",
     "predict",
+    "run_deferred_test",
     "train",
 ]
 
@@ -54,6 +55,7 @@ _LAZY = {
     "evaluate": "emdloss.training._evaluate",
     "load_task": "emdloss.training._evaluate",
     "predict": "emdloss.training._predict",
+    "run_deferred_test": "emdloss.training._train",
     "train": "emdloss.training._train",
 }
 

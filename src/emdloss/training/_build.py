@@ -291,15 +291,25 @@ def make_trainer(
 
 
 def evaluate_checkpoint(
-    config: TrainConfig, dataset: Any, checkpoint: dict[str, Any], *, progress: bool
+    config: TrainConfig,
+    dataset: Any,
+    checkpoint: dict[str, Any],
+    *,
+    progress: bool,
+    splits: tuple[str, ...] = ("val", "test"),
 ) -> tuple[dict[str, Any], OrdinalTask]:
-    """Validation and test metrics of ``checkpoint``, and the task that holds its test outputs."""
+    """Metrics of ``checkpoint`` on ``splits`` (validation and test by default), and the task
+    that holds its test outputs when the test split is among them."""
     task = build_task(config, dataset)
     task.load_state_dict(checkpoint["state_dict"])
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
     datamodule = make_datamodule(config, dataset)
-    trainer.validate(task, datamodule=datamodule, verbose=False)
-    val = task.results["val"]
-    trainer.test(task, datamodule=datamodule, verbose=False)
-    return {"val": val, "test": task.results["test"]}, task
+    metrics: dict[str, Any] = {}
+    if "val" in splits:
+        trainer.validate(task, datamodule=datamodule, verbose=False)
+        metrics["val"] = task.results["val"]
+    if "test" in splits:
+        trainer.test(task, datamodule=datamodule, verbose=False)
+        metrics["test"] = task.results["test"]
+    return metrics, task

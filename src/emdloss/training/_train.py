@@ -23,6 +23,7 @@ from emdloss.training._build import (
     build_task,
     default_model,
     evaluate_checkpoint,
+    finished_run_config,
     ignore_expected_warnings,
     load_data,
     make_datamodule,
@@ -39,7 +40,7 @@ from emdloss.training._distributed import explain_timeouts
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.module import SELECT_KEY, OrdinalTask
 
-__all__ = ["launched_rank", "train"]
+__all__ = ["launched_rank", "run_deferred_test", "train"]
 
 
 def _int_env(environ: Mapping[str, str], key: str) -> int | None:
@@ -253,7 +254,10 @@ def _train(
     best = rundir.load_checkpoint(run_dir / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     last = rundir.load_checkpoint(run_dir / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT)
     history: list[dict[str, float]] = last.get("emdloss_history", [])
-    metrics, eval_task = evaluate_checkpoint(config, dataset, best, progress=config.progress)
+    splits = ("val", "test") if config.evaluate_test else ("val",)
+    metrics, eval_task = evaluate_checkpoint(
+        config, dataset, best, progress=config.progress, splits=splits
+    )
     best_epoch = int(best["epoch"]) + 1
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
     metrics = {
@@ -273,16 +277,69 @@ def _train(
         "baselines": baseline_scores(dataset),
     }
     rundir.write_history(run_dir, history)
-    probs, targets = _test_outputs(eval_task)
-    decoded = eval_task.decode_all(probs)
-    ids = list(getattr(dataset.test, "ids", range(len(targets))))
-    rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
-    _write_plots(
-        run_dir, eval_task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch
-    )
+    if config.evaluate_test:
+        _write_test_outputs(run_dir, eval_task, dataset, history, best_epoch)
+    else:  # the test split stays unread: learning curves and ground distance only
+        _write_plots(run_dir, eval_task, dataset, history, None, None, best_epoch=best_epoch)
     # Last: a complete metrics.json marks a finished run (compare skips those on resume).
     rundir.write_metrics(run_dir, metrics)
     return rundir.RunResult(run_dir, config, metrics, best_epoch, train_seconds)
+
+
+def run_deferred_test(
+    run_dir: str | os.PathLike[str], *, data_dir: str | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Evaluate a run trained with ``evaluate_test=False`` on its test split, once.
+
+    Writes what training writes when it tests (``predictions.csv``, the confusion matrix) and
+    adds the ``"test"`` metrics to ``metrics.json`` (atomically, last). ``emdloss compare
+    --grid`` calls it for the runs of the setting chosen on validation data only, so the test
+    split of every other setting is never read.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A finished run directory (its ``metrics.json`` holds the validation metrics).
+    data_dir : str, optional
+        Where the data lives now (default: the run's).
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    dict
+        The new content of ``metrics.json``.
+    """
+    path = Path(run_dir)
+    content = rundir.read_metrics(path)
+    if content is None or "val" not in content:
+        raise UserError(f"{path} is not a finished run (no metrics.json with validation metrics)")
+    config = finished_run_config(path, data_dir=data_dir)
+    best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+    with warnings.catch_warnings():
+        ignore_expected_warnings()
+        with _ordinal.implementation(config.implementation), kept_threads():
+            dataset = load_data(config)
+            use_threads(config, config.model or default_model(dataset))
+            metrics, task = evaluate_checkpoint(
+                config, dataset, best, progress=progress, splits=("test",)
+            )
+    content["test"] = metrics["test"]
+    best_epoch = int(content.get("best_epoch", int(best["epoch"]) + 1))
+    _write_test_outputs(path, task, dataset, rundir.read_history(path), best_epoch)
+    rundir.write_metrics(path, content)
+    return content
+
+
+def _write_test_outputs(
+    run_dir: Path, task: OrdinalTask, dataset: Any, history: list[dict[str, float]], best_epoch: int
+) -> None:
+    """``predictions.csv`` and the plots, from the test outputs the task holds."""
+    probs, targets = _test_outputs(task)
+    decoded = task.decode_all(probs)
+    ids = list(getattr(dataset.test, "ids", range(len(targets))))
+    rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
+    _write_plots(run_dir, task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch)
 
 
 def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,8 +355,8 @@ def _write_plots(
     task: OrdinalTask,
     dataset: Any,
     history: list[dict[str, float]],
-    targets: torch.Tensor,
-    preds: torch.Tensor,
+    targets: torch.Tensor | None,
+    preds: torch.Tensor | None,
     *,
     best_epoch: int,
 ) -> None:
@@ -320,10 +377,11 @@ def _write_plots(
             best_epoch=best_epoch,
             warmup_epochs=getattr(recipe, "warmup_epochs", None),
         )
-    confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
-    plot_confusion_matrix(
-        confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
-    )
+    if preds is not None and targets is not None:  # None: the test split was not evaluated
+        confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
+        plot_confusion_matrix(
+            confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
+        )
     matrix = task.criterion.ground_distance()
     if matrix is not None:
         plot_ground_distance(matrix, names, run_dir / rundir.PLOT_FILES[2])

@@ -117,6 +117,11 @@ class TrainConfig:
         Prediction rule whose metric is monitored.
     tta : bool
         Mirror test-time augmentation for images (average of image and horizontal flip).
+    evaluate_test : bool
+        Evaluate the best checkpoint on the test split when training ends (default). ``False``
+        leaves the test split unread: ``emdloss compare --grid`` trains every setting so, and
+        tests only the runs of the setting it chose on validation data
+        (:func:`emdloss.training.run_deferred_test`).
     limit_train, limit_val, limit_test : int or None
         Use only the first N samples of a split (a fixed random subset, for quick runs).
     num_workers : int
@@ -178,6 +183,7 @@ class TrainConfig:
     monitor: str = "mae"
     monitor_rule: str = "argmax"
     tta: bool = False
+    evaluate_test: bool = True
     limit_train: int | None = None
     limit_val: int | None = None
     limit_test: int | None = None
@@ -438,6 +444,7 @@ class TrainConfig:
 _BOOL_FIELDS = {
     "pretrained",
     "tta",
+    "evaluate_test",
     "deterministic",
     "progress",
     "resume",
