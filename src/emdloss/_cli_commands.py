@@ -96,6 +96,10 @@ def _train(args: argparse.Namespace) -> int:
         f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
         f"(by {result.metrics.get('monitor')}), training {result.train_seconds:.1f} s"
     )
+    if "test" not in result.metrics:  # --no-evaluate-test: the test split stays unread
+        print(_with_baselines(result.metrics["val"], result.metrics, "val"))
+        print("test split not evaluated (--no-evaluate-test); `emdloss evaluate RUN_DIR` reads it")
+        return 0
     print(_with_baselines(result.test, result.metrics, "test"))
     return 0
 

@@ -60,6 +60,8 @@ _HELP = {
     "monitor": "validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
     "monitor_rule": "prediction rule of the monitored metric",
     "tta": "mirror test-time augmentation for images",
+    "evaluate_test": "evaluate the best checkpoint on the test split when training ends "
+    "(--no-evaluate-test leaves it unread, as compare --grid does until it has chosen)",
     "limit_train": "use at most N training samples (stratified)",
     "limit_val": "use at most N validation samples (stratified)",
     "limit_test": "use at most N test samples (stratified)",
@@ -173,7 +175,15 @@ def _add_train_arguments(
 
     if names is None:
         parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
-    bools = {"pretrained", "tta", "deterministic", "progress", "resume", "overwrite"}
+    bools = {
+        "pretrained",
+        "tta",
+        "evaluate_test",
+        "deterministic",
+        "progress",
+        "resume",
+        "overwrite",
+    }
     bools.add("soft_targets")
     for name in TrainConfig.field_names() if names is None else names:
         flag = "--" + name.replace("_", "-")
