@@ -175,16 +175,9 @@ def _add_train_arguments(
 
     if names is None:
         parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
-    bools = {
-        "pretrained",
-        "tta",
-        "evaluate_test",
-        "deterministic",
-        "progress",
-        "resume",
-        "overwrite",
-    }
-    bools.add("soft_targets")
+    from emdloss.training.config import BOOL_FIELDS
+
+    bools = BOOL_FIELDS
     for name in TrainConfig.field_names() if names is None else names:
         flag = "--" + name.replace("_", "-")
         # The defaults are written out: the flags default to SUPPRESS (so that a --config file

@@ -101,6 +101,27 @@ def finished_run_config(
     return TrainConfig.from_dict(overrides, base=rundir.read_config(path))
 
 
+@contextlib.contextmanager
+def opened_run(
+    config: TrainConfig,
+) -> Iterator[Any]:
+    """Load a finished run's data under its recorded implementation and thread setting.
+
+    Yields the dataset; the loss implementation, the torch threads and the warning filters of
+    evaluation hold inside the block (the one way evaluate, calibrate and the deferred test
+    reopen a run).
+    """
+    from emdloss import _ordinal
+    from emdloss.training._context import kept_threads, use_threads
+
+    with warnings.catch_warnings():
+        ignore_expected_warnings()
+        with _ordinal.implementation(config.implementation), kept_threads():
+            dataset = load_data(config)
+            use_threads(config, config.model or default_model(dataset))
+            yield dataset
+
+
 def default_model(dataset: Any) -> str:
     """The network used when ``--model`` is not given: mlp for tables, cnn/resnet18 for images."""
     if dataset.kind == "tabular":

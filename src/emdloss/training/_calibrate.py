@@ -19,20 +19,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from emdloss import _ordinal
 from emdloss.conformal import Calibrator, calibrate, mean_set_size, set_coverage
 from emdloss.conformal._scores import check_alpha, check_method
 from emdloss.errors import UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
-    default_model,
     finished_run_config,
-    ignore_expected_warnings,
-    load_data,
     make_trainer,
+    opened_run,
 )
-from emdloss.training._context import kept_threads, use_threads
 from emdloss.training.config import TrainConfig
 from emdloss.training.datamodule import OrdinalDataModule
 from emdloss.training.module import OrdinalTask
@@ -165,14 +161,10 @@ def calibrate_run(
     config = finished_run_config(path, data_dir=data_dir, accelerator=accelerator)
     digest = checkpoint_digest(path)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
-    with warnings.catch_warnings():
-        ignore_expected_warnings()
-        with _ordinal.implementation(config.implementation), kept_threads():
-            dataset = load_data(config)
-            use_threads(config, config.model or default_model(dataset))
-            probs = split_probabilities(
-                config, dataset, best, [split, _other(split)], progress=progress
-            )
+    with opened_run(config) as dataset:
+        probs = split_probabilities(
+            config, dataset, best, [split, _other(split)], progress=progress
+        )
     cal = calibrate(*probs[split], alpha, method=method)
     assess_probs, assess_targets = probs[_other(split)]
     curve: dict[str, list[float]] = {"alphas": [], "coverage": [], "mean_set_size": []}

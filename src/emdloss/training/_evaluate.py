@@ -9,18 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from emdloss import _ordinal
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
-    default_model,
     evaluate_checkpoint,
     finished_run_config,
     ignore_expected_warnings,
-    load_data,
+    opened_run,
 )
 from emdloss.training._calibrate import assess_stored, load_run_calibrator
-from emdloss.training._context import baseline_scores, kept_threads, use_threads
+from emdloss.training._context import baseline_scores
 from emdloss.training.module import OrdinalTask
 
 __all__ = ["evaluate", "load_task"]
@@ -69,9 +67,7 @@ def _evaluate(
     config = finished_run_config(path, data_dir=data_dir, accelerator=accelerator)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     calibration = load_run_calibrator(path)  # before the slow part: a stale one fails fast
-    with _ordinal.implementation(config.implementation), kept_threads():
-        dataset = load_data(config)
-        use_threads(config, config.model or default_model(dataset))
+    with opened_run(config) as dataset:
         metrics, task = evaluate_checkpoint(config, dataset, best, progress=progress)
         if calibration is not None:
             metrics["conformal"] = assess_stored(*calibration, task, config, dataset, best)

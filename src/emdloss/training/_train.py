@@ -28,6 +28,7 @@ from emdloss.training._build import (
     load_data,
     make_datamodule,
     make_trainer,
+    opened_run,
 )
 from emdloss.training._context import (
     announce_data,
@@ -316,14 +317,10 @@ def run_deferred_test(
         raise UserError(f"{path} is not a finished run (no metrics.json with validation metrics)")
     config = finished_run_config(path, data_dir=data_dir)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
-    with warnings.catch_warnings():
-        ignore_expected_warnings()
-        with _ordinal.implementation(config.implementation), kept_threads():
-            dataset = load_data(config)
-            use_threads(config, config.model or default_model(dataset))
-            metrics, task = evaluate_checkpoint(
-                config, dataset, best, progress=progress, splits=("test",)
-            )
+    with opened_run(config) as dataset:
+        metrics, task = evaluate_checkpoint(
+            config, dataset, best, progress=progress, splits=("test",)
+        )
     content["test"] = metrics["test"]
     best_epoch = int(content.get("best_epoch", int(best["epoch"]) + 1))
     _write_test_outputs(path, task, dataset, rundir.read_history(path), best_epoch)

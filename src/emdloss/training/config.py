@@ -441,7 +441,8 @@ class TrainConfig:
 
 
 # ---------------------------------------------------------------------- value coercion
-_BOOL_FIELDS = {
+#: The on/off options (``--tta`` / ``--no-tta`` on the command line).
+BOOL_FIELDS = {
     "pretrained",
     "tta",
     "evaluate_test",
@@ -474,7 +475,7 @@ def _coerce(name: str, value: Any) -> Any:
     optional = _OPT_INT_FIELDS | _OPT_FLOAT_FIELDS
     if name in optional and (value is None or (isinstance(value, str) and value == "")):
         return None
-    if name in _BOOL_FIELDS:
+    if name in BOOL_FIELDS:
         return _as_bool(name, value)
     if name in _INT_FIELDS | _OPT_INT_FIELDS:
         return _as_int(name, value)
