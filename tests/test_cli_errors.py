@@ -61,3 +61,14 @@ def test_a_missing_user_path_is_one_line(
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a run directory" in err
+
+
+def test_a_data_option_error_names_the_data_option_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Regression: "option val_fraction=2" was spelled "--val-fraction 2", a flag that does not
+    exist; the value is set with --data-option val_fraction=2."""
+    assert main(["train", "--dataset", "lev", "--data-option", "val_fraction=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--data-option val_fraction=2: expected a number in [0, 1)" in err, err
+    assert "--val-fraction" not in err

@@ -230,8 +230,18 @@ def _flag(name: str) -> str:
 
 
 def _spell_flags(message: str) -> str:
-    """Spell the options of a library message as the CLI's flags (``--lr 0``, not ``lr=0``)."""
-    return _OPTION.sub(lambda match: _flag(match.group(1)) + " ", message)
+    """Spell the options of a library message as the CLI's flags: a train option as its flag
+    (``--lr 0``, not ``option lr=0``), any other (a data source's option, such as
+    ``val_fraction``) as the ``--data-option KEY=VALUE`` that sets it."""
+    from emdloss.training.config import TrainConfig
+
+    fields = set(TrainConfig.field_names())
+
+    def spell(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return _flag(name) + " " if name in fields else f"--data-option {name}="
+
+    return _OPTION.sub(spell, message)
 
 
 @contextlib.contextmanager
