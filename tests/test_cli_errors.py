@@ -72,3 +72,36 @@ def test_a_data_option_error_names_the_data_option_flag(
     err = capsys.readouterr().err.strip()
     assert "--data-option val_fraction=2: expected a number in [0, 1)" in err, err
     assert "--val-fraction" not in err
+
+
+def test_a_user_error_from_a_data_loader_worker_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: with num_workers > 0 torch re-raises a worker's UserError with the worker's
+    whole traceback in its message, and the CLI printed all of it."""
+    from torch.utils.data import DataLoader, Dataset
+
+    import emdloss._cli_commands as commands
+    from emdloss.errors import UserError
+
+    class Broken(Dataset[int]):
+        def __len__(self) -> int:
+            return 2
+
+        def __getitem__(self, index: int) -> int:
+            raise UserError(f"cannot read image {index}.png: truncated file")
+
+    def train(args: object) -> int:
+        for _ in DataLoader(Broken(), num_workers=1):
+            pass
+        return 0
+
+    monkeypatch.setattr(commands, "_train", train)
+    monkeypatch.setattr("emdloss.cli._train", train)
+    with pytest.raises(UserError, match="Original Traceback"):  # what torch raises
+        train(None)
+    assert main(["train"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "emdloss train: error: cannot read image 0.png: truncated file (in a data-loader worker)"
+    ), err

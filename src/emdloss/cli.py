@@ -86,8 +86,19 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+# torch re-raises an exception of a DataLoader worker as "Caught X in DataLoader worker process
+# 0.\nOriginal Traceback (most recent call last): ...\nmodule.X: message".
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
+
+
 def _one_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = str(error).strip()
+    if _WORKER_TRACEBACK in text:  # a user error raised in a data-loader worker: its message only
+        last = text.splitlines()[-1]
+        name = f"{type(error).__module__}.{type(error).__qualname__}: "
+        text = last.removeprefix(name).removeprefix(f"{type(error).__qualname__}: ")
+        text += " (in a data-loader worker)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     message = "; ".join(lines) if lines else type(error).__name__
     if isinstance(error, OSError) and error.filename and error.strerror:
         message = f"{error.strerror}: {error.filename}"
