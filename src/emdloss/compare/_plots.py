@@ -24,6 +24,7 @@ from emdloss.compare._report import (
 )
 from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._stats import Interval, paired_difference, selection_level
+from emdloss.compare._verdict import _pairs
 from emdloss.training import rundir
 
 __all__ = [
@@ -172,26 +173,18 @@ def paired_to_reference(
     these k losses differ from cross-entropy", one family of k tests.
     """
 
-    def values(loss: str, rule: str, metric: str) -> dict[tuple[int, Any], float]:
-        return {
-            (int(row["seed"]), row["fold"]): float(row[metric])
-            for row in rows
-            if row["dataset"] == dataset
-            and row["loss"] == loss
-            and row["rule"] == rule
-            and row.get(metric) not in (None, "")
-        }
-
     others = [loss for loss in losses if loss != reference]
     level = selection_level(len(others))
     out: dict[tuple[str, str, str], Interval] = {}
     for rule in rules:
         for metric in metrics:
-            base = values(reference, rule, metric)
+            base = _pairs(rows, dataset, reference, rule, metric)
             if not base:
                 continue
             for loss in others:
-                interval = paired_difference(values(loss, rule, metric), base, level=level)
+                interval = paired_difference(
+                    _pairs(rows, dataset, loss, rule, metric), base, level=level
+                )
                 if interval.n >= 2:
                     out[(loss, rule, metric)] = interval
     return out

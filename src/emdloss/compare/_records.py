@@ -159,40 +159,24 @@ def finished_record(spec: RunSpec, run_dir: Path, status: str) -> RunRecord | No
     A run trained with ``evaluate_test=False`` whose ``metrics.json`` holds the validation
     metrics alone is finished but not tested (``tested=False``, no test metrics).
     """
-    finished = read_finished(run_dir)
-    if finished is None:
-        untested = _read_untested(run_dir)
-        if untested is None:
-            return None
-        finished = ({}, untested)
-    content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    content = _read_metrics(run_dir)
+    if content is None:
+        return None
+    test, val = extract_test_metrics(content), extract_val_metrics(content)
+    if not test and ("test" in content or "argmax" not in val):
+        return None  # neither tested nor a complete untested run
     first, later = _epoch_times(run_dir)
     return RunRecord(
         spec,
         run_dir,
         status,
-        finished[0],
-        finished[1],
-        val=extract_val_metrics(content),
+        test,
+        _train_seconds(content, run_dir),
+        val=val,
         first_epoch_seconds=first,
         epoch_seconds=later,
-        tested=bool(finished[0]),
+        tested=bool(test),
     )
-
-
-def _read_untested(run_dir: Path) -> float | None:
-    """Train seconds of a run whose ``metrics.json`` has validation but no test metrics, else
-    None."""
-    try:
-        content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(content, Mapping) or "test" in content:
-        return None
-    if "argmax" not in extract_val_metrics(content):
-        return None
-    seconds = content.get("train_seconds")
-    return float(seconds) if isinstance(seconds, int | float) else math.nan
 
 
 def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | None:
@@ -225,18 +209,29 @@ def read_finished(run_dir: Path) -> tuple[dict[str, dict[str, float]], float] | 
     -------
     tuple or None
     """
+    content = _read_metrics(run_dir)
+    metrics = extract_test_metrics(content) if content is not None else {}
+    if content is None or not metrics:
+        return None
+    return metrics, _train_seconds(content, run_dir)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The parsed ``metrics.json`` of a run, or None when it is missing or unreadable."""
     try:
         content = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    metrics = extract_test_metrics(content)
-    if not metrics:
-        return None
-    seconds = content.get("train_seconds") if isinstance(content, Mapping) else None
-    if not isinstance(seconds, int | float):
-        try:
-            record = json.loads((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
-            seconds = float(record["train_seconds"])
-        except (OSError, ValueError, KeyError, TypeError):
-            seconds = math.nan
-    return metrics, float(seconds)
+    return content if isinstance(content, dict) else None
+
+
+def _train_seconds(content: Mapping[str, Any], run_dir: Path) -> float:
+    """From ``metrics.json``, else compare's own ``compare_run.json``, else NaN."""
+    seconds = content.get("train_seconds")
+    if isinstance(seconds, int | float):
+        return float(seconds)
+    try:
+        record = json.loads((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+        return float(record["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return math.nan

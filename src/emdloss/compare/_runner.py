@@ -204,7 +204,7 @@ def _execute(
         train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
         write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
         record = finished_record(spec, run_dir, "done")
-        if record is None or (record.tested is False and options.get("evaluate_test", True)):
+        if record is None or (not record.tested and options.get("evaluate_test", True)):
             raise RuntimeError(
                 f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
                 f"metrics {', '.join(METRIC_KEYS)}"

@@ -292,7 +292,7 @@ def run_deferred_test(
 ) -> dict[str, Any]:
     """Evaluate a run trained with ``evaluate_test=False`` on its test split, once.
 
-    Writes what training writes when it tests (``predictions.csv``, the confusion matrix) and
+    Writes what training writes when it tests (``predictions_test.csv``, the confusion matrix) and
     adds the ``"test"`` metrics to ``metrics.json`` (atomically, last). ``emdloss compare
     --grid`` calls it for the runs of the setting chosen on validation data only, so the test
     split of every other setting is never read.
