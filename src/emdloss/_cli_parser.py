@@ -27,7 +27,7 @@ def _missing_train_modules() -> list[str]:
 
 
 _HELP = {
-    "dataset": "retinamnist, era, esl, esl6, lev, swd, adience, csv:PATH, folder:PATH, images:PATH",
+    "dataset": "retinamnist, era, esl, esl6, lev, swd, adience, csv:PATH, folder:PATH, images:PATH, ldl:PATH.mat",
     "output": "run directory (default runs/<dataset>-<loss>-seed<seed>)",
     "loss": "training loss (see `emdloss train --help` epilog for the list)",
     "model": "network: mlp, cnn, resnet18, ... (default mlp for tables, cnn for small images)",

@@ -1,5 +1,5 @@
 """Datasets with ordered classes: RetinaMNIST, the skordinal tables, CSV files, image folders,
-image CSVs with scores, and Adience; with deterministic splits.
+image CSVs with scores, Adience and LDL ``.mat`` files; with deterministic splits.
 
 ``load_dataset(spec, ...)`` is the single entry point (see ``docs/architecture.md``).
 """
@@ -25,11 +25,13 @@ from ._options import as_int
 from .adience import load_adience
 from .csv_table import bin_scores, load_csv
 from .images import gaussian_targets, load_image_csv, load_image_folder
+from .ldl import load_ldl
 from .retinamnist import load_retinamnist, retinamnist_path
 from .splits import group_split, make_split, stratified_folds, stratified_split
 from .tabular import load_tabular
 
-#: Built-in dataset names; files are given as ``csv:PATH``, ``folder:PATH`` or ``images:PATH``.
+#: Built-in dataset names; files are given as ``csv:PATH``, ``folder:PATH``, ``images:PATH`` or
+#: ``ldl:PATH``.
 DATASET_NAMES: tuple[str, ...] = (
     "retinamnist",
     "era",
@@ -40,7 +42,7 @@ DATASET_NAMES: tuple[str, ...] = (
     "adience",
     "digits",
 )
-SOURCE_PREFIXES: tuple[str, ...] = ("csv:", "folder:", "images:")
+SOURCE_PREFIXES: tuple[str, ...] = ("csv:", "folder:", "images:", "ldl:")
 
 __all__ = [
     "DATASET_NAMES",
@@ -63,6 +65,7 @@ __all__ = [
     "load_image",
     "load_image_csv",
     "load_image_folder",
+    "load_ldl",
     "load_retinamnist",
     "load_tabular",
     "make_split",
@@ -138,7 +141,8 @@ def load_dataset(
         A name from :data:`DATASET_NAMES` (``retinamnist``; the skordinal tables ``era``,
         ``esl``, ``esl6``, ``lev``, ``swd``; ``adience``; the orderless control ``digits``), or ``csv:PATH`` (a table with an
         ordinal ``target`` column), ``folder:PATH`` (one sub-folder of images per class) or
-        ``images:PATH`` (a CSV of image paths with labels, scores or rating counts).
+        ``images:PATH`` (a CSV of image paths with labels, scores or rating counts) or
+        ``ldl:PATH`` (a label-distribution ``.mat`` file, :func:`load_ldl`).
     data_dir : str or PathLike, optional
         Directory of downloaded/official files (``retinamnist``, ``adience``); default
         ``$EMDLOSS_DATA``, else the per-user cache directory.
@@ -190,6 +194,7 @@ def load_dataset(
             "csv": load_csv,
             "folder": load_image_folder,
             "images": load_image_csv,
+            "ldl": load_ldl,
         }
         loader = loaders[kind]
         _check_options(loader, text, options)

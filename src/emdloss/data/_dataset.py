@@ -49,6 +49,8 @@ class OrdinalSplit(Dataset[Item]):
             if d.ndim != 2 or d.shape[0] != self.targets.size:
                 raise ValueError(f"dists must have shape (n, C), got {tuple(d.shape)}")
             self.dists = d
+        #: Votes behind each distribution target (N,), when the data gave vote counts.
+        self.votes: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.targets.size)
@@ -233,6 +235,8 @@ class SubsetSplit(OrdinalSplit):
         idx = np.asarray(indices, dtype=np.int64)
         dists = None if base.dists is None else base.dists[torch.from_numpy(idx)].numpy()
         super().__init__(base.targets[idx], [base.ids[i] for i in idx], dists)
+        if base.votes is not None:
+            self.votes = base.votes[torch.from_numpy(idx)]
         self.base = base
         self.indices = idx
 
@@ -274,6 +278,10 @@ class OrdinalDataset:
         Names of the input features of a table (after one-hot encoding).
     info : dict
         Source-specific facts (file used, MD5, rows dropped and why, ...).
+    target_kind : {"label", "distribution"}
+        ``"distribution"`` when the target of every item is a distribution over the levels
+        (vote histograms, LDL): the splits' ``dists`` hold it (rows sum to 1), their
+        ``votes`` the number of votes behind it when known, and ``targets`` its median level.
     """
 
     name: str
@@ -289,8 +297,13 @@ class OrdinalDataset:
     std: tuple[float, ...] | None = None
     feature_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    target_kind: Literal["label", "distribution"] = "label"
 
     def __post_init__(self) -> None:
+        if self.target_kind not in ("label", "distribution"):
+            raise ValueError(
+                f"target_kind must be 'label' or 'distribution', got {self.target_kind!r}"
+            )
         if self.kind not in ("image", "tabular"):
             raise ValueError(f"kind must be 'image' or 'tabular', got {self.kind!r}")
         if len(self.class_names) < 2:
@@ -307,6 +320,11 @@ class OrdinalDataset:
     def soft(self) -> bool:
         """Whether items carry a soft target distribution ``(x, y, dist)``."""
         return self.train.dists is not None
+
+    @property
+    def distribution_targets(self) -> bool:
+        """Whether the items' targets are distributions (and still carried by the splits)."""
+        return self.target_kind == "distribution" and self.train.dists is not None
 
     def split(self, name: str) -> OrdinalSplit:
         """Return the split called ``name`` (``"train"``, ``"val"`` or ``"test"``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -146,8 +147,13 @@ def tabular_dataset(
     split: Split,
     info: dict[str, object],
     dists: NDArray[np.float64] | None = None,
+    votes: NDArray[np.float64] | None = None,
+    target_kind: Literal["label", "distribution"] = "label",
 ) -> OrdinalDataset:
-    """Assemble an :class:`OrdinalDataset` from an encoded table and its split."""
+    """Assemble an :class:`OrdinalDataset` from an encoded table and its split.
+
+    ``dists`` (N, C) are soft or distribution targets, ``votes`` (N,) the votes behind each
+    distribution (see :mod:`emdloss.data.distributions`)."""
     parts = {}
     for part in ("train", "val", "test"):
         rows = getattr(split, part)
@@ -157,6 +163,8 @@ def tabular_dataset(
             [ids[i] for i in rows],
             None if dists is None else dists[rows],
         )
+        if votes is not None:
+            parts[part].votes = torch.as_tensor(np.asarray(votes, dtype=np.float32)[rows])
     info = dict(info)
     info.update(
         {
@@ -178,4 +186,5 @@ def tabular_dataset(
         protocol=split.protocol,
         feature_names=table.feature_names,
         info=info,
+        target_kind=target_kind,
     )

@@ -24,8 +24,15 @@ from ._csv_cells import (
 from ._dataset import OrdinalDataset
 from ._options import as_float_list, as_int, as_str_list
 from ._table import encode_table, tabular_dataset
+from .distributions import (
+    DistributionTargets,
+    distribution_columns,
+    level_names,
+    median_class,
+    read_distribution,
+)
 from .inspection import inspect_columns
-from .splits import make_split
+from .splits import Split, make_split, restrict_split, split_from_column
 
 
 def _fmt(value: float) -> str:
@@ -192,6 +199,52 @@ def encode_target(
     return TargetEncoding(labels, class_names, positions, scores)
 
 
+def _cell(text: str) -> float:
+    number = _number(text)
+    return float("nan") if number is None else number
+
+
+def distribution_encoding(levels: list[str], target: DistributionTargets) -> TargetEncoding:
+    """The class encoding of distribution targets: the median level of each row, the level
+    names (:func:`~emdloss.data.distributions.level_names`) and their numeric positions."""
+    class_names = level_names(levels)
+    numeric = [_number(n) for n in class_names]
+    positions = [float(v) for v in numeric if v is not None] if None not in numeric else None
+    return TargetEncoding(median_class(target.proportions), class_names, positions, None)
+
+
+def official_split(
+    header: list[str],
+    rows: list[list[str]],
+    lines: list[int],
+    split_column: str | None,
+    path: Path,
+    fold: int | None,
+    num_folds: int | None,
+) -> tuple[Split | None, list[list[str]], list[int]]:
+    """The official split of a CSV's ``split_column`` when it has one, and the rows in it.
+
+    ``split_column`` ``None`` or ``"none"`` ignores the column. Rows without a split are left
+    out (one warning); asking for folds of a file with an official split is refused.
+    """
+    if split_column is None or str(split_column).lower() == "none" or split_column not in header:
+        return None, rows, lines
+    if fold is not None or num_folds is not None:
+        raise UserError(
+            f"{path} has the official split column {split_column!r}: folds do not apply "
+            "(use split_column=none to ignore the column and draw folds)"
+        )
+    c = header.index(split_column)
+    keep, split = split_from_column(
+        [cells[c] for cells in rows],
+        rows=[f"{path}, line {n}" for n in lines],
+        column=split_column,
+        source=str(path),
+    )
+    kept = np.flatnonzero(keep)
+    return split, [rows[r] for r in kept], [lines[r] for r in kept]
+
+
 def load_csv(
     path: str | os.PathLike[str],
     *,
@@ -212,8 +265,11 @@ def load_csv(
     encoding: str = "utf-8-sig",
     val_fraction: Any = 0.1,
     test_fraction: Any = 0.3,
+    count_columns: Any = None,
+    split_column: str = "split",
 ) -> OrdinalDataset:
-    """Load a CSV file whose column ``target`` holds an ordinal class.
+    """Load a CSV file whose column ``target`` holds an ordinal class, or whose
+    ``count_columns`` hold a distribution over ordered levels (vote counts or proportions).
 
     Class order: ``classes`` (explicit, e.g. ``"low,medium,high"``), else the sorted numeric
     values of the target, else (continuous targets) ``bins``/``bin_edges`` (see
@@ -259,6 +315,15 @@ def load_csv(
         ``"latin-1"``.
     val_fraction, test_fraction, seed, fold, num_folds
         Split settings.
+    count_columns : str or list of str, optional
+        Distribution targets instead of ``target``: the level columns in order
+        (``"votes_1,votes_2,votes_3"``) or their common prefix (``"votes_"``), holding vote
+        counts or proportions (see :mod:`emdloss.data.distributions`; the checks name the line
+        and column of a bad cell). Level names are what follows the prefix (``1`` ... ``10``).
+    split_column : str
+        A column holding the official split (``train``/``val``/``test`` per row; rows left
+        empty are dropped with one warning), used when the file has it (default ``split``);
+        ``none`` ignores it. It is never a feature.
 
     Returns
     -------
@@ -284,8 +349,16 @@ def load_csv(
     (['a', 'b', 'c'], (1,), 9)
     """
     path = Path(path)
-    if not target:
-        raise UserError(f"csv:{path} needs the option target=COLUMN (the ordinal target column)")
+    if count_columns is not None and target:
+        raise UserError(
+            f"csv:{path}: give target=COLUMN (a class) or count_columns=... (a distribution), "
+            "not both"
+        )
+    if not target and count_columns is None:
+        raise UserError(
+            f"csv:{path} needs the option target=COLUMN (the ordinal target column) or "
+            "count_columns=PREFIX_ (vote-count or proportion columns)"
+        )
     if missing not in MISSING_POLICIES:
         raise UserError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     if invalid not in INVALID_POLICIES:
@@ -297,16 +370,29 @@ def load_csv(
             raise UserError(f"{role} column {name!r} not found in {path}; columns: {header}")
         return header.index(name)
 
-    t_col = column_index(target, "target")
+    official, rows, lines = official_split(header, rows, lines, split_column, path, fold, num_folds)
+    if count_columns is not None:
+        levels = distribution_columns(count_columns, header, source=f"csv:{path}")
+        target_cols = [header.index(n) for n in levels]
+    else:
+        assert target is not None
+        target_cols = [column_index(target, "target")]
+    t_col = target_cols[0]
+    not_features = set(target_cols)
+    if official is not None:
+        not_features.add(header.index(split_column))
     ignored = set(as_str_list("ignore", ignore)) if ignore is not None else set()
     for name in ignored:
         column_index(name, "ignored")
     if features is not None:
         feature_cols = [column_index(n, "feature") for n in as_str_list("features", features)]
     else:
-        feature_cols = [i for i, n in enumerate(header) if i != t_col and n not in ignored]
-    if t_col in feature_cols:
-        raise UserError(f"the target column {target!r} cannot also be a feature")
+        feature_cols = [
+            i for i, n in enumerate(header) if i not in not_features and n not in ignored
+        ]
+    clash = [header[c] for c in feature_cols if c in not_features]
+    if clash:
+        raise UserError(f"the target or split column {clash[0]!r} cannot also be a feature")
     forced = set(as_str_list("categorical", categorical)) if categorical is not None else set()
     for name in forced:
         column_index(name, "categorical")
@@ -319,7 +405,7 @@ def load_csv(
     dropped_target = dropped_features = 0
     kept: list[int] = []
     for r, cells in enumerate(rows):
-        if cells[t_col] in MISSING_TOKENS:
+        if count_columns is None and cells[t_col] in MISSING_TOKENS:
             if missing == "error":
                 raise UserError(
                     f"{path}, line {lines[r]}: missing target value in column {target!r} "
@@ -342,17 +428,32 @@ def load_csv(
     if not rows:
         raise UserError(f"{path} has no usable data rows")
 
-    target_encoding = encode_target(
-        [cells[t_col] for cells in rows],
-        lines,
-        path=path,
-        column=target,
-        classes=classes,
-        bins=bins,
-        bin_edges=bin_edges,
-        binning=binning,
-        note=" (after dropping rows with missing values)" if dropped_features else "",
-    )
+    distribution: DistributionTargets | None = None
+    if count_columns is not None:
+        if classes is not None or bins is not None or bin_edges is not None:
+            raise UserError(
+                "count_columns name the levels; classes, bins and bin_edges do not apply"
+            )
+        distribution = read_distribution(
+            [[_cell(cells[c]) for c in target_cols] for cells in rows],
+            rows=[f"{path}, line {n}" for n in lines],
+            columns=levels,
+            source=str(path),
+        )
+        target_encoding = distribution_encoding(levels, distribution)
+        target = ",".join(levels)
+    else:
+        target_encoding = encode_target(
+            [cells[t_col] for cells in rows],
+            lines,
+            path=path,
+            column=str(target),
+            classes=classes,
+            bins=bins,
+            bin_edges=bin_edges,
+            binning=binning,
+            note=" (after dropping rows with missing values)" if dropped_features else "",
+        )
     labels, class_names = target_encoding.labels, target_encoding.class_names
 
     numeric = np.array(
@@ -366,14 +467,17 @@ def load_csv(
         [None if cells[c] in MISSING_TOKENS else cells[c] for cells in rows]
         for c in categorical_cols
     ]
-    split = make_split(
-        labels,
-        seed=seed,
-        fold=fold,
-        num_folds=num_folds,
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-    )
+    if official is not None:
+        split = restrict_split(official, kept)
+    else:
+        split = make_split(
+            labels,
+            seed=seed,
+            fold=fold,
+            num_folds=num_folds,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
     table = encode_table(
         numeric,
         [header[c] for c in numeric_cols],
@@ -384,12 +488,17 @@ def load_csv(
     )
     if not table.feature_names:
         raise UserError(f"{path}: no feature columns left besides the target {target!r}")
+    if official is not None:
+        info_split = {"split_column": split_column}
+    else:
+        info_split = {}
     info: dict[str, object] = {
         "file": str(path),
         "target": target,
         "rows_read": len(kept) + dropped_target + dropped_features,
         "dropped_missing_target": dropped_target,
         "dropped_missing_features": dropped_features,
+        **info_split,
         "numeric_columns": [header[c] for c in numeric_cols],
         "categorical_columns": [header[c] for c in categorical_cols],
         # What each column became and warnings about suspicious ones (training rows only).
@@ -397,7 +506,7 @@ def load_csv(
             header,
             [rows[r] for r in split.train],
             labels[split.train],
-            target_column=target,
+            target_column=str(target) if count_columns is None else levels[0],
             numeric=[header[c] for c in numeric_cols],
             categorical=[header[c] for c in categorical_cols],
             forced=forced,
@@ -415,4 +524,7 @@ def load_csv(
         table=table,
         split=split,
         info=info,
+        dists=None if distribution is None else distribution.proportions,
+        votes=None if distribution is None else distribution.counts,
+        target_kind="label" if distribution is None else "distribution",
     )

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from ._dataset import ImageFileSplit, OrdinalDataset
 from ._options import as_bool, as_float, as_int, as_str_list
-from .csv_table import MISSING_TOKENS, _number, encode_target, read_csv_rows
+from .csv_table import (
+    MISSING_TOKENS,
+    _cell,
+    _number,
+    distribution_encoding,
+    encode_target,
+    official_split,
+    read_csv_rows,
+)
+from .distributions import distribution_columns, read_distribution
 from .splits import Split, make_split
 
 IMAGE_EXTENSIONS = frozenset(
@@ -33,6 +43,8 @@ def image_dataset(
     image_size: int,
     info: dict[str, Any],
     dists: NDArray[np.float64] | None = None,
+    votes: NDArray[np.float64] | None = None,
+    target_kind: Literal["label", "distribution"] = "label",
     verify: bool = False,
 ) -> OrdinalDataset:
     """Assemble an :class:`~emdloss.data.OrdinalDataset` of lazily loaded image files from a split."""
@@ -46,6 +58,8 @@ def image_dataset(
             ids=[ids[i] for i in rows],
             dists=None if dists is None else dists[rows],
         )
+        if votes is not None:
+            parts[part].votes = torch.as_tensor(np.asarray(votes, dtype=np.float32)[rows])
         if verify:
             parts[part].verify()
     info = dict(info)
@@ -61,6 +75,7 @@ def image_dataset(
         positions=positions,
         protocol=split.protocol,
         info=info,
+        target_kind=target_kind,
     )
 
 
@@ -228,6 +243,7 @@ def load_image_csv(
     val_fraction: Any = 0.1,
     test_fraction: Any = 0.2,
     verify: Any = False,
+    split_column: str = "split",
 ) -> OrdinalDataset:
     r"""Load images listed in a CSV with a class label, a score, or per-class rating counts.
 
@@ -236,9 +252,14 @@ def load_image_csv(
     - a label column (default ``label``): class order from ``classes`` or sorted numbers;
     - a score column (default ``score``, e.g. an aesthetics score): binned into ordered classes
       with ``bins``/``bin_edges`` (see :func:`emdloss.data.csv_table.bin_scores`);
-    - ``count_columns`` (one column per class, in class order, e.g. rating histograms): the soft
-      target is the normalised histogram; the class is the label/score when present, else the
-      median class of the histogram (first class whose cumulative share reaches 1/2).
+    - ``count_columns`` (one column per level, in order, or their common prefix such as
+      ``votes_``; vote counts or proportions, checked as in
+      :mod:`emdloss.data.distributions`): a distribution target; the class is the label/score
+      when present, else the median level of the distribution (first level whose cumulative
+      share reaches 1/2).
+
+    A ``split_column`` (default ``split``) holding ``train``/``val``/``test`` is the official
+    split and is used when the file has it (rows left empty are dropped with one warning).
 
     With ``soft=True`` and no counts, the soft target is a discretised Gaussian
     (:func:`gaussian_targets`) centred on the score over the bin midpoints with ``soft_sigma``
@@ -254,7 +275,9 @@ def load_image_csv(
     label_column, score_column : str, optional
         Target column; by default ``label`` or ``score``, whichever exists.
     count_columns : str or list of str, optional
-        Per-class count columns (soft targets).
+        Per-level count or proportion columns, or their prefix (distribution targets).
+    split_column : str
+        The official split column (``none`` to ignore it).
     classes, bins, bin_edges, binning
         Class order / binning as in :func:`emdloss.data.csv_table.load_csv`.
     soft : bool
@@ -289,6 +312,9 @@ def load_image_csv(
     """
     csv_path = Path(csv_path)
     header, rows, lines = read_csv_rows(csv_path, delimiter=delimiter)
+    official, rows, lines = official_split(
+        header, rows, lines, split_column, csv_path, fold, num_folds
+    )
 
     def column_index(name: str, role: str) -> int:
         if name not in header:
@@ -299,7 +325,10 @@ def load_image_csv(
         raise ValueError(f"{csv_path} has no data rows")
     p_col = column_index(path_column, "path")
     counts_cols = (
-        [column_index(c, "count") for c in as_str_list("count_columns", count_columns)]
+        [
+            header.index(c)
+            for c in distribution_columns(count_columns, header, source=f"images:{csv_path}")
+        ]
         if count_columns is not None
         else None
     )
@@ -361,42 +390,24 @@ def load_image_csv(
         labels = encoding.labels
         class_names = encoding.class_names
         positions = encoding.positions
+    votes: NDArray[np.float64] | None = None
     if counts_cols is not None:
-        counts = np.zeros((len(rows), len(counts_cols)))
-        for r, cells in enumerate(rows):
-            for j, c in enumerate(counts_cols):
-                number = _number(cells[c])
-                if number is None or number < 0:
-                    raise ValueError(
-                        f"{csv_path}, line {lines[r]}: count {cells[c]!r} in column "
-                        f"{header[c]!r} is not a non-negative number"
-                    )
-                counts[r, j] = number
-        totals = counts.sum(axis=1)
-        if np.any(totals <= 0):
-            line = lines[int(np.flatnonzero(totals <= 0)[0])]
-            raise ValueError(f"{csv_path}, line {line}: all rating counts are zero")
-        dists = counts / totals[:, None]
+        level_columns = [header[c] for c in counts_cols]
+        distribution = read_distribution(
+            [[_cell(cells[c]) for c in counts_cols] for cells in rows],
+            rows=[f"{csv_path}, line {n}" for n in lines],
+            columns=level_columns,
+            source=str(csv_path),
+        )
+        dists, votes = distribution.proportions, distribution.counts
         if encoding is None:
+            level = distribution_encoding(level_columns, distribution)
+            labels, positions = level.labels, level.positions
             class_names = (
-                as_str_list("classes", classes)
-                if classes is not None
-                else [header[c] for c in counts_cols]
+                as_str_list("classes", classes) if classes is not None else level.class_names
             )
             if len(class_names) != len(counts_cols):
                 raise ValueError(f"{len(class_names)} classes for {len(counts_cols)} count columns")
-            # Median class: the first class whose cumulative share reaches one half.
-            labels = np.argmax(np.cumsum(dists, axis=1) >= 0.5 - 1e-12, axis=1).astype(np.int64)
-            numeric = [_number(c) for c in class_names]
-            positions = (
-                [float(v) for v in numeric if v is not None] if None not in numeric else None
-            )
-            empty = [
-                class_names[k]
-                for k in np.flatnonzero(np.bincount(labels, minlength=len(class_names)) == 0)
-            ]
-            if empty:
-                raise ValueError(f"{csv_path}: class(es) {empty} are the median class of no image")
         elif len(class_names) != len(counts_cols):
             raise ValueError(
                 f"{len(counts_cols)} count columns for {len(class_names)} classes of "
@@ -418,7 +429,7 @@ def load_image_csv(
             else as_float("soft_sigma", soft_sigma, low=0.0, low_inclusive=False)
         )
         dists = gaussian_targets(centres, grid, sigma)
-    split = make_split(
+    split = official or make_split(
         labels,
         seed=seed,
         fold=fold,
@@ -437,5 +448,7 @@ def load_image_csv(
         image_size=as_int("image_size", image_size, minimum=1),
         info={"file": str(csv_path), "target_column": target_column, "soft": dists is not None},
         dists=dists,
+        votes=votes,
+        target_kind="distribution" if counts_cols is not None else "label",
         verify=as_bool("verify", verify),
     )

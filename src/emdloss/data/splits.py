@@ -293,3 +293,111 @@ def make_split(
         val_stream = (_VAL_STREAM, k_fold)
     train_local, val_local = stratified_split(y[rest], val_fraction, seed=seed, stream=val_stream)
     return Split(rest[train_local], rest[val_local], test, protocol)
+
+
+#: The values of an official split column and the part each names.
+OFFICIAL_PARTS = {
+    "train": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
+
+
+def split_from_column(
+    values: Sequence[str], *, rows: Sequence[str], column: str, source: str
+) -> tuple[NDArray[np.bool_], Split]:
+    """The official split written in a column (``train``/``val``/``test`` per row).
+
+    Rows whose cell is empty belong to no part: they are left out with one
+    :class:`~emdloss.errors.InputWarning` that counts them (MEBeauty has 11 such faces).
+
+    Parameters
+    ----------
+    values : sequence of str
+        The column's cells.
+    rows : sequence of str
+        How to name each row in an error.
+    column, source : str
+        The column's name and the file, for messages.
+
+    Returns
+    -------
+    keep : numpy.ndarray of bool
+        Rows that belong to a part.
+    split : Split
+        Indices into the kept rows.
+
+    Raises
+    ------
+    UserError
+        For a value other than train, val (valid, validation), test or empty (names the row),
+        or a part without rows.
+
+    Examples
+    --------
+    >>> keep, s = split_from_column(["train", "test", "val", "train"], rows=list("abcd"),
+    ...                             column="split", source="f.csv")
+    >>> s.train.tolist(), s.val.tolist(), s.test.tolist()
+    ([0, 3], [2], [1])
+    """
+    import warnings
+
+    from emdloss.errors import InputWarning, UserError
+
+    parts: list[str | None] = []
+    for value, row in zip(values, rows, strict=True):
+        text = value.strip().lower()
+        if text in ("", "na", "nan", "none", "null"):
+            parts.append(None)
+            continue
+        part = OFFICIAL_PARTS.get(text)
+        if part is None:
+            raise UserError(
+                f"{row}, column {column!r}: {value!r} is not a split; expected train, val or "
+                f"test (or empty to leave the row out), or split_column=none to ignore the column"
+            )
+        parts.append(part)
+    keep = np.array([p is not None for p in parts], dtype=bool)
+    dropped = int((~keep).sum())
+    if dropped:
+        warnings.warn(
+            f"{source}: {dropped} row(s) have no value in the official split column {column!r}; "
+            "they are left out",
+            InputWarning,
+            stacklevel=3,
+        )
+    kept = np.array([p for p in parts if p is not None], dtype=object)
+    indices = {}
+    for part in ("train", "val", "test"):
+        indices[part] = np.flatnonzero(kept == part).astype(np.int64)
+        if indices[part].size == 0:
+            raise UserError(f"{source}: the official split column {column!r} has no {part} rows")
+    protocol = (
+        f"the official split of column {column!r} (train {indices['train'].size}, val "
+        f"{indices['val'].size}, test {indices['test'].size}"
+        + (f"; {dropped} rows without a split left out" if dropped else "")
+        + ")"
+    )
+    return keep, Split(indices["train"], indices["val"], indices["test"], protocol)
+
+
+def restrict_split(split: Split, kept: Sequence[int] | NDArray[np.int64]) -> Split:
+    """``split`` restricted to the rows ``kept`` (sorted indices), re-indexed into them.
+
+    Examples
+    --------
+    >>> s = Split(np.array([0, 1, 4]), np.array([2]), np.array([3]), "p")
+    >>> r = restrict_split(s, [0, 2, 3, 4])
+    >>> r.train.tolist(), r.val.tolist(), r.test.tolist()
+    ([0, 3], [1], [2])
+    """
+    position = {int(r): i for i, r in enumerate(kept)}
+    parts = [
+        np.array(
+            [position[int(r)] for r in getattr(split, part) if int(r) in position], dtype=np.int64
+        )
+        for part in ("train", "val", "test")
+    ]
+    return Split(parts[0], parts[1], parts[2], split.protocol)

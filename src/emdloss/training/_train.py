@@ -118,7 +118,7 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
     if config.ground_matrix:
         updates["ground_matrix"] = os.path.abspath(os.path.expanduser(config.ground_matrix))
     prefix, sep, path = config.dataset.partition(":")
-    if sep and path and prefix in ("csv", "folder", "images"):
+    if sep and path and prefix in ("csv", "folder", "images", "ldl"):
         updates["dataset"] = f"{prefix}:{os.path.abspath(os.path.expanduser(path))}"
     return TrainConfig.from_dict(updates, base=config) if updates else config
 

@@ -1,0 +1,274 @@
+"""Distribution targets in the data layer: ``ldl:`` .mat files, vote/proportion columns of
+``csv:`` and ``images:`` files, the official split column, and every bad input as one line."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+
+from emdloss.data import load_dataset
+from emdloss.data.distributions import (
+    distribution_columns,
+    distribution_summary,
+    level_names,
+    median_class,
+    read_distribution,
+)
+from emdloss.errors import InputWarning, UserError
+
+DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+
+
+def _mat(tmp_path: Path, n: int = 60, c: int = 4, *, labels=None, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "toy.mat"
+    scipy.io.savemat(
+        path,
+        {
+            "features": rng.normal(size=(n, 3)),
+            "labels": rng.dirichlet(np.ones(c), size=n) if labels is None else labels,
+        },
+    )
+    return path
+
+
+def _vote_csv(tmp_path: Path, rows: list[str], header: str = "x,split,votes_1,votes_2,votes_3"):
+    path = tmp_path / "votes.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _good_rows(n: int = 30) -> list[str]:
+    rng = np.random.default_rng(1)
+    parts = ["train"] * (n - 10) + ["val"] * 5 + ["test"] * 5
+    out = []
+    for i in range(n):
+        votes = rng.multinomial(rng.integers(3, 9), [0.2, 0.5, 0.3])
+        out.append(f"{rng.normal():.4f},{parts[i]},{votes[0]},{votes[1]},{votes[2]}")
+    return out
+
+
+# ------------------------------------------------------------------------------ ldl:
+def test_ldl_mat_loads_features_distributions_and_seeded_splits(tmp_path):
+    path = _mat(tmp_path)
+    raw = scipy.io.loadmat(path)["labels"]
+    ds = load_dataset(f"ldl:{path}", seed=3)
+    assert ds.target_kind == "distribution" and ds.distribution_targets
+    assert ds.class_names == ["1", "2", "3", "4"] and ds.input_shape == (3,)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 60
+    # Every item's target is its row of the file, in the order of the ids.
+    for part in (ds.train, ds.val, ds.test):
+        rows = [int(i.split()[1]) for i in part.ids]
+        np.testing.assert_allclose(part.dists.numpy(), raw[rows], rtol=1e-6)
+        assert (part.targets == median_class(raw[rows])).all()
+        assert part.votes is None  # proportions: no counts
+    again = load_dataset(f"ldl:{path}", seed=3)
+    assert again.test.ids == ds.test.ids
+    assert load_dataset(f"ldl:{path}", seed=4).test.ids != ds.test.ids
+
+
+def test_ldl_folds_partition_the_items(tmp_path):
+    path = _mat(tmp_path)
+    tests = [
+        set(load_dataset(f"ldl:{path}", seed=0, fold=k, num_folds=5).test.ids) for k in range(5)
+    ]
+    assert sum(len(t) for t in tests) == 60 and len(set().union(*tests)) == 60
+
+
+def test_ldl_integral_labels_are_vote_counts(tmp_path):
+    rng = np.random.default_rng(2)
+    counts = rng.multinomial(20, [0.1, 0.3, 0.4, 0.2], size=40).astype(float)
+    ds = load_dataset(f"ldl:{_mat(tmp_path, 40, labels=counts)}", seed=0)
+    rows = [int(i.split()[1]) for i in ds.train.ids]
+    np.testing.assert_allclose(ds.train.votes.numpy(), counts[rows].sum(1))
+    np.testing.assert_allclose(ds.train.dists.numpy(), counts[rows] / 20.0, rtol=1e-6)
+
+
+def test_ldl_percentages_are_normalised_with_one_warning(tmp_path):
+    labels = np.random.default_rng(0).dirichlet(np.ones(4), size=30) * 100
+    with pytest.warns(InputWarning) as caught:
+        ds = load_dataset(f"ldl:{_mat(tmp_path, 30, labels=labels)}", seed=0)
+    messages = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert len(messages) == 1 and "do not sum to 1" in messages[0] and "30 of 30" in messages[0]
+    np.testing.assert_allclose(ds.train.dists.sum(1).numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [(np.nan, "not a finite number"), (np.inf, "not a finite number"), (-0.1, "is negative")],
+)
+def test_ldl_bad_label_cell_names_row_and_level(tmp_path, cell, expected):
+    labels = np.random.default_rng(0).dirichlet(np.ones(4), size=20)
+    labels[7, 2] = cell
+    with pytest.raises(UserError, match=expected) as info:
+        load_dataset(f"ldl:{_mat(tmp_path, 20, labels=labels)}")
+    message = str(info.value)
+    assert "\n" not in message and "row 7" in message and "level 3" in message
+
+
+def test_ldl_row_without_votes_is_refused(tmp_path):
+    labels = np.random.default_rng(0).dirichlet(np.ones(4), size=20)
+    labels[4] = 0.0
+    with pytest.raises(UserError, match=r"row 4.*no votes"):
+        load_dataset(f"ldl:{_mat(tmp_path, 20, labels=labels)}")
+
+
+def test_ldl_file_without_the_variables_is_refused(tmp_path):
+    path = tmp_path / "bad.mat"
+    scipy.io.savemat(path, {"X": np.zeros((3, 2))})
+    with pytest.raises(
+        UserError, match=r"no variable\(s\) \['features', 'labels'\].*found \['X'\]"
+    ):
+        load_dataset(f"ldl:{path}")
+    text = tmp_path / "text.mat"
+    text.write_text("not a mat file")
+    with pytest.raises(UserError, match="cannot read"):
+        load_dataset(f"ldl:{text}")
+
+
+@pytest.mark.skipif(not (DATA / "ldl/Movie.mat").is_file(), reason="Movie.mat not present")
+def test_movie_loads_as_geng_describes_it():
+    ds = load_dataset(f"ldl:{DATA / 'ldl/Movie.mat'}", seed=0, fold=0, num_folds=10)
+    assert ds.num_classes == 5 and ds.input_shape == (1869,)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 7755
+    assert 770 <= len(ds.test) <= 780
+
+
+# ------------------------------------------------------------------------------ csv:
+def test_csv_vote_prefix_official_split_and_counts(tmp_path):
+    path = _vote_csv(tmp_path, _good_rows())
+    ds = load_dataset(f"csv:{path}", count_columns="votes_")
+    assert ds.class_names == ["1", "2", "3"] and ds.positions == [1.0, 2.0, 3.0]
+    assert ds.feature_names == ["x"]  # neither the votes nor the split column
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 5, 5)
+    assert "official split" in ds.protocol
+    cells = [r.split(",") for r in _good_rows()]
+    first = [float(v) for v in cells[0][2:]]
+    np.testing.assert_allclose(ds.train.dists[0].numpy(), np.array(first) / sum(first))
+    assert float(ds.train.votes[0]) == sum(first)
+
+
+def test_csv_vote_list_equals_prefix(tmp_path):
+    path = _vote_csv(tmp_path, _good_rows())
+    a = load_dataset(f"csv:{path}", count_columns="votes_")
+    b = load_dataset(f"csv:{path}", count_columns="votes_1,votes_2,votes_3")
+    assert np.array_equal(a.test.dists.numpy(), b.test.dists.numpy())
+
+
+def test_csv_empty_split_rows_are_dropped_with_one_warning(tmp_path):
+    rows = _good_rows()
+    rows[0] = rows[0].replace(",train,", ",,")
+    rows[1] = rows[1].replace(",train,", ",,")
+    with pytest.warns(InputWarning, match="2 row") as caught:
+        ds = load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+    assert sum(issubclass(w.category, InputWarning) for w in caught) == 1
+    assert len(ds.train) == 18
+
+
+def test_csv_split_column_none_draws_seeded_splits(tmp_path):
+    ds = load_dataset(
+        f"csv:{_vote_csv(tmp_path, _good_rows())}",
+        count_columns="votes_",
+        split_column="none",
+        categorical="split",
+        seed=0,
+    )
+    assert "hold-out" in ds.protocol
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [("-1", "is negative"), ("inf", "not a finite number"), ("x", "not a finite number")],
+)
+def test_csv_bad_vote_cell_names_line_and_column(tmp_path, cell, expected):
+    rows = _good_rows()
+    parts = rows[4].split(",")
+    parts[3] = cell
+    rows[4] = ",".join(parts)
+    with pytest.raises(UserError, match=expected) as info:
+        load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+    assert "line 6" in str(info.value) and "'votes_2'" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_csv_row_without_votes_names_the_line(tmp_path):
+    rows = _good_rows()
+    rows[2] = "0.1,train,0,0,0"
+    with pytest.raises(UserError, match=r"line 4.*no votes"):
+        load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+
+
+def test_csv_placeholder_proportions_are_normalised_once(tmp_path):
+    rows = [
+        f"{i / 10},{p},0.2,0.5,0.300001"
+        for i, p in enumerate(["train"] * 20 + ["val"] * 5 + ["test"] * 5)
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+    found = [str(w.message) for w in caught if issubclass(w.category, InputWarning)]
+    assert len(found) == 1 and "30 of 30 rows" in found[0] and "1e-06 off" in found[0]
+    assert ds.train.votes is None
+    np.testing.assert_allclose(ds.train.dists.sum(1).numpy(), 1.0, rtol=1e-6)
+
+
+def test_csv_bad_split_value_and_folds_with_official_split(tmp_path):
+    rows = _good_rows()
+    rows[3] = rows[3].replace(",train,", ",training,")
+    with pytest.raises(UserError, match=r"line 5, column 'split': 'training' is not a split"):
+        load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+    with pytest.raises(UserError, match="folds do not apply"):
+        load_dataset(
+            f"csv:{_vote_csv(tmp_path, _good_rows())}", count_columns="votes_", fold=0, num_folds=5
+        )
+
+
+def test_csv_target_and_count_columns_together_are_refused(tmp_path):
+    with pytest.raises(UserError, match="not both"):
+        load_dataset(f"csv:{_vote_csv(tmp_path, _good_rows())}", target="x", count_columns="votes_")
+    with pytest.raises(UserError, match="neither a column nor the prefix"):
+        load_dataset(f"csv:{_vote_csv(tmp_path, _good_rows())}", count_columns="score_")
+
+
+# ------------------------------------------------------------------------------ images:
+def test_image_csv_vote_prefix_and_official_split(tmp_path):
+    import PIL.Image
+
+    rows = []
+    for i, line in enumerate(_good_rows()):
+        PIL.Image.new("RGB", (6, 6), (i * 8, 0, 0)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png," + line.split(",", 1)[1])
+    path = _vote_csv(tmp_path, rows, header="image,split,votes_1,votes_2,votes_3")
+    ds = load_dataset(f"images:{path}", count_columns="votes_", path_column="image", image_size=6)
+    assert ds.distribution_targets and ds.class_names == ["1", "2", "3"]
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 5, 5)
+    x, _, dist = ds.test[0]
+    assert tuple(x.shape) == (3, 6, 6) and abs(float(dist.sum()) - 1) < 1e-6
+    assert ds.test.votes is not None
+
+
+# ------------------------------------------------------------------------------ helpers
+def test_helpers_against_hand_values():
+    assert distribution_columns("v*", ["v2", "v1", "w"], source="f") == ["v1", "v2"]
+    assert level_names(["votes_1", "votes_10"]) == ["1", "10"]
+    assert median_class(np.array([[0.5, 0.5, 0.0], [0.1, 0.3, 0.6]])).tolist() == [0, 2]
+    s = distribution_summary(np.array([[0.25, 0.25, 0.25, 0.25]]), None, list("abcd"))
+    assert s["mean_votes"] is None and s["mean_entropy"] == pytest.approx(np.log(4))
+    t = read_distribution([[0, 1], [1, 0]], rows=["a", "b"], columns=["p", "q"], source="f")
+    assert t.counts is None  # one-hot rows summing to 1 are proportions, not one vote
+
+
+@pytest.mark.skipif(not (DATA / "mebeauty/facenet512.csv").is_file(), reason="MEBeauty not present")
+def test_mebeauty_facenet_official_split():
+    with pytest.warns(InputWarning, match="11 row"):
+        ds = load_dataset(
+            f"csv:{DATA / 'mebeauty/facenet512.csv'}", count_columns="votes_", ignore="image"
+        )
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (1655, 213, 506)
+    assert ds.input_shape == (512,) and ds.num_classes == 10
+    assert 20 < float(ds.train.votes.mean()) < 30
