@@ -98,10 +98,58 @@ def _train(args: argparse.Namespace) -> int:
     )
     if "test" not in result.metrics:  # --no-evaluate-test: the test split stays unread
         print(_with_baselines(result.metrics["val"], result.metrics, "val"))
+        _print_distribution(result.metrics, "val")
         print("test split not evaluated (--no-evaluate-test); `emdloss evaluate RUN_DIR` reads it")
         return 0
     print(_with_baselines(result.test, result.metrics, "test"))
+    _print_distribution(result.metrics, "test")
     return 0
+
+
+def _print_distribution(metrics: Mapping[str, Any], part: str) -> None:
+    table = format_distribution_table(metrics, part)
+    if table:
+        print(table)
+
+
+def format_distribution_table(metrics: Mapping[str, Any], part: str) -> str:
+    """The distribution measures of a split: the model, the LDL baselines, the noise floor.
+
+    Examples
+    --------
+    >>> m = {"loss": "emd2", "distribution": {"test": {"kl": 0.1, "cosine": 0.93}},
+    ...      "distribution_baselines": {"test": {"training mean": {"kl": 0.13, "cosine": 0.92}}}}
+    >>> print(format_distribution_table(m, "test"))
+    test distribution measures (kl, emd2, ... lower is better; cosine, intersection, lcc, srcc, mode_accuracy higher)
+    model                     kl      cosine
+    emd2                      0.1000  0.9300
+    baseline: training mean   0.1300  0.9200
+    """
+    model = (metrics.get("distribution") or {}).get(part)
+    if not model:
+        return ""
+    rows: dict[str, Mapping[str, float]] = {str(metrics.get("loss", "model")): model}
+    for name, values in ((metrics.get("distribution_baselines") or {}).get(part) or {}).items():
+        rows[f"baseline: {name}"] = values
+    floor = (metrics.get("noise_floor") or {}).get(part)
+    if floor:
+        rows[f"noise floor ({floor['mean_votes']:.1f} votes/item)"] = floor["mean"]
+    columns = list(model)
+    header = ["model", *columns]
+    body = [
+        [name, *[f"{float(values[c]):.4f}" if c in values else "-" for c in columns]]
+        for name, values in rows.items()
+    ]
+    widths = [max(len(r[i]) for r in [header, *body]) + 2 for i in range(len(header))]
+    title = (
+        f"{'validation' if part == 'val' else part} distribution measures (kl, emd2, ... lower is "
+        "better; cosine, intersection, lcc, srcc, mode_accuracy higher)"
+    )
+    lines = [title] + [
+        "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *body]
+    ]
+    return "\n".join(lines)
 
 
 def _with_baselines(rules: Mapping[str, Mapping[str, float]], metrics: Any, part: str) -> str:
@@ -134,6 +182,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"best checkpoint: epoch {metrics['best_epoch']}")
     print(_with_baselines(metrics["val"], metrics, "val"))
     print(_with_baselines(metrics["test"], metrics, "test"))
+    _print_distribution(metrics, "test")
     if "conformal" in metrics:
         print(format_conformal(metrics["conformal"]))
     return 0

@@ -59,6 +59,8 @@ _HELP = {
     "lr_decay": "factor per epoch of the exponential schedule (the paper: 0.995)",
     "monitor": "validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
     "monitor_rule": "prediction rule of the monitored metric",
+    "distribution_monitor": "validation measure of model selection on distribution targets "
+    "(kl, emd2, nima_emd, cosine, intersection, ...)",
     "tta": "mirror test-time augmentation for images",
     "evaluate_test": "evaluate the best checkpoint on the test split when training ends "
     "(--no-evaluate-test leaves it unread, as compare --grid does until it has chosen)",

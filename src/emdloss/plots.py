@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "plot_confusion_matrix",
+    "plot_distributions",
     "plot_ground_distance",
     "plot_learning_curves",
     "plot_metric_by_group",
@@ -201,6 +202,74 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     ax.set_title(title if normalize is None else f"{title} (normalised over {normalize})")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _finish(fig, path)
+
+
+def plot_distributions(
+    probs: Any,
+    targets: Any,
+    class_names: Sequence[str],
+    path: str | os.PathLike[str] | None = None,
+    *,
+    ids: Sequence[Any] | None = None,
+    items: int = 6,
+    title: str = "Test items: predicted and true distributions",
+) -> Figure:
+    """Bar charts of a few items' predicted and true distributions side by side.
+
+    The items shown are spread evenly over the rows (the first, the last and evenly spaced ones
+    between), so the picture does not depend on a random draw.
+
+    Parameters
+    ----------
+    probs, targets : Tensor or array-like
+        ``(N, C)`` predicted and true distributions.
+    class_names : sequence of str
+        ``C`` level names.
+    path : str or PathLike, optional
+        Write a PNG there (atomically).
+    ids : sequence, optional
+        Item names for the panel titles (default the row numbers).
+    items : int
+        How many items to show (at most ``N``).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> fig = plot_distributions([[0.2, 0.8], [0.6, 0.4]], [[0.0, 1.0], [0.5, 0.5]], ["lo", "hi"])
+    >>> len(fig.axes)
+    2
+    """
+    p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=float)
+    t = np.asarray(targets.detach().cpu() if hasattr(targets, "detach") else targets, dtype=float)
+    if p.ndim != 2 or p.shape != t.shape or p.shape[0] == 0:
+        raise ValueError(f"probs {p.shape} and targets {t.shape} must have the same shape (N, C)")
+    names = _check_names(class_names, p.shape[1])
+    count = max(1, min(int(items), p.shape[0]))
+    rows = np.unique(np.linspace(0, p.shape[0] - 1, count).round().astype(int))
+    columns = min(3, len(rows))
+    lines = math.ceil(len(rows) / columns)
+    width = max(0.35 * len(names), 1.5)
+    fig = _new_figure((columns * (width + 1.8), lines * 2.6 + 0.6))
+    axes = np.atleast_1d(fig.subplots(lines, columns, squeeze=False).ravel())
+    x = np.arange(len(names))
+    for ax, row in zip(axes, rows, strict=False):
+        ax.bar(x - 0.2, t[row], width=0.4, label="true", color="0.6")
+        ax.bar(x + 0.2, p[row], width=0.4, label="predicted", color="tab:blue")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, fontsize=7)
+        ax.set_ylim(0, 1)
+        label = ids[row] if ids is not None else row
+        ax.set_title(str(label)[-28:], fontsize=8)
+    for ax in axes[len(rows) :]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
     return _finish(fig, path)
 
 

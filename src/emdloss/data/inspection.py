@@ -206,13 +206,14 @@ def inspect_columns(
     rows: Sequence[Sequence[str]],
     target: ArrayLike,
     *,
-    target_column: str,
+    target_column: str | Sequence[str],
     numeric: Collection[str],
     categorical: Collection[str],
     forced: Collection[str] = (),
     ignored: Collection[str] = (),
     missing: Collection[str] = (),
     num_classes: int | None = None,
+    split_column: str | None = None,
 ) -> DataReport:
     """Describe every column of a table and warn about suspicious features.
 
@@ -224,8 +225,8 @@ def inspect_columns(
         The raw cells of the **training** rows (one list per row, in ``header`` order).
     target : array_like of int, shape (len(rows),)
         Class index of every training row.
-    target_column : str
-        The target's column name.
+    target_column : str or sequence of str
+        The target's column name (several: the level columns of a distribution target).
     numeric, categorical : collection of str
         The feature columns used, by the kind they were given.
     forced : collection of str
@@ -237,6 +238,8 @@ def inspect_columns(
         Cell values read as missing.
     num_classes : int, optional
         ``K`` (default: the largest training class + 1).
+    split_column : str, optional
+        The column holding the official split.
 
     Returns
     -------
@@ -261,9 +264,13 @@ def inspect_columns(
     numeric, categorical = set(numeric), set(categorical)
     forced, ignored, missing = set(forced), set(ignored), set(missing)
     report = DataReport()
+    targets = {target_column} if isinstance(target_column, str) else set(target_column)
     for j, name in enumerate(header):
-        if name == target_column:
+        if name in targets:
             report.columns.append(ColumnInfo(name, "target", "the target column"))
+            continue
+        if name == split_column:
+            report.columns.append(ColumnInfo(name, "ignored", "the official split"))
             continue
         if name not in numeric and name not in categorical:
             why = "ignore option" if name in ignored else "not listed in the features option"
@@ -431,13 +438,22 @@ def describe_dataset(dataset: Any, *, hint: str = _VAL_HINT) -> dict[str, Any]:
             inputs += ": " + ", ".join(dataset.feature_names)
     split_report = inspect_split(parts["train"], parts["val"], parts["test"], names, hint=hint)
     warnings = list(inspection.get("warnings", [])) + [asdict(w) for w in split_report.warnings]
-    return {
+    description = {
         "class_order": names,
         "split_counts": counts,
         "inputs": inputs,
         "columns": columns,
         "warnings": warnings,
     }
+    if getattr(dataset, "distribution_targets", False):
+        from .distributions import distribution_summary
+
+        description["distribution"] = distribution_summary(
+            dataset.train.dists.numpy(),
+            None if dataset.train.votes is None else dataset.train.votes.numpy(),
+            names,
+        )
+    return description
 
 
 def description_lines(description: Mapping[str, Any]) -> list[str]:
@@ -460,6 +476,16 @@ def description_lines(description: Mapping[str, Any]) -> list[str]:
     """
     lines = [f"classes in order: {' < '.join(description['class_order'])}"]
     lines.append(f"inputs: {description['inputs']}")
+    summary = description.get("distribution")
+    if summary:
+        votes = summary["mean_votes"]
+        lines.append(
+            f"targets: distributions over the {len(summary['level_order'])} levels "
+            f"(training items: {summary['items']}, mean votes per item "
+            + ("n/a (proportions)" if votes is None else f"{votes:.1f}")
+            + f", mean entropy {summary['mean_entropy']:.3f} nats of at most "
+            f"{summary['max_entropy']:.3f}); class counts below are of the median level"
+        )
     columns = description.get("columns") or []
     for kind in ("numeric", "categorical", "ignored"):
         groups: dict[str, list[str]] = {}

@@ -19,6 +19,7 @@ from torch import Tensor
 from emdloss.errors import UserError
 from emdloss.training._distributed import apply_timeout, strategy_with_timeout
 from emdloss.training._io import AtomicCheckpointIO
+from emdloss.training._loss_base import refuse_distribution_targets
 from emdloss.training._progress import EpochProgressBar
 from emdloss.training.config import TrainConfig
 from emdloss.training.datamodule import OrdinalDataModule
@@ -200,6 +201,10 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
             emd_weight=config.emd_weight,
             **config.loss_options,
         )
+    distribution = bool(getattr(dataset, "distribution_targets", False))
+    if distribution:
+        refuse_distribution_targets(loss, config.dataset)
+    monitor, mode = config.selection(distribution)
     model_name = config.model or default_model(dataset)
     with _user_options(f"--model {model_name}"):
         model = build_model(
@@ -228,11 +233,12 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
         epochs=config.epochs,
         seed=config.seed,
         monitor_rule=config.monitor_rule,
-        monitor=config.monitor,
-        monitor_mode=config.monitor_mode(),
+        monitor=monitor,
+        monitor_mode=mode,
         tta=config.tta and image,
         input_mean=dataset.mean if image and dataset.mean is not None else None,
         input_std=dataset.std if image and dataset.std is not None else None,
+        distribution=distribution,
     )
 
 
@@ -333,4 +339,7 @@ def evaluate_checkpoint(
     if "test" in splits:
         trainer.test(task, datamodule=datamodule, verbose=False)
         metrics["test"] = task.results["test"]
+    if task.distribution:
+        # The distribution measures of the same splits (keys named after the measures).
+        metrics["distribution"] = {part: task.distribution_results[part] for part in splits}
     return metrics, task

@@ -19,6 +19,7 @@ __all__ = [
     "baseline_rows",
     "baseline_scores",
     "describe_data",
+    "distribution_record",
     "kept_threads",
     "use_threads",
 ]
@@ -106,6 +107,42 @@ def baseline_scores(dataset: Any) -> dict[str, dict[str, dict[str, float]]]:
         )
         for part in ("val", "test")
     }
+
+
+def distribution_record(dataset: Any) -> dict[str, Any]:
+    """What ``metrics.json`` holds besides the model's measures on distribution targets.
+
+    ``distribution_baselines``: the LDL baselines fitted on the training items and scored on
+    validation and test (``{part: {baseline: {measure: value}}}``); ``noise_floor`` (when the
+    data gave vote counts): per part, what a model that predicted each item's true
+    distribution would score given its number of votes (:func:`emdloss.metrics.distribution.
+    noise_floor`). Empty for data with class labels.
+    """
+    if not getattr(dataset, "distribution_targets", False):
+        return {}
+    from emdloss.metrics.distribution import noise_floor
+
+    record: dict[str, Any] = {"distribution_baselines": distribution_baseline_scores(dataset)}
+    floors = {}
+    for part in ("val", "test"):
+        split = getattr(dataset, part)
+        if split.votes is None or split.dists is None:
+            continue
+        counts = (split.dists.double() * split.votes.double()[:, None]).round()
+        floor = noise_floor(counts, positions=dataset.positions, draws=200, seed=0)
+        floors[part] = {"mean": floor.mean, "sd": floor.sd, "mean_votes": floor.mean_votes}
+    if floors:
+        record["noise_floor"] = floors
+    return record
+
+
+def distribution_baseline_scores(dataset: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """The LDL baselines' measures per part (``{}`` until the baselines are available)."""
+    try:
+        from emdloss.metrics.distribution import ldl_baselines  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return ldl_baselines(dataset)
 
 
 def baseline_rows(

@@ -18,7 +18,7 @@ from emdloss.training._build import (
     opened_run,
 )
 from emdloss.training._calibrate import assess_stored, load_run_calibrator
-from emdloss.training._context import baseline_scores
+from emdloss.training._context import baseline_scores, distribution_record
 from emdloss.training.module import OrdinalTask
 
 __all__ = ["evaluate", "load_task"]
@@ -76,6 +76,7 @@ def _evaluate(
         "class_names": list(dataset.class_names),
         **metrics,
         "baselines": baseline_scores(dataset),
+        **distribution_record(dataset),
     }
 
 

@@ -28,7 +28,9 @@ class TrainingLoss(nn.Module):
     needs_features : bool
         Whether :meth:`forward` wants the penultimate features of the training forward pass.
     supports_soft_targets : bool
-        Whether a soft target distribution is used (otherwise only the class index is).
+        Whether the loss takes a distribution target (N, C) (a vote histogram, an LDL target,
+        a soft label) and uses it; otherwise it needs the class index, and training it on data
+        with distribution targets is refused (:func:`refuse_distribution_targets`).
     """
 
     needs_features: bool = False
@@ -83,3 +85,27 @@ class TrainingLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, num_classes={self.num_classes}, outputs={self.num_outputs}"
+
+
+def refuse_distribution_targets(loss: TrainingLoss, dataset: str) -> None:
+    """Raise a one-line error when ``loss`` cannot take the distribution targets of ``dataset``.
+
+    Examples
+    --------
+    >>> class Hard(TrainingLoss):
+    ...     supports_soft_targets = False
+    >>> refuse_distribution_targets(Hard("coral", 3, 2), "ldl:Movie.mat")
+    Traceback (most recent call last):
+    ...
+    emdloss.errors.UserError: loss 'coral' takes class labels only, not the distribution targets of ldl:Movie.mat; choose a loss that takes distributions (ce, emd2, w1, xemd1, xemd2, ground, l2, nima, dlordinal_emd) or train on the median level with --no-soft-targets
+    """
+    if loss.supports_soft_targets:
+        return
+    from emdloss.errors import UserError
+    from emdloss.training._names import DISTRIBUTION_LOSS_NAMES
+
+    raise UserError(
+        f"loss {loss.name!r} takes class labels only, not the distribution targets of {dataset}; "
+        f"choose a loss that takes distributions ({', '.join(DISTRIBUTION_LOSS_NAMES)}) or train "
+        "on the median level with --no-soft-targets"
+    )

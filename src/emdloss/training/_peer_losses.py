@@ -30,13 +30,14 @@ def _peer(module: str, distribution: str, loss: str) -> Any:
 
 
 class _PeerSoftmax(TrainingLoss):
-    """A peer loss on logits that only understands class indices."""
+    """A peer loss on logits: class indices, or also (N, C) distributions when ``soft``."""
 
-    supports_soft_targets = False
-
-    def __init__(self, name: str, num_classes: int, module: nn.Module) -> None:
+    def __init__(
+        self, name: str, num_classes: int, module: nn.Module, *, soft: bool = False
+    ) -> None:
         super().__init__(name, num_classes, num_classes)
         self.peer = module
+        self.supports_soft_targets = soft
 
     def forward(
         self,
@@ -45,7 +46,8 @@ class _PeerSoftmax(TrainingLoss):
         dist: Tensor | None = None,
         features: Tensor | None = None,
     ) -> Tensor:
-        loss: Tensor = self.peer(outputs, target)
+        use_dist = dist is not None and self.supports_soft_targets
+        loss: Tensor = self.peer(outputs, dist if use_dist else target)
         return loss
 
 

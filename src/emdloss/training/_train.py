@@ -34,6 +34,7 @@ from emdloss.training._context import (
     announce_data,
     baseline_scores,
     describe_data,
+    distribution_record,
     kept_threads,
     use_threads,
 )
@@ -219,7 +220,7 @@ def _train(
         dirpath=checkpoints,
         filename=Path(rundir.BEST_CHECKPOINT).stem,
         monitor=SELECT_KEY,
-        mode=config.monitor_mode(),
+        mode=task.monitor_mode,
         save_top_k=1,
         save_last=False,
         save_on_train_epoch_end=True,
@@ -269,13 +270,14 @@ def _train(
         "best_epoch": best_epoch,
         "epochs": len(history),
         "train_seconds": train_seconds,
-        "monitor": f"val_{config.monitor}",
+        "monitor": f"val_{task.monitor}",
         "monitor_rule": config.monitor_rule,
         "class_names": list(dataset.class_names),
         "threads": threads,
         **metrics,
         # The constant predictors on the same splits: has the model learned anything?
         "baselines": baseline_scores(dataset),
+        **distribution_record(dataset),
     }
     rundir.write_history(run_dir, history)
     if config.evaluate_test:
@@ -322,6 +324,8 @@ def run_deferred_test(
             config, dataset, best, progress=progress, splits=("test",)
         )
     content["test"] = metrics["test"]
+    if "distribution" in metrics:
+        content.setdefault("distribution", {})["test"] = metrics["distribution"]["test"]
     best_epoch = int(content.get("best_epoch", int(best["epoch"]) + 1))
     _write_test_outputs(path, task, dataset, rundir.read_history(path), best_epoch)
     rundir.write_metrics(path, content)
@@ -335,8 +339,17 @@ def _write_test_outputs(
     probs, targets = _test_outputs(task)
     decoded = task.decode_all(probs)
     ids = list(getattr(dataset.test, "ids", range(len(targets))))
-    rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
+    target_probs = torch.cat(task.test_targets) if task.test_targets else None
+    rundir.write_predictions(
+        run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids, target_probs
+    )
     _write_plots(run_dir, task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch)
+    if target_probs is not None and len(target_probs):
+        from emdloss.plots import plot_distributions
+
+        plot_distributions(
+            probs, target_probs, list(dataset.class_names), run_dir / rundir.PLOT_FILES[3], ids=ids
+        )
 
 
 def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,7 +375,15 @@ def _write_plots(
 
     names = list(dataset.class_names)
     series = {}
-    for key in ("train_loss", "val_loss", "val_mae", "val_qwk", "val_accuracy"):
+    for key in (
+        "train_loss",
+        "val_loss",
+        "val_mae",
+        "val_qwk",
+        "val_accuracy",
+        "val_kl",
+        "val_emd2",
+    ):
         values = [row.get(key, math.nan) for row in history]
         if values:
             series[key] = values

@@ -22,7 +22,7 @@ from typing import Any
 from emdloss._atomic import write_text
 from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
 
-__all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
+__all__ = ["DISTRIBUTION_MONITORS", "METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("exponential", "cosine", "none")
@@ -37,6 +37,24 @@ METRIC_MODES = {
     "rps": "min",
     "amae": "min",
     "loss": "min",
+}
+#: The distribution measures (``emdloss.metrics.distribution.DISTRIBUTION_METRIC_MODES``, kept
+#: here torch-free for the option checks; a test holds the two equal) a run on distribution
+#: targets can select on, with their directions.
+DISTRIBUTION_MONITORS = {
+    "chebyshev": "min",
+    "clark": "min",
+    "canberra": "min",
+    "kl": "min",
+    "cosine": "max",
+    "intersection": "max",
+    "emd2": "min",
+    "nima_emd": "min",
+    "mean_mae": "min",
+    "mean_rmse": "min",
+    "lcc": "max",
+    "srcc": "max",
+    "mode_accuracy": "max",
 }
 #: Fields that may change when a run is resumed (hardware, budget, presentation).
 RESUMABLE_CHANGES = frozenset(
@@ -115,6 +133,11 @@ class TrainConfig:
         ``loss``, ...); see :data:`METRIC_MODES`.
     monitor_rule : str
         Prediction rule whose metric is monitored.
+    distribution_monitor : str
+        On data with distribution targets (vote histograms, ``ldl:``), the validation measure
+        of model selection instead of ``monitor`` (default ``kl``; any key of
+        :data:`DISTRIBUTION_MONITORS`). KL is the LDL literature's headline measure; it favours
+        no EMD loss, and cross-entropy minimises it only on the training items.
     tta : bool
         Mirror test-time augmentation for images (average of image and horizontal flip).
     evaluate_test : bool
@@ -182,6 +205,7 @@ class TrainConfig:
     lr_decay: float = 0.995
     monitor: str = "mae"
     monitor_rule: str = "argmax"
+    distribution_monitor: str = "kl"
     tta: bool = False
     evaluate_test: bool = True
     limit_train: int | None = None
@@ -357,6 +381,19 @@ class TrainConfig:
         """
         return METRIC_MODES[self.monitor]
 
+    def selection(self, distribution: bool) -> tuple[str, str]:
+        """The validation metric of model selection and ``"min"``/``"max"``: ``monitor``, or
+        ``distribution_monitor`` when the data have distribution targets.
+
+        Examples
+        --------
+        >>> TrainConfig().selection(False), TrainConfig().selection(True)
+        (('mae', 'min'), ('kl', 'min'))
+        """
+        if distribution:
+            return self.distribution_monitor, DISTRIBUTION_MONITORS[self.distribution_monitor]
+        return self.monitor, self.monitor_mode()
+
     def differences(self, other: TrainConfig) -> list[str]:
         """Names of the options whose values differ from ``other``'s.
 
@@ -424,6 +461,11 @@ class TrainConfig:
         if self.monitor not in METRIC_MODES:
             valid = ", ".join(METRIC_MODES)
             raise ValueError(f"option monitor={self.monitor!r}: expected one of {valid}")
+        if self.distribution_monitor not in DISTRIBUTION_MONITORS:
+            valid = ", ".join(DISTRIBUTION_MONITORS)
+            raise ValueError(
+                f"option distribution_monitor={self.distribution_monitor!r}: expected one of {valid}"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"option lr={self.lr}: expected a finite number > 0")
         if not 0 < self.lr_decay <= 1:

@@ -18,12 +18,23 @@ name                      outputs    loss
                                      (default :math:`|x_i - x_j|^p`); Sinkhorn for soft
                                      targets
 ``l2``                    1          squared error of a regressed class index
+``nima``                  C          NIMA's EMD (Talebi & Milanfar 2018, r = 2):
+                                     :math:`\sqrt{\frac1C\sum_k (P_k-T_k)^2}` per item, then
+                                     the mean over items
 ``dlordinal_emd``         C          dlordinal ``EMDLoss`` (peer)
 ``triangular``            C          dlordinal ``TriangularLoss`` with cross-entropy (peer)
 ``sord``                  C          dlordinal ``SORDLoss`` (peer)
 ``corn``                  C - 1      dlordinal ``CORNLoss`` (peer)
 ``coral``                 C - 1      coral-pytorch ``coral_loss`` with a ``CoralLayer`` head
 ========================  =========  ===================================================
+
+Distribution targets (vote histograms, LDL; ``TrainingLoss.supports_soft_targets``): ``ce``
+(soft cross-entropy :math:`-\sum_k t_k \ln p_k`, the KL divergence up to the target's
+entropy), ``emd2``, ``w1``, ``nima``, ``xemd1``/``xemd2`` (cross-entropy and the cost-matrix
+term with the target-weighted row) and the peer ``dlordinal_emd`` use the whole distribution
+exactly; ``ground`` uses it through the entropic (Sinkhorn) EMD, an approximation from above;
+``l2`` regresses its mean level. ``triangular``, ``sord``, ``corn`` and ``coral`` build their
+own targets from a class index and refuse a distribution target.
 
 Class probabilities of the non-softmax losses:
 
@@ -274,6 +285,27 @@ class _GroundEMD(TrainingLoss):
         return self.matrix
 
 
+class _NimaEMD(TrainingLoss):
+    """NIMA's EMD with r = 2: the root mean squared CDF difference per item, then the mean."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__("nima", num_classes, num_classes)
+
+    def forward(
+        self,
+        outputs: Tensor,
+        target: Tensor,
+        dist: Tensor | None = None,
+        features: Tensor | None = None,
+    ) -> Tensor:
+        from emdloss.functional import squared_emd
+
+        per_item = squared_emd(outputs, target if dist is None else dist, reduction="none")
+        # The square root has an infinite slope at 0 (a prediction equal to its target); the
+        # floor changes the value only below 1e-12 and keeps the gradient finite.
+        return per_item.clamp_min(1e-24).sqrt().mean()
+
+
 # ---------------------------------------------------------------------------- regression
 def regression_to_probabilities(values: Tensor, num_classes: int) -> Tensor:
     r"""Split regressed class indices between the two nearest classes.
@@ -453,13 +485,16 @@ def build_loss(
         return _GroundEMD(num_classes, matrix.to(torch.float32))
     if name == "l2":
         return _L2(num_classes)
+    if name == "nima":
+        return _NimaEMD(num_classes)
     if name == "coral":
         return _Coral(num_classes)
     if name == "corn":
         return _Corn(num_classes)
     losses = _peer("dlordinal.losses", "dlordinal", name)
     if name == "dlordinal_emd":
-        return _PeerSoftmax(name, num_classes, losses.EMDLoss(num_classes))
+        # dlordinal's EMDLoss takes a (N, C) target as it is: it can train on distributions.
+        return _PeerSoftmax(name, num_classes, losses.EMDLoss(num_classes), soft=True)
     if name == "triangular":
         base = nn.CrossEntropyLoss()
         return _PeerSoftmax(name, num_classes, losses.TriangularLoss(base, num_classes, **options))

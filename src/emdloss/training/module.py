@@ -88,6 +88,10 @@ class OrdinalTask(pl.LightningModule):
     input_mean, input_std : sequence of float, optional
         Per-channel normalisation of image inputs, applied inside the module so that saved
         checkpoints predict from raw [0, 1] images.
+    distribution : bool
+        The items carry distribution targets (vote histograms, LDL): the distribution measures
+        of :mod:`emdloss.metrics.distribution` are computed on validation and test
+        (``distribution_results``), logged as ``val_<measure>`` and available to ``monitor``.
 
     Examples
     --------
@@ -131,6 +135,7 @@ class OrdinalTask(pl.LightningModule):
         tta: bool = False,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
+        distribution: bool = False,
     ) -> None:
         super().__init__()
         if monitor_rule not in RULES:
@@ -164,9 +169,23 @@ class OrdinalTask(pl.LightningModule):
         self.monitor_rule = monitor_rule
         self.monitor = monitor
         self.monitor_mode = monitor_mode
+        if monitor_mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
         self.tta = bool(tta)
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
+        self.distribution = bool(distribution)
+        self.distribution_metrics = nn.ModuleDict()
+        if self.distribution:
+            from emdloss.metrics.distribution import DistributionMetrics
+
+            for part in ("val", "test"):
+                self.distribution_metrics[part] = DistributionMetrics(
+                    num_classes, positions=self.positions
+                )
+        self.distribution_results: dict[str, dict[str, float]] = {}
+        #: The target distributions of the test items, in the order of ``test_outputs``.
+        self.test_targets: list[Tensor] = []
         self.train_loss_mean = _mean_metric_without_sync()
         # (batch index, value) of the first non-finite loss on the device; index -1: none yet
         self._bad: tuple[Tensor, Tensor] | None = None
@@ -328,22 +347,40 @@ class OrdinalTask(pl.LightningModule):
         self.history.append(row)
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: Sequence[Tensor], metrics: nn.ModuleDict) -> Tensor:
-        x, y, _ = self._unpack(batch)
+    def _evaluate(self, batch: Sequence[Tensor], metrics: nn.ModuleDict, part: str) -> Tensor:
+        x, y, dist = self._unpack(batch)
         outputs = self(x)
         probs = self.predict_proba(x) if self.tta else self.criterion.probabilities(outputs)
         for rule, preds in self.decode_all(probs).items():
             _metric(metrics, rule).update(probs, y, preds)
+        if self.distribution:
+            if dist is None:
+                raise ValueError("distribution=True needs items (x, y, dist)")
+            self._distribution_metric(part).update(probs, dist)
         return probs
+
+    def _distribution_metric(self, part: str) -> Any:
+        return self.distribution_metrics[part]
+
+    def _distribution_compute(self, part: str) -> dict[str, float]:
+        if not self.distribution:
+            return {}
+        metric = self._distribution_metric(part)
+        results = {key: float(value) for key, value in metric.compute().items()}
+        metric.reset()
+        self.distribution_results[part] = results
+        return results
 
     def on_validation_epoch_start(self) -> None:
         self.val_loss_mean.reset()
         for rule in self.val_metrics:
             _metric(self.val_metrics, rule).reset()
+        if self.distribution:
+            self._distribution_metric("val").reset()
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         x, y, dist = self._unpack(batch)
-        self._evaluate(batch, self.val_metrics)
+        self._evaluate(batch, self.val_metrics, "val")
         # The recipe's warm-up and learned matrix apply here too; features are only used to
         # learn from training data, so none are passed.
         loss = self.criterion(self(x), y, dist, None)
@@ -355,8 +392,10 @@ class OrdinalTask(pl.LightningModule):
         self.results["val"] = results
         chosen = dict(results[self.monitor_rule])
         chosen["loss"] = val_loss
+        chosen.update(self._distribution_compute("val"))
+        shown = ("kl", "emd2") if self.distribution else ("mae", "qwk")
         for key, value in chosen.items():
-            self.log(f"val_{key}", value, prog_bar=key in ("mae", "qwk"), sync_dist=False)
+            self.log(f"val_{key}", value, prog_bar=key in shown, sync_dist=False)
         # What model selection sees: the monitored value, or the worst possible value in epochs
         # the loss rules out (the recipe's cross-entropy warm-up).
         eligible = self.criterion.selectable(self.epochs)
@@ -367,15 +406,21 @@ class OrdinalTask(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_outputs = []
+        self.test_targets = []
         for rule in self.test_metrics:
             _metric(self.test_metrics, rule).reset()
+        if self.distribution:
+            self._distribution_metric("test").reset()
 
     def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        probs = self._evaluate(batch, self.test_metrics)
+        probs = self._evaluate(batch, self.test_metrics, "test")
         self.test_outputs.append((probs.detach().cpu(), batch[1].detach().cpu().long()))
+        if self.distribution:
+            self.test_targets.append(batch[2].detach().cpu())
 
     def on_test_epoch_end(self) -> None:
         self.results["test"] = _compute(self.test_metrics)
+        self._distribution_compute("test")
         for key, value in self.results["test"][self.monitor_rule].items():
             self.log(f"test_{key}", value, sync_dist=False)
 

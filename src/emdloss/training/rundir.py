@@ -82,7 +82,12 @@ PREDICTIONS_FILE = "predictions_test.csv"
 CHECKPOINT_DIR = "checkpoints"
 BEST_CHECKPOINT = "best.ckpt"
 LAST_CHECKPOINT = "last.ckpt"
-PLOT_FILES = ("learning_curves.png", "confusion_matrix.png", "ground_distance.png")
+PLOT_FILES = (
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "ground_distance.png",
+    "distributions_test.png",
+)
 CALIBRATOR_FILE = "calibrator.json"
 #: Every file of a run (``--overwrite`` removes these and ``checkpoints/``, nothing else).
 RUN_FILES = (
@@ -309,22 +314,30 @@ def write_predictions(
     decoded: Mapping[str, Tensor],
     class_names: Sequence[str],
     ids: Sequence[Any] | None = None,
+    target_probs: Tensor | None = None,
 ) -> Path:
     """Write ``predictions_test.csv``.
 
     Columns: ``index``, ``id``, ``target`` (class index), ``target_name``, ``prob_<class>`` per
-    class, ``pred_<rule>`` (class index) per decoding rule of ``decoded``.
+    class, ``pred_<rule>`` (class index) per decoding rule of ``decoded``; with distribution
+    targets (``target_probs`` (N, C)) also ``target_prob_<class>`` per class, after the
+    ``prob_<class>`` columns (the ``target`` of such a run is the median level).
     """
     names = list(class_names)
     ids = list(ids) if ids is not None else list(range(len(targets)))
     header = ["index", "id", TARGET_COLUMN, "target_name"]
-    header += [f"prob_{name}" for name in names] + [prediction_column(rule) for rule in decoded]
+    header += [f"prob_{name}" for name in names]
+    if target_probs is not None:
+        header += [f"target_prob_{name}" for name in names]
+    header += [prediction_column(rule) for rule in decoded]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     for i, target in enumerate(targets):
         row: list[Any] = [i, ids[i], int(target), names[int(target)]]
         row.extend(f"{float(p):.6g}" for p in probs[i])
+        if target_probs is not None:
+            row.extend(f"{float(p):.6g}" for p in target_probs[i])
         row.extend(int(values[i]) for values in decoded.values())
         writer.writerow(row)
     return write_text(Path(run_dir) / PREDICTIONS_FILE, buffer.getvalue())
