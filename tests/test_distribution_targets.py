@@ -1,0 +1,226 @@
+"""Training on distribution targets: which losses take them (and use them exactly, against
+oracles), the refusal of the others, and train end to end with the distribution measures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from emdloss.errors import UserError
+from emdloss.training._names import DISTRIBUTION_LOSS_NAMES, LOSS_NAMES
+from emdloss.training.losses import build_loss
+
+DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+C = 5
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, C, generator=gen, dtype=torch.float64)
+    target = torch.distributions.Dirichlet(torch.ones(C, dtype=torch.float64)).sample((7,))
+    return logits, target
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().numpy()
+
+
+def _loss(name: str, logits, dist, **kwargs):
+    loss = build_loss(name, C, train_targets=list(range(C)), **kwargs).double()
+    hard = dist.argmax(1)
+    return loss(logits, hard, dist)
+
+
+# ---------------------------------------------------------------------------- the registry
+def test_every_loss_says_whether_it_takes_a_distribution():
+    for name in LOSS_NAMES:
+        loss = build_loss(name, C, train_targets=list(range(C)))
+        assert loss.supports_soft_targets == (name in DISTRIBUTION_LOSS_NAMES), name
+
+
+def test_soft_cross_entropy_is_kl_up_to_the_target_entropy(batch):
+    logits, t = batch
+    p = _np(torch.softmax(logits, 1))
+    kl = scipy.stats.entropy(_np(t), p, axis=1)  # sum t ln(t / p)
+    entropy = scipy.stats.entropy(_np(t), axis=1)
+    assert float(_loss("ce", logits, t)) == pytest.approx(float(np.mean(kl + entropy)), rel=1e-12)
+
+
+def test_emd2_is_the_mean_squared_cdf_difference(batch):
+    logits, t = batch
+    diff = np.cumsum(_np(torch.softmax(logits, 1)), 1) - np.cumsum(_np(t), 1)
+    expected = np.mean(np.mean(diff**2, axis=1))
+    assert float(_loss("emd2", logits, t)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_w1_matches_scipy_wasserstein(batch):
+    logits, t = batch
+    p = _np(torch.softmax(logits, 1))
+    levels = np.arange(C, dtype=float)
+    expected = np.mean(
+        [scipy.stats.wasserstein_distance(levels, levels, p[i], _np(t)[i]) for i in range(len(p))]
+    )
+    assert float(_loss("w1", logits, t)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_nima_is_root_mean_squared_cdf_difference_per_item(batch):
+    logits, t = batch
+    diff = np.cumsum(_np(torch.softmax(logits, 1)), 1) - np.cumsum(_np(t), 1)
+    expected = np.mean(np.sqrt(np.mean(diff**2, axis=1)))
+    assert float(_loss("nima", logits, t)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_nima_gradients(batch):
+    logits, t = batch
+    loss = build_loss("nima", C).double()
+    hard = t.argmax(1)
+    torch.autograd.gradcheck(lambda x: loss(x, hard, t), (logits.clone().requires_grad_(),))
+    torch.autograd.gradgradcheck(lambda x: loss(x, hard, t), (logits.clone().requires_grad_(),))
+
+
+def test_dlordinal_emd_takes_the_distribution(batch):
+    logits, t = batch
+    diff = np.cumsum(_np(torch.softmax(logits, 1)), 1) - np.cumsum(_np(t), 1)
+    expected = np.mean(np.sum(diff**2, axis=1))
+    assert float(_loss("dlordinal_emd", logits, t)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_l2_regresses_the_mean_level(batch):
+    _, t = batch
+    values = torch.linspace(0, 4, 7, dtype=torch.float64)[:, None]
+    loss = build_loss("l2", C).double()
+    expected = np.mean((_np(values[:, 0]) - _np(t) @ np.arange(C)) ** 2)
+    assert float(loss(values, t.argmax(1), t)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_recipe_warmup_is_soft_cross_entropy(batch):
+    logits, t = batch
+    assert float(_loss("xemd1", logits, t)) == pytest.approx(float(_loss("ce", logits, t)))
+
+
+def test_ground_sinkhorn_approximates_w1_from_above(batch):
+    logits, t = batch
+    exact = float(_loss("w1", logits, t))
+    approx = float(_loss("ground", logits, t))
+    assert exact - 1e-6 <= approx <= exact + 0.05
+
+
+def test_functional_core_takes_distribution_targets(batch):
+    """The README's claim: ``target`` may be class distributions (N, C)."""
+    from emdloss.functional import emd, squared_emd
+
+    logits, t = batch
+    p = _np(torch.softmax(logits, 1))
+    diff = np.cumsum(p, 1) - np.cumsum(_np(t), 1)
+    per_item = squared_emd(logits, t, reduction="none", normalization="sum")
+    np.testing.assert_allclose(_np(per_item), np.sum(diff**2, axis=1), rtol=1e-12)
+    levels = np.arange(C, dtype=float)
+    w1 = [scipy.stats.wasserstein_distance(levels, levels, p[i], _np(t)[i]) for i in range(7)]
+    np.testing.assert_allclose(_np(emd(logits, t, p=1, reduction="none")), w1, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", [n for n in LOSS_NAMES if n not in DISTRIBUTION_LOSS_NAMES])
+def test_hard_only_losses_refuse_distribution_targets_in_one_line(tmp_path, name):
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import build_task, load_data
+
+    config = TrainConfig(dataset=f"csv:{_table(tmp_path)}", loss=name, output=str(tmp_path / "r"))
+    config = TrainConfig.from_dict({"data_options": {"count_columns": "votes_"}}, base=config)
+    with pytest.raises(UserError, match=f"loss '{name}' takes class labels only") as info:
+        build_task(config, load_data(config))
+    assert "\n" not in str(info.value)
+
+
+def test_config_measures_are_the_metric_module_s():
+    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_MODES
+    from emdloss.training.config import DISTRIBUTION_MONITORS
+
+    assert DISTRIBUTION_MONITORS == DISTRIBUTION_METRIC_MODES
+
+
+# ---------------------------------------------------------------------------- end to end
+def _table(tmp_path: Path, n: int = 90) -> Path:
+    """A small table whose vote histograms depend on two features."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2))
+    centre = 2 + x[:, 0] - 0.5 * x[:, 1]
+    logits = -((np.arange(C)[None, :] - centre[:, None]) ** 2) / 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    parts = ["train"] * (n - 30) + ["val"] * 15 + ["test"] * 15
+    path = tmp_path / "votes.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["a", "b", "split", *[f"votes_{k + 1}" for k in range(C)]])
+        for i in range(n):
+            votes = rng.multinomial(20, probs[i])
+            writer.writerow([f"{x[i, 0]:.4f}", f"{x[i, 1]:.4f}", parts[i], *votes])
+    return path
+
+
+def test_train_end_to_end_on_a_vote_table(tmp_path):
+    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_KEYS
+    from emdloss.training import TrainConfig, train
+
+    out = tmp_path / "run"
+    config = TrainConfig(
+        dataset=f"csv:{_table(tmp_path)}",
+        loss="emd2",
+        epochs=3,
+        batch_size=16,
+        output=str(out),
+        progress=False,
+        data_options={"count_columns": "votes_"},
+    )
+    result = train(config)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["monitor"] == "val_kl"
+    for part in ("val", "test"):
+        assert list(metrics["distribution"][part]) == list(DISTRIBUTION_METRIC_KEYS)
+        assert set(metrics["noise_floor"][part]["mean"]) == set(DISTRIBUTION_METRIC_KEYS)
+    assert result.metrics["distribution"] == metrics["distribution"]
+    with (out / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 15
+    probs = [f"prob_{k + 1}" for k in range(C)]
+    targets = [f"target_prob_{k + 1}" for k in range(C)]
+    assert set(probs + targets) <= set(rows[0])
+    # The target columns are the file's vote histograms, normalised.
+    assert abs(sum(float(rows[0][c]) for c in targets) - 1) < 1e-5
+    assert (out / "distributions_test.png").stat().st_size > 0
+    history = (out / "history.csv").read_text().splitlines()[0]
+    assert "val_kl" in history and "val_emd2" in history
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "ldl/Movie.mat").is_file(), reason="Movie.mat not present")
+def test_movie_smoke_run_writes_the_measures(tmp_path, capsys):
+    from emdloss.cli import main
+
+    out = tmp_path / "movie"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            f"ldl:{DATA / 'ldl/Movie.mat'}",
+            "--loss",
+            "emd2",
+            "--epochs",
+            "1",
+            "--output",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test distribution measures" in printed and "chebyshev" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["distribution"]["test"]["kl"] < 0.2  # the training mean scores 0.127
