@@ -224,3 +224,32 @@ def test_movie_smoke_run_writes_the_measures(tmp_path, capsys):
     assert "test distribution measures" in printed and "chebyshev" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0 < metrics["distribution"]["test"]["kl"] < 0.2  # the training mean scores 0.127
+
+
+@pytest.mark.slow
+def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
+    from emdloss.compare import compare
+
+    out = tmp_path / "cmp"
+    result = compare(
+        f"csv:{_table(tmp_path)}",
+        "ce,emd2",
+        2,
+        out,
+        train_options={"epochs": 2, "batch_size": 16, "data_options": {"count_columns": "votes_"}},
+        progress=False,
+        baselines=False,
+    )
+    lines = (out / "distribution_results.csv").read_text().splitlines()
+    assert lines[0].startswith("dataset,loss,seed,fold,chebyshev,clark,canberra,kl")
+    losses = [line.split(",")[1] for line in lines[1:]]
+    assert losses.count("ce") == 2 and losses.count("emd2") == 2
+    assert losses.count("noise floor") == 2  # once per seed, paired like the losses
+    summary = result.summary
+    assert "## Distribution targets" in summary and "| ce | " in summary
+    assert "Paired difference loss - ce" in summary and "**Verdict (" in summary
+    assert (
+        "emd2 ties with ce on kl" in summary
+        or "emd2 beats ce on kl" in summary
+        or ("emd2 loses to ce on kl" in summary)
+    )

@@ -412,6 +412,19 @@ def compare(
             )
             conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
         files = [write_text(out / "results.csv", results_csv(rows))]
+        from emdloss.compare import _distribution
+
+        # Data with distribution targets: their measures, LDL baselines and noise floor.
+        distribution = _distribution.distribution_rows(reported)
+        if distribution:
+            files.append(
+                write_text(
+                    out / _distribution.DISTRIBUTION_FILE,
+                    _distribution.distribution_csv(distribution),
+                )
+            )
+            measures = _distribution.distribution_section(distribution, infos)
+            section = section.rstrip("\n") + "\n\n" + measures if section else measures
         if len(settings) > 1:
             files.append(
                 write_text(out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections))

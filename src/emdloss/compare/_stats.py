@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from emdloss.training.config import METRIC_MODES
+from emdloss.training.config import DISTRIBUTION_MONITORS, METRIC_MODES
 
 __all__ = [
     "LEVEL",
@@ -97,7 +97,8 @@ class Interval:
             return "cannot be judged against"
         if not self.excludes_zero():
             return "ties with"
-        better = self.mean > 0 if METRIC_MODES.get(metric) == "max" else self.mean < 0
+        mode = METRIC_MODES.get(metric, DISTRIBUTION_MONITORS.get(metric))
+        better = self.mean > 0 if mode == "max" else self.mean < 0
         return "beats" if better else "loses to"
 
     def format(self, digits: int = 3) -> str:
