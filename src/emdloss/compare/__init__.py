@@ -32,10 +32,7 @@ from typing import Any
 
 from emdloss._atomic import write_json, write_text
 from emdloss.compare._cli import (
-    _PASSTHROUGH,  # noqa: F401
-    _options_from_args,  # noqa: F401
     add_arguments,
-    default_output,  # noqa: F401
     run,
 )
 from emdloss.compare._lock import output_lock
@@ -50,15 +47,10 @@ from emdloss.compare._plan import (
     RunSpec,
     check_dataset_names,
     check_losses,
-    dataset_slug,  # noqa: F401
     parse_grid,
     parse_names,
     parse_seeds,
     plan_runs,
-    setting_label,  # noqa: F401
-)
-from emdloss.compare._protocol import (
-    _NOT_PROTOCOL,  # noqa: F401
 )
 from emdloss.compare._protocol import (
     PROTOCOL_FILE as _PROTOCOL_FILE,
@@ -69,24 +61,9 @@ from emdloss.compare._protocol import (
 from emdloss.compare._protocol import (
     protocol as _protocol,
 )
-from emdloss.compare._report import (
-    CSV_COLUMNS,
-    DatasetInfo,
-    baseline_rows,
-    render_summary,
-    result_rows,
-    results_csv,
-)
-from emdloss.compare._runner import (
-    EXECUTORS,
-    METRIC_KEYS,
-    Job,
-    RunRecord,
-    TrainFn,
-    build_config,
-    run_all,
-    test_untested,
-)
+from emdloss.compare._records import METRIC_KEYS, RunRecord
+from emdloss.compare._rows import CSV_COLUMNS, DatasetInfo, baseline_rows, result_rows, results_csv
+from emdloss.compare._runner import EXECUTORS, Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
     Selection,
     choose_settings,
@@ -95,6 +72,7 @@ from emdloss.compare._select import (
 from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
+from emdloss.compare._summary import render_summary
 
 __all__ = [
     "CSV_COLUMNS",
@@ -216,7 +194,7 @@ def compare(
     datasets : str or sequence of str
         Data set specs (``"era,lev"`` or a list), as :func:`emdloss.data.load_dataset` takes.
     losses : str or sequence of str
-        Loss names of :data:`emdloss.training.losses.LOSS_NAMES` (ours, baselines and peers).
+        Loss names of :data:`emdloss.training.LOSS_NAMES` (ours, baselines and peers).
     seeds : int, str or sequence of int
         A count (``3`` -> seeds 0, 1, 2) or explicit seeds.
     output : path-like

@@ -17,7 +17,8 @@ from emdloss.compare._plan import (
     dataset_slug,
     parse_names,
 )
-from emdloss.compare._runner import EXECUTORS, METRIC_KEYS
+from emdloss.compare._records import METRIC_KEYS
+from emdloss.compare._runner import EXECUTORS
 
 __all__ = ["add_arguments", "default_output", "run"]
 

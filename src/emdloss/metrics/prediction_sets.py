@@ -18,7 +18,7 @@ from emdloss.conformal import mean_set_size, set_coverage
 from emdloss.conformal._calibrator import _check_bounds
 from emdloss.conformal._scores import to_tensor
 
-__all__ = ["ConformalCoverage", "mean_set_size", "prediction_set_metrics", "set_coverage"]
+__all__ = ["ConformalCoverage", "prediction_set_metrics"]
 
 
 def prediction_set_metrics(lower: Any, upper: Any, target: Any) -> dict[str, float]:
