@@ -28,7 +28,7 @@ pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 pytest.importorskip("skordinal")
 
-from emdloss.compare import DEFAULT_DATASETS, METRIC_KEYS, compare, run
+from emdloss.compare import DEFAULT_DATASETS, METRIC_KEYS, add_arguments, compare, run
 from emdloss.compare._plan import parse_grid
 from emdloss.compare._stats import paired_difference, welch_difference
 from emdloss.reference_results import reference_tables
@@ -275,7 +275,7 @@ def test_logreg_baseline_matches_scikit_learn() -> None:
 
 # ------------------------------------------------------------------------------- soft targets
 def _soft(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emdloss.compare as compare_module
+    from emdloss.compare import _compare as compare_module
 
     real = compare_module._load_info
 
@@ -394,7 +394,7 @@ def test_ray_executor_matches_local_and_resumes(
 
 
 def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import emdloss.compare as compare_module
+    from emdloss.compare import _compare as compare_module
 
     seen: dict[str, Any] = {}
 
@@ -404,7 +404,7 @@ def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(compare_module, "compare", fake)
     parser = argparse.ArgumentParser()
-    compare_module.add_arguments(parser)
+    add_arguments(parser)
     argv = ["--grid", "lr=1,2", "--select", "qwk", "--soft-targets", "hard-for-all",
             "--executor", "ray", "--ray-address", "auto", "--no-baselines"]  # fmt: skip
     assert run(parser.parse_args([*argv, "--output", str(tmp_path)])) == 0

@@ -50,7 +50,7 @@ def calibrate_records(
 
     A run whose calibration fails (e.g. its data moved) maps to ``{"error": message}``.
     """
-    from emdloss.training._calibrate import calibrate_run, load_run_calibrator
+    from emdloss.training import calibrate_run, load_run_calibrator
 
     out: dict[Path, dict[str, Any]] = {}
     for record in records:
