@@ -75,6 +75,7 @@ __all__ = [
     "NoiseFloor",
     "canberra",
     "chebyshev",
+    "check_distribution",
     "check_distributions",
     "clark",
     "cosine_similarity",
@@ -122,7 +123,20 @@ Reduction = Literal["mean", "sum", "none"]
 # --------------------------------------------------------------------------------------------
 # checks
 # --------------------------------------------------------------------------------------------
-def _check_one(x: Any, name: str) -> Tensor:
+def check_distribution(x: Any, name: str = "probs") -> Tensor:
+    """Validate one matrix of distributions ``(N, C)``: floating, finite, non-negative, rows
+    summing to 1 (within :func:`emdloss._validation.sum_tolerance` of the dtype); a
+    :class:`~emdloss.errors.UserError` naming ``name``, the row (and column) and the value.
+
+    Examples
+    --------
+    >>> check_distribution([[0.2, 0.8]], "target")
+    tensor([[0.2000, 0.8000]])
+    >>> check_distribution([[0.2, -0.1, 0.9]], "target")
+    Traceback (most recent call last):
+    ...
+    emdloss.errors.UserError: target[0, 1] = -0.1 is negative; expected a distribution
+    """
     x = _as_tensor(x, name)
     if not x.is_floating_point():
         raise UserError(f"{name} must be a floating-point tensor of distributions, got {x.dtype}")
@@ -170,8 +184,7 @@ def check_distributions(probs: Any, target: Any) -> tuple[Tensor, Tensor]:
     ...
     emdloss.errors.UserError: probs row 0 sums to 1.1, expected 1 (within 0.0001): give distributions (proportions, or a softmax), not counts or logits
     """
-    p = _check_one(probs, "probs")
-    t = _check_one(target, "target")
+    p, t = check_distribution(probs, "probs"), check_distribution(target, "target")
     if p.shape != t.shape:
         raise UserError(
             f"probs and target must have the same shape (N, C), got {tuple(p.shape)} and "
@@ -476,7 +489,7 @@ def mean_score(probs: Any, positions: Sequence[float] | Tensor | None = None) ->
     >>> mean_score(torch.tensor([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]), positions=[1.0, 2.0, 3.0])
     tensor([2., 2.])
     """
-    q = _check_one(probs, "probs")
+    q = check_distribution(probs, "probs")
     return q @ _positions(positions, q)
 
 
