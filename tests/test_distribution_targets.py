@@ -185,6 +185,9 @@ def test_train_end_to_end_on_a_vote_table(tmp_path):
     for part in ("val", "test"):
         assert list(metrics["distribution"][part]) == list(DISTRIBUTION_METRIC_KEYS)
         assert set(metrics["noise_floor"][part]["mean"]) == set(DISTRIBUTION_METRIC_KEYS)
+        baselines = metrics["distribution_baselines"][part]
+        assert list(baselines) == ["mean", "aa_knn", "linear_kl"]
+        assert list(baselines["aa_knn"]) == list(DISTRIBUTION_METRIC_KEYS)
     assert result.metrics["distribution"] == metrics["distribution"]
     with (out / "predictions_test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -238,16 +241,20 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
         out,
         train_options={"epochs": 2, "batch_size": 16, "data_options": {"count_columns": "votes_"}},
         progress=False,
-        baselines=False,
     )
     lines = (out / "distribution_results.csv").read_text().splitlines()
     assert lines[0].startswith("dataset,loss,seed,fold,chebyshev,clark,canberra,kl")
     losses = [line.split(",")[1] for line in lines[1:]]
     assert losses.count("ce") == 2 and losses.count("emd2") == 2
     assert losses.count("noise floor") == 2  # once per seed, paired like the losses
+    assert losses.count("baseline:aa_knn") == 2 and losses.count("baseline:linear_kl") == 2
+    # Fitted once per seed by compare, not in every run.
+    run = json.loads(next(out.rglob("metrics.json")).read_text())
+    assert "distribution_baselines" not in run and "noise_floor" in run
     summary = result.summary
     assert "## Distribution targets" in summary and "| ce | " in summary
     assert "Paired difference loss - ce" in summary and "**Verdict (" in summary
+    assert "**Against the LDL baselines (" in summary and "| baseline:aa_knn |" in summary
     assert (
         "emd2 ties with ce on kl" in summary
         or "emd2 beats ce on kl" in summary

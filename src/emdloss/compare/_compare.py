@@ -252,6 +252,9 @@ def compare(
         raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
+    # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
+    # in every run.
+    user.setdefault("ldl_baselines", False)
     out = Path(output)
     infos: list[DatasetInfo] = []
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
@@ -328,12 +331,14 @@ def compare(
         reported = test_untested(reported, test_fn)
         rows = result_rows(reported)
         errors: dict[str, dict[str, str]] = {}
+        fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
         if baselines:
             for spec in dataset_list:
-                extra, errors[spec] = _baselines(
+                extra, errors[spec], ldl = _baselines(
                     spec, options_by_dataset[spec], seed_list, folds, metric, loss_list[0]
                 )
                 rows += extra
+                fitted += ldl
         section = ""
         conformal_files: list[Path] = []
         if conformal is not None:
@@ -350,7 +355,7 @@ def compare(
         from emdloss.compare import _distribution
 
         # Data with distribution targets: their measures, LDL baselines and noise floor.
-        distribution = _distribution.distribution_rows(reported)
+        distribution = _distribution.distribution_rows(reported) + fitted
         if distribution:
             files.append(
                 write_text(
@@ -423,21 +428,28 @@ def _baselines(
     folds: int | None,
     metric: str,
     loss: str,
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Baseline rows of every seed (and fold), on the splits the runs used."""
+) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
+    """Baseline rows of every seed (and fold), on the splits the runs used, and the rows of
+    the LDL baselines on data with distribution targets (:mod:`._distribution`)."""
     import tempfile
 
     from emdloss.compare._baselines import baseline_metrics
-    from emdloss.training import load_data
+    from emdloss.compare._distribution import baseline_rows as distribution_baseline_rows
+    from emdloss.training import distribution_baseline_scores, load_data
 
     rows: list[dict[str, Any]] = []
+    distribution: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
     with tempfile.TemporaryDirectory() as unused:
         for seed in seeds:
             for fold in fold_ids:
                 config = build_config(RunSpec(spec, loss, seed, fold, folds), Path(unused), options)
-                metrics, failed = baseline_metrics(load_data(config), metric)
+                dataset = load_data(config)
+                metrics, failed = baseline_metrics(dataset, metric)
                 errors.update(failed)
                 rows += baseline_rows(spec, seed, fold, metrics)
-    return rows, errors
+                if dataset.distribution_targets:
+                    scores = distribution_baseline_scores(dataset, config.distribution_monitor)
+                    distribution += distribution_baseline_rows(spec, seed, fold, scores["test"])
+    return rows, errors, distribution

@@ -25,6 +25,7 @@ from emdloss.training.config import DISTRIBUTION_MONITORS
 
 __all__ = [
     "DISTRIBUTION_FILE",
+    "baseline_rows",
     "distribution_csv",
     "distribution_rows",
     "distribution_section",
@@ -73,15 +74,31 @@ def distribution_rows(records: Sequence[RunRecord]) -> list[dict[str, Any]]:
         if (spec.dataset, spec.seed, spec.fold) in seen:
             continue
         seen.add((spec.dataset, spec.seed, spec.fold))
-        baselines = (content.get("distribution_baselines") or {}).get("test") or {}
-        for name, values in baselines.items():
-            measures = _measures(values)
-            if measures is not None:
-                rows.append({**key, "loss": f"{BASELINE_PREFIX}{name}", **measures})
+        fitted = (content.get("distribution_baselines") or {}).get("test") or {}
+        rows += baseline_rows(spec.dataset, spec.seed, spec.fold, fitted)
         floor = _measures(((content.get("noise_floor") or {}).get("test") or {}).get("mean"))
         if floor is not None:
             rows.append({**key, "loss": NOISE_FLOOR, **floor})
     return rows
+
+
+def baseline_rows(
+    dataset: str, seed: int, fold: int | None, scores: Mapping[str, Mapping[str, float]]
+) -> list[dict[str, Any]]:
+    """Rows of :func:`distribution_rows` for the LDL baselines of one seed (and fold):
+    ``scores`` is ``{baseline: {measure: value}}`` on the test split.
+
+    Examples
+    --------
+    >>> baseline_rows("d", 0, None, {"mean": {"kl": 0.2}})
+    [{'dataset': 'd', 'seed': 0, 'fold': None, 'loss': 'baseline:mean', 'kl': 0.2}]
+    """
+    key = {"dataset": dataset, "seed": seed, "fold": fold}
+    return [
+        {**key, "loss": f"{BASELINE_PREFIX}{name}", **measures}
+        for name, values in scores.items()
+        if (measures := _measures(values)) is not None
+    ]
 
 
 def distribution_csv(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -27,7 +27,7 @@ from emdloss.training.config import TrainConfig
 if TYPE_CHECKING:
     from emdloss.training._build import load_data, quiet_lightning_logs
     from emdloss.training._calibrate import calibrate_run, conformal_summary, load_run_calibrator
-    from emdloss.training._context import baseline_rows
+    from emdloss.training._context import baseline_rows, distribution_baseline_scores
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._loss_base import TrainingLoss
     from emdloss.training._predict import predict
@@ -50,6 +50,7 @@ __all__ = [
     "build_loss",
     "calibrate_run",
     "conformal_summary",
+    "distribution_baseline_scores",
     "evaluate",
     "load_data",
     "load_run_calibrator",
@@ -65,6 +66,7 @@ _LAZY = {
     "RunResult": "emdloss.training.rundir",
     "TrainingLoss": "emdloss.training._loss_base",
     "baseline_rows": "emdloss.training._context",
+    "distribution_baseline_scores": "emdloss.training._context",
     "build_loss": "emdloss.training.losses",
     "OrdinalDataModule": "emdloss.training.datamodule",
     "OrdinalTask": "emdloss.training.module",

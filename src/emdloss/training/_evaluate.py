@@ -76,7 +76,7 @@ def _evaluate(
         "class_names": list(dataset.class_names),
         **metrics,
         "baselines": baseline_scores(dataset),
-        **distribution_record(dataset),
+        **distribution_record(dataset, config.distribution_monitor, baselines=config.ldl_baselines),
     }
 
 

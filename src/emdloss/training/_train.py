@@ -277,7 +277,7 @@ def _train(
         **metrics,
         # The constant predictors on the same splits: has the model learned anything?
         "baselines": baseline_scores(dataset),
-        **distribution_record(dataset),
+        **distribution_record(dataset, config.distribution_monitor, baselines=config.ldl_baselines),
     }
     rundir.write_history(run_dir, history)
     if config.evaluate_test:

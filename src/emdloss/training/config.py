@@ -72,6 +72,7 @@ RESUMABLE_CHANGES = frozenset(
         "threads",
         "data_dir",
         "output",
+        "ldl_baselines",
     }
 )
 
@@ -138,6 +139,10 @@ class TrainConfig:
         of model selection instead of ``monitor`` (default ``kl``; any key of
         :data:`DISTRIBUTION_MONITORS`). KL is the LDL literature's headline measure; it favours
         no EMD loss, and cross-entropy minimises it only on the training items.
+    ldl_baselines : bool
+        On data with distribution targets, fit the LDL baselines (:mod:`emdloss.ldl_baselines`)
+        on the run's splits and report them beside the model (about 40 s on Movie); ``emdloss
+        compare`` turns this off in its runs and fits them once per seed and fold itself.
     tta : bool
         Mirror test-time augmentation for images (average of image and horizontal flip).
     evaluate_test : bool
@@ -206,6 +211,7 @@ class TrainConfig:
     monitor: str = "mae"
     monitor_rule: str = "argmax"
     distribution_monitor: str = "kl"
+    ldl_baselines: bool = True
     tta: bool = False
     evaluate_test: bool = True
     limit_train: int | None = None
@@ -493,6 +499,7 @@ BOOL_FIELDS = {
     "resume",
     "overwrite",
     "soft_targets",
+    "ldl_baselines",
 }
 _INT_FIELDS = {"epochs", "seed", "batch_size", "num_workers", "num_nodes"}
 _OPT_INT_FIELDS = {
