@@ -95,6 +95,9 @@ CSV files (--dataset csv:PATH --target COLUMN) take these --data-option KEY=VALU
   bins=K, bin_edges=E1,E2, binning=uniform|quantile
                           cut a continuous target into classes
   delimiter=;             field separator (default ,)
+  count_columns=votes_    distribution targets (vote counts or proportions) instead of
+                          --target: a column prefix or a list (also for images:PATH)
+  split_column=split      the official train/val/test column, used when present (none: ignore)
 every source: val_fraction=0.1, test_fraction=0.3 (shares of the split), limit=N
 
 train prints the columns it uses, the class order, the split sizes and warnings
