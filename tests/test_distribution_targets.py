@@ -260,3 +260,48 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
         or "emd2 beats ce on kl" in summary
         or ("emd2 loses to ce on kl" in summary)
     )
+
+
+# ---------------------------------------------------------------------------- vote weights
+def test_weighted_sampler_draws_items_in_proportion_to_their_votes():
+    from emdloss.training._sampling import EpochWeightedSampler
+
+    votes = torch.tensor([1.0, 2.0, 0.0, 5.0])
+    sampler = EpochWeightedSampler(range(4), votes, seed=3)
+    counts = np.zeros(4)
+    for epoch in range(2000):
+        sampler.set_epoch(epoch)
+        drawn = list(sampler)
+        assert len(drawn) == 4
+        counts += np.bincount(drawn, minlength=4)
+    share = counts / counts.sum()
+    np.testing.assert_allclose(share, [1 / 8, 2 / 8, 0.0, 5 / 8], atol=0.01)
+    sampler.set_epoch(7)
+    assert list(sampler) == list(sampler)  # a pure function of (seed, epoch): resumable
+
+
+def test_vote_weights_sample_by_votes_and_refuse_proportions(tmp_path):
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data, make_datamodule
+
+    base = {
+        "dataset": f"csv:{_table(tmp_path)}",
+        "loss": "emd2",
+        "data_options": {"count_columns": "votes_"},
+        "output": str(tmp_path / "w"),
+        "progress": False,
+    }
+    config = TrainConfig.from_dict({**base, "vote_weights": True, "epochs": 1})
+    module = make_datamodule(config, load_data(config))
+    assert module.weights is not None and float(module.weights.min()) == 20.0
+    assert type(module.train_dataloader().sampler).__name__ == "EpochWeightedSampler"
+
+    labels = np.random.default_rng(0).dirichlet(np.ones(4), size=40)
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "p.mat", {"features": np.ones((40, 2)), "labels": labels})
+    config = TrainConfig.from_dict(
+        {**base, "dataset": f"ldl:{tmp_path / 'p.mat'}", "data_options": {}, "vote_weights": True}
+    )
+    with pytest.raises(UserError, match="--vote-weights needs vote counts"):
+        make_datamodule(config, load_data(config))

@@ -59,6 +59,8 @@ _HELP = {
     "lr_decay": "factor per epoch of the exponential schedule (the paper: 0.995)",
     "monitor": "validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
     "monitor_rule": "prediction rule of the monitored metric",
+    "vote_weights": "on vote counts, draw training items with probability proportional to "
+    "their votes",
     "ldl_baselines": "fit the LDL baselines beside the model on distribution targets",
     "distribution_monitor": "validation measure of model selection on distribution targets "
     "(kl, emd2, nima_emd, cosine, intersection, ...)",

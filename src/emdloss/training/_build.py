@@ -243,7 +243,16 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
 
 
 def make_datamodule(config: TrainConfig, dataset: Any) -> OrdinalDataModule:
-    """The data module of ``dataset`` with the batch size, seed and workers of ``config``."""
+    """The data module of ``dataset`` with the batch size, seed and workers of ``config``, and
+    the training items' vote counts as sampling weights with ``vote_weights``."""
+    weights = None
+    if config.vote_weights:
+        weights = getattr(dataset.train, "votes", None)
+        if weights is None or not getattr(dataset, "distribution_targets", False):
+            raise UserError(
+                f"--vote-weights needs vote counts; the targets of {config.dataset} are "
+                "class labels or proportions without counts"
+            )
     return OrdinalDataModule(
         dataset.train,
         dataset.val,
@@ -251,6 +260,7 @@ def make_datamodule(config: TrainConfig, dataset: Any) -> OrdinalDataModule:
         batch_size=config.batch_size,
         seed=config.seed,
         num_workers=config.num_workers,
+        weights=weights,
     )
 
 

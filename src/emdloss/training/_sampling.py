@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import RandomSampler
 
-__all__ = ["EpochShuffleSampler", "epoch_seed", "seed_epoch"]
+__all__ = ["EpochShuffleSampler", "EpochWeightedSampler", "epoch_seed", "seed_epoch"]
 
 _MASK = (1 << 63) - 1
 
@@ -104,3 +104,40 @@ class EpochShuffleSampler(RandomSampler):
         generator = torch.Generator()
         generator.manual_seed(epoch_seed(self.seed, self.epoch, stream=0))
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+class EpochWeightedSampler(EpochShuffleSampler):
+    r"""``N`` draws with replacement, item :math:`i` with probability :math:`w_i / \sum_j w_j`,
+    a pure function of ``(seed, epoch)``.
+
+    Training on these batches minimises, in expectation, the loss weighted by :math:`w_i`
+    (``vote_weights``: an item with twice the votes counts twice).
+
+    Examples
+    --------
+    >>> sampler = EpochWeightedSampler(range(3), torch.tensor([0.0, 1.0, 3.0]), seed=0)
+    >>> sampler.set_epoch(1); first = list(sampler)
+    >>> sampler.set_epoch(1); first == list(sampler), len(first), 0 in first
+    (True, 3, False)
+    """
+
+    def __init__(self, data_source: Sized, weights: torch.Tensor, seed: int) -> None:
+        super().__init__(data_source, seed)
+        w = torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
+        if (
+            w.numel() != len(data_source)
+            or not bool(torch.isfinite(w).all())
+            or bool((w < 0).any())
+        ):
+            raise ValueError("weights must be finite, >= 0 and one per item")
+        if not float(w.sum()) > 0:
+            raise ValueError("weights must not all be 0")
+        self.weights = w
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(epoch_seed(self.seed, self.epoch, stream=0))
+        draws = torch.multinomial(
+            self.weights, len(self.weights), replacement=True, generator=generator
+        )
+        yield from draws.tolist()

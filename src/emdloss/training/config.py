@@ -143,6 +143,10 @@ class TrainConfig:
         On data with distribution targets, fit the LDL baselines (:mod:`emdloss.ldl_baselines`)
         on the run's splits and report them beside the model (about 40 s on Movie); ``emdloss
         compare`` turns this off in its runs and fits them once per seed and fold itself.
+    vote_weights : bool
+        On data with vote counts, weight every training item by its number of votes: each
+        epoch draws N training items with replacement, item i with probability proportional to
+        its votes (in expectation, the loss weighted by the votes). One process only.
     tta : bool
         Mirror test-time augmentation for images (average of image and horizontal flip).
     evaluate_test : bool
@@ -212,6 +216,7 @@ class TrainConfig:
     monitor_rule: str = "argmax"
     distribution_monitor: str = "kl"
     ldl_baselines: bool = True
+    vote_weights: bool = False
     tta: bool = False
     evaluate_test: bool = True
     limit_train: int | None = None
@@ -500,6 +505,7 @@ BOOL_FIELDS = {
     "overwrite",
     "soft_targets",
     "ldl_baselines",
+    "vote_weights",
 }
 _INT_FIELDS = {"epochs", "seed", "batch_size", "num_workers", "num_nodes"}
 _OPT_INT_FIELDS = {

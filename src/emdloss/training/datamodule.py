@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from emdloss.training._sampling import EpochShuffleSampler, epoch_seed
+from emdloss.errors import UserError
+from emdloss.training._sampling import EpochShuffleSampler, EpochWeightedSampler, epoch_seed
 
 __all__ = ["OrdinalDataModule", "limit_split"]
 
@@ -84,9 +85,12 @@ class OrdinalDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         seed: int = 0,
         num_workers: int = 0,
+        weights: Any = None,
     ) -> None:
         super().__init__()
         self.train_set, self.val_set, self.test_set = train, val, test
+        #: Per-item sampling weights of the training split (``vote_weights``), or ``None``.
+        self.weights = weights
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.num_workers = int(num_workers)
@@ -115,7 +119,11 @@ class OrdinalDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader[Any]:
         world, rank = self._world()
         sampler: Sampler[int]
-        if world > 1:
+        if self.weights is not None:
+            if world > 1:
+                raise UserError("vote_weights runs in one process; drop it or use one device")
+            sampler = EpochWeightedSampler(self.train_set, self.weights, seed=self.seed)  # type: ignore[arg-type]
+        elif world > 1:
             sampler = DistributedSampler(
                 self.train_set, num_replicas=world, rank=rank, shuffle=True, seed=self.seed
             )
