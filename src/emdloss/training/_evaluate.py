@@ -50,7 +50,7 @@ def evaluate(
     Returns
     -------
     dict
-        ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int, "class_names",
+        ``{"val": {rule: metrics}, "test": {rule: metrics}, "best_epoch": int, "loss", "class_names",
         "baselines": {"val": ..., "test": ...}}`` (the constant predictors of
         :func:`emdloss.metrics.trivial_baselines` on the same splits). When the run has been
         calibrated (``emdloss calibrate``), ``"conformal"``: method, alpha, split, coverage,
@@ -73,6 +73,7 @@ def _evaluate(
             metrics["conformal"] = assess_stored(*calibration, task, config, dataset, best)
     return {
         "best_epoch": int(best["epoch"]) + 1,
+        "loss": config.loss,
         "class_names": list(dataset.class_names),
         **metrics,
         "baselines": baseline_scores(dataset),
