@@ -64,7 +64,7 @@ from torchmetrics import Metric
 
 from emdloss import _validation as V
 from emdloss.errors import UserError
-from emdloss.metrics._checks import _as_tensor, check_positions
+from emdloss.metrics._checks import _as_tensor, check_positions, check_probs
 
 __all__ = [
     "DISTRIBUTION_METRIC_KEYS",
@@ -118,6 +118,7 @@ EPS: float = float(torch.finfo(torch.float64).eps)
 MODE_TOLERANCE: float = 1e-6
 
 Reduction = Literal["mean", "sum", "none"]
+_SUM_HINT = "give distributions (proportions, or a softmax), not counts or logits"
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +126,10 @@ Reduction = Literal["mean", "sum", "none"]
 # --------------------------------------------------------------------------------------------
 def check_distribution(x: Any, name: str = "probs") -> Tensor:
     """Validate one matrix of distributions ``(N, C)``: floating, finite, non-negative, rows
-    summing to 1 (within :func:`emdloss._validation.sum_tolerance` of the dtype); a
-    :class:`~emdloss.errors.UserError` naming ``name``, the row (and column) and the value.
+    summing to 1 (within ``emdloss._validation.sum_tolerance`` of the dtype), by
+    ``emdloss.metrics.functional.check_probs``; a :class:`~emdloss.errors.UserError` naming
+    ``name``, the row (and column) and the value. Returns ``x`` as a tensor, still attached to
+    autograd.
 
     Examples
     --------
@@ -135,36 +138,14 @@ def check_distribution(x: Any, name: str = "probs") -> Tensor:
     >>> check_distribution([[0.2, -0.1, 0.9]], "target")
     Traceback (most recent call last):
     ...
-    emdloss.errors.UserError: target[0, 1] = -0.1 is negative; expected a distribution
+    emdloss.errors.UserError: target[0, 1] = -0.1 is negative; expected probabilities
     """
-    x = _as_tensor(x, name)
-    if not x.is_floating_point():
-        raise UserError(f"{name} must be a floating-point tensor of distributions, got {x.dtype}")
-    if x.ndim != 2:
-        raise UserError(f"{name} must have shape (N, C), got {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] < 2:
-        raise UserError(f"{name} needs N >= 1 rows and C >= 2 levels, got {tuple(x.shape)}")
-    d = x.detach()
-    finite = torch.isfinite(d)
-    if not bool(finite.all()):
-        i, j = (int(v) for v in (~finite).nonzero()[0])
-        raise UserError(f"{name}[{i}, {j}] = {float(d[i, j])} is not finite")
-    tol = V.sum_tolerance(d.dtype)
-    negative = d < -tol
-    if bool(negative.any()):
-        i, j = (int(v) for v in negative.nonzero()[0])
-        raise UserError(
-            f"{name}[{i}, {j}] = {float(d[i, j]):.6g} is negative; expected a distribution"
-        )
-    sums = d.double().sum(dim=1)
-    bad = (sums - 1.0).abs() > tol
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise UserError(
-            f"{name} row {i} sums to {float(sums[i]):.6g}, expected 1 (within {tol}): "
-            "give distributions (proportions, or a softmax), not counts or logits"
-        )
-    return x
+    tensor = _as_tensor(x, name)
+    try:
+        check_probs(tensor, name, hint=_SUM_HINT)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from error
+    return tensor
 
 
 def check_distributions(probs: Any, target: Any) -> tuple[Tensor, Tensor]:
@@ -182,7 +163,7 @@ def check_distributions(probs: Any, target: Any) -> tuple[Tensor, Tensor]:
     >>> check_distributions([[0.5, 0.6]], [[1.0, 0.0]])
     Traceback (most recent call last):
     ...
-    emdloss.errors.UserError: probs row 0 sums to 1.1, expected 1 (within 0.0001): give distributions (proportions, or a softmax), not counts or logits
+    emdloss.errors.UserError: probs row 0 sums to 1.1, expected 1 (within 0.0001); give distributions (proportions, or a softmax), not counts or logits
     """
     p, t = check_distribution(probs, "probs"), check_distribution(target, "target")
     if p.shape != t.shape:
