@@ -402,6 +402,24 @@ def test_noise_floor_is_exact_for_one_vote_and_vanishes_with_many() -> None:
     assert many.mean["kl"] == pytest.approx(4 / 4e6, rel=0.1)
 
 
+def test_pseudocount_gives_every_level_mass_in_the_truth() -> None:
+    counts = torch.tensor([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 1]])  # levels without votes
+    plain = noise_floor(counts, draws=400, seed=0)
+    smooth = noise_floor(counts, draws=400, seed=0, pseudocount=0.5)
+    # the smoothed truth predicts mass on unvoted levels: Canberra charges each such level fully
+    assert smooth.mean["canberra"] > plain.mean["canberra"] + 1.0
+    assert smooth.mean["kl"] > plain.mean["kl"]
+    # one vote: the plug-in floor is perfect, the smoothed one is not
+    one = torch.tensor([[0, 1, 0]])
+    assert noise_floor(one, draws=5).mean["chebyshev"] == 0.0
+    # truth (c + 1/2) / (n + C/2) = (.2, .6, .2); one vote lands on level 0, 1, 2 w.p. .2, .6, .2
+    # and Chebyshev is then .8, .4, .8: expected .56
+    smoothed = noise_floor(one, draws=4000, seed=2, pseudocount=0.5)
+    assert abs(smoothed.mean["chebyshev"] - 0.56) <= 4 * smoothed.se["chebyshev"]
+    with pytest.raises(UserError, match="pseudocount must be a finite number >= 0, got -1"):
+        noise_floor(one, pseudocount=-1)
+
+
 def test_noise_floor_is_deterministic_under_a_seed() -> None:
     counts = torch.tensor([[3, 1, 0, 2], [0, 5, 5, 0], [1, 1, 1, 1]])
     a = noise_floor(counts, draws=30, seed=7)

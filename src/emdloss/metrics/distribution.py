@@ -54,6 +54,7 @@ knew each item's true distribution would score, given vote counts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -771,6 +772,7 @@ def noise_floor(
     positions: Sequence[float] | Tensor | None = None,
     draws: int = 200,
     seed: int = 0,
+    pseudocount: float = 0.0,
 ) -> NoiseFloor:
     r"""Expected score of a model that knew each item's true distribution, given ``n_i`` votes.
 
@@ -789,10 +791,14 @@ def noise_floor(
     The floor is the mean over draws; ``se`` its Monte-Carlo standard error
     (:math:`\mathrm{sd}/\sqrt{B}`). It is a plug-in estimate: :math:`\hat q_i` is rougher than
     :math:`q_i` (a level nobody voted for has probability 0, so it is never resampled), which
-    makes the floor somewhat optimistic for small :math:`n_i` (for KL about
-    :math:`(C_i - 1)/(2 n_i)` per item with :math:`C_i` the levels that got votes, against
-    :math:`C - 1` for the truth). For :math:`n_i = 1` every resample equals :math:`\hat q_i` and
-    the floor is the perfect score; as :math:`n_i \to \infty` it tends to the perfect score too.
+    makes the floor optimistic for small :math:`n_i`: for KL about :math:`(C_i - 1)/(2 n_i)` per
+    item with :math:`C_i` the levels that got votes, against :math:`(C - 1)/(2 n_i)` when the
+    truth puts mass on every level; for Clark and Canberra, which charge a full term for every
+    level that one side gives 0 and the other does not, far more. For :math:`n_i = 1` every
+    resample equals :math:`\hat q_i` and the floor is the perfect score; as
+    :math:`n_i \to \infty` it tends to the perfect score too. A ``pseudocount`` :math:`a > 0`
+    plays :math:`\hat q_i = (c_i + a) / (n_i + aC)` as the truth instead (:math:`a = 1/2`:
+    Jeffreys' prior), which gives every level some mass; the resamples keep :math:`n_i` votes.
 
     Parameters
     ----------
@@ -804,6 +810,8 @@ def noise_floor(
         Bootstrap draws :math:`B` (default 200).
     seed : int
         Seed of the resampling (numpy's ``default_rng``); equal seeds give equal floors.
+    pseudocount : float
+        Added to every count to form the truth (default 0: the observed proportions).
 
     Returns
     -------
@@ -822,10 +830,12 @@ def noise_floor(
 
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
         raise UserError(f"draws must be an integer >= 2, got {draws!r}")
+    if not isinstance(pseudocount, (int, float)) or not pseudocount >= 0 or pseudocount == math.inf:
+        raise UserError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
     c = _check_counts(counts)
     n_items, n_levels = c.shape
     votes = c.sum(dim=1)
-    truth = c / votes[:, None]
+    truth = (c + pseudocount) / (votes[:, None] + pseudocount * n_levels)
     pos = _positions(positions, truth)
     rng = np.random.default_rng(seed)
     n_np, q_np = votes.numpy().astype(np.int64), truth.numpy()
