@@ -17,6 +17,7 @@ Examples
 """
 
 from emdloss.metrics.baselines import BASELINES, class_prior, trivial_baselines
+from emdloss.metrics.confmat import confusion_matrix
 from emdloss.metrics.distribution import (
     DISTRIBUTION_METRIC_KEYS,
     DISTRIBUTION_METRIC_MODES,
@@ -44,7 +45,6 @@ from emdloss.metrics.distribution import (
 from emdloss.metrics.functional import (
     accuracy,
     average_mae,
-    confusion_matrix,
     mean_absolute_error,
     one_off_accuracy,
     per_class_mae,
@@ -53,12 +53,7 @@ from emdloss.metrics.functional import (
     root_mean_squared_error,
     spearman,
 )
-from emdloss.metrics.prediction_sets import (
-    ConformalCoverage,
-    mean_set_size,
-    prediction_set_metrics,
-    set_coverage,
-)
+from emdloss.metrics.prediction_sets import ConformalCoverage, prediction_set_metrics
 from emdloss.metrics.stateful import (
     ORDINAL_METRIC_KEYS,
     AverageMAE,
@@ -100,7 +95,6 @@ __all__ = [
     "mean_score",
     "mean_score_mae",
     "mean_score_rmse",
-    "mean_set_size",
     "mode_accuracy",
     "nima_emd",
     "noise_floor",
@@ -110,7 +104,6 @@ __all__ = [
     "quadratic_weighted_kappa",
     "ranked_probability_score",
     "root_mean_squared_error",
-    "set_coverage",
     "spearman",
     "srcc",
     "trivial_baselines",
