@@ -55,7 +55,7 @@ knew each item's true distribution would score, given vote counts.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -189,6 +189,13 @@ def _positions(positions: Sequence[float] | Tensor | None, like: Tensor) -> Tens
     return pos.to(dtype=like.dtype, device=like.device)
 
 
+def _per_item_measure(
+    formula: Callable[[Tensor, Tensor], Tensor], probs: Any, target: Any, reduction: str
+) -> Tensor:
+    p, t = check_distributions(probs, target)
+    return _reduce(formula(p, t), reduction)
+
+
 def _reduce(values: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return values.mean()
@@ -294,8 +301,8 @@ def chebyshev(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tens
 
     Parameters
     ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
+    probs, target : Tensor or array-like
+        Predicted and target distributions ``(N, C)``, checked by :func:`check_distributions`.
     reduction : {"mean", "sum", "none"}
         Mean or sum over items, or the ``(N,)`` values.
 
@@ -309,8 +316,7 @@ def chebyshev(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tens
     >>> chebyshev(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[0.5, 0.5, 0.0]]))
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_chebyshev(p, t), reduction)
+    return _per_item_measure(_chebyshev, probs, target, reduction)
 
 
 def clark(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -318,19 +324,14 @@ def clark(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
 
     .. math:: \mathrm{Clark}(t, p) = \sqrt{\sum_j \frac{(t_j - p_j)^2}{(t_j + p_j)^2}}
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> clark(torch.tensor([[0.25, 0.75]]), torch.tensor([[0.75, 0.25]]))
     tensor(0.7071)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_clark(p, t), reduction)
+    return _per_item_measure(_clark, probs, target, reduction)
 
 
 def canberra(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -338,19 +339,14 @@ def canberra(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tenso
 
     .. math:: \mathrm{Canberra}(t, p) = \sum_j \frac{|t_j - p_j|}{t_j + p_j}
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> canberra(torch.tensor([[0.25, 0.75]]), torch.tensor([[0.75, 0.25]]))
     tensor(1.)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_canberra(p, t), reduction)
+    return _per_item_measure(_canberra, probs, target, reduction)
 
 
 def kl_divergence(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -362,57 +358,42 @@ def kl_divergence(probs: Any, target: Any, *, reduction: Reduction = "mean") -> 
     zero target level adds :math:`\approx 0` and a zero predicted level where the target has mass
     a large finite term. Soft cross-entropy minus the target's entropy.
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> kl_divergence(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]))  # ln 2
     tensor(0.6931)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_kl(p, t), reduction)
+    return _per_item_measure(_kl, probs, target, reduction)
 
 
 def cosine_similarity(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Cosine similarity :math:`\langle t, p\rangle / (\|t\|_2 \|p\|_2)` per item (higher is
     better).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> cosine_similarity(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]))
     tensor(0.7071)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_cosine(p, t), reduction)
+    return _per_item_measure(_cosine, probs, target, reduction)
 
 
 def intersection(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Intersection :math:`\sum_j \min(t_j, p_j) = 1 - \frac12 \sum_j |t_j - p_j|` per item
     (higher is better; one minus the total-variation distance).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> intersection(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[0.5, 0.5, 0.0]]))
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_intersection(p, t), reduction)
+    return _per_item_measure(_intersection, probs, target, reduction)
 
 
 def emd2(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -424,19 +405,14 @@ def emd2(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     ``normalization="class_mean"``; multiply by :math:`C` for the sum form (dlordinal, the
     reference table), by :math:`C/(C-1)` for the ranked probability score.
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> emd2(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.0, 0.0, 1.0]]))  # (0.25+0.64)/3
     tensor(0.2967)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_emd2(p, t), reduction)
+    return _per_item_measure(_emd2, probs, target, reduction)
 
 
 def nima_emd(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -447,19 +423,14 @@ def nima_emd(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tenso
 
     averaged over items *after* the root (so not the root of the mean :func:`emd2`).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> nima_emd(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
     tensor(0.3536)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_emd2(p, t).sqrt(), reduction)
+    return _per_item_measure(lambda p, t: _emd2(p, t).sqrt(), probs, target, reduction)
 
 
 def mean_score(probs: Any, positions: Sequence[float] | Tensor | None = None) -> Tensor:
@@ -554,7 +525,8 @@ def srcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None 
 
 def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Whether the predicted mode (first :math:`\arg\max_j p_j`) is a mode of the target (a level
-    within :data:`MODE_TOLERANCE` of :math:`\max_j t_j`), per item (higher is better).
+    within :data:`MODE_TOLERANCE` of :math:`\max_j t_j`), per item (higher is better). Not
+    differentiable. Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
@@ -563,8 +535,7 @@ def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> 
     >>> mode_accuracy(p, t)
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_mode_hit(p, t), reduction)
+    return _per_item_measure(_mode_hit, probs, target, reduction)
 
 
 def _per_item(p: Tensor, t: Tensor, pos: Tensor) -> dict[str, Tensor]:
