@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import textwrap
 import warnings
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 pytest.importorskip("torchmetrics")  # the stateful metrics: the train extra
 pytest.importorskip("scipy")
@@ -246,69 +245,34 @@ def test_stateful_over_batches_equals_functional_on_all(seed: int, n: int, c: in
         metric.compute()
 
 
-WORKER = textwrap.dedent(
-    """
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-
+WORK = """
     from emdloss.metrics import DistributionMetrics
 
 
-    def run(index, first_rank, world, init, data_file, out_dir):
-        rank = first_rank + index
-        if rank > 0:  # a spawned child: leave the test process's settings alone
-            torch.set_num_threads(1)
-        timeout = datetime.timedelta(seconds=120)
-        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
-        try:
-            pred, target, positions, shards = torch.load(data_file)
-            metric = DistributionMetrics(pred.shape[1], positions=positions)
-            for idx in shards[rank].split(5):  # uneven shards, several batches each
-                metric.update(pred[idx], target[idx])
-            out = {k: v.clone() for k, v in metric.compute().items()}
-            out["local_count"] = metric.count.clone()  # compute() restored the local states
-            torch.save(out, f"{out_dir}/out{rank}.pt")
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
-    """
-)
+    def work(rank, data):
+        pred, target, positions, shards = data
+        metric = DistributionMetrics(pred.shape[1], positions=positions)
+        for idx in shards[rank].split(5):  # uneven shards, several batches each
+            metric.update(pred[idx], target[idx])
+        out = {k: v.clone() for k, v in metric.compute().items()}
+        out["local_count"] = metric.count.clone()  # compute() restored the local states
+        return out
+"""
 
 
 @pytest.mark.ddp
 @pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
 )
-def test_ddp_two_gloo_processes_match_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ddp_two_gloo_processes_match_one_process(two_gloo_ranks: Callable[..., Any]) -> None:
     pred, target = _pair(21, 47, 5)
     order = torch.argsort(mean_score(target), stable=True)  # ranks see different items
     shards = [order[:17], order[17:]]
     positions = [1.0, 2.0, 3.5, 4.0, 8.0]
-    torch.save((pred, target, positions, shards), tmp_path / "data.pt")
-    (tmp_path / "emdloss_ddp_distribution_worker.py").write_text(WORKER)
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
-    import emdloss_ddp_distribution_worker as worker  # type: ignore[import-not-found]
-
-    init = f"file://{tmp_path / 'rendezvous'}"
-    files = (str(tmp_path / "data.pt"), str(tmp_path))
-    ctx = mp.start_processes(
-        worker.run, args=(1, 2, init, *files), nprocs=1, join=False, start_method="spawn"
-    )
-    try:
-        assert not dist.is_initialized()
-        worker.run(0, 0, 2, init, *files)
-        assert ctx.join(timeout=120), "rank 1 did not finish"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
+    outputs = two_gloo_ranks(WORK, (pred, target, positions, shards))
     expected = distribution_metrics(pred, target, positions=positions)
     for rank, shard in enumerate(shards):
-        out = torch.load(tmp_path / f"out{rank}.pt")
+        out = dict(outputs[rank])
         assert int(out.pop("local_count")) == len(shard)
         assert set(out) == set(expected)
         for key, value in expected.items():
@@ -354,10 +318,10 @@ def test_bad_input_is_a_user_error_naming_the_value() -> None:
         (torch.tensor([[0.5, 0.6], [0.2, 0.8]]), good, r"probs row 0 sums to 1\.1, expected 1"),
         (good, torch.tensor([[0.5, 0.5], [2.0, 3.0]]), r"target row 1 sums to 5.*not counts"),
         (torch.tensor([[1.5, -0.5], [0.2, 0.8]]), good, r"probs\[0, 1\] = -0\.5 is negative"),
-        (good, torch.tensor([[0.5, 0.5], [math.nan, 1.0]]), r"target\[1, 0\] = nan is not finite"),
+        (good, torch.tensor([[0.5, 0.5], [math.nan, 1.0]]), r"target row 1 is not finite: \[nan"),
         (torch.full((2, 3), 1 / 3), good, r"same shape \(N, C\), got \(2, 3\) and \(2, 2\)"),
-        (torch.tensor([0.5, 0.5]), good, r"probs must have shape \(N, C\), got \(2,\)"),
-        (torch.ones(2, 1), torch.ones(2, 1), r"C >= 2 levels, got \(2, 1\)"),
+        (torch.tensor([0.5, 0.5]), good, r"probs must be 2-D \(N, C\), got shape \(2,\)"),
+        (torch.ones(2, 1), torch.ones(2, 1), r"C >= 2 classes, got \(2, 1\)"),
         (torch.empty(0, 3), torch.empty(0, 3), r"N >= 1 rows"),
         (torch.tensor([[1, 0]]), torch.tensor([[1, 0]]), r"floating-point.*torch\.int64"),
     ]
@@ -436,6 +400,24 @@ def test_noise_floor_is_exact_for_one_vote_and_vanishes_with_many() -> None:
     # KL against the chi-square approximation (C - 1) / (2n), C = 5: n = 20 and n = 2e6
     assert few.mean["kl"] == pytest.approx(4 / 40, rel=0.3)
     assert many.mean["kl"] == pytest.approx(4 / 4e6, rel=0.1)
+
+
+def test_pseudocount_gives_every_level_mass_in_the_truth() -> None:
+    counts = torch.tensor([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 3, 1]])  # levels without votes
+    plain = noise_floor(counts, draws=400, seed=0)
+    smooth = noise_floor(counts, draws=400, seed=0, pseudocount=0.5)
+    # the smoothed truth predicts mass on unvoted levels: Canberra charges each such level fully
+    assert smooth.mean["canberra"] > plain.mean["canberra"] + 1.0
+    assert smooth.mean["kl"] > plain.mean["kl"]
+    # one vote: the plug-in floor is perfect, the smoothed one is not
+    one = torch.tensor([[0, 1, 0]])
+    assert noise_floor(one, draws=5).mean["chebyshev"] == 0.0
+    # truth (c + 1/2) / (n + C/2) = (.2, .6, .2); one vote lands on level 0, 1, 2 w.p. .2, .6, .2
+    # and Chebyshev is then .8, .4, .8: expected .56
+    smoothed = noise_floor(one, draws=4000, seed=2, pseudocount=0.5)
+    assert abs(smoothed.mean["chebyshev"] - 0.56) <= 4 * smoothed.se["chebyshev"]
+    with pytest.raises(UserError, match="pseudocount must be a finite number >= 0, got -1"):
+        noise_floor(one, pseudocount=-1)
 
 
 def test_noise_floor_is_deterministic_under_a_seed() -> None:

@@ -50,7 +50,7 @@ def _features(x: Any, name: str, dim: int | None = None) -> np.ndarray:
 
 
 def _targets(t: Any, name: str, rows: int) -> np.ndarray:
-    from emdloss.metrics.distribution import check_distribution
+    from emdloss.metrics import check_distribution
 
     a = check_distribution(np.asarray(t, dtype=np.float64), name).numpy()
     if a.shape[0] != rows:
@@ -59,7 +59,7 @@ def _targets(t: Any, name: str, rows: int) -> np.ndarray:
 
 
 def _check_select(select: str) -> str:
-    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_MODES
+    from emdloss.metrics import DISTRIBUTION_METRIC_MODES
 
     if select not in DISTRIBUTION_METRIC_MODES:
         raise UserError(
@@ -70,14 +70,14 @@ def _check_select(select: str) -> str:
 
 def _choose(scores: dict[Any, float], select: str) -> Any:
     """The setting with the best validation value (the first of equals, in the grid's order)."""
-    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_MODES
+    from emdloss.metrics import DISTRIBUTION_METRIC_MODES
 
     sign = -1.0 if DISTRIBUTION_METRIC_MODES[select] == "max" else 1.0
     return min(scores, key=lambda setting: sign * scores[setting])
 
 
 def _validation_value(probs: np.ndarray, target: np.ndarray, select: str) -> float:
-    from emdloss.metrics.distribution import distribution_metrics
+    from emdloss.metrics import distribution_metrics
 
     return distribution_metrics(probs, target)[select]
 

@@ -54,7 +54,8 @@ knew each item's true distribution would score, given vote counts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,7 +65,7 @@ from torchmetrics import Metric
 
 from emdloss import _validation as V
 from emdloss.errors import UserError
-from emdloss.metrics._checks import _as_tensor, check_positions
+from emdloss.metrics._checks import _as_tensor, check_positions, check_probs
 
 __all__ = [
     "DISTRIBUTION_METRIC_KEYS",
@@ -118,6 +119,7 @@ EPS: float = float(torch.finfo(torch.float64).eps)
 MODE_TOLERANCE: float = 1e-6
 
 Reduction = Literal["mean", "sum", "none"]
+_SUM_HINT = "give distributions (proportions, or a softmax), not counts or logits"
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +127,10 @@ Reduction = Literal["mean", "sum", "none"]
 # --------------------------------------------------------------------------------------------
 def check_distribution(x: Any, name: str = "probs") -> Tensor:
     """Validate one matrix of distributions ``(N, C)``: floating, finite, non-negative, rows
-    summing to 1 (within :func:`emdloss._validation.sum_tolerance` of the dtype); a
-    :class:`~emdloss.errors.UserError` naming ``name``, the row (and column) and the value.
+    summing to 1 (within ``emdloss._validation.sum_tolerance`` of the dtype), by
+    ``emdloss.metrics.functional.check_probs``; a :class:`~emdloss.errors.UserError` naming
+    ``name``, the row (and column) and the value. Returns ``x`` as a tensor, still attached to
+    autograd.
 
     Examples
     --------
@@ -135,36 +139,14 @@ def check_distribution(x: Any, name: str = "probs") -> Tensor:
     >>> check_distribution([[0.2, -0.1, 0.9]], "target")
     Traceback (most recent call last):
     ...
-    emdloss.errors.UserError: target[0, 1] = -0.1 is negative; expected a distribution
+    emdloss.errors.UserError: target[0, 1] = -0.1 is negative; expected probabilities
     """
-    x = _as_tensor(x, name)
-    if not x.is_floating_point():
-        raise UserError(f"{name} must be a floating-point tensor of distributions, got {x.dtype}")
-    if x.ndim != 2:
-        raise UserError(f"{name} must have shape (N, C), got {tuple(x.shape)}")
-    if x.shape[0] == 0 or x.shape[1] < 2:
-        raise UserError(f"{name} needs N >= 1 rows and C >= 2 levels, got {tuple(x.shape)}")
-    d = x.detach()
-    finite = torch.isfinite(d)
-    if not bool(finite.all()):
-        i, j = (int(v) for v in (~finite).nonzero()[0])
-        raise UserError(f"{name}[{i}, {j}] = {float(d[i, j])} is not finite")
-    tol = V.sum_tolerance(d.dtype)
-    negative = d < -tol
-    if bool(negative.any()):
-        i, j = (int(v) for v in negative.nonzero()[0])
-        raise UserError(
-            f"{name}[{i}, {j}] = {float(d[i, j]):.6g} is negative; expected a distribution"
-        )
-    sums = d.double().sum(dim=1)
-    bad = (sums - 1.0).abs() > tol
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise UserError(
-            f"{name} row {i} sums to {float(sums[i]):.6g}, expected 1 (within {tol}): "
-            "give distributions (proportions, or a softmax), not counts or logits"
-        )
-    return x
+    tensor = _as_tensor(x, name)
+    try:
+        check_probs(tensor, name, hint=_SUM_HINT)
+    except (TypeError, ValueError) as error:
+        raise UserError(str(error)) from error
+    return tensor
 
 
 def check_distributions(probs: Any, target: Any) -> tuple[Tensor, Tensor]:
@@ -182,7 +164,7 @@ def check_distributions(probs: Any, target: Any) -> tuple[Tensor, Tensor]:
     >>> check_distributions([[0.5, 0.6]], [[1.0, 0.0]])
     Traceback (most recent call last):
     ...
-    emdloss.errors.UserError: probs row 0 sums to 1.1, expected 1 (within 0.0001): give distributions (proportions, or a softmax), not counts or logits
+    emdloss.errors.UserError: probs row 0 sums to 1.1, expected 1 (within 0.0001); give distributions (proportions, or a softmax), not counts or logits
     """
     p, t = check_distribution(probs, "probs"), check_distribution(target, "target")
     if p.shape != t.shape:
@@ -205,6 +187,13 @@ def _positions(positions: Sequence[float] | Tensor | None, like: Tensor) -> Tens
     except ValueError as error:
         raise UserError(str(error)) from error
     return pos.to(dtype=like.dtype, device=like.device)
+
+
+def _per_item_measure(
+    formula: Callable[[Tensor, Tensor], Tensor], probs: Any, target: Any, reduction: str
+) -> Tensor:
+    p, t = check_distributions(probs, target)
+    return _reduce(formula(p, t), reduction)
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -312,8 +301,8 @@ def chebyshev(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tens
 
     Parameters
     ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
+    probs, target : Tensor or array-like
+        Predicted and target distributions ``(N, C)``, checked by :func:`check_distributions`.
     reduction : {"mean", "sum", "none"}
         Mean or sum over items, or the ``(N,)`` values.
 
@@ -327,8 +316,7 @@ def chebyshev(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tens
     >>> chebyshev(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[0.5, 0.5, 0.0]]))
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_chebyshev(p, t), reduction)
+    return _per_item_measure(_chebyshev, probs, target, reduction)
 
 
 def clark(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -336,19 +324,14 @@ def clark(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
 
     .. math:: \mathrm{Clark}(t, p) = \sqrt{\sum_j \frac{(t_j - p_j)^2}{(t_j + p_j)^2}}
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> clark(torch.tensor([[0.25, 0.75]]), torch.tensor([[0.75, 0.25]]))
     tensor(0.7071)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_clark(p, t), reduction)
+    return _per_item_measure(_clark, probs, target, reduction)
 
 
 def canberra(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -356,19 +339,14 @@ def canberra(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tenso
 
     .. math:: \mathrm{Canberra}(t, p) = \sum_j \frac{|t_j - p_j|}{t_j + p_j}
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> canberra(torch.tensor([[0.25, 0.75]]), torch.tensor([[0.75, 0.25]]))
     tensor(1.)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_canberra(p, t), reduction)
+    return _per_item_measure(_canberra, probs, target, reduction)
 
 
 def kl_divergence(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -380,57 +358,42 @@ def kl_divergence(probs: Any, target: Any, *, reduction: Reduction = "mean") -> 
     zero target level adds :math:`\approx 0` and a zero predicted level where the target has mass
     a large finite term. Soft cross-entropy minus the target's entropy.
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> kl_divergence(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]))  # ln 2
     tensor(0.6931)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_kl(p, t), reduction)
+    return _per_item_measure(_kl, probs, target, reduction)
 
 
 def cosine_similarity(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Cosine similarity :math:`\langle t, p\rangle / (\|t\|_2 \|p\|_2)` per item (higher is
     better).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> cosine_similarity(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 0.0]]))
     tensor(0.7071)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_cosine(p, t), reduction)
+    return _per_item_measure(_cosine, probs, target, reduction)
 
 
 def intersection(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Intersection :math:`\sum_j \min(t_j, p_j) = 1 - \frac12 \sum_j |t_j - p_j|` per item
     (higher is better; one minus the total-variation distance).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> intersection(torch.tensor([[0.2, 0.3, 0.5]]), torch.tensor([[0.5, 0.5, 0.0]]))
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_intersection(p, t), reduction)
+    return _per_item_measure(_intersection, probs, target, reduction)
 
 
 def emd2(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -442,19 +405,14 @@ def emd2(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     ``normalization="class_mean"``; multiply by :math:`C` for the sum form (dlordinal, the
     reference table), by :math:`C/(C-1)` for the ranked probability score.
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> emd2(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[0.0, 0.0, 1.0]]))  # (0.25+0.64)/3
     tensor(0.2967)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_emd2(p, t), reduction)
+    return _per_item_measure(_emd2, probs, target, reduction)
 
 
 def nima_emd(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -465,19 +423,14 @@ def nima_emd(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tenso
 
     averaged over items *after* the root (so not the root of the mean :func:`emd2`).
 
-    Parameters
-    ----------
-    probs, target : Tensor
-        Predicted and target distributions ``(N, C)``.
-    reduction : {"mean", "sum", "none"}
+    Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
     >>> nima_emd(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
     tensor(0.3536)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_emd2(p, t).sqrt(), reduction)
+    return _per_item_measure(lambda p, t: _emd2(p, t).sqrt(), probs, target, reduction)
 
 
 def mean_score(probs: Any, positions: Sequence[float] | Tensor | None = None) -> Tensor:
@@ -572,7 +525,8 @@ def srcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None 
 
 def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
     r"""Whether the predicted mode (first :math:`\arg\max_j p_j`) is a mode of the target (a level
-    within :data:`MODE_TOLERANCE` of :math:`\max_j t_j`), per item (higher is better).
+    within :data:`MODE_TOLERANCE` of :math:`\max_j t_j`), per item (higher is better). Not
+    differentiable. Parameters and returns as :func:`chebyshev`.
 
     Examples
     --------
@@ -581,8 +535,7 @@ def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> 
     >>> mode_accuracy(p, t)
     tensor(0.5000)
     """
-    p, t = check_distributions(probs, target)
-    return _reduce(_mode_hit(p, t), reduction)
+    return _per_item_measure(_mode_hit, probs, target, reduction)
 
 
 def _per_item(p: Tensor, t: Tensor, pos: Tensor) -> dict[str, Tensor]:
@@ -790,6 +743,7 @@ def noise_floor(
     positions: Sequence[float] | Tensor | None = None,
     draws: int = 200,
     seed: int = 0,
+    pseudocount: float = 0.0,
 ) -> NoiseFloor:
     r"""Expected score of a model that knew each item's true distribution, given ``n_i`` votes.
 
@@ -808,10 +762,14 @@ def noise_floor(
     The floor is the mean over draws; ``se`` its Monte-Carlo standard error
     (:math:`\mathrm{sd}/\sqrt{B}`). It is a plug-in estimate: :math:`\hat q_i` is rougher than
     :math:`q_i` (a level nobody voted for has probability 0, so it is never resampled), which
-    makes the floor somewhat optimistic for small :math:`n_i` (for KL about
-    :math:`(C_i - 1)/(2 n_i)` per item with :math:`C_i` the levels that got votes, against
-    :math:`C - 1` for the truth). For :math:`n_i = 1` every resample equals :math:`\hat q_i` and
-    the floor is the perfect score; as :math:`n_i \to \infty` it tends to the perfect score too.
+    makes the floor optimistic for small :math:`n_i`: for KL about :math:`(C_i - 1)/(2 n_i)` per
+    item with :math:`C_i` the levels that got votes, against :math:`(C - 1)/(2 n_i)` when the
+    truth puts mass on every level; for Clark and Canberra, which charge a full term for every
+    level that one side gives 0 and the other does not, far more. For :math:`n_i = 1` every
+    resample equals :math:`\hat q_i` and the floor is the perfect score; as
+    :math:`n_i \to \infty` it tends to the perfect score too. A ``pseudocount`` :math:`a > 0`
+    plays :math:`\hat q_i = (c_i + a) / (n_i + aC)` as the truth instead (:math:`a = 1/2`:
+    Jeffreys' prior), which gives every level some mass; the resamples keep :math:`n_i` votes.
 
     Parameters
     ----------
@@ -823,6 +781,8 @@ def noise_floor(
         Bootstrap draws :math:`B` (default 200).
     seed : int
         Seed of the resampling (numpy's ``default_rng``); equal seeds give equal floors.
+    pseudocount : float
+        Added to every count to form the truth (default 0: the observed proportions).
 
     Returns
     -------
@@ -841,10 +801,12 @@ def noise_floor(
 
     if isinstance(draws, bool) or not isinstance(draws, int) or draws < 2:
         raise UserError(f"draws must be an integer >= 2, got {draws!r}")
+    if not isinstance(pseudocount, (int, float)) or not pseudocount >= 0 or pseudocount == math.inf:
+        raise UserError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
     c = _check_counts(counts)
     n_items, n_levels = c.shape
     votes = c.sum(dim=1)
-    truth = c / votes[:, None]
+    truth = (c + pseudocount) / (votes[:, None] + pseudocount * n_levels)
     pos = _positions(positions, truth)
     rng = np.random.default_rng(seed)
     n_np, q_np = votes.numpy().astype(np.int64), truth.numpy()
