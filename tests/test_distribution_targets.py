@@ -305,3 +305,32 @@ def test_vote_weights_sample_by_votes_and_refuse_proportions(tmp_path):
     )
     with pytest.raises(UserError, match="--vote-weights needs vote counts"):
         make_datamodule(config, load_data(config))
+
+
+@pytest.mark.slow
+def test_compare_runs_the_ldl_protocol_on_a_mat_file(tmp_path):
+    """k-fold cross-validation per seed on an ldl: file, baselines paired by (seed, fold)."""
+    import scipy.io
+
+    from emdloss.compare import compare
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    logits = np.stack([x[:, 0], -x[:, 0], x[:, 1], np.zeros(60)], axis=1)
+    labels = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    scipy.io.savemat(tmp_path / "toy.mat", {"features": x, "labels": labels})
+    result = compare(
+        f"ldl:{tmp_path / 'toy.mat'}",
+        "ce,nima",
+        1,
+        tmp_path / "cmp",
+        folds=3,
+        train_options={"epochs": 1, "batch_size": 16},
+        progress=False,
+    )
+    rows = list(csv.DictReader((tmp_path / "cmp" / "distribution_results.csv").open()))
+    folds = {(r["loss"], r["fold"]) for r in rows}
+    assert {("ce", str(k)) for k in range(3)} <= folds
+    assert {("baseline:aa_knn", str(k)) for k in range(3)} <= folds
+    assert "noise floor" not in {r["loss"] for r in rows}  # proportions: no vote counts
+    assert "n=3" in result.summary
