@@ -323,6 +323,8 @@ _METRIC_NAMES = {
     "qwk": "QWK",
     "rps": "RPS",
     "one_off_accuracy": "1-off accuracy",
+    "kl": "KL",
+    "emd2": "EMD^2",
 }
 _HIGHER_IS_BETTER = ("accuracy", "qwk", "spearman")
 
