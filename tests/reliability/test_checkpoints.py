@@ -242,17 +242,54 @@ def test_a_moved_run_resumes_exactly(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert (a["best_epoch"], a["val"], a["test"]) == (b["best_epoch"], b["val"], b["test"])
 
 
-def test_checkpoint_state_follows_a_moved_run(tmp_path: Path) -> None:
-    from emdloss.training._train import _RunCheckpoint
+def test_checkpoint_state_holds_no_paths(tmp_path: Path) -> None:
+    # A run directory that moved resumes with its best score: the state names no file.
+    from emdloss.training._checkpoint import RunCheckpoints
 
-    old, new = tmp_path / "old" / "checkpoints", tmp_path / "new" / "checkpoints"
-    saved = _RunCheckpoint(dirpath=str(old), filename="best", monitor="m", mode="min")
-    saved.best_model_score = torch.tensor(0.25)
-    saved.best_model_path = str(old / "best.ckpt")
-    saved.best_k_models = {str(old / "best.ckpt"): torch.tensor(0.25)}
-    saved.kth_best_model_path = str(old / "best.ckpt")
-    moved = _RunCheckpoint(dirpath=str(new), filename="best", monitor="m", mode="min")
+    saved = RunCheckpoints(tmp_path / "old" / "checkpoints", monitor="m", mode="min")
+    saved.best_score, saved.best_epoch = torch.tensor(0.25), 3
+    moved = RunCheckpoints(tmp_path / "new" / "checkpoints", monitor="m", mode="min")
     moved.load_state_dict(saved.state_dict())
-    assert moved.best_model_score == torch.tensor(0.25)  # Lightning alone would drop it
-    assert moved.best_model_path == str(new / "best.ckpt")
-    assert list(moved.best_k_models) == [str(new / "best.ckpt")]
+    assert (moved.best_score, moved.best_epoch) == (torch.tensor(0.25), 3)
+    assert not any(isinstance(v, (str, os.PathLike)) for v in saved.state_dict().values())
+
+
+@pytest.mark.slow
+def test_checkpoints_are_written_once_and_hold_the_best_epoch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 20: best.ckpt and last.ckpt are written once per (short) run, not every epoch, and
+    # the best state kept in memory is the best epoch's, not a view of the weights trained on:
+    # evaluated again, it scores what history.csv recorded for that epoch.
+    from emdloss.training import _checkpoint
+    from emdloss.training._io import AtomicCheckpointIO
+
+    written: list[str] = []
+    real_bytes, real_save = _checkpoint.write_bytes, AtomicCheckpointIO.save_checkpoint
+
+    def count_bytes(path: Any, data: bytes) -> Any:
+        written.append(Path(path).name)
+        return real_bytes(path, data)
+
+    def count_save(self: Any, checkpoint: Any, path: Any, storage_options: Any = None) -> None:
+        written.append(Path(path).name)
+        real_save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(_checkpoint, "write_bytes", count_bytes)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", count_save)
+    data, run = tmp_path / "grades.csv", tmp_path / "run"
+    write_grades(data, 240, seed=4)
+    argv = [*train_args(data, run), "--epochs", "6", "--loss", "w1", "--lr", "0.05"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert written == [rundir.BEST_CHECKPOINT, rundir.LAST_CHECKPOINT]
+    metrics = rundir.read_metrics(run)
+    assert metrics is not None
+    history = rundir.read_history(run)
+    maes = [row["val_mae"] for row in history]
+    assert metrics["best_epoch"] == 1 + maes.index(min(maes))  # the first of equal bests
+    assert metrics["val"]["argmax"]["mae"] == pytest.approx(min(maes), abs=1e-6)
+    if len(set(maes)) > 1:  # a best state aliasing the live weights would score the last epoch
+        best = rundir.load_checkpoint(run / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
+        last = rundir.load_checkpoint(run / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT)
+        assert best["epoch"] == metrics["best_epoch"] - 1 and last["epoch"] == 5

@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from emdloss import _ordinal
 from emdloss._atomic import remove_stale_temporaries
@@ -29,7 +29,9 @@ from emdloss.training._build import (
     make_datamodule,
     make_trainer,
     opened_run,
+    without_cuda_probe,
 )
+from emdloss.training._checkpoint import RunCheckpoints
 from emdloss.training._context import (
     announce_data,
     baseline_scores,
@@ -79,35 +81,6 @@ def launched_rank(environ: Mapping[str, str] | None = None) -> int:
     if tasks is not None and tasks > 1 and env.get("SLURM_JOB_ID"):
         return _int_env(env, "SLURM_PROCID") or 0
     return 0
-
-
-class _RunCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose state follows its run directory when the directory moves.
-
-    Lightning drops the best score of a resumed checkpoint callback whose directory path changed
-    (a run copied, moved or mounted elsewhere), and the next epoch then replaces ``best.ckpt``
-    whatever its score. The files of a run have fixed names inside ``checkpoints/``, so the saved
-    paths are re-rooted into the current directory instead.
-    """
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Re-root the saved paths into this callback's directory, then load them."""
-        saved_dir = state_dict.get("dirpath")
-        if self.dirpath is not None and saved_dir and saved_dir != self.dirpath:
-            here = self.dirpath
-
-            def move(path: Any) -> Any:
-                return os.path.join(here, os.path.basename(path)) if path else path
-
-            state_dict = dict(state_dict, dirpath=here)
-            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
-                if key in state_dict:
-                    state_dict[key] = move(state_dict[key])
-            if isinstance(state_dict.get("best_k_models"), dict):
-                state_dict["best_k_models"] = {
-                    move(path): score for path, score in state_dict["best_k_models"].items()
-                }
-        super().load_state_dict(state_dict)
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -212,39 +185,20 @@ def _train(
         config.save(run_dir / rundir.CONFIG_FILE)
         rundir.write_data_record(run_dir, dataset, description=description)
 
-    # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
-    # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
-    checkpoints = str(run_dir / rundir.CHECKPOINT_DIR)
-    best_checkpoint = _RunCheckpoint(
-        dirpath=checkpoints,
-        filename=Path(rundir.BEST_CHECKPOINT).stem,
-        monitor=SELECT_KEY,
-        mode=config.monitor_mode(),
-        save_top_k=1,
-        save_last=False,
-        save_on_train_epoch_end=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    last_checkpoint = _RunCheckpoint(
-        dirpath=checkpoints,
-        filename=Path(rundir.LAST_CHECKPOINT).stem,
-        monitor=None,
-        save_top_k=1,
-        save_last=False,
-        save_on_train_epoch_end=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
+    # The best state stays in memory; best.ckpt and last.ckpt are written at an interval and
+    # at the end (not every epoch).
+    checkpoints = RunCheckpoints(
+        run_dir / rundir.CHECKPOINT_DIR, monitor=SELECT_KEY, mode=config.monitor_mode()
     )
     trainer = make_trainer(
         config,
         run_dir,
-        [best_checkpoint, last_checkpoint, *callbacks],
+        [checkpoints, *callbacks],
         fitting=True,
         progress=config.progress,
     )
     # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
-    with explain_timeouts(config.dist_timeout):
+    with explain_timeouts(config.dist_timeout), without_cuda_probe(trainer):
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     rank = trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():

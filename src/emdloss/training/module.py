@@ -174,6 +174,7 @@ class OrdinalTask(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self._pending: dict[str, float] = {}
         self._epoch_start = time.perf_counter()
+        self._log_steps = True
         self.test_outputs: list[tuple[Tensor, Tensor]] = []
         self.results: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -212,10 +213,10 @@ class OrdinalTask(pl.LightningModule):
             probs = 0.5 * (probs + mirrored)
         return probs
 
-    def decode_all(self, probs: Tensor) -> dict[str, Tensor]:
-        """Predicted classes of every rule of :data:`emdloss.decoding.RULES`."""
+    def decode_all(self, probs: Tensor, rules: Sequence[str] = RULES) -> dict[str, Tensor]:
+        """Predicted classes of every rule of :data:`emdloss.decoding.RULES` (or of ``rules``)."""
         out = {}
-        for rule in RULES:
+        for rule in rules:
             if rule == "bayes":
                 out[rule] = decode(probs, rule, ground_distance=self.decision_cost.to(probs))
             elif rule == "expected" and self.positions is not None:
@@ -265,6 +266,9 @@ class OrdinalTask(pl.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = self.lr_at(epoch)
         self.train_loss_mean.reset()
+        # The per-step loss is logged only for a progress bar to show (a log call per step
+        # costs more than the step of a small network).
+        self._log_steps = self.trainer.progress_bar_callback is not None
 
     def _unpack(self, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         x, y = batch[0], batch[1]
@@ -280,7 +284,8 @@ class OrdinalTask(pl.LightningModule):
         )
         self._note_loss(loss, batch_idx)
         self.train_loss_mean.update(loss.detach(), weight=x.shape[0])
-        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        if self._log_steps:
+            self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def _note_loss(self, loss: Tensor, batch_idx: int) -> None:
@@ -328,13 +333,21 @@ class OrdinalTask(pl.LightningModule):
         self.history.append(row)
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: Sequence[Tensor], metrics: nn.ModuleDict) -> Tensor:
+    def _evaluate(
+        self, batch: Sequence[Tensor], metrics: nn.ModuleDict, rules: Sequence[str] = RULES
+    ) -> Tensor:
         x, y, _ = self._unpack(batch)
         outputs = self(x)
         probs = self.predict_proba(x) if self.tta else self.criterion.probabilities(outputs)
-        for rule, preds in self.decode_all(probs).items():
+        for rule, preds in self.decode_all(probs, rules).items():
             _metric(metrics, rule).update(probs, y, preds)
         return probs
+
+    def _validation_rules(self) -> tuple[str, ...]:
+        """While fitting, only the monitored rule: model selection and ``history.csv`` read
+        nothing else, and the best state is evaluated on every rule once, after fitting."""
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        return (self.monitor_rule,) if fitting else RULES
 
     def on_validation_epoch_start(self) -> None:
         self.val_loss_mean.reset()
@@ -343,14 +356,14 @@ class OrdinalTask(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         x, y, dist = self._unpack(batch)
-        self._evaluate(batch, self.val_metrics)
+        self._evaluate(batch, self.val_metrics, self._validation_rules())
         # The recipe's warm-up and learned matrix apply here too; features are only used to
         # learn from training data, so none are passed.
         loss = self.criterion(self(x), y, dist, None)
         self.val_loss_mean.update(loss.detach(), weight=x.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        results = _compute(self.val_metrics)
+        results = _compute(self.val_metrics, self._validation_rules())
         val_loss = float(self.val_loss_mean.compute())
         self.results["val"] = results
         chosen = dict(results[self.monitor_rule])
@@ -409,10 +422,12 @@ def _metric(metrics: nn.ModuleDict, rule: str) -> OrdinalMetrics:
     return metric
 
 
-def _compute(metrics: nn.ModuleDict) -> dict[str, dict[str, float]]:
+def _compute(
+    metrics: nn.ModuleDict, rules: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
     return {
         rule: {key: float(value) for key, value in _metric(metrics, rule).compute().items()}
-        for rule in metrics
+        for rule in (metrics if rules is None else rules)
     }
 
 
