@@ -119,7 +119,32 @@ def test_cli_compare_on_a_skordinal_table(
     printed = capsys.readouterr().out
     _check_outputs(tmp_path, "lev", ["ce", "emd2"], 2)
     summary = (tmp_path / "summary.md").read_text(encoding="utf-8")
-    assert summary in printed  # the summary is printed at the end
+    # The terminal shows the answer: a line per data set and loss (the test MAE, the paired
+    # difference to ce, the verdict) and where summary.md is; summary.md keeps the rest.
+    lines = printed.strip().splitlines()
+    assert len(lines) <= 7 and "**Verdict" not in printed, printed
+    assert lines[0].split()[:5] == ["data", "set", "loss", "runs", "MAE"]
+    mae = {
+        loss: {
+            r["seed"]: float(r["mae"])
+            for r in _csv(tmp_path / "results.csv")
+            if r["loss"] == loss and r["rule"] == "argmax"
+        }
+        for loss in ("ce", "emd2")
+    }
+    ce, emd2 = lines[1].split(), lines[2].split()
+    assert ce == ["lev", "ce", "2", f"{np.mean(list(mae['ce'].values())):.3f}", "reference"]
+    difference = np.mean([mae["emd2"][k] - mae["ce"][k] for k in mae["ce"]])
+    assert emd2[:5] == [
+        "lev",
+        "emd2",
+        "2",
+        f"{np.mean(list(mae['emd2'].values())):.3f}",
+        f"{difference:+.3f}",
+    ]
+    assert " ".join(emd2[7:]) in ("beats ce", "ties with ce", "loses to ce")
+    assert lines[-1].endswith(str(tmp_path / "summary.md"))
+    assert "4 runs: 4 trained now, 0 finished earlier, 0 failed" in printed
     cells = _summary_cells(summary, "lev")
     for row in reference_tables("lev")[0].rows:  # TOC-UCO's published LEV rows beside ours
         assert cells[f"TOC-UCO: {row.method}"][3] == f"{row.metrics['mae']:.3f}"

@@ -78,6 +78,7 @@ _HELP = {
     "implementation": "EMD loss implementation: fused (PyTorch) or cpp (C++ CPU kernel); "
     "recorded in config.yaml and reused on resume",
     "progress": "progress bars",
+    "plots": "draw the run's plots (learning curves, confusion matrix, ground distance)",
     "resume": "continue the run in --output from checkpoints/last.ckpt",
     "overwrite": "replace an existing run in --output",
 }

@@ -46,6 +46,7 @@ from emdloss.compare._plan import (
     DEFAULT_SEEDS,
     EMD_LOSSES,
     PEER_PACKAGES,
+    RUN_PLOTS,
     SOFT_TARGET_POLICIES,
     RunSpec,
     check_dataset_names,
@@ -146,6 +147,9 @@ class CompareResult:
         Wall time of the whole comparison.
     selections : dict
         The grid setting chosen on validation data per (data set, loss).
+    table : str
+        The answer in a few lines (:func:`emdloss.compare._verdict.verdict_table`): what the
+        command prints, with the path of ``summary.md``.
     """
 
     output: Path
@@ -155,6 +159,7 @@ class CompareResult:
     files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
     selections: dict[tuple[str, str], Selection] = field(default_factory=dict)
+    table: str = ""
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -208,6 +213,7 @@ def compare(
     executor: str = "local",
     ray_address: str | None = None,
     test_fn: Callable[[Path], Any] | None = None,
+    plots: str = "end",
 ) -> CompareResult:
     """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
 
@@ -260,6 +266,10 @@ def compare(
         ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
+    plots : {"end", "none", "each"}
+        The plots of each run (learning curves, confusion matrix, ground distance): drawn once
+        when the runs are done, for the reported runs (default); not drawn; or drawn by every
+        run as it ends (``emdloss train``'s way, the slowest).
 
     Returns
     -------
@@ -295,6 +305,8 @@ def compare(
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     if executor not in EXECUTORS:
         raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if plots not in RUN_PLOTS:
+        raise ValueError(f"plots: expected one of {', '.join(RUN_PLOTS)}, got {plots!r}")
     if soft_targets not in SOFT_TARGET_POLICIES:
         raise ValueError(
             f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
@@ -317,6 +329,8 @@ def compare(
         raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
+    # Per-run plots cost more than training a small run: drawn once at the end (--plots).
+    user.setdefault("plots", plots == "each")
     out = Path(output)
     infos: list[DatasetInfo] = []
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
@@ -391,6 +405,10 @@ def compare(
         ]
         # Now, and only for the chosen runs, the test split: once per run.
         reported = test_untested(reported, test_fn)
+        if plots == "end":
+            from emdloss.compare._plots import write_run_plots
+
+            write_run_plots(reported)
         rows = result_rows(reported)
         errors: dict[str, dict[str, str]] = {}
         if baselines:
@@ -430,8 +448,11 @@ def compare(
         if section:
             summary = summary.rstrip("\n") + "\n\n" + section
         files.append(write_text(out / "summary.md", summary))
+        from emdloss.compare._verdict import verdict_table
+
+        table = verdict_table(infos, rows)
         return CompareResult(
-            out, records, rows, summary, files, time.perf_counter() - start, selections
+            out, records, rows, summary, files, time.perf_counter() - start, selections, table
         )
 
 

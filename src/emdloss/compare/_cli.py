@@ -13,6 +13,7 @@ from emdloss.compare._plan import (
     DEFAULT_LOSSES,
     DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
+    RUN_PLOTS,
     SOFT_TARGET_POLICIES,
     dataset_slug,
     parse_names,
@@ -141,6 +142,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="conformity score of --conformal (default cdf)",
     )
     parser.add_argument(
+        "--plots",
+        choices=RUN_PLOTS,
+        default="end",
+        help="each run's plots (learning curves, confusion matrix): drawn once when the runs "
+        "are done, for the reported runs (end, default), not at all (none), or by every run "
+        "as it ends (each)",
+    )
+    parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
 
@@ -201,7 +210,7 @@ def default_output(datasets: Sequence[str]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``emdloss compare`` from parsed arguments and print the summary.
+    """Run ``emdloss compare`` from parsed arguments and print its verdict table.
 
     Parameters
     ----------
@@ -235,7 +244,13 @@ def run(args: argparse.Namespace) -> int:
         soft_targets=getattr(args, "soft_targets", "refuse"),
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
+        plots=getattr(args, "plots", "end"),
     )
-    print(result.summary)
-    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
+    from emdloss.compare._summary import run_counts
+
+    # The answer in a few lines; summary.md keeps everything (every metric and rule, baselines,
+    # published results, the verdict sentences, failed runs).
+    print(result.table)
+    print(f"\n{run_counts(result.records)} ({result.wall_seconds:.0f} s).")
+    print(f"Summary (every metric, rule, baseline and published result): {output / 'summary.md'}")
     return 1 if result.failed else 0

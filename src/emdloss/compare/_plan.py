@@ -43,6 +43,9 @@ DEFAULT_SEEDS = 3
 DEFAULT_OUTPUT = Path("runs") / "compare-default"
 #: What to do when the data has soft targets and some loss can only use class labels.
 SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
+#: ``--plots``: the plots of each run (learning curves, confusion matrix, ground distance) drawn
+#: once at the end of the comparison for the reported runs, not at all, or by each run itself.
+RUN_PLOTS: tuple[str, ...] = ("end", "none", "each")
 
 #: Our EMD losses (the "EMD variants" that the summary weighs against cross-entropy).
 EMD_LOSSES: frozenset[str] = frozenset({"emd2", "w1", "xemd1", "xemd2", "ground"})

@@ -35,6 +35,7 @@ __all__ = [
     "plot_paired",
     "read_predictions",
     "write_plots",
+    "write_run_plots",
 ]
 
 
@@ -325,3 +326,25 @@ def write_plots(
             )
             files.append(_save(figure, folder / "per_class_mae.png"))
     return files
+
+
+def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
+    """Draw the plots of each finished run that lacks them (``--plots end``).
+
+    The runs were trained with ``plots=False``; the plots are drawn here from each run's files
+    (:func:`emdloss.training.write_run_plots`), so that a rerun draws only the new runs'.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The run directories drawn.
+    """
+    from emdloss.training._train import write_run_plots as draw
+
+    drawn: list[Path] = []
+    for record in records:
+        if record.status == "failed" or (record.run_dir / rundir.PLOT_FILES[0]).is_file():
+            continue
+        draw(record.run_dir)
+        drawn.append(record.run_dir)
+    return drawn

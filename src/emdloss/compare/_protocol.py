@@ -15,6 +15,7 @@ __all__ = ["PROTOCOL_FILE", "check_protocol", "protocol"]
 _NOT_PROTOCOL = frozenset(
     {
         "progress",
+        "plots",
         "data_dir",
         "num_workers",
         "accelerator",

@@ -92,7 +92,8 @@ class RunCheckpoints(Checkpoint):
             return
         current = trainer.callback_metrics.get(self.monitor)
         if current is not None and self._improved(trainer, current.detach().float().cpu()):
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            # The full state (optimizer and loops too), as ModelCheckpoint would have saved it.
+            checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)
             if trainer.is_global_zero:
                 buffer = io.BytesIO()
                 torch.save(checkpoint, buffer)

@@ -43,7 +43,7 @@ from emdloss.training._distributed import explain_timeouts
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.module import SELECT_KEY, OrdinalTask
 
-__all__ = ["launched_rank", "run_deferred_test", "train"]
+__all__ = ["launched_rank", "run_deferred_test", "train", "write_run_plots"]
 
 
 def _int_env(environ: Mapping[str, str], key: str) -> int | None:
@@ -233,9 +233,11 @@ def _train(
     }
     rundir.write_history(run_dir, history)
     if config.evaluate_test:
-        _write_test_outputs(run_dir, eval_task, dataset, history, best_epoch)
-    else:  # the test split stays unread: learning curves and ground distance only
-        _write_plots(run_dir, eval_task, dataset, history, None, None, best_epoch=best_epoch)
+        _write_test_outputs(run_dir, eval_task, dataset, history, best_epoch, plots=config.plots)
+    elif config.plots:  # the test split stays unread: learning curves and ground distance only
+        _write_plots(
+            run_dir, eval_task.criterion, dataset.class_names, history, None, None, best_epoch
+        )
     # Last: a complete metrics.json marks a finished run (compare skips those on resume).
     rundir.write_metrics(run_dir, metrics)
     return rundir.RunResult(run_dir, config, metrics, best_epoch, train_seconds)
@@ -277,20 +279,58 @@ def run_deferred_test(
         )
     content["test"] = metrics["test"]
     best_epoch = int(content.get("best_epoch", int(best["epoch"]) + 1))
-    _write_test_outputs(path, task, dataset, rundir.read_history(path), best_epoch)
+    history = rundir.read_history(path)
+    _write_test_outputs(path, task, dataset, history, best_epoch, plots=config.plots)
     rundir.write_metrics(path, content)
     return content
 
 
+def write_run_plots(run_dir: str | os.PathLike[str]) -> None:
+    """Draw the plots of a finished run from its files, as training draws them at its end.
+
+    ``emdloss compare`` trains its runs with ``plots=False`` and draws them here once, for the
+    reported runs, when the comparison ends (``--plots end``): the learning curves from
+    ``history.csv``, the confusion matrix from ``predictions_test.csv`` (when the run was
+    tested) and the learned ground distance from ``best.ckpt``.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A finished run directory (its ``metrics.json`` names the best epoch).
+    """
+    from emdloss.training._evaluate import load_task
+
+    path = Path(run_dir)
+    task, record = load_task(path)
+    content = rundir.read_metrics(path) or {}
+    predictions = rundir.read_predictions(path, "argmax")
+    targets = preds = None
+    if predictions is not None:
+        targets, preds = (torch.as_tensor(values) for values in predictions)
+    history = rundir.read_history(path)
+    best_epoch = int(content.get("best_epoch", 0))
+    _write_plots(path, task.criterion, record["class_names"], history, targets, preds, best_epoch)
+
+
 def _write_test_outputs(
-    run_dir: Path, task: OrdinalTask, dataset: Any, history: list[dict[str, float]], best_epoch: int
+    run_dir: Path,
+    task: OrdinalTask,
+    dataset: Any,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    *,
+    plots: bool,
 ) -> None:
-    """``predictions.csv`` and the plots, from the test outputs the task holds."""
+    """``predictions.csv`` and (when ``plots``) the plots, from the test outputs of the task."""
     probs, targets = _test_outputs(task)
     decoded = task.decode_all(probs)
     ids = list(getattr(dataset.test, "ids", range(len(targets))))
     rundir.write_predictions(run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids)
-    _write_plots(run_dir, task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch)
+    if plots:
+        names = dataset.class_names
+        _write_plots(
+            run_dir, task.criterion, names, history, targets, decoded["argmax"], best_epoch
+        )
 
 
 def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,25 +343,24 @@ def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _write_plots(
     run_dir: Path,
-    task: OrdinalTask,
-    dataset: Any,
+    criterion: Any,
+    class_names: Any,
     history: list[dict[str, float]],
     targets: torch.Tensor | None,
     preds: torch.Tensor | None,
-    *,
     best_epoch: int,
 ) -> None:
     from emdloss.metrics.functional import confusion_matrix
     from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
 
-    names = list(dataset.class_names)
+    names = list(class_names)
     series = {}
     for key in ("train_loss", "val_loss", "val_mae", "val_qwk", "val_accuracy"):
         values = [row.get(key, math.nan) for row in history]
         if values:
             series[key] = values
     if series:
-        recipe = getattr(task.criterion, "recipe", None)
+        recipe = getattr(criterion, "recipe", None)
         plot_learning_curves(
             series,
             run_dir / rundir.PLOT_FILES[0],
@@ -329,10 +368,10 @@ def _write_plots(
             warmup_epochs=getattr(recipe, "warmup_epochs", None),
         )
     if preds is not None and targets is not None:  # None: the test split was not evaluated
-        confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
+        confusion = confusion_matrix(preds, targets, num_classes=len(names))
         plot_confusion_matrix(
             confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
         )
-    matrix = task.criterion.ground_distance()
+    matrix = criterion.ground_distance()
     if matrix is not None:
         plot_ground_distance(matrix, names, run_dir / rundir.PLOT_FILES[2])

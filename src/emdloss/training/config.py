@@ -45,6 +45,7 @@ RESUMABLE_CHANGES = frozenset(
         "resume",
         "overwrite",
         "progress",
+        "plots",
         "devices",
         "accelerator",
         "strategy",
@@ -146,6 +147,10 @@ class TrainConfig:
         resumed run keeps it, so its numbers do not depend on the machine's kernel cache.
     progress : bool
         Progress bars.
+    plots : bool
+        Draw the run's plots (learning curves, confusion matrix, ground distance) when it ends;
+        ``emdloss compare`` draws them once at the end of the comparison instead
+        (``--plots``).
     resume : bool
         Continue the run in ``output`` from ``checkpoints/last.ckpt``.
     overwrite : bool
@@ -198,6 +203,7 @@ class TrainConfig:
     deterministic: bool = True
     implementation: str = "fused"
     progress: bool = True
+    plots: bool = True
     resume: bool = False
     overwrite: bool = False
 
@@ -448,6 +454,7 @@ BOOL_FIELDS = {
     "evaluate_test",
     "deterministic",
     "progress",
+    "plots",
     "resume",
     "overwrite",
     "soft_targets",
