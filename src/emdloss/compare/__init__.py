@@ -239,7 +239,8 @@ def compare(
     train_fn : callable, optional
         ``train(config) -> RunResult`` in place of :func:`emdloss.training.train` (tests).
     mp_context : str, optional
-        Start method of the worker processes when ``jobs > 1`` (default ``"spawn"``).
+        Start method of the worker processes when ``jobs > 1`` (default: a fork server that
+        has imported the trainer once; ``"spawn"`` where there is none).
     conformal : float, optional
         Miscoverage level alpha: calibrate conformal prediction sets for every finished run on
         its validation split and report test coverage and mean set size per loss.

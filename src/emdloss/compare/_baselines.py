@@ -20,9 +20,10 @@ Each model's class probabilities go through the same rules as a network's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE
@@ -220,7 +221,8 @@ def baseline_metrics(
     errors: dict[str, str] = {}
     for name in names:
         try:
-            scores = _MODELS[name](dataset, metric)
+            with _one_blas_thread():
+                scores = _MODELS[name](dataset, metric)
         except ImportError as error:
             errors[BASELINE_PREFIX + name] = f"not installed ({error})"
             continue
@@ -232,6 +234,22 @@ def baseline_metrics(
             continue
         out[BASELINE_PREFIX + name] = scores
     return out, errors
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """One BLAS/OpenMP thread inside the block (threadpoolctl, which scikit-learn brings).
+
+    The baselines' fits are small: on 2 cores they ran 4x faster on one thread (issue 20),
+    threads waiting for each other at the end of every small matrix product.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn requires it
+        yield
+        return
+    with threadpool_limits(limits=1):
+        yield
 
 
 def np_linalg_error() -> type[Exception]:

@@ -332,7 +332,9 @@ def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
     """Draw the plots of each finished run that lacks them (``--plots end``).
 
     The runs were trained with ``plots=False``; the plots are drawn here from each run's files
-    (:func:`emdloss.training.write_run_plots`), so that a rerun draws only the new runs'.
+    (:func:`emdloss.training._train.write_run_plots`), so that a rerun draws only the new
+    runs'. A run without its config or best checkpoint (not trained by ``emdloss train``) is
+    left alone; a plot that cannot be drawn is a warning, never a failed comparison.
 
     Returns
     -------
@@ -343,8 +345,19 @@ def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
 
     drawn: list[Path] = []
     for record in records:
-        if record.status == "failed" or (record.run_dir / rundir.PLOT_FILES[0]).is_file():
+        run_dir = record.run_dir
+        best = run_dir / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT
+        if (
+            record.status == "failed"
+            or (run_dir / rundir.PLOT_FILES[0]).is_file()
+            or not (run_dir / rundir.CONFIG_FILE).is_file()
+            or not best.is_file()
+        ):
             continue
-        draw(record.run_dir)
-        drawn.append(record.run_dir)
+        try:
+            draw(run_dir)
+        except Exception as error:  # the plots are a view: the comparison stands without them
+            warnings.warn(f"could not draw the plots of {run_dir}: {error}", stacklevel=2)
+            continue
+        drawn.append(run_dir)
     return drawn

@@ -234,6 +234,27 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: What the worker processes import before their first run (torch, Lightning, the trainer).
+WORKER_PRELOAD = ("emdloss.training._train",)
+
+
+def _worker_context(mp_context: str | None) -> Any:
+    """The start method of the workers: by default a fork server that has imported
+    :data:`WORKER_PRELOAD` once, so that every worker starts with torch and Lightning loaded
+    (a spawned worker imported them again, seconds each) and ends without the interpreter's
+    teardown; ``"spawn"`` where there is no fork server (Windows).
+
+    The fork server itself runs no torch operation, so no thread pool is forked.
+    """
+    if mp_context is None:
+        if "forkserver" not in multiprocessing.get_all_start_methods():
+            return multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_PRELOAD))
+        return context
+    return multiprocessing.get_context(mp_context)
+
+
 def _init_worker(threads: int) -> None:
     import torch
 
@@ -271,8 +292,8 @@ def run_all(
     progress : bool
         Show the progress bar.
     mp_context : str or None
-        Multiprocessing start method for ``jobs > 1`` (default ``"spawn"``, safe with torch's
-        thread pools; ``"fork"`` is faster to start).
+        Multiprocessing start method for ``jobs > 1`` (default: a fork server that has imported
+        the trainer once, see :func:`_worker_context`; ``"spawn"`` where there is none).
     executor : {"local", "ray"}
         ``"ray"`` runs each run as a Ray task (the same :func:`execute`, so results and resume
         are those of ``"local"``); ``jobs`` is then ignored: Ray schedules one task per CPU.
@@ -330,8 +351,7 @@ def _execute_many(
         return
     workers = min(jobs, len(todo))
     threads = max(1, available_cores() // jobs)
-    context = multiprocessing.get_context(mp_context or "spawn")
-    executor = ProcessPoolExecutor(workers, context, _init_worker, (threads,))
+    executor = ProcessPoolExecutor(workers, _worker_context(mp_context), _init_worker, (threads,))
     try:
         pending: dict[Future[RunRecord], int] = {
             executor.submit(execute, *specs[i][:3], train_fn, specs[i][3]): i for i in todo
