@@ -14,7 +14,8 @@ import numpy as np
 
 from emdloss._atomic import atomic_path
 from emdloss.compare._plan import dataset_slug
-from emdloss.compare._report import (
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._rows import (
     HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
@@ -22,7 +23,6 @@ from emdloss.compare._report import (
     Stat,
     aggregate,
 )
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._stats import Interval, paired_difference, selection_level
 from emdloss.compare._verdict import _pairs
 from emdloss.training import rundir
@@ -332,7 +332,7 @@ def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
     """Draw the plots of each finished run that lacks them (``--plots end``).
 
     The runs were trained with ``plots=False``; the plots are drawn here from each run's files
-    (:func:`emdloss.training._train.write_run_plots`), so that a rerun draws only the new
+    (:func:`emdloss.training.write_run_plots`), so that a rerun draws only the new
     runs'. A run without its config or best checkpoint (not trained by ``emdloss train``) is
     left alone; a plot that cannot be drawn is a warning, never a failed comparison.
 
@@ -341,7 +341,7 @@ def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
     list of pathlib.Path
         The run directories drawn.
     """
-    from emdloss.training._train import write_run_plots as draw
+    from emdloss.training import write_run_plots as draw
 
     drawn: list[Path] = []
     for record in records:
