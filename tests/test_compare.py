@@ -25,6 +25,8 @@ import torch
 pytest.importorskip("yaml")
 pytest.importorskip("lightning")
 
+import yaml
+
 from emdloss.compare import CSV_COLUMNS, METRIC_KEYS, PEER_PACKAGES, add_arguments, compare, run
 from emdloss.compare._runner import available_cores
 from emdloss.reference_results import reference_tables
@@ -153,6 +155,11 @@ def test_cli_compare_on_a_skordinal_table(
     # Every run directory is the training's own, with identical options except loss and seed.
     configs = sorted((tmp_path / "runs" / "lev").glob("*/seed*/config.yaml"))
     assert len(configs) == 4
+    # --plots end (the default): the runs trained without plots; compare drew each run's once.
+    for config in configs:
+        assert yaml.safe_load(config.read_text())["plots"] is False
+        for name in ("learning_curves.png", "confusion_matrix.png"):
+            assert (config.parent / name).read_bytes()[:8] == PNG_MAGIC, config.parent
 
     # Rerunning finds every run finished and trains nothing.
     metrics = sorted((tmp_path / "runs").rglob("metrics.json"))
@@ -250,6 +257,19 @@ def test_folds_give_one_run_per_seed_and_fold(tmp_path: Path) -> None:
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
     assert "3-fold cross-validation" in (tmp_path / "summary.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_workers_started_from_the_fork_server_train_the_same_runs(tmp_path: Path) -> None:
+    # Issue 20: --jobs workers start from a fork server that imported the trainer once (the
+    # default start method); their runs equal the same runs trained in this process.
+    options = {"epochs": 2, "batch_size": 128}
+    kwargs: dict[str, Any] = {"train_options": options, "progress": False, "baselines": False}
+    one = compare("lev", "ce,w1", 2, tmp_path / "one", jobs=1, **kwargs)
+    two = compare("lev", "ce,w1", 2, tmp_path / "two", jobs=2, **kwargs)
+    assert [r.status for r in two.records] == ["done"] * 4
+    assert [r.spec for r in two.records] == [r.spec for r in one.records]
+    assert [r.metrics for r in two.records] == [r.metrics for r in one.records]
 
 
 def test_parallel_jobs_match_sequential(tmp_path: Path) -> None:
