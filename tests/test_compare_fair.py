@@ -400,14 +400,19 @@ def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.Monk
 
     def fake(*args: Any, **kwargs: Any) -> Any:
         seen.update(kwargs)
-        return SimpleNamespace(summary="", files=[], wall_seconds=0.0, failed=[])
+        return SimpleNamespace(
+            summary="", table="", records=[], files=[], wall_seconds=0.0, failed=[]
+        )
 
     monkeypatch.setattr(compare_module, "compare", fake)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
+    assert run(parser.parse_args(["--output", str(tmp_path)])) == 0
+    assert seen["plots"] == "end"  # each run's plots drawn once, when the runs are done
     argv = ["--grid", "lr=1,2", "--select", "qwk", "--soft-targets", "hard-for-all",
-            "--executor", "ray", "--ray-address", "auto", "--no-baselines"]  # fmt: skip
+            "--executor", "ray", "--ray-address", "auto", "--no-baselines", "--plots", "none"]  # fmt: skip
     assert run(parser.parse_args([*argv, "--output", str(tmp_path)])) == 0
+    assert seen["plots"] == "none"
     assert seen["grid"] == ["lr=1,2"] and seen["select"] == "qwk"
     assert seen["soft_targets"] == "hard-for-all" and seen["baselines"] is False
     assert (seen["executor"], seen["ray_address"]) == ("ray", "auto")
