@@ -298,9 +298,16 @@ class _CrashAtEpoch(pl.Callback):
 
 
 @pytest.mark.slow
-def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
+def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The learned ground distance (xemd1, one warm-up epoch) and dropout make this strict:
     # the recipe state, the matrix, the shuffling and the dropout masks must all be restored.
+    # Checkpoints after every epoch, as a run whose epochs take longer than the write interval
+    # (CHECKPOINT_SECONDS) writes them: the crash in epoch 2 then leaves epoch 1's last.ckpt.
+    from emdloss.training import _checkpoint
+
+    monkeypatch.setattr(_checkpoint, "CHECKPOINT_SECONDS", 0.0)
     options = dict(dataset="lev", loss="xemd1", warmup_epochs=1, epochs=4, seed=5, **FAST)
     whole = train(TrainConfig(output=str(tmp_path / "whole"), **options))
     with pytest.raises(_Crash):

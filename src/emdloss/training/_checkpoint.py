@@ -46,8 +46,9 @@ class RunCheckpoints(Checkpoint):
         The logged value that selects the best epoch.
     mode : {"min", "max"}
         Its direction.
-    every_seconds : float
-        Training seconds between two writes (0: after every epoch).
+    every_seconds : float, optional
+        Training seconds between two writes (0: after every epoch); default
+        :data:`CHECKPOINT_SECONDS`, read when the callback is made.
 
     The state saved in ``last.ckpt`` (``best_score``, ``best_epoch``) holds no paths, so a run
     directory that moved resumes exactly.
@@ -58,7 +59,7 @@ class RunCheckpoints(Checkpoint):
         dirpath: str | Path,
         monitor: str,
         mode: str,
-        every_seconds: float = CHECKPOINT_SECONDS,
+        every_seconds: float | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("min", "max"):
@@ -66,7 +67,7 @@ class RunCheckpoints(Checkpoint):
         self.dirpath = Path(dirpath)
         self.monitor = monitor
         self.mode = mode
-        self.every_seconds = float(every_seconds)
+        self.every_seconds = float(CHECKPOINT_SECONDS if every_seconds is None else every_seconds)
         self.best_score: torch.Tensor | None = None
         self.best_epoch: int | None = None
         self._best_bytes: bytes | None = None  # the best checkpoint, not yet written
