@@ -147,7 +147,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Train options: the --config file, then --set KEY=VALUE, then the named flags."""
-    import yaml
+    from emdloss._yaml import load_yaml
 
     options: dict[str, Any] = {}
     path = getattr(args, "train_config", None)
@@ -155,10 +155,7 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"config file not found: {file}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+        loaded = load_yaml(file.read_text(encoding="utf-8"), f"config file {file}") or {}
         if not isinstance(loaded, Mapping):
             raise ValueError(f"config file {file} must hold a mapping of options at top level")
         options.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
@@ -168,7 +165,7 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         name = key.strip().replace("-", "_")
         # Mapping options (data_options, loss_options) are given inline: --set loss_options={alpha: 2}
-        options[name] = yaml.safe_load(text) if name.endswith("_options") else text
+        options[name] = load_yaml(text, f"--set {name}") if name.endswith("_options") else text
     for flag, _, _ in _PASSTHROUGH:
         name = flag[2:].replace("-", "_")
         value = getattr(args, name, None)
