@@ -214,8 +214,22 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(datasets)
     # Looked up on the package at call time, so that a patched emdloss.compare.compare is used.
     import emdloss.compare as package
+    from emdloss.errors import RunInterrupted
 
-    result = package.compare(
+    try:
+        result = _compare(package, args, datasets, output)
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            f"compare into {output} stopped; finished runs are kept and the interrupted ones "
+            "resume from their last epoch: run the same command again"
+        ) from None
+    print(result.summary)
+    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
+    return 1 if result.failed else 0
+
+
+def _compare(package: Any, args: argparse.Namespace, datasets: Any, output: Path) -> Any:
+    return package.compare(
         datasets,
         args.losses or DEFAULT_LOSSES,
         args.seeds if args.seeds is not None else DEFAULT_SEEDS,
@@ -233,6 +247,3 @@ def run(args: argparse.Namespace) -> int:
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
     )
-    print(result.summary)
-    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
-    return 1 if result.failed else 0
