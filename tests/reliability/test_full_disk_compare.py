@@ -23,7 +23,7 @@ pytest.importorskip("lightning")
 pytest.importorskip("skordinal")
 pytest.importorskip("matplotlib")
 
-import emdloss.compare as compare_package
+import emdloss.compare._compare as compare_package
 from emdloss import _atomic
 from emdloss._atomic import write_bytes
 from emdloss.cli import main

@@ -71,7 +71,7 @@ def test_ctrl_c_inside_compare_says_to_run_the_same_command_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("skordinal")
-    import emdloss.compare as compare_package
+    import emdloss.compare._compare as compare_package
     from emdloss.cli import main
     from emdloss.errors import RunInterrupted
 

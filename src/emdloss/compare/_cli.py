@@ -17,7 +17,8 @@ from emdloss.compare._plan import (
     dataset_slug,
     parse_names,
 )
-from emdloss.compare._runner import EXECUTORS, METRIC_KEYS
+from emdloss.compare._records import METRIC_KEYS
+from emdloss.compare._runner import EXECUTORS
 
 __all__ = ["add_arguments", "default_output", "run"]
 
@@ -212,12 +213,12 @@ def run(args: argparse.Namespace) -> int:
     """
     datasets = parse_names(args.datasets, "datasets") if args.datasets else DEFAULT_DATASETS
     output = Path(args.output) if args.output else default_output(datasets)
-    # Looked up on the package at call time, so that a patched emdloss.compare.compare is used.
-    import emdloss.compare as package
+    # Looked up at call time, so that a patched emdloss.compare._compare.compare is used.
+    from emdloss.compare import _compare
     from emdloss.errors import RunInterrupted
 
     try:
-        result = _compare(package, args, datasets, output)
+        result = _run_compare(_compare, args, datasets, output)
     except KeyboardInterrupt:
         raise RunInterrupted(
             f"compare into {output} stopped; finished runs are kept and the interrupted ones "
@@ -228,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
-def _compare(package: Any, args: argparse.Namespace, datasets: Any, output: Path) -> Any:
-    return package.compare(
+def _run_compare(module: Any, args: argparse.Namespace, datasets: Any, output: Path) -> Any:
+    return module.compare(
         datasets,
         args.losses or DEFAULT_LOSSES,
         args.seeds if args.seeds is not None else DEFAULT_SEEDS,
