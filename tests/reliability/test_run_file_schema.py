@@ -212,17 +212,13 @@ def test_a_checkpoint_without_its_epoch_is_refused(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- calibrator.json
+_CALIBRATOR = {"format": 1, "method": "cdf", "alpha": 0.1, "qhat": 0.5, "n": 60, "num_classes": 3}
+
+
 def _calibration(run: Path, **changes: Any) -> dict[str, Any]:
     record: dict[str, Any] = {
         "format": 1,
-        "calibrator": {
-            "format": 1,
-            "method": "cdf",
-            "alpha": 0.1,
-            "qhat": 0.5,
-            "n": 60,
-            "num_classes": 3,
-        },
+        "calibrator": dict(_CALIBRATOR),
         "split": "val",
         "checkpoint": {
             "file": "checkpoints/best.ckpt",
@@ -256,16 +252,7 @@ def test_a_forged_calibration_record_is_accepted_as_the_baseline(
     ("changes", "needles"),
     [
         (
-            {
-                "calibrator": {
-                    "format": 1,
-                    "method": "cdf",
-                    "alpha": 0.1,
-                    "qhat": 0.5,
-                    "n": 60,
-                    "num_classes": 5,
-                }
-            },
+            {"calibrator": {**_CALIBRATOR, "num_classes": 5}},
             ["calibrator.json", "calibrator.num_classes = 5", "expected 3"],
         ),
         (
