@@ -178,7 +178,7 @@ def test_a_checkpoint_symlinked_to_a_text_file_is_one_line(
     _best(run).unlink()
     _best(run).symlink_to(text)
     for argv in _commands(run, tmp_path)[:2]:
-        _exit_2_one_line(capsys, argv, "cannot read checkpoint", "best.ckpt", "not a zip")
+        _exit_2_one_line(capsys, argv, "cannot read checkpoint", "best.ckpt", "not the zip archive")
     assert text.read_text() == "epoch,loss\n1,0.5\n"
 
 

@@ -565,7 +565,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         raise FileNotFoundError(f"no checkpoint {file}: the run has not finished an epoch")
     if not zipfile.is_zipfile(file):  # what torch.save writes; anything else is not ours
-        raise UserError(f"cannot read checkpoint {file}: not a checkpoint (not a zip archive)")
+        raise UserError(
+            f"cannot read checkpoint {file}: truncated or corrupt, or not a checkpoint (not the "
+            "zip archive torch.save writes)"
+        )
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
