@@ -298,16 +298,18 @@ class _CrashAtEpoch(pl.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("every_seconds", [0.0, None])
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_seconds: float | None
 ) -> None:
     # The learned ground distance (xemd1, one warm-up epoch) and dropout make this strict:
     # the recipe state, the matrix, the shuffling and the dropout masks must all be restored.
-    # Checkpoints after every epoch, as a run whose epochs take longer than the write interval
-    # (CHECKPOINT_SECONDS) writes them: the crash in epoch 2 then leaves epoch 1's last.ckpt.
+    # 0.0: checkpoints written after every epoch, as by a run whose epochs are longer than the
+    # write interval; None: the default interval, so the crash itself writes epoch 1's state.
     from emdloss.training import _checkpoint
 
-    monkeypatch.setattr(_checkpoint, "CHECKPOINT_SECONDS", 0.0)
+    if every_seconds is not None:
+        monkeypatch.setattr(_checkpoint, "CHECKPOINT_SECONDS", every_seconds)
     options = dict(dataset="lev", loss="xemd1", warmup_epochs=1, epochs=4, seed=5, **FAST)
     whole = train(TrainConfig(output=str(tmp_path / "whole"), **options))
     with pytest.raises(_Crash):

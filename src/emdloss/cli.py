@@ -173,8 +173,10 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             quiet_lightning_logs()
         with _one_line_warnings(prefix):
             return handlers[args.command](args)
-    except KeyboardInterrupt:
-        print("emdloss: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        # A RunInterrupted names the run and how to continue it.
+        detail = " ".join(str(error).split())
+        print(f"{prefix}: interrupted" + (f": {detail}" if detail else ""), file=sys.stderr)
         return 130
     except ModuleNotFoundError as error:
         if not _missing_extra(error):

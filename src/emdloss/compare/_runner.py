@@ -90,8 +90,29 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    # The training writes checkpoints/last.ckpt at the end of every epoch.
+    # The training writes checkpoints/last.ckpt at an interval and at its end.
     return any(p.name == "last.ckpt" for p in _checkpoints(run_dir))
+
+
+def _cut_in_first_write(checkpoints: Sequence[Path]) -> bool:
+    """Whether the run was stopped inside its first checkpoint write, so that restarting it
+    loses at most one write interval of training.
+
+    A run writes ``best.ckpt`` and then ``last.ckpt``, each atomically, once a
+    ``CHECKPOINT_SECONDS`` interval of training has passed and at its end
+    (:class:`emdloss.training._checkpoint.RunCheckpoints`); a lone readable ``best.ckpt`` is
+    left only by a stop between the two files of the first write (a later stop keeps the
+    previous ``last.ckpt``). Unreadable files, or any other checkpoint, are kept for a human.
+    """
+    from emdloss.training.rundir import BEST_CHECKPOINT, load_checkpoint
+
+    if [path.name for path in checkpoints] != [BEST_CHECKPOINT]:
+        return False
+    try:
+        epoch = load_checkpoint(checkpoints[0]).get("epoch")
+    except (OSError, ValueError):
+        return False
+    return isinstance(epoch, int)
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
@@ -99,7 +120,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
     # fail) must not stop the comparison: the message is in the run's record either way.
     try:
         write_text(run_dir / "error.txt", message)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the UserError of a full disk (emdloss._atomic)
         pass
 
 
@@ -170,6 +191,11 @@ def _execute(
     resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
     if run_dir.exists() and not resume:
         kept = _checkpoints(run_dir)
+        if kept and _cut_in_first_write(kept):
+            # Cut short between best.ckpt and last.ckpt of its first write (a full disk, a
+            # kill): at most one write interval of work, which the restart repeats; no human
+            # needs to step in.
+            kept = []
         if kept:
             # Trained weights are never deleted: a human decides what to do with them.
             message = (

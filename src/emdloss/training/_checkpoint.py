@@ -1,11 +1,11 @@
-"""The run's two checkpoints: the best state kept in memory, both files written at an interval.
+"""The run's two checkpoints: kept in memory, both files written at an interval.
 
 Writing ``best.ckpt`` whenever validation improved and ``last.ckpt`` after every epoch, each with
 an fsync, cost about 7 % of a short tabular run (issue 20). :class:`RunCheckpoints` instead keeps
-the best state in memory (serialised, as it would have been written) and writes
-``checkpoints/best.ckpt`` then ``checkpoints/last.ckpt`` once at least
-:data:`CHECKPOINT_SECONDS` of training have passed since the previous write, and at the end of
-fitting. A run stopped between two writes resumes from the previous ``last.ckpt`` and, since
+the checkpoints of the best and of the latest epoch in memory (serialised, as they would have
+been written) and writes ``checkpoints/best.ckpt`` then ``checkpoints/last.ckpt`` once at least
+:data:`CHECKPOINT_SECONDS` of training have passed since the previous write, at the end of
+fitting, and when fitting stops on an exception (Ctrl-C included: the finished epochs are kept). A run stopped between two writes resumes from the previous ``last.ckpt`` and, since
 every epoch is reseeded from ``(seed, epoch)`` and the learning rate set from the epoch number,
 follows the same path as an uninterrupted run: it loses at most that interval of training.
 
@@ -70,8 +70,9 @@ class RunCheckpoints(Checkpoint):
         self.every_seconds = float(CHECKPOINT_SECONDS if every_seconds is None else every_seconds)
         self.best_score: torch.Tensor | None = None
         self.best_epoch: int | None = None
-        self._best_bytes: bytes | None = None  # the best checkpoint, not yet written
-        self._unsaved = False  # an epoch ended since the last write of last.ckpt
+        # The serialised checkpoints of the best and of the latest epoch, not yet written.
+        self._best_bytes: bytes | None = None
+        self._last_bytes: bytes | None = None
         self._last_write = time.monotonic()
 
     # ------------------------------------------------------------------ state in last.ckpt
@@ -92,23 +93,28 @@ class RunCheckpoints(Checkpoint):
         if trainer.sanity_checking:
             return
         current = trainer.callback_metrics.get(self.monitor)
-        if current is not None and self._improved(trainer, current.detach().float().cpu()):
-            # The full state (optimizer and loops too), as ModelCheckpoint would have saved it.
-            checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)
-            if trainer.is_global_zero:
-                buffer = io.BytesIO()
-                torch.save(checkpoint, buffer)
-                self._best_bytes = buffer.getvalue()
-        self._unsaved = True
+        improved = current is not None and self._improved(trainer, current.detach().float().cpu())
+        # The full state (optimizer and loops too), as ModelCheckpoint would have saved it,
+        # serialised now: it holds views of the weights that the next epoch changes.
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(False)
+        if trainer.is_global_zero:
+            buffer = io.BytesIO()
+            torch.save(checkpoint, buffer)
+            self._last_bytes = buffer.getvalue()
+            if improved:
+                self._best_bytes = self._last_bytes
         final = trainer.should_stop or trainer.current_epoch + 1 >= (trainer.max_epochs or 0)
-        due = final or time.monotonic() - self._last_write >= self.every_seconds
-        # Every rank must take the same decision: the write of last.ckpt waits for all.
-        if trainer.strategy.broadcast(due, src=0):
+        if final or time.monotonic() - self._last_write >= self.every_seconds:
             self._write(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._unsaved:  # stopped after an epoch that did not know it was the last
-            self._write(trainer)
+        self._write(trainer)  # stopped after an epoch that did not know it was the last
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Ctrl-C or an error: the epochs finished so far are kept for --resume.
+        self._write(trainer)
 
     # ------------------------------------------------------------------ helpers
     def _improved(self, trainer: pl.Trainer, current: torch.Tensor) -> bool:
@@ -125,12 +131,14 @@ class RunCheckpoints(Checkpoint):
         return better
 
     def _write(self, trainer: pl.Trainer) -> None:
-        # best.ckpt first: last.ckpt records the best score of the best.ckpt on disk.
-        if trainer.is_global_zero:
-            self.dirpath.mkdir(parents=True, exist_ok=True)
-            if self._best_bytes is not None:
-                write_bytes(self.dirpath / rundir.BEST_CHECKPOINT, self._best_bytes)
-                self._best_bytes = None
-        trainer.save_checkpoint(self.dirpath / rundir.LAST_CHECKPOINT)
-        self._unsaved = False
+        """Write what is not on disk yet (rank 0): best.ckpt first, so that last.ckpt never
+        records a best score whose state is not in best.ckpt."""
         self._last_write = time.monotonic()
+        if not trainer.is_global_zero or self._last_bytes is None:
+            return
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        if self._best_bytes is not None:
+            write_bytes(self.dirpath / rundir.BEST_CHECKPOINT, self._best_bytes)
+            self._best_bytes = None
+        write_bytes(self.dirpath / rundir.LAST_CHECKPOINT, self._last_bytes)
+        self._last_bytes = None
