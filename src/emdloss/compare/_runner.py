@@ -244,8 +244,8 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-#: What the worker processes import before their first run (torch, Lightning, the trainer).
-WORKER_PRELOAD = ("emdloss.training._train",)
+#: What the fork server imports before it forks the workers (torch, Lightning, the trainer).
+WORKER_PRELOAD = ("emdloss.compare._forkserver",)
 
 
 def _worker_context(mp_context: str | None) -> Any:
