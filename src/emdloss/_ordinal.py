@@ -204,7 +204,7 @@ def _kernel_for(parameter: Tensor | None) -> str:
 def _cdf_fused(
     x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
 ) -> Tensor:
-    out: Tensor = _CdfLoss.apply(x, t, gaps, squared, it, ss)
+    out: Tensor = _CdfLoss.apply(x, t, gaps, squared, it, ss)[0]
     return out
 
 
@@ -221,7 +221,7 @@ def _cdf_reference(
 
 
 def _linear_fused(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -> Tensor:
-    out: Tensor = _LinearLoss.apply(x, cost_rows, it, ss)
+    out: Tensor = _LinearLoss.apply(x, cost_rows, it, ss)[0]
     return out
 
 

@@ -42,11 +42,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from emdloss import _ordinal
 from emdloss import _validation as V
+from emdloss._ordinal_fused import one_hot
 
 __all__ = ["cost_matrix_emd", "emd", "ground_emd", "squared_emd"]
 
@@ -100,7 +100,7 @@ def _prepare(
     if index:
         tgt = target.long()
         has_ignored = V.check_index_values(tgt, num_classes, ignore_index)
-        if has_ignored is None and tgt.device.type == "cpu" and not torch.compiler.is_compiling():
+        if has_ignored is None and tgt.device.type == "cpu" and V.values_readable():
             has_ignored = bool((tgt == ignore_index).any())  # no host sync to fear on the CPU
         if has_ignored is not False:  # True, or unknown without a host sync
             valid = tgt != ignore_index
@@ -512,7 +512,7 @@ def ground_emd(
 
     probs = _ordinal.probabilities(batch.x, input_type)
     if batch.index:
-        goal = F.one_hot(batch.target.reshape(-1), c).to(probs.dtype)
+        goal = one_hot(batch.target.reshape(-1), c, probs.dtype)
     else:
         goal = _class_last(batch.target)
     flat = sinkhorn_emd(_class_last(probs), goal, dist, epsilon=epsilon, max_iter=max_iter, tol=tol)
@@ -580,7 +580,7 @@ def cost_matrix_emd(
     V.check_matrix_values(cm, "cost_matrix", allow_negative=True)
     probs = _ordinal.probabilities(batch.x, input_type)
     if batch.index:
-        goal = F.one_hot(batch.target, c).movedim(-1, 1).to(probs.dtype)
+        goal = one_hot(batch.target, c, probs.dtype)
         row = _target_rows(cm, batch.target)
     else:
         goal = batch.target
