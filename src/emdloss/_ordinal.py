@@ -318,7 +318,7 @@ def quantile_wasserstein(p: Tensor, t: Tensor, positions: Tensor, power: float) 
         # first class whose CDF reaches q; rounding can leave the last CDF value just under 1
         i = torch.searchsorted(cdf_p.detach().contiguous(), qs.detach().contiguous())
         j = torch.searchsorted(cdf_t.detach().contiguous(), qs.detach().contiguous())
-        cost = positions[i.clamp_(max=num_classes - 1)] - positions[j.clamp_(max=num_classes - 1)]
+        cost = positions[i.clamp(max=num_classes - 1)] - positions[j.clamp(max=num_classes - 1)]
         cost = cost.abs().pow(power)
     delta = torch.diff(qs, dim=-1, prepend=qs.new_zeros(*qs.shape[:-1], 1))
     return (delta * cost).sum(dim=-1)

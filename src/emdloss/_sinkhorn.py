@@ -444,7 +444,9 @@ def _grad_vmap(
 ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[int | None, ...]]:
     n = info.batch_size
     gv = _pairs_first(grad_value, in_dims[0], n)
-    a, b, g = (_pairs_first(t, d, n) for t, d in ((a, in_dims[1]), (b, in_dims[2]), (g, in_dims[4])))
+    a, b, g = (
+        _pairs_first(t, d, n) for t, d in ((a, in_dims[1]), (b, in_dims[2]), (g, in_dims[4]))
+    )
     needs = (need_a, need_b, need_cost)
     if in_dims[3] is None and not need_cost:  # one cost, no gradient for it: more pairs
         m, c = a.shape[1], a.shape[2]
@@ -457,9 +459,7 @@ def _grad_vmap(
         costs = _pairs_first(cost, in_dims[3], n)
         parts = [_grad_op(gv[k], a[k], b[k], costs[k], g[k], epsilon, *needs) for k in range(n)]
         empty = a.new_empty(0)
-        out = tuple(
-            torch.stack([p[j] for p in parts]) if needs[j] else empty for j in range(3)
-        )
+        out = tuple(torch.stack([p[j] for p in parts]) if needs[j] else empty for j in range(3))
     return out, tuple(0 if need else None for need in needs)  # type: ignore[return-value]
 
 

@@ -29,17 +29,21 @@ histograms). Options are keyword-only and share their names and meaning across f
     ``F.cross_entropy``) or ``"sum"``.
 
 Float16 and bfloat16 inputs are computed in float32 and the result is returned in the input's
-dtype. See ``docs/losses.md`` for how each quantity relates to dlordinal, the RPS, NIMA, SciPy
-and POT, and :mod:`emdloss._validation` for the input checks and how to switch off the ones
-that synchronise with the GPU.
+dtype; inside a :func:`torch.autocast` region the losses behave like ``F.cross_entropy`` (on
+autocast's float32 list): half arguments are cast to float32 and the result is float32. See
+``docs/losses.md`` for how each quantity relates to dlordinal, the RPS, NIMA, SciPy and POT,
+and :mod:`emdloss._validation` for the input checks and how to switch off the ones that
+synchronise with the GPU.
 """
 
 from __future__ import annotations
 
+import functools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -72,6 +76,39 @@ class _Batch:
     reduction: str
     out_shape: tuple[int, ...]
     out_dtype: torch.dtype
+
+
+_Loss = TypeVar("_Loss", bound=Callable[..., Tensor])
+
+
+def _half_to_float(value: object) -> object:
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
+
+
+def _float32_under_autocast(loss: _Loss) -> _Loss:
+    """Run ``loss`` as autocast runs ``F.cross_entropy`` (on its float32 list).
+
+    Inside an autocast region for the input's device, float16/bfloat16 tensor arguments are
+    cast to float32, autocast is switched off inside, and the result is float32 (float64 stays
+    float64). Outside autocast nothing changes: half inputs are computed in float32 and the
+    result comes back in the input's dtype.
+    """
+
+    @functools.wraps(loss)
+    def run(input: Tensor, *args: object, **kwargs: object) -> Tensor:
+        device = input.device.type if isinstance(input, Tensor) else "cpu"
+        if not torch.is_autocast_enabled(device):
+            return loss(input, *args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return loss(
+                _half_to_float(input),
+                *(_half_to_float(a) for a in args),
+                **{k: _half_to_float(v) for k, v in kwargs.items()},
+            )
+
+    return cast(_Loss, run)
 
 
 def _prepare(
@@ -238,6 +275,7 @@ def _transposed(matrix: Tensor) -> Tensor:
     return out
 
 
+@_float32_under_autocast
 def squared_emd(
     input: Tensor,
     target: Tensor,
@@ -345,6 +383,7 @@ def _squared_emd_kernel(
     return out.reshape(batch.out_shape if batch.reduction == "none" else ()).to(batch.out_dtype)
 
 
+@_float32_under_autocast
 def emd(
     input: Tensor,
     target: Tensor,
@@ -424,6 +463,7 @@ def emd(
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
 
+@_float32_under_autocast
 def ground_emd(
     input: Tensor,
     target: Tensor,
@@ -519,6 +559,7 @@ def ground_emd(
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
 
+@_float32_under_autocast
 def cost_matrix_emd(
     input: Tensor,
     target: Tensor,
