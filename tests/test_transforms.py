@@ -103,7 +103,7 @@ def test_torch_func_grad_of_grad_matches_autograd_double_backward() -> None:
     v = torch.randn_like(x)
     for name in ("squared_emd", "emd_p1", "ground_emd_exact"):
         loss = LOSSES[name][0]
-        hvp = grad(lambda z: (grad(loss)(z, y) * v).sum())(x)
+        hvp = grad(lambda z, f=loss: (grad(f)(z, y) * v).sum())(x)
         z = x.detach().requires_grad_(True)
         (g1,) = torch.autograd.grad(loss(z, y), z, create_graph=True)
         (expected,) = torch.autograd.grad((g1 * v).sum(), z)

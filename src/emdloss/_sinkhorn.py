@@ -379,7 +379,9 @@ def _grad_op(
     if not (need_a or need_b or need_cost):
         return empty, empty, empty
     # v = dl/dg and the direct part dl/dtheta (torch.func: autograd is off inside a custom op).
-    _, pull_value = torch.func.vjp(lambda *z: _value_and_next(*z, epsilon)[0], g, a, b, cost)
+    pull_value = torch.func.vjp(
+        lambda g_, a_, b_, c_: _value_and_next(g_, a_, b_, c_, epsilon)[0], g, a, b, cost
+    )[1]
     v, *direct = pull_value(grad_value)
     with torch.no_grad():
         eps = _epsilon(cost, epsilon)
@@ -401,7 +403,9 @@ def _grad_op(
             bad = info != 0
             lam[bad] = torch.linalg.pinv(system[bad]) @ rhs[bad]
         lam = lam.squeeze(-1).to(g.dtype)
-    _, pull_next = torch.func.vjp(lambda *z: _value_and_next(g, *z, epsilon)[1], a, b, cost)
+    pull_next = torch.func.vjp(
+        lambda a_, b_, c_: _value_and_next(g, a_, b_, c_, epsilon)[1], a, b, cost
+    )[1]
     implicit = pull_next(lam)
     return tuple(  # type: ignore[return-value]
         d + i if need else empty
@@ -460,7 +464,7 @@ def _grad_vmap(
         parts = [_grad_op(gv[k], a[k], b[k], costs[k], g[k], epsilon, *needs) for k in range(n)]
         empty = a.new_empty(0)
         out = tuple(torch.stack([p[j] for p in parts]) if needs[j] else empty for j in range(3))
-    return out, tuple(0 if need else None for need in needs)  # type: ignore[return-value]
+    return out, tuple(0 if need else None for need in needs)
 
 
 _grad_op.register_vmap(_grad_vmap)
