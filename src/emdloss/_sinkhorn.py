@@ -328,23 +328,17 @@ def _pairs_first(t: Tensor, dim: int | None, size: int) -> Tensor:
 
 
 def _solve_vmap(
-    info: Any,
-    in_dims: tuple[int | None, ...],
-    a: Tensor,
-    b: Tensor,
-    cost: Tensor,
-    epsilon: float,
-    max_iter: int,
-    tol: float,
+    info: Any, in_dims: tuple[int | None, ...], a: Tensor, b: Tensor, cost: Tensor, *options: Any
 ) -> tuple[tuple[Tensor, Tensor], tuple[int, int]]:
+    """``options`` are the op's ``epsilon, max_iter, tol``, passed on unchanged."""
     n = info.batch_size
     a, b = _pairs_first(a, in_dims[0], n), _pairs_first(b, in_dims[1], n)
     m, c = a.shape[1], a.shape[2]
     if in_dims[2] is None:  # one cost for all: the batch is more pairs
-        value, g = _solve_op(a.reshape(n * m, c), b.reshape(n * m, c), cost, epsilon, max_iter, tol)
+        value, g = _solve_op(a.reshape(n * m, c), b.reshape(n * m, c), cost, *options)
         return (value.reshape(n, m), g.reshape(n, m, c)), (0, 0)
     costs = cost.movedim(in_dims[2], 0)
-    outs = [_solve_op(a[k], b[k], costs[k], epsilon, max_iter, tol) for k in range(n)]
+    outs = [_solve_op(a[k], b[k], costs[k], *options) for k in range(n)]
     return (torch.stack([v for v, _ in outs]), torch.stack([g for _, g in outs])), (0, 0)
 
 
@@ -375,9 +369,8 @@ def _grad_op(
     need_cost: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of the transport cost for ``a``, ``b`` and ``cost`` (empty where not needed)."""
-    empty = a.new_empty(0)
-    if not (need_a or need_b or need_cost):
-        return empty, empty, empty
+    if not (need_a or need_b or need_cost):  # (outputs may not alias each other)
+        return a.new_empty(0), a.new_empty(0), a.new_empty(0)
     # v = dl/dg and the direct part dl/dtheta (torch.func: autograd is off inside a custom op).
     pull_value = torch.func.vjp(
         lambda g_, a_, b_, c_: _value_and_next(g_, a_, b_, c_, epsilon)[0], g, a, b, cost
@@ -408,51 +401,31 @@ def _grad_op(
     )[1]
     implicit = pull_next(lam)
     return tuple(  # type: ignore[return-value]
-        d + i if need else empty
+        d + i if need else a.new_empty(0)
         for d, i, need in zip(direct, implicit, (need_a, need_b, need_cost), strict=True)
     )
 
 
 @_grad_op.register_fake
 def _grad_fake(
-    grad_value: Tensor,
-    a: Tensor,
-    b: Tensor,
-    cost: Tensor,
-    g: Tensor,
-    epsilon: float,
-    need_a: bool,
-    need_b: bool,
-    need_cost: bool,
+    grad_value: Tensor, a: Tensor, b: Tensor, cost: Tensor, g: Tensor, epsilon: float, *needs: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    empty = a.new_empty(0)
-    return (
-        torch.empty_like(a) if need_a else empty,
-        torch.empty_like(b) if need_b else empty,
-        torch.empty_like(cost) if need_cost else empty,
-    )
+    like = zip((a, b, cost), needs, strict=True)
+    out = (torch.empty_like(t) if n else a.new_empty(0) for t, n in like)
+    return tuple(out)  # type: ignore[return-value]
 
 
 def _grad_vmap(
-    info: Any,
-    in_dims: tuple[int | None, ...],
-    grad_value: Tensor,
-    a: Tensor,
-    b: Tensor,
-    cost: Tensor,
-    g: Tensor,
-    epsilon: float,
-    need_a: bool,
-    need_b: bool,
-    need_cost: bool,
+    info: Any, in_dims: tuple[int | None, ...], *args: Any
 ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[int | None, ...]]:
+    """``args`` are the op's: ``grad_value, a, b, cost, g, epsilon, need_a, need_b, need_cost``."""
+    grad_value, a, b, cost, g, epsilon, *needs = args
     n = info.batch_size
     gv = _pairs_first(grad_value, in_dims[0], n)
     a, b, g = (
         _pairs_first(t, d, n) for t, d in ((a, in_dims[1]), (b, in_dims[2]), (g, in_dims[4]))
     )
-    needs = (need_a, need_b, need_cost)
-    if in_dims[3] is None and not need_cost:  # one cost, no gradient for it: more pairs
+    if in_dims[3] is None and not needs[2]:  # one cost, no gradient for it: more pairs
         m, c = a.shape[1], a.shape[2]
         flat = _grad_op(
             gv.reshape(n * m), a.reshape(n * m, c), b.reshape(n * m, c), cost,
@@ -462,8 +435,9 @@ def _grad_vmap(
     else:  # each element has its own cost, or its own gradient of it
         costs = _pairs_first(cost, in_dims[3], n)
         parts = [_grad_op(gv[k], a[k], b[k], costs[k], g[k], epsilon, *needs) for k in range(n)]
-        empty = a.new_empty(0)
-        out = tuple(torch.stack([p[j] for p in parts]) if needs[j] else empty for j in range(3))
+        out = tuple(
+            torch.stack([p[j] for p in parts]) if needs[j] else a.new_empty(0) for j in range(3)
+        )
     return out, tuple(0 if need else None for need in needs)
 
 
