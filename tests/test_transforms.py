@@ -228,3 +228,30 @@ def test_sinkhorn_vmap_rules_for_a_cost_per_element_and_its_gradient() -> None:
         (gd,) = torch.autograd.grad(total(a[k], b[k], d), d)
         expected.append(gd)
     torch.testing.assert_close(per_element, torch.stack(expected))
+
+
+def test_torch_func_with_the_cpp_implementation_falls_back_to_the_fused_kernels() -> None:
+    """The C++ kernel's autograd node cannot be transformed: under torch.func it is not used."""
+    x, y = _data(False)
+
+    def one(a: Tensor, b: Tensor) -> Tensor:
+        return EF.squared_emd(a[None], b[None])
+
+    expected = vmap(grad(one))(x, y)
+    try:
+        with emdloss.implementation("cpp"):
+            got = vmap(grad(one))(x, y)
+            batch = grad(lambda z: EF.squared_emd(z, y))(x)
+    except RuntimeError as error:  # no compiler here
+        pytest.skip(f"the C++ kernel does not build: {error}")
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(batch, _autograd_grad(LOSSES["squared_emd"][0], x, y))
+
+
+def test_autocast_under_compile_fullgraph() -> None:
+    x, y = _data(False, torch.float32)
+    compiled = _compile(lambda a, b: EF.squared_emd(a, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled(x.bfloat16(), y)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, EF.squared_emd(x.bfloat16().float(), y))
