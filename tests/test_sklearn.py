@@ -83,10 +83,10 @@ def test_predict_applies_the_rule_to_predict_proba() -> None:
 
 def test_median_rule_by_hand() -> None:
     # p = (0.4, 0.15, 0.45): argmax says class 2, the median (first CDF >= 1/2) class 1.
-    clf = EMDClassifier(random_state=0, **FAST).fit(*ordinal_data())
+    clf = EMDClassifier(random_state=0, prediction_rule="median", **FAST).fit(*ordinal_data())
     probs = np.array([[0.4, 0.15, 0.45, 0.0]])
     assert clf._decode(probs).tolist() == [1]
-    clf.set_params(prediction_rule="argmax")
+    clf.set_params(prediction_rule="argmax")  # the default
     assert clf._decode(probs).tolist() == [2]
 
 
