@@ -65,6 +65,7 @@ from emdloss._ordinal_fused import (
     _CdfLoss,
     _LinearLoss,
     _scaled,
+    apply_function,
     cdf_loss_reference,
     linear_loss_reference,
 )
@@ -177,7 +178,7 @@ def _kernel_for(parameter: Tensor | None) -> str:
 def _cdf_fused(
     x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
 ) -> Tensor:
-    out: Tensor = _CdfLoss.apply(x, t, gaps, squared, it, ss)[0]
+    out: Tensor = apply_function(_CdfLoss, x, t, gaps, squared, it, ss)[0]
     return out
 
 
@@ -194,7 +195,7 @@ def _cdf_reference(
 
 
 def _linear_fused(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -> Tensor:
-    out: Tensor = _LinearLoss.apply(x, cost_rows, it, ss)[0]
+    out: Tensor = apply_function(_LinearLoss, x, cost_rows, it, ss)[0]
     return out
 
 

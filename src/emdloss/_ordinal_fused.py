@@ -245,11 +245,14 @@ class _CdfLoss(torch.autograd.Function):
         x, target, gaps, squared, input_type, sum_scale = inputs
         _, p, e, loss = output
         ctx.mark_non_differentiable(p, e, loss)
+        ctx.set_materialize_grads(False)  # no zero gradients built for the outputs p, e, loss
         ctx.save_for_backward(x, p if input_type != "probs" else None, e, target, loss, gaps)
         ctx.squared, ctx.input_type, ctx.sum_scale = squared, input_type, sum_scale
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, *_unused: Any) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor | None, *_unused: Any) -> tuple[Tensor | None, ...]:
+        if grad is None:  # the loss output itself unused (grads are not materialised)
+            return None, None, None, None, None, None
         x, p, e, target, loss, gaps = ctx.saved_tensors
         target_grad = bool(ctx.needs_input_grad[1]) and target.is_floating_point()
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
@@ -460,11 +463,14 @@ class _LinearLoss(torch.autograd.Function):
         x, cost_rows, input_type, sum_scale = inputs
         _, p, loss = output
         ctx.mark_non_differentiable(p, loss)
+        ctx.set_materialize_grads(False)  # no zero gradients built for the outputs p, loss
         ctx.save_for_backward(x, p if input_type != "probs" else None, cost_rows, loss)
         ctx.input_type, ctx.sum_scale = input_type, sum_scale
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor, *_unused: Any) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor | None, *_unused: Any) -> tuple[Tensor | None, ...]:
+        if grad is None:  # the loss output itself unused (grads are not materialised)
+            return None, None, None, None
         x, p, cost_rows, loss = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable backward
             gx, _ = _differentiable_backward(
@@ -487,3 +493,36 @@ class _LinearLoss(torch.autograd.Function):
         else:
             out = cost_rows * grad
         return out, None, None, None
+
+
+# ------------------------------------------------------------------------ eager twins
+
+
+def _eager_twin(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """The same Function written in the older style (``ctx`` passed to ``forward``).
+
+    For a Function with ``setup_context`` torch binds the call's arguments with
+    ``inspect.signature`` on every call (about 30-60 us, a third of the whole loss at
+    C = 8); outside the :mod:`torch.func` transforms the twin, which runs the same forward,
+    ``setup_context`` and backward, is used instead.
+    """
+
+    def forward(ctx: Any, *args: Any) -> Any:
+        output = function.forward(*args)
+        function.setup_context(ctx, args, output)
+        return output
+
+    body = {"forward": staticmethod(forward), "backward": staticmethod(function.backward)}
+    return type(f"{function.__name__}Eager", (torch.autograd.Function,), body)
+
+
+_EAGER: dict[type[torch.autograd.Function], type[torch.autograd.Function]] = {
+    f: _eager_twin(f) for f in (_CdfLoss, _LinearLoss)
+}
+
+
+def apply_function(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply(*args)``, through its eager twin unless a torch.func transform is on."""
+    if torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return _EAGER[function].apply(*args)

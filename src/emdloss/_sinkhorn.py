@@ -464,11 +464,14 @@ class _SinkhornEMD(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
         a, b, cost, epsilon, _, _ = inputs
         ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zero gradient built for the output g
         ctx.save_for_backward(a, b, cost, output[1])
         ctx.epsilon = epsilon
 
     @staticmethod
-    def backward(ctx: Any, grad_value: Tensor, _grad_g: Any) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_value: Tensor | None, _grad_g: Any) -> tuple[Tensor | None, ...]:
+        if grad_value is None:  # the value itself unused (grads are not materialised)
+            return None, None, None, None, None, None
         if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
             # create_graph=True. The implicit gradient treats the converged potential g as
             # fixed; its derivative would need that of the fixed point too. Refuse, not be wrong.
