@@ -368,9 +368,29 @@ def _grad_op(
     need_b: bool,
     need_cost: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of the transport cost for ``a``, ``b`` and ``cost`` (empty where not needed)."""
-    if not (need_a or need_b or need_cost):  # (outputs may not alias each other)
+    """Gradients of the transport cost for ``a``, ``b`` and ``cost`` (empty where not needed).
+
+    In chunks of pairs, as the forward solve: the peak memory stays that of one chunk.
+    """
+    needs = (need_a, need_b, need_cost)
+    if not any(needs):  # (outputs may not alias each other)
         return a.new_empty(0), a.new_empty(0), a.new_empty(0)
+    step = _chunk_pairs(a.shape[1])
+    chunks = zip(*(t.split(step) for t in (grad_value, a, b, g)), strict=True)
+    parts = [_grad_chunk(gv, a_k, b_k, cost, g_k, epsilon) for gv, a_k, b_k, g_k in chunks]
+    grads = (
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        torch.stack([p[2] for p in parts]).sum(0),
+    )
+    kept = (t if need else a.new_empty(0) for t, need in zip(grads, needs, strict=True))
+    return tuple(kept)  # type: ignore[return-value]
+
+
+def _grad_chunk(
+    grad_value: Tensor, a: Tensor, b: Tensor, cost: Tensor, g: Tensor, epsilon: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The implicit gradients for ``a``, ``b`` and ``cost`` of one chunk of pairs."""
     # v = dl/dg and the direct part dl/dtheta (torch.func: autograd is off inside a custom op).
     pull_value = torch.func.vjp(
         lambda g_, a_, b_, c_: _value_and_next(g_, a_, b_, c_, epsilon)[0], g, a, b, cost
@@ -400,10 +420,7 @@ def _grad_op(
         lambda a_, b_, c_: _value_and_next(g, a_, b_, c_, epsilon)[1], a, b, cost
     )[1]
     implicit = pull_next(lam)
-    return tuple(  # type: ignore[return-value]
-        d + i if need else a.new_empty(0)
-        for d, i, need in zip(direct, implicit, (need_a, need_b, need_cost), strict=True)
-    )
+    return tuple(d + i for d, i in zip(direct, implicit, strict=True))
 
 
 @_grad_op.register_fake
