@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,34 @@ def test_calibrate_command(lev_run: Any, capsys: pytest.CaptureFixture[str]) -> 
     assert "alpha must be strictly between 0 and 1, got 1.5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["calibrate", run_dir, "--split", "train"])
+
+
+def test_two_concurrent_calibrations_leave_one_whole_calibrator(lev_run: Any) -> None:
+    """Issue 21's concurrent-calibrate probe: two ``calibrate_run`` at once on one run leave a
+    ``calibrator.json`` that is one of the two records, whole (atomic writes), and usable."""
+    run_dir = lev_run.run_dir
+    start = threading.Barrier(2)
+    records: dict[float, dict[str, Any]] = {}
+    errors: list[BaseException] = []
+
+    def calibrate_at(alpha: float) -> None:
+        try:
+            start.wait(30)
+            records[alpha] = calibrate_run(run_dir, alpha=alpha, method="cdf")
+        except BaseException as error:  # reported below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=calibrate_at, args=(a,)) for a in (0.1, 0.3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors and sorted(records) == [0.1, 0.3]
+    stored = json.loads((run_dir / "calibrator.json").read_text())
+    assert stored in [json.loads(json.dumps(r)) for r in records.values()]
+    assert Calibrator.from_dict(stored["calibrator"]).alpha in (0.1, 0.3)
+    json.loads((run_dir / "metrics.json").read_text())  # whole JSON too
+    assert not [p.name for p in run_dir.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
 def test_overwrite_removes_the_calibrator(lev_run: Any, tmp_path: Path) -> None:
