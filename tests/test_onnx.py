@@ -116,6 +116,22 @@ def test_table_run_onnx_equals_predict(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     _compare(run, session, {"numeric": numeric, "categorical": categorical}, rows, sidecar["rule"])
 
+    # Issue 21's edge rows: an unseen category (predict warns; ONNX takes index -1), a large
+    # finite value, -0.0, the smallest normal float; then no rows at all.
+    edge_csv = tmp_path / "edge.csv"
+    edge = [("1e4", "0.0", "purple"), ("-0.0", "-0.0", "red"), ("2.2e-308", "-3.5", "blue")]
+    edge_csv.write_text("x1,x2,colour\n" + "".join(f"{a},{b},{c}\n" for a, b, c in edge))
+    with pytest.warns(UserWarning, match=r"'colour' has value\(s\) \['purple'\] not seen"):
+        edge_rows = _predict_rows(run, [str(edge_csv)])
+    edge_numeric = np.array([[float(a), float(b)] for a, b, _ in edge])
+    known = record["categories"]["colour"]
+    edge_categorical = np.array([[known.index(c) if c in known else -1] for *_, c in edge])
+    edge_feeds = {"numeric": edge_numeric, "categorical": edge_categorical}
+    _compare(run, session, edge_feeds, edge_rows, sidecar["rule"])
+    empty = {"numeric": np.zeros((0, 2)), "categorical": np.zeros((0, 1), dtype=np.int64)}
+    probs, labels = session.run(None, empty)
+    assert probs.shape == (0, 3) and labels.shape == (0,)
+
     # Another rule, chosen at export time.
     median = tmp_path / "median.onnx"
     assert main(["export", str(run), "--output", str(median), "--rule", "median"]) == 0

@@ -80,6 +80,20 @@ def test_the_alias_bomb_in_train_config_is_one_line(
     _exit_2_one_line(capsys, ["train", "--config", str(bomb)], "anchors and aliases")
 
 
+def test_a_yaml_text_over_the_limit_is_one_line_before_it_is_parsed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emdloss import _yaml
+
+    assert _yaml.MAX_YAML_BYTES == 1 << 20  # the limit docs/guarantees.md states
+    monkeypatch.setattr(_yaml, "MAX_YAML_BYTES", 64)  # the limit lowered, the same check
+    big = tmp_path / "big.yaml"
+    big.write_text("seed: 1\n" + "# padding\n" * 10, encoding="utf-8")
+    _exit_2_one_line(
+        capsys, ["train", "--config", str(big)], "big.yaml: 108 characters, over the 64"
+    )
+
+
 def test_a_saved_config_never_holds_an_alias(tmp_path: Path) -> None:
     shared = [1, 2]
     config = TrainConfig(model_options={"hidden_sizes": shared}, loss_options={"p": shared})
