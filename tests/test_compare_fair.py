@@ -366,13 +366,20 @@ def test_published_rows_show_their_runs_and_spread() -> None:
 
 # ------------------------------------------------------------------------------- Ray
 @pytest.mark.slow
-def test_ray_executor_matches_local_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("ray")
-    # The Ray workers import this module by name to unpickle the training function.
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", here + ":" + ":".join(sys.path))
+def test_ray_executor_matches_local_and_resumes(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    # The training function goes to the workers by value: by name, they would import this
+    # module as ``tests.test_compare_fair`` (--import-mode=importlib), and a ``tests`` package
+    # that some distribution installs in site-packages would shadow it.
+    module = sys.modules[planted_train.__module__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    try:
+        _ray_matches_local_and_resumes(tmp_path)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+def _ray_matches_local_and_resumes(tmp_path: Path) -> None:
     kwargs: dict[str, Any] = dict(
         train_fn=planted_train, test_fn=planted_test, progress=False, grid=["lr=0.1,0.01"]
     )
