@@ -399,19 +399,26 @@ EVERY = ["squared_emd", "emd", "emd2", "ground", "cost", "sinkhorn"]
 
 
 @pytest.mark.filterwarnings("ignore:sinkhorn_emd did not converge")
+@pytest.mark.parametrize("impl", ["reference", "fused", "cpp"])
 @pytest.mark.parametrize("fn", EVERY)
-def test_edge_shapes_empty_ignored_and_one_class(fn: str) -> None:
-    """Issue 21's edge-shape probe: N = 0, a batch left empty by ``ignore_index``, C = 1."""
+def test_edge_shapes_empty_ignored_and_one_class(fn: str, impl: str) -> None:
+    """Issue 21's edge-shape probe: N = 0 (also of (N, C, d1, d2) input, which raised a reshape
+    error), a batch left empty by ``ignore_index``, C = 1; every implementation."""
     loss = _loss(fn, 4)
     for logits, index in (
         (torch.zeros(0, 4, dtype=DT), torch.zeros(0, dtype=torch.long)),
         (torch.randn(3, 4, dtype=DT), torch.full((3,), -100)),  # every row ignored
         (torch.zeros(0, 4, 2, 3, dtype=DT), torch.zeros(0, 2, 3, dtype=torch.long)),
     ):
-        assert torch.isnan(loss(logits, index))  # the mean of nothing, as F.cross_entropy
+        logits.requires_grad_(True)
+        with emdloss.implementation(impl):
+            assert torch.isnan(loss(logits, index))  # the mean of nothing, as F.cross_entropy
+            total = loss(logits, index, reduction="sum")
+            assert loss(logits, index, reduction="none").shape == index.shape
         assert torch.isnan(F.cross_entropy(logits, index))
-        assert loss(logits, index, reduction="sum").item() == 0.0
-        assert loss(logits, index, reduction="none").shape == index.shape
+        assert total.item() == 0.0
+        (grad,) = torch.autograd.grad(total, logits)
+        assert grad.shape == logits.shape and not grad.any()
     with pytest.raises(
         ValueError, match=r"at least 2 classes along dim 1, got C=1 \(shape \(3, 1\)\)"
     ):
