@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from emdloss._cli_parser import _DICT_FLAGS
@@ -229,17 +229,29 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _spell_flags(message: str) -> str:
-    """Spell the options of a library message as the CLI's flags: a train option as its flag
-    (``--lr 0``, not ``option lr=0``), any other (a data source's option, such as
-    ``val_fraction``) as the ``--data-option KEY=VALUE`` that sets it."""
+def _spell_flags(message: str, flags: Collection[str] | None = None) -> str:
+    """Spell the options of a library message (``option lr=0``) as the command's flags.
+
+    ``flags`` are the option strings of the command (default: ``train``'s). An option that is
+    a flag of the command reads as the flag (``--lr 0``); a train option that ``compare`` sets
+    with ``--set`` as ``--set lr=0``; any other (a data source's option, such as
+    ``val_fraction``) as the ``--data-option KEY=VALUE`` that sets it, where the command has it.
+    """
     from emdloss.training.config import TrainConfig
 
     fields = set(TrainConfig.field_names())
+    if flags is None:
+        flags = {_flag(name) for name in fields} | {"--data-option"}
 
     def spell(match: re.Match[str]) -> str:
         name = match.group(1)
-        return _flag(name) + " " if name in fields else f"--data-option {name}="
+        if _flag(name) in flags:
+            return _flag(name) + " "
+        if "--set" in flags and name in fields:
+            return f"--set {name}="
+        if "--data-option" in flags and name not in fields:
+            return f"--data-option {name}="
+        return match.group(0)
 
     return _OPTION.sub(spell, message)
 

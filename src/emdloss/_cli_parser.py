@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare_module.add_arguments(compare)
     _add_train_arguments(compare.add_argument_group("data options (as for train)"), DATA_FLAGS)
-    for command in (train, evaluate, predict, compare):
+    for command in (train, evaluate, calibrate, predict, export, compare):
         # So that main() can answer an unknown option with this command's usage.
         command.set_defaults(_parser=command)
 
@@ -349,4 +349,5 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     build_kernel.add_argument("--verbose", action="store_true", help="show the compiler output")
+    build_kernel.set_defaults(_parser=build_kernel)
     return parser

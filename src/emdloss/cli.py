@@ -18,7 +18,7 @@ import contextlib
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 # The parser and the commands live in two private modules (split by job); every name they
@@ -91,7 +91,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, flags: Collection[str] | None = None) -> str:
     text = str(error).strip()
     if _WORKER_TRACEBACK in text:  # a user error raised in a data-loader worker: its message only
         last = text.splitlines()[-1]
@@ -102,7 +102,7 @@ def _one_line(error: BaseException) -> str:
     message = "; ".join(lines) if lines else type(error).__name__
     if isinstance(error, OSError) and error.filename and error.strerror:
         message = f"{error.strerror}: {error.filename}"
-    return _spell_flags(message)
+    return _spell_flags(message, flags)
 
 
 def _missing_extra(error: ModuleNotFoundError) -> bool:
@@ -173,7 +173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_error_types() as error:
         if args.debug:
             traceback.print_exc()
-        print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+        command = getattr(args, "_parser", parser)
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        print(f"{prefix}: error: {_one_line(error, flags)}", file=sys.stderr)
         return 2
     except Exception:
         _report_bug(prefix)

@@ -18,6 +18,7 @@ from emdloss.compare._plan import (
     parse_names,
 )
 from emdloss.compare._runner import EXECUTORS, METRIC_KEYS
+from emdloss.errors import UserError
 
 __all__ = ["add_arguments", "default_output", "run"]
 
@@ -158,17 +159,20 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         try:
             loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+            raise UserError(f"config file {file} is not valid YAML: {error}") from None
         if not isinstance(loaded, Mapping):
-            raise ValueError(f"config file {file} must hold a mapping of options at top level")
+            raise UserError(f"config file {file} must hold a mapping of options at top level")
         options.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
     for item in getattr(args, "train_set", []) or []:
         key, sep, text = str(item).partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
         name = key.strip().replace("-", "_")
         # Mapping options (data_options, loss_options) are given inline: --set loss_options={alpha: 2}
-        options[name] = yaml.safe_load(text) if name.endswith("_options") else text
+        try:
+            options[name] = yaml.safe_load(text) if name.endswith("_options") else text
+        except yaml.YAMLError as error:
+            raise UserError(f"--set {item!r}: the value is not valid YAML: {error}") from None
     for flag, _, _ in _PASSTHROUGH:
         name = flag[2:].replace("-", "_")
         value = getattr(args, name, None)

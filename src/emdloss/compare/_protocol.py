@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emdloss.errors import UserError
+
 __all__ = ["PROTOCOL_FILE", "check_protocol", "protocol"]
 
 # Options that change how a run is executed or shown, not what is trained: they may differ
@@ -54,7 +56,7 @@ def check_protocol(output: Path, protocols: Mapping[str, Mapping[str, Any]]) -> 
                 for k in keys
                 if stored[spec].get(k) != current.get(k)
             )
-            raise ValueError(
+            raise UserError(
                 f"{output} holds runs of {spec} trained with other options ({diff}); mixing them "
                 "would not be a fair comparison: use another --output or the same options"
             )

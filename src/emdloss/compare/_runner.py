@@ -30,6 +30,7 @@ from emdloss.compare._records import (  # noqa: F401
     finished_record,
     read_finished,
 )
+from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
 
 __all__ = [
@@ -90,7 +91,7 @@ def build_config(
         kwargs["resume"] = True
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown train option(s) {', '.join(unknown)}; TrainConfig fields: "
             f"{', '.join(sorted(fields))}"
         )

@@ -49,6 +49,9 @@ __all__ = [
 
 #: ONNX opset of the exported graphs.
 DEFAULT_OPSET = 18
+#: The lowest opset the exporter writes: below it, it converts down and, where that fails,
+#: silently keeps its own.
+_LOWEST_OPSET = 18
 #: Export formats of ``emdloss export``.
 FORMATS: tuple[str, ...] = ("onnx",)
 
@@ -254,7 +257,7 @@ def export_onnx(
     from emdloss.training.rundir import read_config
 
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise UserError(
@@ -265,6 +268,14 @@ def export_onnx(
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
         raise UserError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if (
+        isinstance(opset, bool)
+        or not isinstance(opset, int)
+        or not _LOWEST_OPSET <= opset <= newest
+    ):
+        expected = f"expected an integer from {_LOWEST_OPSET} to {newest}"
+        raise UserError(f"option opset={opset!r}: {expected}")
     task, record = load_task(run_dir)
     task = task.to("cpu").float().eval()
     n_classes = len(record["class_names"])

@@ -304,7 +304,9 @@ def make_trainer(
         kwargs.update(devices=1, strategy="auto", num_nodes=1, enable_checkpointing=False)
     try:
         trainer = pl.Trainer(**kwargs)
-    except MisconfigurationException as error:  # bad --accelerator, --devices, --precision, ...
+    except (MisconfigurationException, ValueError) as error:
+        # Lightning's answer to a bad --accelerator, --devices, --precision or --strategy (its
+        # other arguments are emdloss's own).
         raise UserError(str(error)) from error
     if fitting:
         apply_timeout(trainer, config.dist_timeout)  # a DDP strategy that "auto" chose

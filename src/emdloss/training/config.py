@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_text
+from emdloss.errors import UserError
 from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
 
 __all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
@@ -252,7 +253,7 @@ class TrainConfig:
             key = str(raw_key).replace("-", "_")
             if key not in known:
                 valid = ", ".join(name.replace("_", "-") for name in cls.field_names())
-                raise ValueError(f"unknown option {raw_key!r}; valid options: {valid}")
+                raise UserError(f"unknown option {raw_key!r}; valid options: {valid}")
             merged[key] = _coerce(key, value)
         return cls(**merged)
 
@@ -289,11 +290,11 @@ class TrainConfig:
         try:
             loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+            raise UserError(f"config file {file} is not valid YAML: {error}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
-            raise ValueError(f"config file {file} must hold a mapping of options at top level")
+            raise UserError(f"config file {file} must hold a mapping of options at top level")
         return cls.from_dict(loaded, base=base)
 
     # ------------------------------------------------------------------ output
@@ -374,14 +375,14 @@ class TrainConfig:
         for name in self.field_names():
             setattr(self, name, _coerce(name, getattr(self, name)))
         if not self.dataset:
-            raise ValueError("option dataset='': expected a data set name or csv:PATH/folder:PATH")
+            raise UserError("option dataset='': expected a data set name or csv:PATH/folder:PATH")
         for name in ("epochs", "batch_size", "num_nodes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"option {name}={getattr(self, name)}: expected an integer >= 1")
+                raise UserError(f"option {name}={getattr(self, name)}: expected an integer >= 1")
         if self.num_workers < 0:
-            raise ValueError(f"option num_workers={self.num_workers}: expected an integer >= 0")
+            raise UserError(f"option num_workers={self.num_workers}: expected an integer >= 0")
         if not self.dist_timeout > 0:
-            raise ValueError(f"option dist_timeout={self.dist_timeout}: expected seconds > 0")
+            raise UserError(f"option dist_timeout={self.dist_timeout}: expected seconds > 0")
         for name in (
             "limit_train",
             "limit_val",
@@ -393,51 +394,51 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < (2 if name == "num_folds" else 1):
                 low = 2 if name == "num_folds" else 1
-                raise ValueError(f"option {name}={value}: expected an integer >= {low}")
+                raise UserError(f"option {name}={value}: expected an integer >= {low}")
         if self.fold is not None and self.fold < 0:
-            raise ValueError(f"option fold={self.fold}: expected an integer >= 0")
+            raise UserError(f"option fold={self.fold}: expected an integer >= 0")
         from emdloss.decoding import RULES
         from emdloss.training._names import LOSS_NAMES
 
         if self.loss not in LOSS_NAMES:
-            raise ValueError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}")
+            raise UserError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}")
         if self.model is not None:
             from emdloss.models import MODEL_NAMES
 
             if self.model not in MODEL_NAMES:
                 valid = ", ".join(MODEL_NAMES)
-                raise ValueError(f"unknown model {self.model!r}; valid models: {valid}")
+                raise UserError(f"unknown model {self.model!r}; valid models: {valid}")
         if self.monitor_rule not in RULES:
             valid = ", ".join(RULES)
-            raise ValueError(f"option monitor_rule={self.monitor_rule!r}: expected one of {valid}")
+            raise UserError(f"option monitor_rule={self.monitor_rule!r}: expected one of {valid}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"option optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
+            raise UserError(f"option optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"option scheduler={self.scheduler!r}: expected one of {SCHEDULERS}")
+            raise UserError(f"option scheduler={self.scheduler!r}: expected one of {SCHEDULERS}")
         from emdloss._ordinal import IMPLEMENTATIONS
 
         if self.implementation not in IMPLEMENTATIONS:
             valid = ", ".join(IMPLEMENTATIONS)
-            raise ValueError(
+            raise UserError(
                 f"option implementation={self.implementation!r}: expected one of {valid}"
             )
         if self.monitor not in METRIC_MODES:
             valid = ", ".join(METRIC_MODES)
-            raise ValueError(f"option monitor={self.monitor!r}: expected one of {valid}")
+            raise UserError(f"option monitor={self.monitor!r}: expected one of {valid}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"option lr={self.lr}: expected a finite number > 0")
+            raise UserError(f"option lr={self.lr}: expected a finite number > 0")
         if not 0 < self.lr_decay <= 1:
-            raise ValueError(f"option lr_decay={self.lr_decay}: expected a number in (0, 1]")
+            raise UserError(f"option lr_decay={self.lr_decay}: expected a number in (0, 1]")
         if not 0 <= self.momentum < 1:
-            raise ValueError(f"option momentum={self.momentum}: expected a number in [0, 1)")
+            raise UserError(f"option momentum={self.momentum}: expected a number in [0, 1)")
         if self.weight_decay < 0:
-            raise ValueError(f"option weight_decay={self.weight_decay}: expected a number >= 0")
+            raise UserError(f"option weight_decay={self.weight_decay}: expected a number >= 0")
         if self.ground_power <= 0:
-            raise ValueError(f"option ground_power={self.ground_power}: expected a number > 0")
+            raise UserError(f"option ground_power={self.ground_power}: expected a number > 0")
         for name in ("ce_weight", "emd_weight"):
             value = getattr(self, name)
             if value is not None and not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"option {name}={value}: expected a finite number >= 0")
+                raise UserError(f"option {name}={value}: expected a finite number >= 0")
 
 
 # ---------------------------------------------------------------------- value coercion
@@ -487,7 +488,7 @@ def _coerce(name: str, value: Any) -> Any:
         if value is None:
             return {}
         if not isinstance(value, Mapping):
-            raise ValueError(f"option {name}={value!r}: expected a mapping of KEY: VALUE")
+            raise UserError(f"option {name}={value!r}: expected a mapping of KEY: VALUE")
         return {str(key).replace("-", "_"): item for key, item in value.items()}
     if name == "classes":
         if value is None:
@@ -495,11 +496,11 @@ def _coerce(name: str, value: Any) -> Any:
         items = value.split(",") if isinstance(value, str) else list(value)
         names = [str(item).strip() for item in items]
         if not names or any(not item for item in names):
-            raise ValueError(f"option classes={value!r}: expected comma-separated class names")
+            raise UserError(f"option classes={value!r}: expected comma-separated class names")
         return names
     if name == "devices":
         if isinstance(value, bool):
-            raise ValueError(f"option devices={value!r}: expected 'auto', a count or a list")
+            raise UserError(f"option devices={value!r}: expected 'auto', a count or a list")
         if isinstance(value, int):
             return value
         text = str(value).strip()
@@ -514,28 +515,28 @@ def _as_bool(name: str, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
-    raise ValueError(f"option {name}={value!r}: expected true or false")
+    raise UserError(f"option {name}={value!r}: expected true or false")
 
 
 def _as_int(name: str, value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"option {name}={value!r}: expected an integer")
+        raise UserError(f"option {name}={value!r}: expected an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value):
         return int(value)
-    raise ValueError(f"option {name}={value!r}: expected an integer")
+    raise UserError(f"option {name}={value!r}: expected an integer")
 
 
 def _as_float(name: str, value: Any) -> float:
     if isinstance(value, bool):
-        raise ValueError(f"option {name}={value!r}: expected a number")
+        raise UserError(f"option {name}={value!r}: expected a number")
     try:
         result = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"option {name}={value!r}: expected a number") from None
+        raise UserError(f"option {name}={value!r}: expected a number") from None
     if not math.isfinite(result):
-        raise ValueError(f"option {name}={value!r}: expected a finite number")
+        raise UserError(f"option {name}={value!r}: expected a finite number")
     return result
