@@ -18,9 +18,8 @@ from typing import Any
 
 from emdloss._cli_parser import _DICT_FLAGS
 from emdloss.errors import UserError
+from emdloss.vocabulary import REPORTED_METRICS
 
-#: Metrics shown in the summary tables, in order.
-SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
 _SHORT = {"one_off_accuracy": "1-off"}
 
 
@@ -46,7 +45,7 @@ def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") ->
     rule      accuracy  mae
     argmax    0.5000    0.7500
     """
-    columns = [m for m in SUMMARY_METRICS if any(m in row for row in metrics.values())]
+    columns = [m for m in REPORTED_METRICS if any(m in row for row in metrics.values())]
     headers = ["rule", *[_SHORT.get(m, m) for m in columns]]
     rows = [
         [rule, *[f"{float(values[m]):.4f}" if m in values else "-" for m in columns]]

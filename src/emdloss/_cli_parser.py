@@ -12,13 +12,11 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
+from emdloss.vocabulary import CONFORMAL_METHODS
+
 #: What the commands need beyond torch and numpy: module -> why, all from the ``train`` extra.
 _TRAIN_MODULES = ("yaml", "lightning", "torchmetrics")
 _TRAIN_EXTRA = "pip install 'emdloss[train]'"
-
-#: Conformity scores of ``emdloss calibrate`` (emdloss.conformal.METHODS, spelled out here so
-#: that building the parser does not import torch).
-_CONFORMAL_METHODS = ("cdf", "ordinal_aps")
 
 
 def _missing_train_modules() -> list[str]:
@@ -238,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from emdloss.training._names import LOSS_NAMES
+    from emdloss.vocabulary import LOSS_NAMES
 
     # No abbreviations (--epoch must not silently mean --epochs); defaults in every --help.
     sub: dict[str, Any] = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
@@ -280,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--alpha", type=float, default=0.1, help="miscoverage level in (0, 1)")
     calibrate.add_argument(
         "--method",
-        choices=_CONFORMAL_METHODS,
-        default=_CONFORMAL_METHODS[0],
+        choices=CONFORMAL_METHODS,
+        default=CONFORMAL_METHODS[0],
         help="conformity score: cdf (median-centred CDF interval) or ordinal_aps",
     )
     calibrate.add_argument(

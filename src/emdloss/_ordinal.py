@@ -91,9 +91,9 @@ from emdloss._ordinal_fused import (  # noqa: F401 - re-exported
     linear_loss_reference,
     probabilities,
 )
+from emdloss.vocabulary import IMPLEMENTATIONS
 
 __all__ = [
-    "IMPLEMENTATIONS",
     "cdf_loss",
     "cdf_loss_reference",
     "current_implementation",
@@ -106,7 +106,6 @@ __all__ = [
     "squared_emd_cpu",
 ]
 
-IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")
 
 # The implementation chosen by an enclosing ``implementation()`` block in this thread/task;
 # None: the process default (``EMDLOSS_CPU_KERNEL``, see current_implementation()).

@@ -26,7 +26,6 @@ from typing import Any
 from emdloss._cli_commands import (  # noqa: F401 - re-exported
     _OPTION,
     _SHORT,
-    SUMMARY_METRICS,
     _build_kernel,
     _calibrate,
     _compare,
@@ -42,7 +41,6 @@ from emdloss._cli_commands import (  # noqa: F401 - re-exported
     format_table,
 )
 from emdloss._cli_parser import (  # noqa: F401 - re-exported
-    _CONFORMAL_METHODS,
     _DATA_OPTIONS_EPILOG,
     _DICT_FLAGS,
     _HELP,

@@ -46,7 +46,6 @@ from emdloss.compare._plan import (
     DEFAULT_SEEDS,
     EMD_LOSSES,
     PEER_PACKAGES,
-    SOFT_TARGET_POLICIES,
     RunSpec,
     check_dataset_names,
     check_losses,
@@ -78,7 +77,6 @@ from emdloss.compare._report import (
     results_csv,
 )
 from emdloss.compare._runner import (
-    EXECUTORS,
     METRIC_KEYS,
     Job,
     RunRecord,
@@ -96,6 +94,7 @@ from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
 from emdloss.errors import UserError
+from emdloss.vocabulary import EXECUTORS, SOFT_TARGET_POLICIES
 
 __all__ = [
     "CSV_COLUMNS",

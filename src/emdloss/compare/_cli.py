@@ -13,12 +13,12 @@ from emdloss.compare._plan import (
     DEFAULT_LOSSES,
     DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
-    SOFT_TARGET_POLICIES,
     dataset_slug,
     parse_names,
 )
-from emdloss.compare._runner import EXECUTORS, METRIC_KEYS
+from emdloss.compare._runner import METRIC_KEYS
 from emdloss.errors import UserError
+from emdloss.vocabulary import CONFORMAL_METHODS, EXECUTORS, SOFT_TARGET_POLICIES
 
 __all__ = ["add_arguments", "default_output", "run"]
 
@@ -137,8 +137,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--conformal-method",
-        choices=("cdf", "ordinal_aps"),
-        default="cdf",
+        choices=CONFORMAL_METHODS,
+        default=CONFORMAL_METHODS[0],
         help="conformity score of --conformal (default cdf)",
     )
     parser.add_argument(

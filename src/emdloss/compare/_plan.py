@@ -19,7 +19,6 @@ __all__ = [
     "DEFAULT_SEEDS",
     "EMD_LOSSES",
     "PEER_PACKAGES",
-    "SOFT_TARGET_POLICIES",
     "RunSpec",
     "Setting",
     "dataset_slug",
@@ -43,8 +42,6 @@ DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
 DEFAULT_SEEDS = 3
 #: Output directory of ``emdloss compare`` without arguments.
 DEFAULT_OUTPUT = Path("runs") / "compare-default"
-#: What to do when the data has soft targets and some loss can only use class labels.
-SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 
 #: Our EMD losses (the "EMD variants" that the summary weighs against cross-entropy).
 EMD_LOSSES: frozenset[str] = frozenset({"emd2", "w1", "xemd1", "xemd2", "ground"})

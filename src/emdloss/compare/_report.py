@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from emdloss.compare._rows import (
     CSV_COLUMNS,
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     OFFICIAL_SPLITS,  # noqa: F401
     OPTIONAL_COLUMNS,  # noqa: F401
@@ -29,7 +28,6 @@ from emdloss.compare._verdict import compare_to_baseline
 
 __all__ = [
     "CSV_COLUMNS",
-    "HIGHER_IS_BETTER",
     "METRIC_LABELS",
     "DatasetInfo",
     "Stat",

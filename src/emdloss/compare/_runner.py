@@ -32,9 +32,9 @@ from emdloss.compare._records import (  # noqa: F401
 )
 from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
+from emdloss.vocabulary import EXECUTORS
 
 __all__ = [
-    "EXECUTORS",
     "METRIC_KEYS",
     "RunRecord",
     "TrainFn",
@@ -49,9 +49,6 @@ __all__ = [
 TrainFn = Callable[[Any], Any]
 #: One run to execute: its spec, directory, train options and torch-thread cap.
 Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
-
-#: Where runs execute: processes on this machine, or Ray tasks (``emdloss[ray]``).
-EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 def _config_fields() -> set[str]:

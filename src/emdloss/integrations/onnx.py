@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emdloss.decoding import RULES
+from emdloss.vocabulary import RULES
 
 __all__ = [
     "DEFAULT_OPSET",

@@ -16,6 +16,7 @@ from torchmetrics import Metric
 
 from emdloss import _validation as V
 from emdloss.metrics import functional as F
+from emdloss.vocabulary import METRICS
 
 __all__ = [
     "AverageMAE",
@@ -25,16 +26,8 @@ __all__ = [
     "RankedProbabilityScore",
 ]
 
-ORDINAL_METRIC_KEYS: tuple[str, ...] = (
-    "accuracy",
-    "one_off_accuracy",
-    "mae",
-    "rmse",
-    "qwk",
-    "rps",
-    "amae",
-    "spearman",
-)
+#: The keys of :meth:`OrdinalMetrics.compute` (:data:`emdloss.vocabulary.METRICS`).
+ORDINAL_METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
 
 
 def _decode(scores: Any, num_classes: int) -> Tensor:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from emdloss.training._names import LOSS_NAMES
 from emdloss.training.config import TrainConfig
+from emdloss.vocabulary import LOSS_NAMES
 
 if TYPE_CHECKING:
     from emdloss.training._calibrate import calibrate_run

@@ -13,11 +13,11 @@ from torch import Tensor
 
 from emdloss._atomic import atomic_write
 from emdloss.conformal import format_set
-from emdloss.decoding import RULES
 from emdloss.errors import InputWarning, UserError
 from emdloss.training._calibrate import load_run_calibrator
 from emdloss.training._evaluate import load_task
 from emdloss.training.rundir import prediction_column, predictions_csv
+from emdloss.vocabulary import RULES
 
 __all__ = ["SET_COLUMN", "predict", "predictions_csv"]
 

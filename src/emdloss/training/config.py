@@ -22,23 +22,12 @@ from typing import Any
 from emdloss._atomic import write_text
 from emdloss.errors import UserError
 from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
+from emdloss.vocabulary import IMPLEMENTATIONS, LOSS_NAMES, METRIC_MODES, RULES
 
-__all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("exponential", "cosine", "none")
-#: Whether a larger value of a metric is better ("max") or worse ("min").
-METRIC_MODES = {
-    "accuracy": "max",
-    "one_off_accuracy": "max",
-    "qwk": "max",
-    "spearman": "max",
-    "mae": "min",
-    "rmse": "min",
-    "rps": "min",
-    "amae": "min",
-    "loss": "min",
-}
 #: Fields that may change when a run is resumed (hardware, budget, presentation).
 RESUMABLE_CHANGES = frozenset(
     {
@@ -113,7 +102,7 @@ class TrainConfig:
         Per-epoch factor of the exponential schedule.
     monitor : str
         Validation metric for model selection (``mae``, ``qwk``, ``accuracy``, ``rps``,
-        ``loss``, ...); see :data:`METRIC_MODES`.
+        ``loss``, ...); see :data:`emdloss.vocabulary.METRIC_MODES`.
     monitor_rule : str
         Prediction rule whose metric is monitored.
     tta : bool
@@ -397,9 +386,6 @@ class TrainConfig:
                 raise UserError(f"option {name}={value}: expected an integer >= {low}")
         if self.fold is not None and self.fold < 0:
             raise UserError(f"option fold={self.fold}: expected an integer >= 0")
-        from emdloss.decoding import RULES
-        from emdloss.training._names import LOSS_NAMES
-
         if self.loss not in LOSS_NAMES:
             raise UserError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}")
         if self.model is not None:
@@ -415,8 +401,6 @@ class TrainConfig:
             raise UserError(f"option optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
         if self.scheduler not in SCHEDULERS:
             raise UserError(f"option scheduler={self.scheduler!r}: expected one of {SCHEDULERS}")
-        from emdloss._ordinal import IMPLEMENTATIONS
-
         if self.implementation not in IMPLEMENTATIONS:
             valid = ", ".join(IMPLEMENTATIONS)
             raise UserError(

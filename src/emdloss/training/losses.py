@@ -56,9 +56,6 @@ from torch import Tensor, nn
 from emdloss import _validation as V
 from emdloss.errors import UserError
 from emdloss.training._loss_base import TrainingLoss
-
-# The names live in a torch-free module so that the CLI's help text can list them at once.
-from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 from emdloss.training._peer_losses import (  # noqa: F401 - re-exported
     _PEERS_EXTRA,
     _Coral,
@@ -67,6 +64,9 @@ from emdloss.training._peer_losses import (  # noqa: F401 - re-exported
     _PeerSoftmax,
     cumulative_to_probabilities,
 )
+
+# The names live in a torch-free module so that the CLI's help text can list them at once.
+from emdloss.vocabulary import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 
 __all__ = [
     "LOSS_NAMES",

@@ -12,10 +12,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
 from emdloss.metrics import OrdinalMetrics
 from emdloss.training._sampling import seed_epoch
 from emdloss.training.losses import TrainingLoss
+from emdloss.vocabulary import RULES
 
 __all__ = ["OrdinalTask"]
 
