@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from emdloss._cli_parser import _DICT_FLAGS
 from emdloss.errors import UserError
 from emdloss.vocabulary import REPORTED_METRICS
 
@@ -61,6 +60,7 @@ def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") ->
 # ---------------------------------------------------------------------------- commands
 def _train(args: argparse.Namespace) -> int:
     from emdloss.training import TrainConfig, train
+    from emdloss.training.config import MAPPING_OPTIONS
     from emdloss.training.rundir import CONFIG_FILE
 
     given = {
@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key not in ("command", "config", "debug") and not key.startswith("_")
     }
-    for name in _DICT_FLAGS:
+    for name in MAPPING_OPTIONS:
         if name in given:
             given[name] = dict(given[name])
     base = None
@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.config:
             base = TrainConfig.from_yaml(args.config, base=base)
         if base is not None:
-            for name in _DICT_FLAGS:
+            for name in MAPPING_OPTIONS:
                 if name in given:
                     given[name] = {**getattr(base, name), **given[name]}
         config = TrainConfig.from_dict(given, base=base)

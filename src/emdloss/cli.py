@@ -42,15 +42,9 @@ from emdloss._cli_commands import (  # noqa: F401 - re-exported
 )
 from emdloss._cli_parser import (  # noqa: F401 - re-exported
     _DATA_OPTIONS_EPILOG,
-    _DICT_FLAGS,
-    _HELP,
     _TRAIN_EXTRA,
     _TRAIN_MODULES,
-    DATA_FLAGS,
-    _add_train_arguments,
-    _default_text,
     _HelpFormatter,
-    _key_value,
     _missing_train_modules,
     build_parser,
 )

@@ -21,7 +21,6 @@ pytest.importorskip("lightning")
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
-from emdloss.compare import _NOT_PROTOCOL
 from emdloss.errors import UserError
 from emdloss.training._distributed import (
     DEFAULT_DIST_TIMEOUT,
@@ -29,7 +28,7 @@ from emdloss.training._distributed import (
     explain_timeouts,
     strategy_with_timeout,
 )
-from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
+from emdloss.training.config import NOT_PROTOCOL, RESUMABLE_CHANGES, TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -137,4 +136,4 @@ def test_the_command_line_has_the_flag(capsys: pytest.CaptureFixture[str]) -> No
         main(["train", "--help"])
     assert "--dist-timeout" in capsys.readouterr().out
     # Not part of a comparison's protocol: it may differ when a comparison is resumed.
-    assert "dist_timeout" in RESUMABLE_CHANGES and "dist_timeout" in _NOT_PROTOCOL
+    assert "dist_timeout" in RESUMABLE_CHANGES and "dist_timeout" in NOT_PROTOCOL

@@ -31,19 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_json, write_text
+from emdloss._flags import DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_OUTPUT, DEFAULT_SEEDS
+from emdloss._flags import add_compare_arguments as add_arguments  # the face's name
 from emdloss.compare._cli import (
-    _PASSTHROUGH,  # noqa: F401
     _options_from_args,  # noqa: F401
-    add_arguments,
     default_output,  # noqa: F401
     run,
 )
 from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
-    DEFAULT_DATASETS,
-    DEFAULT_LOSSES,
-    DEFAULT_OUTPUT,
-    DEFAULT_SEEDS,
     EMD_LOSSES,
     PEER_PACKAGES,
     RunSpec,
@@ -55,9 +51,6 @@ from emdloss.compare._plan import (
     parse_seeds,
     plan_runs,
     setting_label,  # noqa: F401
-)
-from emdloss.compare._protocol import (
-    _NOT_PROTOCOL,  # noqa: F401
 )
 from emdloss.compare._protocol import (
     PROTOCOL_FILE as _PROTOCOL_FILE,

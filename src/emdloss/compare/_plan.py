@@ -13,10 +13,6 @@ from typing import Any
 from emdloss.errors import UserError
 
 __all__ = [
-    "DEFAULT_DATASETS",
-    "DEFAULT_LOSSES",
-    "DEFAULT_OUTPUT",
-    "DEFAULT_SEEDS",
     "EMD_LOSSES",
     "PEER_PACKAGES",
     "RunSpec",
@@ -33,15 +29,6 @@ __all__ = [
 #: One combination of a ``--grid``: ``(("lr", "0.001"), ("epochs", "2"))``; ``()`` without one.
 Setting = tuple[tuple[str, str], ...]
 
-#: The built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``.
-#: ESL in its 6-class regrouping (``esl6``): the grouping TOC-UCO's published rows use.
-DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
-#: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
-DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
-#: Seeds 0, 1, 2.
-DEFAULT_SEEDS = 3
-#: Output directory of ``emdloss compare`` without arguments.
-DEFAULT_OUTPUT = Path("runs") / "compare-default"
 
 #: Our EMD losses (the "EMD variants" that the summary weighs against cross-entropy).
 EMD_LOSSES: frozenset[str] = frozenset({"emd2", "w1", "xemd1", "xemd2", "ground"})

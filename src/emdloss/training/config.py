@@ -14,7 +14,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,24 +28,63 @@ __all__ = ["OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULERS = ("exponential", "cosine", "none")
-#: Fields that may change when a run is resumed (hardware, budget, presentation).
-RESUMABLE_CHANGES = frozenset(
-    {
-        "epochs",
-        "resume",
-        "overwrite",
-        "progress",
-        "devices",
-        "accelerator",
-        "strategy",
-        "num_nodes",
-        "dist_timeout",
-        "num_workers",
-        "threads",
-        "data_dir",
-        "output",
+
+
+def _option(
+    default: Any = None,
+    *,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    check: tuple[Callable[[Any], bool], str] | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    resumable: bool = False,
+    protocol: bool = True,
+    compare: str | None = None,
+) -> Any:
+    """A field of :class:`TrainConfig` with what is known about the option, stated once.
+
+    Parameters
+    ----------
+    default, factory
+        The default value, or a function making it (mappings).
+    help : str
+        The help text of ``emdloss train --help`` (the default is added to it).
+    check : (predicate, str), optional
+        A test of a value that is not None, and what it expects (``"an integer >= 1"``): a
+        value that fails is refused as ``option NAME=VALUE: expected ...``.
+    flag, metavar : str, optional
+        The command-line flag when it is not ``--name-with-dashes`` (``--data-option``), and
+        the placeholder of its value.
+    resumable : bool
+        Whether a resumed run may change the option (:data:`RESUMABLE_CHANGES`).
+    protocol : bool
+        Whether the option defines what a run trains: a comparison records it in
+        ``compare.json`` and refuses a rerun that changes it.
+    compare : str, optional
+        ``emdloss compare`` has the option as a flag of its own, with this help text
+        (``""``: the same flag as ``train``'s, in compare's data options).
+    """
+    metadata = {
+        "help": help,
+        "check": check,
+        "flag": flag,
+        "metavar": metavar,
+        "resumable": resumable,
+        "protocol": protocol,
+        "compare": compare,
     }
-)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _at_least(low: int) -> Callable[[Any], bool]:
+    return lambda value: value >= low
+
+
+_AT_LEAST_1 = (_at_least(1), "an integer >= 1")
+_FINITE_AT_LEAST_0 = (lambda v: v >= 0 and math.isfinite(v), "a finite number >= 0")
 
 
 @dataclass
@@ -142,54 +181,208 @@ class TrainConfig:
         Replace an existing finished or unfinished run in ``output``.
     """
 
-    dataset: str = "retinamnist"
-    output: str | None = None
-    loss: str = "emd2"
-    model: str | None = None
-    epochs: int = 30
-    seed: int = 0
-    batch_size: int = 64
-    data_dir: str | None = None
-    target: str | None = None
-    classes: list[str] | None = None
-    data_options: dict[str, Any] = field(default_factory=dict)
-    soft_targets: bool = True
-    fold: int | None = None
-    num_folds: int | None = None
-    pretrained: bool = False
-    model_options: dict[str, Any] = field(default_factory=dict)
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    ground_matrix: str | None = None
-    ground_power: float = 1.0
-    warmup_epochs: int | None = None
-    ce_weight: float | None = None
-    emd_weight: float | None = None
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    scheduler: str = "exponential"
-    lr_decay: float = 0.995
-    monitor: str = "mae"
-    monitor_rule: str = "argmax"
-    tta: bool = False
-    evaluate_test: bool = True
-    limit_train: int | None = None
-    limit_val: int | None = None
-    limit_test: int | None = None
-    num_workers: int = 0
-    threads: int | None = None
-    accelerator: str = "auto"
-    devices: str | int = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    dist_timeout: float = DEFAULT_DIST_TIMEOUT
-    precision: str = "32-true"
-    deterministic: bool = True
-    implementation: str = "fused"
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False
+    # One entry per option: its type and default, and in ``_option`` its help text (the CLI's
+    # ``--help``), its check, whether a resume may change it, whether it is part of a
+    # comparison's protocol and whether ``emdloss compare`` has it as a flag of its own.
+    dataset: str = _option(
+        "retinamnist",
+        help="retinamnist, era, esl, esl6, lev, swd, adience, csv:PATH, folder:PATH, images:PATH",
+        check=(bool, "a data set name or csv:PATH/folder:PATH"),
+    )
+    output: str | None = _option(
+        None,
+        help="run directory (default runs/<dataset>-<loss>-seed<seed>)",
+        resumable=True,
+        protocol=False,
+    )
+    loss: str = _option(
+        "emd2", help="training loss (see `emdloss train --help` epilog for the list)"
+    )
+    model: str | None = _option(
+        None,
+        help="network: mlp, cnn, resnet18, ... (default mlp for tables, cnn for small images)",
+        compare="model name (default: mlp for tables, cnn for images)",
+    )
+    epochs: int = _option(
+        30,
+        help="training epochs",
+        check=_AT_LEAST_1,
+        resumable=True,
+        compare="training epochs of every run",
+    )
+    seed: int = _option(0, help="random seed (splits, initialisation, shuffling)")
+    batch_size: int = _option(
+        64, help="mini-batch size per process", check=_AT_LEAST_1, compare="mini-batch size"
+    )
+    data_dir: str | None = _option(
+        None,
+        help="directory of data files (else $EMDLOSS_DATA, else a per-user cache)",
+        resumable=True,
+        protocol=False,
+        compare="directory of data files (else EMDLOSS_DATA, else a per-user cache)",
+    )
+    target: str | None = _option(None, help="target column of a CSV data set", compare="")
+    classes: list[str] | None = _option(
+        None,
+        help="class names in order, comma-separated (CSV and image folders)",
+        metavar="A,B,C",
+        compare="",
+    )
+    data_options: dict[str, Any] = _option(
+        factory=dict,
+        help="data option KEY=VALUE (repeatable): for CSV files ignore=, features=, "
+        "categorical=, missing=, bins=, ... (listed below), for every source val_fraction=, "
+        "test_fraction=, limit=",
+        flag="data-option",
+        compare="",
+    )
+    soft_targets: bool = _option(
+        True, help="train on the data's soft target distributions where it has them"
+    )
+    fold: int | None = _option(
+        None, help="test fold of k-fold cross-validation", check=(_at_least(0), "an integer >= 0")
+    )
+    num_folds: int | None = _option(
+        None, help="number of folds", check=(_at_least(2), "an integer >= 2")
+    )
+    pretrained: bool = _option(
+        False, help="start backbones from ImageNet weights in the local torch cache"
+    )
+    model_options: dict[str, Any] = _option(
+        factory=dict,
+        help="further model option KEY=VALUE (repeatable), e.g. dropout=0.2",
+        flag="model-option",
+    )
+    loss_options: dict[str, Any] = _option(
+        factory=dict,
+        help="further loss option KEY=VALUE (repeatable), e.g. mu=0.25",
+        flag="loss-option",
+    )
+    ground_matrix: str | None = _option(
+        None, help="ground-distance matrix file (.npy, .csv, .txt) for --loss ground"
+    )
+    ground_power: float = _option(
+        1.0,
+        help="power p of the default ground distance |x_i - x_j|^p",
+        check=(lambda v: v > 0, "a number > 0"),
+    )
+    warmup_epochs: int | None = _option(
+        None, help="recipe: epochs of cross-entropy before the EMD term", check=_AT_LEAST_1
+    )
+    ce_weight: float | None = _option(
+        None, help="recipe: weight of cross-entropy", check=_FINITE_AT_LEAST_0
+    )
+    emd_weight: float | None = _option(
+        None, help="recipe: weight of the EMD term", check=_FINITE_AT_LEAST_0
+    )
+    optimizer: str = _option(
+        "adamw",
+        help="adamw or sgd (SGD with Nesterov momentum)",
+        check=(lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+    )
+    lr: float = _option(
+        1e-3,
+        help="learning rate",
+        check=(lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
+        compare="learning rate",
+    )
+    momentum: float = _option(
+        0.9,
+        help="SGD momentum (the paper: 0.98)",
+        check=(lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    )
+    weight_decay: float = _option(
+        1e-4, help="weight decay", check=(lambda v: v >= 0, "a number >= 0")
+    )
+    scheduler: str = _option(
+        "exponential",
+        help="learning-rate schedule: exponential, cosine or none",
+        check=(lambda v: v in SCHEDULERS, f"one of {SCHEDULERS}"),
+    )
+    lr_decay: float = _option(
+        0.995,
+        help="factor per epoch of the exponential schedule (the paper: 0.995)",
+        check=(lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    )
+    monitor: str = _option(
+        "mae",
+        help="validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
+        check=(lambda v: v in METRIC_MODES, "one of " + ", ".join(METRIC_MODES)),
+    )
+    monitor_rule: str = _option(
+        "argmax",
+        help="prediction rule of the monitored metric",
+        check=(lambda v: v in RULES, "one of " + ", ".join(RULES)),
+    )
+    tta: bool = _option(False, help="mirror test-time augmentation for images")
+    evaluate_test: bool = _option(
+        True,
+        help="evaluate the best checkpoint on the test split when training ends "
+        "(--no-evaluate-test leaves it unread, as compare --grid does until it has chosen)",
+    )
+    limit_train: int | None = _option(
+        None, help="use at most N training samples (stratified)", check=_AT_LEAST_1
+    )
+    limit_val: int | None = _option(
+        None, help="use at most N validation samples (stratified)", check=_AT_LEAST_1
+    )
+    limit_test: int | None = _option(
+        None, help="use at most N test samples (stratified)", check=_AT_LEAST_1
+    )
+    num_workers: int = _option(
+        0,
+        help="data-loader worker processes",
+        check=(_at_least(0), "an integer >= 0"),
+        resumable=True,
+        protocol=False,
+    )
+    threads: int | None = _option(
+        None,
+        help="intra-op torch threads (default 1 for mlp and cnn, torch's default otherwise)",
+        check=_AT_LEAST_1,
+        resumable=True,
+    )
+    accelerator: str = _option("auto", help="cpu, gpu, mps or auto", resumable=True, protocol=False)
+    devices: str | int = _option(
+        "auto",
+        help="devices (processes) per node: a count, a list like 0,1, or auto",
+        resumable=True,
+        protocol=False,
+    )
+    strategy: str = _option(
+        "auto",
+        help="auto, ddp, ddp_spawn, ... (Lightning strategies)",
+        resumable=True,
+        protocol=False,
+    )
+    num_nodes: int = _option(
+        1, help="number of machines", check=_AT_LEAST_1, resumable=True, protocol=False
+    )
+    dist_timeout: float = _option(
+        DEFAULT_DIST_TIMEOUT,
+        help="seconds a DDP process waits for the others before stopping the run (default 300)",
+        check=(lambda v: v > 0, "seconds > 0"),
+        resumable=True,
+        protocol=False,
+    )
+    precision: str = _option("32-true", help="32-true, 16-mixed, bf16-mixed, ...")
+    deterministic: bool = _option(True, help="deterministic algorithms")
+    implementation: str = _option(
+        "fused",
+        help="EMD loss implementation: fused (PyTorch) or cpp (C++ CPU kernel); "
+        "recorded in config.yaml and reused on resume",
+        check=(lambda v: v in IMPLEMENTATIONS, "one of " + ", ".join(IMPLEMENTATIONS)),
+    )
+    progress: bool = _option(True, help="progress bars", resumable=True, protocol=False)
+    resume: bool = _option(
+        False,
+        help="continue the run in --output from checkpoints/last.ckpt",
+        resumable=True,
+        protocol=False,
+    )
+    overwrite: bool = _option(
+        False, help="replace an existing run in --output", resumable=True, protocol=False
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -271,20 +464,7 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(p).epochs
         3
         """
-        import yaml  # lazily: the CLI parser reads the fields on installs without PyYAML
-
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"config file not found: {file}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise UserError(f"config file {file} is not valid YAML: {error}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise UserError(f"config file {file} must hold a mapping of options at top level")
-        return cls.from_dict(loaded, base=base)
+        return cls.from_dict(read_options(path), base=base)
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -360,32 +540,13 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Check types and ranges; ValueError names the option and the expected value."""
+        """Check types and ranges; UserError names the option and the expected value."""
         for name in self.field_names():
             setattr(self, name, _coerce(name, getattr(self, name)))
-        if not self.dataset:
-            raise UserError("option dataset='': expected a data set name or csv:PATH/folder:PATH")
-        for name in ("epochs", "batch_size", "num_nodes"):
-            if getattr(self, name) < 1:
-                raise UserError(f"option {name}={getattr(self, name)}: expected an integer >= 1")
-        if self.num_workers < 0:
-            raise UserError(f"option num_workers={self.num_workers}: expected an integer >= 0")
-        if not self.dist_timeout > 0:
-            raise UserError(f"option dist_timeout={self.dist_timeout}: expected seconds > 0")
-        for name in (
-            "limit_train",
-            "limit_val",
-            "limit_test",
-            "warmup_epochs",
-            "num_folds",
-            "threads",
-        ):
-            value = getattr(self, name)
-            if value is not None and value < (2 if name == "num_folds" else 1):
-                low = 2 if name == "num_folds" else 1
-                raise UserError(f"option {name}={value}: expected an integer >= {low}")
-        if self.fold is not None and self.fold < 0:
-            raise UserError(f"option fold={self.fold}: expected an integer >= 0")
+        for item in dataclasses.fields(self):
+            value, check = getattr(self, item.name), item.metadata.get("check")
+            if check is not None and value is not None and not check[0](value):
+                raise UserError(f"option {item.name}={value!r}: expected {check[1]}")
         if self.loss not in LOSS_NAMES:
             raise UserError(f"unknown loss {self.loss!r}; valid losses: {', '.join(LOSS_NAMES)}")
         if self.model is not None:
@@ -394,97 +555,89 @@ class TrainConfig:
             if self.model not in MODEL_NAMES:
                 valid = ", ".join(MODEL_NAMES)
                 raise UserError(f"unknown model {self.model!r}; valid models: {valid}")
-        if self.monitor_rule not in RULES:
-            valid = ", ".join(RULES)
-            raise UserError(f"option monitor_rule={self.monitor_rule!r}: expected one of {valid}")
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(f"option optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
-        if self.scheduler not in SCHEDULERS:
-            raise UserError(f"option scheduler={self.scheduler!r}: expected one of {SCHEDULERS}")
-        if self.implementation not in IMPLEMENTATIONS:
-            valid = ", ".join(IMPLEMENTATIONS)
-            raise UserError(
-                f"option implementation={self.implementation!r}: expected one of {valid}"
-            )
-        if self.monitor not in METRIC_MODES:
-            valid = ", ".join(METRIC_MODES)
-            raise UserError(f"option monitor={self.monitor!r}: expected one of {valid}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"option lr={self.lr}: expected a finite number > 0")
-        if not 0 < self.lr_decay <= 1:
-            raise UserError(f"option lr_decay={self.lr_decay}: expected a number in (0, 1]")
-        if not 0 <= self.momentum < 1:
-            raise UserError(f"option momentum={self.momentum}: expected a number in [0, 1)")
-        if self.weight_decay < 0:
-            raise UserError(f"option weight_decay={self.weight_decay}: expected a number >= 0")
-        if self.ground_power <= 0:
-            raise UserError(f"option ground_power={self.ground_power}: expected a number > 0")
-        for name in ("ce_weight", "emd_weight"):
-            value = getattr(self, name)
-            if value is not None and not (value >= 0 and math.isfinite(value)):
-                raise UserError(f"option {name}={value}: expected a finite number >= 0")
 
 
 # ---------------------------------------------------------------------- value coercion
+def read_options(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    """The options of a YAML file (a mapping at the top level; an empty file: none).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "c.yaml"
+    >>> _ = p.write_text("lr: 0.1\\n")
+    >>> dict(read_options(p))
+    {'lr': 0.1}
+    """
+    import yaml  # lazily: the CLI parser reads the fields on installs without PyYAML
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file not found: {file}")
+    try:
+        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise UserError(f"config file {file} is not valid YAML: {error}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, Mapping):
+        raise UserError(f"config file {file} must hold a mapping of options at top level")
+    return loaded
+
+
+#: Every option's field (type, default and, in ``metadata``, what :func:`_option` records).
+OPTIONS: Mapping[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+#: Fields that may change when a run is resumed (hardware, budget, presentation).
+RESUMABLE_CHANGES = frozenset(name for name, f in OPTIONS.items() if f.metadata["resumable"])
+#: Options that change how a run is executed or shown, not what it trains: a comparison may
+#: be resumed with other values.
+NOT_PROTOCOL = frozenset(name for name, f in OPTIONS.items() if not f.metadata["protocol"])
 #: The on/off options (``--tta`` / ``--no-tta`` on the command line).
-BOOL_FIELDS = {
-    "pretrained",
-    "tta",
-    "evaluate_test",
-    "deterministic",
-    "progress",
-    "resume",
-    "overwrite",
-    "soft_targets",
-}
-_INT_FIELDS = {"epochs", "seed", "batch_size", "num_workers", "num_nodes"}
-_OPT_INT_FIELDS = {
-    "fold",
-    "num_folds",
-    "limit_train",
-    "limit_val",
-    "limit_test",
-    "warmup_epochs",
-    "threads",
-}
-_FLOAT_FIELDS = {"ground_power", "lr", "momentum", "weight_decay", "lr_decay", "dist_timeout"}
-_OPT_FLOAT_FIELDS = {"ce_weight", "emd_weight"}
-_OPT_STR_FIELDS = {"output", "model", "data_dir", "target", "ground_matrix"}
-_DICT_FIELDS = {"data_options", "model_options", "loss_options"}
+BOOL_FIELDS = frozenset(name for name, f in OPTIONS.items() if f.type == "bool")
+#: The mapping options (``--data-option KEY=VALUE``, ...).
+MAPPING_OPTIONS = tuple(name for name, f in OPTIONS.items() if f.type.startswith("dict"))
+#: The train options ``emdloss compare`` passes to every run as flags of its own, with their
+#: own help (the others it takes as ``--set KEY=VALUE``) ...
+COMPARE_PASSTHROUGH = tuple(name for name, f in OPTIONS.items() if f.metadata["compare"])
+#: ... and the data options it shares with ``emdloss train`` (the same flags).
+COMPARE_DATA_FLAGS = tuple(name for name, f in OPTIONS.items() if f.metadata["compare"] == "")
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 def _coerce(name: str, value: Any) -> Any:
-    """Convert ``value`` to the type of option ``name`` (strings from a command line allowed)."""
-    optional = _OPT_INT_FIELDS | _OPT_FLOAT_FIELDS
-    if name in optional and (value is None or (isinstance(value, str) and value == "")):
-        return None
-    if name in BOOL_FIELDS:
+    """Convert ``value`` to the type of option ``name`` (strings from a command line allowed),
+    read from the field's annotation."""
+    kind = OPTIONS[name].type
+    if kind.endswith(" | None") and kind != "list[str] | None":
+        if value is None or (isinstance(value, str) and value == ""):
+            return None
+        kind = kind.removesuffix(" | None")
+    if kind == "bool":
         return _as_bool(name, value)
-    if name in _INT_FIELDS | _OPT_INT_FIELDS:
+    if kind == "int":
         return _as_int(name, value)
-    if name in _FLOAT_FIELDS | _OPT_FLOAT_FIELDS:
+    if kind == "float":
         return _as_float(name, value)
-    if name in _OPT_STR_FIELDS:
-        return None if value is None or value == "" else str(value)
-    if name in _DICT_FIELDS:
+    if kind.startswith("dict"):
         if value is None:
             return {}
         if not isinstance(value, Mapping):
             raise UserError(f"option {name}={value!r}: expected a mapping of KEY: VALUE")
         return {str(key).replace("-", "_"): item for key, item in value.items()}
-    if name == "classes":
+    if kind == "list[str] | None":
         if value is None:
             return None
         items = value.split(",") if isinstance(value, str) else list(value)
         names = [str(item).strip() for item in items]
         if not names or any(not item for item in names):
-            raise UserError(f"option classes={value!r}: expected comma-separated class names")
+            raise UserError(f"option {name}={value!r}: expected comma-separated class names")
         return names
-    if name == "devices":
+    if kind == "str | int":
         if isinstance(value, bool):
-            raise UserError(f"option devices={value!r}: expected 'auto', a count or a list")
+            raise UserError(f"option {name}={value!r}: expected 'auto', a count or a list")
         if isinstance(value, int):
             return value
         text = str(value).strip()
