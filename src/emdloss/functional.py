@@ -47,6 +47,8 @@ from torch import Tensor
 
 from emdloss import _ordinal
 from emdloss import _validation as V
+from emdloss._ordinal_cpu import squared_emd_cpu
+from emdloss._ordinal_fused import _class_view, probabilities
 
 __all__ = ["cost_matrix_emd", "emd", "ground_emd", "squared_emd"]
 
@@ -124,7 +126,7 @@ def _prepare(
             if valid is not None:
                 element_weight = element_weight * valid
         else:
-            element_weight = (tgt * _ordinal._class_view(w, tgt.dim())).sum(dim=1)
+            element_weight = (tgt * _class_view(w, tgt.dim())).sum(dim=1)
     return _Batch(
         x=x,
         target=tgt,
@@ -180,12 +182,24 @@ def _folded_scale(batch: _Batch, scale: float) -> float | None:
 
 
 def _cdf_reduced(
-    batch: _Batch, gaps: Tensor | None, *, squared: bool, input_type: str, scale: float
+    batch: _Batch,
+    gaps: Tensor | None,
+    *,
+    squared: bool,
+    input_type: str,
+    scale: float,
+    chosen: str | None = None,
 ) -> Tensor:
-    """The CDF loss of a batch, reduced."""
+    """The CDF loss of a batch, reduced (``chosen``: the implementation, if already chosen)."""
     folded = _folded_scale(batch, scale)
     out = _ordinal.cdf_loss(
-        batch.x, batch.target, gaps, squared=squared, input_type=input_type, sum_scale=folded
+        batch.x,
+        batch.target,
+        gaps,
+        squared=squared,
+        input_type=input_type,
+        sum_scale=folded,
+        chosen=chosen,
     )
     return out.to(batch.out_dtype) if folded is not None else _reduce(out, batch, scale)
 
@@ -314,16 +328,14 @@ def squared_emd(
     scale = V.normalization_scale(normalization, batch.num_classes)
     pos = _positions(positions, batch)
     gaps = _ordinal.gap_weights(pos) if pos is not None else None
-    if (
-        batch.index
-        and input_type == "logits"
-        and not torch.compiler.is_compiling()  # before the ContextVar read (torch 2.5 Dynamo)
-        and _ordinal.current_implementation() == "cpp"
-    ):
+    chosen = _ordinal.choose(gaps)  # once per call: the C++ kernel or the table's
+    if chosen == "cpp" and batch.index and input_type == "logits":
         out = _squared_emd_kernel(batch, target, gaps, scale, ignore_index)
         if out is not None:
             return out
-    return _cdf_reduced(batch, gaps, squared=True, input_type=input_type, scale=scale)
+    return _cdf_reduced(
+        batch, gaps, squared=True, input_type=input_type, scale=scale, chosen=chosen
+    )
 
 
 def _squared_emd_kernel(
@@ -331,7 +343,7 @@ def _squared_emd_kernel(
 ) -> Tensor | None:
     """``squared_emd`` of checked logits and class indices through the C++ kernel, or None."""
 
-    out = _ordinal.squared_emd_cpu(
+    out = squared_emd_cpu(
         batch.x,
         target,
         gaps=gaps,
@@ -416,10 +428,10 @@ def emd(
     if pos is None:
         pos = torch.arange(batch.num_classes, dtype=batch.x.dtype, device=batch.x.device)
     if batch.index:
-        view = _ordinal._class_view(pos, batch.x.dim())
+        view = _class_view(pos, batch.x.dim())
         cost = (view - pos[batch.target].unsqueeze(1)).abs().pow(power)
         return _linear_reduced(batch, cost, input_type)
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     flat = _ordinal.quantile_wasserstein(_class_last(probs), _class_last(batch.target), pos, power)
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
@@ -510,7 +522,7 @@ def ground_emd(
 
     from emdloss._sinkhorn import sinkhorn_emd  # lazy: only this path needs it
 
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     if batch.index:
         goal = F.one_hot(batch.target.reshape(-1), c).to(probs.dtype)
     else:
@@ -578,7 +590,7 @@ def cost_matrix_emd(
     V.check_square_matrix(cost_matrix, "cost_matrix", c)
     cm = cost_matrix.to(device=batch.x.device, dtype=batch.x.dtype)
     V.check_matrix_values(cm, "cost_matrix", allow_negative=True)
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     if batch.index:
         goal = F.one_hot(batch.target, c).movedim(-1, 1).to(probs.dtype)
         row = _target_rows(cm, batch.target)

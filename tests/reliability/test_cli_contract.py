@@ -201,12 +201,12 @@ def test_a_bug_in_compare_planning_keeps_its_traceback(
     monkeypatch: pytest.MonkeyPatch, paths: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A plain ValueError from compare's own code is a bug, not a user error."""
-    import emdloss.compare
+    from emdloss.compare import _compare
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(emdloss.compare, "compare", broken)
+    monkeypatch.setattr(_compare, "compare", broken)
     with pytest.raises(ValueError, match="an internal inconsistency"):
         main(["compare", "--output", paths["out"]])
     assert "bug in emdloss" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emdloss.compare._plan import setting_label
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.vocabulary import HIGHER_IS_BETTER, RULES
 
 __all__ = [

@@ -18,31 +18,17 @@ from typing import Any
 
 from emdloss._atomic import remove_stale_temporaries, write_json, write_text
 from emdloss.compare._plan import RunSpec, apply_setting
-
-# The records of finished runs live in _records; re-exported here, where callers import them.
-from emdloss.compare._records import (  # noqa: F401
+from emdloss.compare._records import (
     METRIC_KEYS,
     RECORD_FILE,
-    VALIDATED_RULE,
     RunRecord,
-    extract_test_metrics,
-    extract_val_metrics,
     finished_record,
-    read_finished,
 )
 from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
 from emdloss.vocabulary import EXECUTORS
 
-__all__ = [
-    "METRIC_KEYS",
-    "RunRecord",
-    "TrainFn",
-    "build_config",
-    "read_finished",
-    "run_all",
-    "test_untested",
-]
+__all__ = ["TrainFn", "build_config", "run_all", "test_untested"]
 
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
@@ -117,8 +103,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
 
 
 def _default_train() -> TrainFn:
-    from emdloss.training import train
-    from emdloss.training.run import quiet_lightning_logs
+    from emdloss.training import quiet_lightning_logs, train
 
     # Lightning's banner and tips, once per run, would drown the progress bar over runs.
     quiet_lightning_logs()

@@ -14,9 +14,9 @@ from torchmetrics import MeanMetric
 
 from emdloss.decoding import decode
 from emdloss.metrics import OrdinalMetrics
+from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
 from emdloss.training.config import TrainConfig
-from emdloss.training.losses import TrainingLoss
 from emdloss.vocabulary import RULES
 
 __all__ = ["OrdinalTask"]
