@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
 from emdloss.integrations.onnx import DEFAULT_OPSET, decode_exportable
+from emdloss.vocabulary import RULES
 
 QUICK = ["--accelerator", "cpu", "--no-progress", "--epochs", "2", "--batch-size", "32"]
 

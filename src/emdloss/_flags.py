@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from emdloss.training.config import (
@@ -24,30 +23,16 @@ from emdloss.training.config import (
 )
 from emdloss.vocabulary import (
     CONFORMAL_METHODS,
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
     EXECUTORS,
     REPORTED_METRICS,
     SOFT_TARGET_POLICIES,
 )
 
-__all__ = [
-    "DEFAULT_DATASETS",
-    "DEFAULT_LOSSES",
-    "DEFAULT_OUTPUT",
-    "DEFAULT_SEEDS",
-    "add_compare_arguments",
-    "add_train_arguments",
-]
-
-#: ``emdloss compare``'s built-in default: TOC-UCO's tabular benchmarks shipped with
-#: ``skordinal``; ESL in its 6-class regrouping (``esl6``), the grouping TOC-UCO's published
-#: rows use.
-DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
-#: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
-DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
-#: Seeds 0, 1, 2.
-DEFAULT_SEEDS = 3
-#: Output directory of ``emdloss compare`` without arguments.
-DEFAULT_OUTPUT = Path("runs") / "compare-default"
+__all__ = ["add_compare_arguments", "add_train_arguments"]
 
 _ARGPARSE_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str}
 

@@ -35,7 +35,6 @@ from emdloss import _validation as V
 from emdloss.vocabulary import RULES
 
 __all__ = [
-    "RULES",
     "decode",
     "decode_argmax",
     "decode_bayes",

@@ -3,7 +3,8 @@ their direction, conformity scores, loss implementations, and compare's policies
 
 Imports nothing (not even torch), so that the command line's parser and help, the training
 config, the metrics, the decoders and ``compare`` read the same tuples. A new loss, rule, metric
-or method is added here first; see docs/architecture.md ("Where to add ...").
+or method is added here first; see docs/architecture.md ("Where to add ..."). The defaults of
+``emdloss compare`` are here too, so that its ``--help`` needs none of its modules.
 
 Examples
 --------
@@ -14,9 +15,14 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 __all__ = [
     "CONFORMAL_METHODS",
+    "DEFAULT_DATASETS",
+    "DEFAULT_LOSSES",
+    "DEFAULT_OUTPUT",
+    "DEFAULT_SEEDS",
     "EXECUTORS",
     "HIGHER_IS_BETTER",
     "IMPLEMENTATIONS",
@@ -77,3 +83,12 @@ CONFORMAL_METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
 SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 #: Where ``compare`` runs its runs: local processes or Ray tasks.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: ``compare``'s built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``;
+#: ESL in its 6-class regrouping (``esl6``), the grouping TOC-UCO's published rows use.
+DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
+#: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
+DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
+#: Seeds 0, 1, 2.
+DEFAULT_SEEDS = 3
+#: Output directory of ``emdloss compare`` without arguments.
+DEFAULT_OUTPUT = Path("runs") / "compare-default"

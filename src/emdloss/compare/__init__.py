@@ -26,15 +26,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The names compare shares with the CLI's parser (light: the vocabulary imports nothing).
+from emdloss.vocabulary import (
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
+    EXECUTORS,
+    SOFT_TARGET_POLICIES,
+)
+
 if TYPE_CHECKING:
-    from emdloss._flags import DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_OUTPUT, DEFAULT_SEEDS
-    from emdloss._flags import add_compare_arguments as add_arguments
-    from emdloss.compare._cli import run
+    from emdloss.compare._cli import add_arguments, run
     from emdloss.compare._compare import DATASET_DEFAULTS, CompareResult, compare
     from emdloss.compare._plan import EMD_LOSSES, PEER_PACKAGES, RunSpec
     from emdloss.compare._records import METRIC_KEYS, RunRecord
     from emdloss.compare._rows import CSV_COLUMNS
-    from emdloss.vocabulary import EXECUTORS, SOFT_TARGET_POLICIES
 
 __all__ = [
     "CSV_COLUMNS",
@@ -61,33 +68,23 @@ __all__ = [
 _LAZY = {
     "CSV_COLUMNS": "emdloss.compare._rows",
     "DATASET_DEFAULTS": "emdloss.compare._compare",
-    "DEFAULT_DATASETS": "emdloss._flags",
-    "DEFAULT_LOSSES": "emdloss._flags",
-    "DEFAULT_OUTPUT": "emdloss._flags",
-    "DEFAULT_SEEDS": "emdloss._flags",
     "EMD_LOSSES": "emdloss.compare._plan",
-    "EXECUTORS": "emdloss.vocabulary",
     "METRIC_KEYS": "emdloss.compare._records",
     "PEER_PACKAGES": "emdloss.compare._plan",
-    "SOFT_TARGET_POLICIES": "emdloss.vocabulary",
     "CompareResult": "emdloss.compare._compare",
     "RunRecord": "emdloss.compare._records",
     "RunSpec": "emdloss.compare._plan",
-    "add_arguments": "emdloss._flags",
+    "add_arguments": "emdloss.compare._cli",
     "compare": "emdloss.compare._compare",
     "run": "emdloss.compare._cli",
 }
-
-
-# Where the defining module spells a name otherwise (the flags module builds two commands').
-_DEFINED_AS = {"add_arguments": "add_compare_arguments"}
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), _DEFINED_AS.get(name, name))
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

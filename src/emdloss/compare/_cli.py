@@ -9,12 +9,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from emdloss._flags import DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_OUTPUT, DEFAULT_SEEDS
 from emdloss.compare._plan import dataset_slug, parse_names
 from emdloss.errors import UserError
 from emdloss.training.config import COMPARE_PASSTHROUGH, read_options
+from emdloss.vocabulary import DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_OUTPUT, DEFAULT_SEEDS
 
-__all__ = ["default_output", "run"]
+__all__ = ["add_arguments", "default_output", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``emdloss compare`` to a parser: :func:`emdloss._flags.add_compare_arguments`
+    (defined beside ``train``'s, from the same tables, so that building the CLI's parser
+    imports none of compare's modules)."""
+    from emdloss._flags import add_compare_arguments
+
+    add_compare_arguments(parser)
 
 
 def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_json, write_text
-from emdloss._flags import DEFAULT_DATASETS, DEFAULT_LOSSES, DEFAULT_OUTPUT, DEFAULT_SEEDS
 from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
     RunSpec,
@@ -47,7 +46,14 @@ from emdloss.compare._select import (
 )
 from emdloss.compare._summary import render_summary
 from emdloss.errors import UserError
-from emdloss.vocabulary import EXECUTORS, SOFT_TARGET_POLICIES
+from emdloss.vocabulary import (
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
+    EXECUTORS,
+    SOFT_TARGET_POLICIES,
+)
 
 #: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
 #: set gets the same ones, and options given by the user replace them.
