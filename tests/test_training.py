@@ -225,6 +225,42 @@ def test_test_metrics_agree_with_sklearn_on_the_written_predictions(lev_run: Any
     assert np.array_equal(argmax[clear], probs.argmax(1)[clear])
 
 
+def test_train_builds_its_network_once_and_tests_the_best_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 19): train built the task (network, loss) and the data module a second
+    time to test the best checkpoint. Now once; the numbers are those of a fresh evaluation,
+    the learned ground matrix of xemd1 (loss state) included."""
+    import emdloss.training._build as build
+    import emdloss.training._train as training
+
+    calls = {"task": 0, "datamodule": 0}
+
+    def counted(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    task, datamodule = (
+        counted("task", build.build_task),
+        counted("datamodule", build.make_datamodule),
+    )
+    for module in (build, training):
+        monkeypatch.setattr(module, "build_task", task)
+        monkeypatch.setattr(module, "make_datamodule", datamodule)
+    config = TrainConfig(
+        dataset="lev", loss="xemd1", epochs=3, warmup_epochs=1, seed=2, output=str(tmp_path), **FAST
+    )
+    result = train(config)
+    assert calls == {"task": 1, "datamodule": 1}
+    monkeypatch.undo()
+    again = evaluate(tmp_path, progress=False)
+    for split in ("val", "test"):
+        assert again[split] == result.metrics[split]
+
+
 def test_evaluate_reproduces_the_metrics_and_writes_nothing(lev_run: Any) -> None:
     before = _digest(lev_run.run_dir)
     again = evaluate(lev_run.run_dir, progress=False)

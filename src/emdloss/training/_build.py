@@ -310,14 +310,22 @@ def evaluate_checkpoint(
     *,
     progress: bool,
     splits: tuple[str, ...] = ("val", "test"),
+    task: OrdinalTask | None = None,
+    datamodule: OrdinalDataModule | None = None,
 ) -> tuple[dict[str, Any], OrdinalTask]:
     """Metrics of ``checkpoint`` on ``splits`` (validation and test by default), and the task
-    that holds its test outputs when the test split is among them."""
-    task = build_task(config, dataset)
+    that holds its test outputs when the test split is among them.
+
+    ``task`` and ``datamodule``: those of the training that wrote the checkpoint (``train``
+    passes them, so a run builds its network and data module once); the checkpoint's weights
+    and buffers replace the task's. Else both are built. The trainer is always a new one:
+    evaluation runs in one process, whatever devices the training used.
+    """
+    task = build_task(config, dataset) if task is None else task
     task.load_state_dict(checkpoint["state_dict"])
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
-    datamodule = make_datamodule(config, dataset)
+    datamodule = make_datamodule(config, dataset) if datamodule is None else datamodule
     metrics: dict[str, Any] = {}
     if "val" in splits:
         trainer.validate(task, datamodule=datamodule, verbose=False)

@@ -257,7 +257,13 @@ def _train(
     history: list[dict[str, float]] = last.get("emdloss_history", [])
     splits = ("val", "test") if config.evaluate_test else ("val",)
     metrics, eval_task = evaluate_checkpoint(
-        config, dataset, best, progress=config.progress, splits=splits
+        config,
+        dataset,
+        best,
+        progress=config.progress,
+        splits=splits,
+        task=task,
+        datamodule=datamodule,
     )
     best_epoch = int(best["epoch"]) + 1
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
