@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUTS", help="image files/folders or CSV files"
     )
     predict.add_argument("--output", "-o", help="write the predictions CSV here")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
+    )
 
     export = commands.add_parser(
         "export",
@@ -179,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", required=True, help="the file to write, e.g. model.onnx")
     export.add_argument("--rule", help="prediction rule of the label output (default: the run's)")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing --output and sidecar files"
+    )
 
     compare = commands.add_parser(
         "compare",

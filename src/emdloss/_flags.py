@@ -46,12 +46,17 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        import yaml
+        import yaml  # noqa: F401 - only whether it is installed
     except ImportError:  # a minimal install: the value stays a string
         return key.strip().replace("-", "_"), value
+    from emdloss._yaml import UnsafeYAMLError, load_yaml
+    from emdloss.errors import UserError
+
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = load_yaml(value, f"{key.strip()}={value[:40]}") if value.strip() else ""
+    except UnsafeYAMLError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    except UserError:  # not YAML: the value is the text itself
         parsed = value
     return key.strip().replace("-", "_"), parsed
 

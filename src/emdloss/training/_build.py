@@ -321,8 +321,10 @@ def evaluate_checkpoint(
     and buffers replace the task's. Else both are built. The trainer is always a new one:
     evaluation runs in one process, whatever devices the training used.
     """
+    from emdloss.training import rundir
+
     task = build_task(config, dataset) if task is None else task
-    task.load_state_dict(checkpoint["state_dict"])
+    rundir.load_weights(task, checkpoint)
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
     datamodule = make_datamodule(config, dataset) if datamodule is None else datamodule

@@ -464,7 +464,12 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(p).epochs
         3
         """
-        return cls.from_dict(read_options(path), base=base)
+        file = Path(path)
+        loaded = read_options(file)
+        try:
+            return cls.from_dict(loaded, base=base)
+        except ValueError as error:  # names the option, the value and what was expected
+            raise UserError(f"config file {file}: {error}") from None
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -496,10 +501,9 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(TrainConfig(loss="ce").save(p)).loss
         'ce'
         """
-        import yaml
+        from emdloss._yaml import dump_yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
-        return write_text(path, text)
+        return write_text(path, dump_yaml(self.to_dict()))
 
     @property
     def run_dir(self) -> Path:
@@ -569,19 +573,23 @@ def read_options(path: str | os.PathLike[str]) -> Mapping[str, Any]:
     >>> dict(read_options(p))
     {'lr': 0.1}
     """
-    import yaml  # lazily: the CLI parser reads the fields on installs without PyYAML
+    from emdloss._yaml import load_yaml  # lazily: the parser reads the fields without PyYAML
 
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"config file not found: {file}")
     try:
-        loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise UserError(f"config file {file} is not valid YAML: {error}") from None
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {file} is not UTF-8 text: {error}") from None
+    loaded = load_yaml(text, f"config file {file}")  # plain data, no aliases
     if loaded is None:
         return {}
     if not isinstance(loaded, Mapping):
-        raise UserError(f"config file {file} must hold a mapping of options at top level")
+        raise UserError(
+            f"config file {file} must hold a mapping of options at top level, "
+            f"got {type(loaded).__name__}"
+        )
     return loaded
 
 
@@ -642,6 +650,10 @@ def _coerce(name: str, value: Any) -> Any:
             return value
         text = str(value).strip()
         return int(text) if re.fullmatch(r"-?\d+", text) else text
+    if isinstance(value, (Mapping, list, tuple, set)) or value is None:
+        # A text option (dataset, loss, accelerator, ...) given a list or a mapping (a
+        # tampered config.yaml): refused, not turned into its repr.
+        raise ValueError(f"option {name}={value!r}: expected a text value")
     return str(value)
 
 
