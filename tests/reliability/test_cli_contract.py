@@ -70,7 +70,7 @@ CASES: list[tuple[list[str], str]] = [
     (["predict", "{run}", "{tmp}/missing.csv", "--output", "{out}"], "input not found"),
     (["export", "{tmp}/missing", "--output", "{out}"], "not a run directory"),
     (["export", "{run}", "--output", "{out}", "--rule", "nope"], "rule must be one of argmax"),
-    (["export", "{run}", "--output", "{out}", "--opset", "0"], "--opset 0: expected an integer"),
+    (["export", "{run}", "--output", "{out}", "--opset", "0"], "--opset 0: expected an ONNX opset"),
     # compare: the values of issue 19, then train options passed through or set
     (["compare", "--losses", "nope", "--output", "{out}"], "unknown loss 'nope'"),
     (["compare", "--losses", "ce,,w1", "--output", "{out}"], "--losses: empty name"),
