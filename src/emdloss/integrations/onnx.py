@@ -299,8 +299,8 @@ def export_onnx(
             f"the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
         )
     # Before the slow part: nothing inside a run directory, nothing over a file unasked.
-    check_output(output, overwrite=overwrite)
-    check_output(sidecar_path(output), overwrite=overwrite)
+    check_output(output, overwrite=overwrite, run_dir=run_dir)
+    check_output(sidecar_path(output), overwrite=overwrite, run_dir=run_dir)
     config = read_config(run_dir)
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
