@@ -1,6 +1,10 @@
 """Nothing in a run directory is executed, and a damaged one ends in one line (issue 8):
 malicious and truncated checkpoints given to evaluate, predict and resume; stray rank variables;
-``evaluate --json``; evaluate from another directory; the recorded loss implementation."""
+``evaluate --json``; evaluate from another directory; the recorded loss implementation.
+
+Named for emdloss.training.rundir (load_checkpoint, run records); also covers _train's checkpoint
+and rank handling.
+"""
 
 from __future__ import annotations
 

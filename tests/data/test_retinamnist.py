@@ -1,5 +1,8 @@
 """RetinaMNIST from the real shared file, MD5 checks, and the download path against a local
-HTTP server on 127.0.0.1 and file:// URLs."""
+HTTP server on 127.0.0.1 and file:// URLs.
+
+Named for emdloss.data.retinamnist; also covers emdloss.data._download.
+"""
 
 from __future__ import annotations
 

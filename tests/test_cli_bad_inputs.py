@@ -1,8 +1,8 @@
 """Through the command line: each bad input of issue 8 ends with exit code 2 and one line.
 
-The library-level tests (test_csv_cells.py, test_damaged_files.py, test_loss_options.py) check
-the messages; these check that ``emdloss train`` turns them into one line without a traceback,
-before or during training.
+The library-level tests (data/test_csv_cells.py, data/test_dataset_damaged.py,
+training/test_losses_options.py) check the messages; these check that ``emdloss train`` turns
+them into one line without a traceback, before or during training.
 """
 
 from __future__ import annotations

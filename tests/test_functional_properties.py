@@ -1,4 +1,7 @@
-"""Property tests (hypothesis): metric properties, invariances, stability, fused == reference."""
+"""Property tests (hypothesis): metric properties, invariances, stability, fused == reference.
+
+Named for emdloss.functional; the fused == reference property covers emdloss._ordinal_fused.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,10 @@
 """The command as a newcomer meets it (issue 10): what the data became and warnings before training,
 trivial-predictor scores beside the model's, --help with defaults, no abbreviations, the
-command's own usage on its errors, predict inputs checked against the training inputs."""
+command's own usage on its errors, predict inputs checked against the training inputs.
+
+Named for emdloss.cli (the command end to end); what it checks lives in _cli_parser,
+data.inspection, data.conform and training.
+"""
 
 from __future__ import annotations
 

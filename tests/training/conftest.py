@@ -1,4 +1,4 @@
-"""Fixtures of the reliability tests: one small trained run per session."""
+"""Fixtures of the training tests: one small trained run per session (``run``, a private copy)."""
 
 from __future__ import annotations
 

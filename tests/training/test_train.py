@@ -1,5 +1,8 @@
 """Training runs through the Python API: run directory, model selection, metrics against
-scikit-learn, evaluate/predict, exact resume, atomic checkpoints, two-process DDP."""
+scikit-learn, evaluate/predict, exact resume, atomic checkpoints, two-process DDP.
+
+Named for emdloss.training._train; also covers _evaluate, _predict, _io and _sampling.
+"""
 
 from __future__ import annotations
 

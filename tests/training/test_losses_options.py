@@ -3,6 +3,9 @@
 Issue 8, finding 8: ``--loss-option mu=banana`` was accepted (ignored by emd2; a bare
 ``could not convert string to float`` from xemd1), and the recipe ``xemd1`` called without
 ``features=`` never learned its matrix and said nothing.
+
+Named for emdloss.training.losses (build_loss's option checks); also covers emdloss.recipe's
+warning.
 """
 
 from __future__ import annotations

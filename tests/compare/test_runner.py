@@ -3,6 +3,8 @@
 Issue 8, findings 3 and 8: any exception while resuming a run (a full disk, say) ended in
 ``shutil.rmtree(run_dir)`` and a restart from scratch; two ``compare`` commands into one
 directory both trained every run.
+
+Named for emdloss.compare._runner (runs kept on a failed resume); also covers _lock.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""load_dataset dispatch, option checking, limits, and the split datasets under a DataLoader."""
+"""load_dataset dispatch, option checking, limits, and the split datasets under a DataLoader.
+
+Named for emdloss.data._dataset (OrdinalDataset, TensorSplit); also covers load_dataset's dispatch
+in emdloss.data.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A small trained run shared by the reliability tests (trained once per session, copied per
+"""A small trained run shared by the training tests (trained once per session, copied per
 test so that each test may tamper with its own copy)."""
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Conformal sets for trained runs (issue 13): `calibrate_run` / `emdloss calibrate`, the
-calibrator's round trip through the run directory, evaluate and predict using it."""
+calibrator's round trip through the run directory, evaluate and predict using it.
+
+Named for emdloss.training._calibrate; also covers evaluate and predict with a calibrator.
+"""
 
 from __future__ import annotations
 

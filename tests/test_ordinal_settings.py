@@ -1,6 +1,10 @@
 """Thread- and task-safe settings (issue 9): the validation switch, the implementation choice
 and the ground-distance cache live in ContextVars, so a block in one thread or asyncio task
-never changes what another computes."""
+never changes what another computes.
+
+Named for emdloss._ordinal (the implementation choice); also covers emdloss._validation's switch
+and emdloss.ground's cache.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
 """A non-finite training loss stops training with a clear message, without a device sync per
 step (issue 9): on an accelerator the flag is read on the host every FINITE_CHECK_EVERY steps
-and at the end of the epoch; on the CPU (free to read) at once."""
+and at the end of the epoch; on the CPU (free to read) at once.
+
+Named for emdloss.training.module (where the finite check runs).
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Synthetic run records with known metrics; statistics checked against NumPy, per-class MAE against
 scikit-learn, the published rows against reference.md section 4.
+
+Named for emdloss.compare._rows (aggregate, results.csv); also covers _summary, _verdict, _plan,
+_records and _plots.per_class_mae.
 """
 
 from __future__ import annotations

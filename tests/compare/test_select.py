@@ -4,6 +4,9 @@ checked, timing without the start-up, train's data flags, and the Ray executor.
 
 The harness tests inject a fake training function that writes a run directory whose metrics
 depend on (loss, seed, lr) only, so that selection and verdicts can be planted.
+
+Named for emdloss.compare._select (the choice on validation data); also covers _stats, _verdict,
+_summary, _baselines, _plan's grid and _runner's Ray executor.
 """
 
 from __future__ import annotations
@@ -370,9 +373,11 @@ def test_ray_executor_matches_local_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("ray")
-    # The Ray workers import this module by name to unpickle the training function.
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", here + ":" + ":".join(sys.path))
+    # The Ray workers import this module by its dotted name (tests.compare.test_select under
+    # --import-mode=importlib) to unpickle the training function: put the directory that name
+    # starts from on their path.
+    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
+    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
     kwargs: dict[str, Any] = dict(
         train_fn=planted_train, test_fn=planted_test, progress=False, grid=["lr=0.1,0.01"]
     )

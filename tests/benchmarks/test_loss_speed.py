@@ -1,4 +1,7 @@
-"""Smoke test: benchmarks/loss_speed.py runs end to end on a tiny size, so that it cannot rot."""
+"""Smoke test: benchmarks/loss_speed.py runs end to end on a tiny size, so that it cannot rot.
+
+Also runs benchmarks/sinkhorn_memory.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "loss_speed.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loss_speed.py"
 
 
 def test_loss_speed_quick_runs(

@@ -1,4 +1,8 @@
-"""emdloss.metrics against scikit-learn, SciPy, dlordinal and hand-derived values."""
+"""emdloss.metrics against scikit-learn, SciPy, dlordinal and hand-derived values.
+
+Named for emdloss.metrics.functional; also covers the stateful metrics (emdloss.metrics.stateful),
+DDP included.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Image folders, image CSVs (labels, binned scores, soft targets) and the Adience format."""
+"""Image folders, image CSVs (labels, binned scores, soft targets) and the Adience format.
+
+Named for emdloss.data.images; also covers emdloss.data.adience.
+"""
 
 from __future__ import annotations
 

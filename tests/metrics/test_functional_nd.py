@@ -1,5 +1,8 @@
 """Metrics take ignore_index and (N, C, d1, ...) inputs like the losses (issue 9), checked
-against scikit-learn on the flattened valid elements."""
+against scikit-learn on the flattened valid elements.
+
+Named for emdloss.metrics.functional; also covers stateful and confmat.
+"""
 
 from __future__ import annotations
 

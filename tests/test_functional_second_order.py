@@ -11,6 +11,9 @@ Oracles: ``gradgradcheck`` (finite differences of the analytic gradient) and ``g
 the gradient penalty as a function of the layer weight (finite differences of the penalty).
 The probabilities and soft targets are built inside the checked function from free scores, so
 that the finite-difference steps never leave the simplex (which the value checks reject).
+
+Named for emdloss.functional; the backward kernels live in emdloss._ordinal, _ordinal_fused and
+_cpu_kernel, the recipe in emdloss.recipe.
 """
 
 from __future__ import annotations
