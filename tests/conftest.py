@@ -1,7 +1,7 @@
 """Shared test set-up: real data from ../shared/data, quiet and reproducible torch, the core set.
 
-The core test modules (``CORE_TEST_FILES``, paths relative to ``tests/``) test the package root, which needs only torch and
-numpy. They must run on such a minimal install (CI's minimal and minimum-versions jobs): each
+The core test modules (``CORE_TEST_FILES``, paths relative to ``tests/``) test the package root,
+which needs only torch and numpy. They must run on such a minimal install (CI's minimal and minimum-versions jobs): each
 oracle (SciPy, POT, dlordinal, ...) is imported with ``pytest.importorskip`` inside the test that
 uses it, so a core module that skips as a whole is an error here. Their tests get the ``core``
 marker (``pytest -m core``). Other modules skip as a whole when an extra they need is missing.
@@ -12,15 +12,19 @@ a module that could not be imported into a failure, so the full run never hides 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+
+from tests._runs import copy_run, trained_run
 
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "EMDLOSS_DATA" not in os.environ and _SHARED.is_dir():
@@ -129,3 +133,76 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+# The runner of two_gloo_ranks: each rank joins the group, calls the test's work(rank, data) and
+# saves what it returns.
+_GLOO_RUNNER = textwrap.dedent(
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+
+    def run(index, first_rank, world, init, data_file, out_dir):
+        rank = first_rank + index
+        if rank > 0:  # a spawned child: leave the test process's settings alone
+            torch.set_num_threads(1)
+        timeout = datetime.timedelta(seconds=120)
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
+        try:
+            out = work(rank, torch.load(data_file, weights_only=False))
+            torch.save(out, f"{out_dir}/out{rank}.pt")
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    """
+)
+
+
+@pytest.fixture
+def two_gloo_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str, object], list[Mapping[str, torch.Tensor]]]:
+    """Run ``work(rank, data) -> dict of tensors``, defined by the source text ``source``, on
+    two gloo processes (rank 0 in this process, which saves a slow import; rank 1 spawned) and
+    return each rank's dict. ``data`` reaches both through ``torch.save``."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    def run(source: str, data: object) -> list[Mapping[str, torch.Tensor]]:
+        name = f"emdloss_gloo_worker_{tmp_path.name}"
+        (tmp_path / f"{name}.py").write_text(_GLOO_RUNNER + textwrap.dedent(source))
+        torch.save(data, tmp_path / "data.pt")
+        monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+        worker = importlib.import_module(name)
+        init = f"file://{tmp_path / 'rendezvous'}"
+        files = (str(tmp_path / "data.pt"), str(tmp_path))
+        ctx = mp.start_processes(
+            worker.run, args=(1, 2, init, *files), nprocs=1, join=False, start_method="spawn"
+        )
+        try:
+            assert not dist.is_initialized()
+            worker.run(0, 0, 2, init, *files)
+            assert ctx.join(timeout=120), "rank 1 did not finish"
+        finally:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+        assert not dist.is_initialized()
+        return [torch.load(tmp_path / f"out{rank}.pt") for rank in (0, 1)]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run (``tests._runs``; do not modify: use ``run``)."""
+    return trained_run(tmp_path_factory.mktemp("shared"))
+
+
+@pytest.fixture
+def run(shared_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared run."""
+    return copy_run(shared_run, tmp_path / "run")

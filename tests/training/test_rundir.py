@@ -23,7 +23,7 @@ pytest.importorskip("yaml")
 pytest.importorskip("lightning")
 
 import yaml
-from _runs import QUICK, train_args, write_grades
+from tests._runs import QUICK, train_args, write_grades
 
 from emdloss import _ordinal
 from emdloss.cli import main

@@ -94,12 +94,32 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return any(p.name == "last.ckpt" for p in _checkpoints(run_dir))
 
 
+def _first_epoch_only(checkpoints: Sequence[Path]) -> bool:
+    """Whether every checkpoint is of the first epoch, so that restarting loses at most it.
+
+    A run writes ``best.ckpt`` and then ``last.ckpt`` at the end of every epoch, each
+    atomically; one without ``last.ckpt`` was stopped in between, which leaves a lone
+    ``best.ckpt`` only in the first epoch (later ones keep the previous ``last.ckpt``).
+    Unreadable files count as more: they are kept for a human to look at.
+    """
+    from emdloss.training.rundir import load_checkpoint
+
+    for path in checkpoints:
+        try:
+            epoch = load_checkpoint(path).get("epoch")
+        except (OSError, ValueError):
+            return False
+        if not isinstance(epoch, int) or epoch != 0:
+            return False
+    return True
+
+
 def _record_failure(run_dir: Path, message: str) -> None:
     # The traceback goes to error.txt. Failing to write it (a full disk is one reason runs
     # fail) must not stop the comparison: the message is in the run's record either way.
     try:
         write_text(run_dir / "error.txt", message)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the UserError of a full disk (emdloss._atomic)
         pass
 
 
@@ -170,6 +190,10 @@ def _execute(
     resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
     if run_dir.exists() and not resume:
         kept = _checkpoints(run_dir)
+        if kept and _first_epoch_only(kept):
+            # Cut short between best.ckpt and last.ckpt of its first epoch (a full disk, a
+            # kill): one epoch of work, which the restart repeats; no human needs to step in.
+            kept = []
         if kept:
             # Trained weights are never deleted: a human decides what to do with them.
             message = (

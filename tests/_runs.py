@@ -1,5 +1,6 @@
-"""A small trained run shared by the training tests (trained once per session, copied per
-test so that each test may tamper with its own copy)."""
+"""A small trained run shared by the tests of run directories (trained once per session by the
+fixtures ``shared_run`` and ``run`` of tests/conftest.py, copied per test so that each test may
+tamper with its own copy)."""
 
 from __future__ import annotations
 
