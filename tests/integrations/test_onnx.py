@@ -169,6 +169,10 @@ def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["export", str(tmp_path), "--output", str(tmp_path / "m.onnx")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+    # predict too: a folder that is no run is named as such before its --output is judged
+    out = str(tmp_path / "p.csv")
+    assert main(["predict", str(tmp_path), "x.png", "--output", out]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- issue 21: items 3, 11, 12
