@@ -24,18 +24,17 @@ from emdloss.compare._records import (
     RunRecord,
     finished_record,
 )
+from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
+from emdloss.vocabulary import EXECUTORS
 
-__all__ = ["EXECUTORS", "TrainFn", "build_config", "run_all", "test_untested"]
+__all__ = ["TrainFn", "build_config", "run_all", "test_untested"]
 
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
 TrainFn = Callable[[Any], Any]
 #: One run to execute: its spec, directory, train options and torch-thread cap.
 Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
-
-#: Where runs execute: processes on this machine, or Ray tasks (``emdloss[ray]``).
-EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 def _config_fields() -> set[str]:
@@ -75,7 +74,7 @@ def build_config(
         kwargs["resume"] = True
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown train option(s) {', '.join(unknown)}; TrainConfig fields: "
             f"{', '.join(sorted(fields))}"
         )

@@ -210,18 +210,9 @@ def _train(
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
     datamodule = make_datamodule(config, dataset)
-    description = describe_data(config, dataset)
-    if launched_rank() == 0:
-        if ckpt_path is None:
-            # Before the first epoch: the features, classes, split sizes and warnings (issue
-            # 10); a resumed run said it when it started (data.json keeps it either way).
-            announce_data(description, verbose=config.progress)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / rundir.CONFIG_FILE)
-        rundir.write_data_record(run_dir, dataset, description=description)
-
-    # The best state stays in memory; best.ckpt and last.ckpt are written at an interval and
-    # at the end (not every epoch).
+    # The trainer before anything is written: a bad --devices, --accelerator or --precision
+    # leaves no run directory behind. The checkpoints of the best and of the latest epoch stay
+    # in memory; best.ckpt and last.ckpt are written at an interval and at the end.
     checkpoints = RunCheckpoints(
         run_dir / rundir.CHECKPOINT_DIR, monitor=SELECT_KEY, mode=config.monitor_mode()
     )
@@ -232,6 +223,15 @@ def _train(
         fitting=True,
         progress=config.progress,
     )
+    description = describe_data(config, dataset)
+    if launched_rank() == 0:
+        if ckpt_path is None:
+            # Before the first epoch: the features, classes, split sizes and warnings (issue
+            # 10); a resumed run said it when it started (data.json keeps it either way).
+            announce_data(description, verbose=config.progress)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / rundir.CONFIG_FILE)
+        rundir.write_data_record(run_dir, dataset, description=description)
     # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
     with (
         explain_timeouts(config.dist_timeout),
@@ -250,7 +250,13 @@ def _train(
     history: list[dict[str, float]] = last.get("emdloss_history", [])
     splits = ("val", "test") if config.evaluate_test else ("val",)
     metrics, eval_task = evaluate_checkpoint(
-        config, dataset, best, progress=config.progress, splits=splits
+        config,
+        dataset,
+        best,
+        progress=config.progress,
+        splits=splits,
+        task=task,
+        datamodule=datamodule,
     )
     best_epoch = int(best["epoch"]) + 1
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
