@@ -214,15 +214,15 @@ class OrdinalTask(pl.LightningModule):
 
     def decode_all(self, probs: Tensor) -> dict[str, Tensor]:
         """Predicted classes of every rule of :data:`emdloss.decoding.RULES`."""
-        out = {}
-        for rule in RULES:
-            if rule == "bayes":
-                out[rule] = decode(probs, rule, ground_distance=self.decision_cost.to(probs))
-            elif rule == "expected" and self.positions is not None:
-                out[rule] = decode(probs, rule, positions=self.positions)
-            else:
-                out[rule] = decode(probs, rule)
-        return out
+        return {rule: self.decode_rule(probs, rule) for rule in RULES}
+
+    def decode_rule(self, probs: Tensor, rule: str) -> Tensor:
+        """Predicted classes of one rule (with this task's decision cost and positions)."""
+        if rule == "bayes":
+            return decode(probs, rule, ground_distance=self.decision_cost.to(probs))
+        if rule == "expected" and self.positions is not None:
+            return decode(probs, rule, positions=self.positions)
+        return decode(probs, rule)
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
