@@ -617,7 +617,7 @@ def _evaluate(run: _Run, splits: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
     """The per-run evaluation (``evaluate_checkpoint``) without a trainer: the best state in
     the run's task, every rule's metrics over the loader's batches."""
     from emdloss.training._build import build_task
-    from emdloss.training.module import _compute
+    from emdloss.training.module import _compute, _metric
 
     task = build_task(run.config, run.dataset).to(run.tensors["val"][0].device)
     task.load_state_dict(run.best_state)
@@ -628,8 +628,8 @@ def _evaluate(run: _Run, splits: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
     with torch.no_grad():
         for split in splits:
             table = task.val_metrics if split == "val" else task.test_metrics
-            for metric in table.values():
-                metric.reset()
+            for rule in table:
+                _metric(table, rule).reset()
             if split == "test":
                 task.test_outputs = []
             x, y, dist = run.tensors[split]
