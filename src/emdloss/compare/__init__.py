@@ -78,6 +78,7 @@ from emdloss.compare._report import (
     results_csv,
 )
 from emdloss.compare._runner import (
+    ENGINES,
     EXECUTORS,
     METRIC_KEYS,
     Job,
@@ -208,6 +209,7 @@ def compare(
     executor: str = "local",
     ray_address: str | None = None,
     test_fn: Callable[[Path], Any] | None = None,
+    engine: str = "grouped",
 ) -> CompareResult:
     """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
 
@@ -260,6 +262,11 @@ def compare(
         ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
+    engine : {"grouped", "per-run"}
+        ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
+        vectorised model, each with its own numbers equal to the per-run path's
+        (:mod:`emdloss.training.grouped`); the others train alone, and compare names them and
+        why on stderr. ``"per-run"``: every run alone.
 
     Returns
     -------
@@ -295,6 +302,8 @@ def compare(
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     if executor not in EXECUTORS:
         raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if soft_targets not in SOFT_TARGET_POLICIES:
         raise ValueError(
             f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
@@ -377,6 +386,7 @@ def compare(
             mp_context=mp_context,
             executor=executor,
             ray_address=ray_address,
+            engine=engine,
         )
         monitor_rule = str(user.get("monitor_rule", "argmax"))
         # Selection reads validation metrics only; the chosen runs' test metrics are the results.

@@ -17,7 +17,7 @@ from emdloss.compare._plan import (
     dataset_slug,
     parse_names,
 )
-from emdloss.compare._runner import EXECUTORS, METRIC_KEYS
+from emdloss.compare._runner import ENGINES, EXECUTORS, METRIC_KEYS
 
 __all__ = ["add_arguments", "default_output", "run"]
 
@@ -104,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=EXECUTORS,
         default="local",
         help="local processes (--jobs) or Ray tasks (pip install 'emdloss[ray]')",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="grouped",
+        help="grouped (default): runs that share a shape train as one vectorised model, the "
+        "others alone (compare says which and why); per-run: every run alone",
     )
     parser.add_argument(
         "--ray-address",
@@ -235,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         soft_targets=getattr(args, "soft_targets", "refuse"),
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
+        engine=getattr(args, "engine", "grouped"),
     )
     print(result.summary)
     print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
