@@ -464,7 +464,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
                     if not bool(torch.isfinite(loss)):
                         # As the per-run path: this run fails here; the others go on.
                         run.error = FloatingPointError(
-                            f"training loss is {float(loss)} at epoch {epoch}, batch {step}; "
+                            f"training loss is {float(loss.detach())} at epoch {epoch}, batch {step}; "
                             f"lower the learning rate (lr={run.task.lr_at(epoch):g})"
                         )
                         loss = zero
