@@ -100,12 +100,15 @@ def test_a_mixed_group_equals_each_run_alone(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("losses", [("emd2", "w1", "ground", "xemd2"), ("corn", "sord")])
+@pytest.mark.parametrize(
+    "losses", [("emd2", "w1", "ground", "xemd2"), ("corn", "sord", "coral", "triangular")]
+)
 def test_every_vectorised_loss_family_equals_its_run_alone(
     tmp_path: Path, losses: tuple[str, ...]
 ) -> None:
     if "corn" in losses:
         pytest.importorskip("dlordinal")
+        pytest.importorskip("coral_pytorch")
     _check_group(tmp_path, [(loss, seed) for loss in losses for seed in (0, 1)])
 
 
@@ -151,7 +154,9 @@ def test_grouped_runs_evaluate_like_trained_runs(tmp_path: Path) -> None:
 
 def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
     assert unsupported(_config(tmp_path, "ce", 0)) is None
-    assert "coral" in str(unsupported(_config(tmp_path, "coral", 0)))
+    assert unsupported(_config(tmp_path, "coral", 0)) is None  # its own head, run by run
+    extra = _config(tmp_path, "xemd1", 0, loss_options={"feature_pass": "extra"})
+    assert "extra feature pass" in str(unsupported(extra))
     assert "dropout" in str(unsupported(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1})))
     assert "cnn" in str(unsupported(_config(tmp_path, "ce", 0, model="cnn")))
     # Seeds and losses vary inside a group; the budget does not.
@@ -165,14 +170,16 @@ def test_plan_work_groups_and_names_the_fallbacks(tmp_path: Path) -> None:
     from emdloss.compare._plan import RunSpec
 
     options = {**BUDGET, "progress": False}
+    dropout = {**options, "model_options": {"dropout": 0.2}}
     jobs = [
-        (RunSpec("lev", loss, seed), tmp_path / loss / str(seed), options, 1)
-        for loss in ("ce", "coral", "l2")
+        (RunSpec("lev", loss, seed), tmp_path / loss / str(seed), opts, 1)
+        for loss, opts in (("ce", options), ("emd2", dropout), ("coral", options))
         for seed in (0, 1)
     ]
     works, note = plan_work(jobs, range(len(jobs)), "grouped")
     assert works == [("group", [0, 1, 4, 5]), ("run", [2]), ("run", [3])]
-    assert note.count("\n") == 0 and "2 run(s) for loss coral brings its own head" in note
+    assert note.count("\n") == 0
+    assert "per-run engine for 2 run(s) for mlp with dropout" in note and "lev/emd2/seed0" in note
     assert plan_work(jobs, [0, 1], "per-run") == ([("run", [0]), ("run", [1])], "")
 
 
@@ -188,9 +195,7 @@ def test_compare_grouped_equals_per_run_and_resumes(
     kwargs: dict[str, Any] = dict(progress=False, baselines=False, train_options=BUDGET)
     per_run = compare("lev", "ce,l2,coral", 2, tmp_path / "per", engine="per-run", **kwargs)
     grouped = compare("lev", "ce,l2,coral", 2, tmp_path / "grp", **kwargs)
-    assert (
-        "per-run engine for 2 run(s) for loss coral brings its own head" in capsys.readouterr().err
-    )
+    assert "per-run engine" not in capsys.readouterr().err  # every run in one group
     assert [r.status for r in grouped.records] == ["done"] * 6
     assert _rows(tmp_path / "per") == _rows(tmp_path / "grp")
     for record in per_run.records:

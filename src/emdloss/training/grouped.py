@@ -24,15 +24,17 @@ for all runs, yet each run keeps what makes it a run of its own:
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
 per-run path's bit for bit (``tests/test_compare_grouped.py``). That needs the backward of the
 stacked linear layer to form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward
-does), and one-output heads (``l2``) to use a per-run ``addmm`` (a one-column product takes
-another BLAS path). The checkpoints hold the model's ``state_dict``, ``epoch`` and the history
-that :func:`emdloss.training.evaluate` reads; they carry no Lightning loop state, so a run of a
-group that was interrupted is trained again from the start rather than resumed.
+does), and heads other than a linear layer with several outputs (``l2``'s one output, whose
+one-column product takes another BLAS path, and CORAL's layer) to run each run's own head
+module on its slice of the features. The checkpoints hold the model's ``state_dict``,
+``epoch`` and the history that :func:`emdloss.training.evaluate` reads; they carry no Lightning
+loop state, so a run of a group that was interrupted is trained again from the start rather
+than resumed.
 
 What is not vectorised (:func:`unsupported` says why, and compare trains those runs on the
-per-run path): networks other than the plain ``mlp`` (dropout or batch norm included), losses
-that bring their own head (``coral``), the authors' extra feature pass, precisions other than
-``32-true``, several devices or nodes, and a resume.
+per-run path): networks other than the plain ``mlp`` (dropout or batch norm included), the
+authors' extra feature pass, precisions other than ``32-true``, several devices or nodes, and a
+resume.
 """
 
 from __future__ import annotations
@@ -94,8 +96,6 @@ def unsupported(config: TrainConfig) -> str | None:
         return "mlp with dropout (per-run random masks are not vectorised)"
     if options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
-    if config.loss == "coral":
-        return "loss coral brings its own head"
     if config.loss_options.get("feature_pass") == "extra":
         return "the extra feature pass of the learned ground distance"
     if str(config.precision) != "32-true":
@@ -142,7 +142,7 @@ def _layers(model: nn.Module) -> list[nn.Linear] | None:
     """The linear layers of a plain mlp body (Flatten, [Linear, ReLU]...), else ``None``."""
     body = getattr(model, "body", None)
     if not isinstance(body, nn.Sequential) or not isinstance(
-        getattr(model, "head", None), nn.Linear
+        getattr(model, "head", None), nn.Module
     ):
         return None
     modules = list(body)
@@ -174,26 +174,30 @@ class _Net:
             weights = [layers[depth].weight.detach() for layers in bodies]
             biases = [layers[depth].bias.detach() for layers in bodies]
             self.body.append((_leaf(weights, device), _leaf(biases, device)))
-        # Heads of equal width are stacked; l2's one output uses a per-run product.
-        by_width: dict[int, list[int]] = {}
+        # Heads of one kind and shape are stacked: linear heads with several outputs run as one
+        # batched product; the others (l2's one output, whose one-column product takes another
+        # BLAS path, and CORAL's layer) run each run's own head module on its slice.
+        kinds: dict[tuple[Any, ...], list[int]] = {}
         for r, task in enumerate(tasks):
-            by_width.setdefault(int(task.model.head.out_features), []).append(r)
-        self.heads: list[tuple[list[int], Tensor, Tensor]] = []
-        for _, members in sorted(by_width.items()):
+            head = task.model.head
+            shapes = tuple((n, tuple(p.shape)) for n, p in head.named_parameters())
+            kinds.setdefault((type(head).__qualname__, shapes), []).append(r)
+        self.heads: list[tuple[list[int], list[str], list[Tensor]]] = []
+        for members in kinds.values():
             heads = [tasks[r].model.head for r in members]
-            self.heads.append(
-                (
-                    members,
-                    _leaf([h.weight.detach() for h in heads], device),
-                    _leaf([h.bias.detach() for h in heads], device),
-                )
-            )
+            names = [n for n, _ in heads[0].named_parameters()]
+            params = [
+                _leaf([dict(h.named_parameters())[n].detach() for h in heads], device)
+                for n in names
+            ]
+            self.heads.append((members, names, params))
+        self.modules = [task.model.head for task in tasks]
         self.size = len(tasks)
 
     def parameters(self) -> list[Tensor]:
         params = [p for pair in self.body for p in pair]
-        for _, weight, bias in self.heads:
-            params += [weight, bias]
+        for _, _, stacked in self.heads:
+            params += stacked
         return params
 
     def features(self, x: Tensor) -> Tensor:
@@ -203,47 +207,57 @@ class _Net:
         return h
 
     def outputs(self, features: Tensor) -> list[Tensor]:
-        """Outputs of every run, in run order (each (B, width))."""
+        """Outputs of every run, in run order (each (B, outputs))."""
+        from torch.func import functional_call
+
         out: list[Tensor | None] = [None] * self.size
-        for members, weight, bias in self.heads:
+        for members, names, params in self.heads:
             index = torch.tensor(members, device=features.device)
             f = features if len(members) == self.size else features.index_select(0, index)
-            if weight.shape[1] == 1:
-                # A one-column product takes another BLAS path than the per-run addmm.
-                parts = zip(f.unbind(0), weight.unbind(0), bias.unbind(0), strict=True)
-                for r, (fr, w, b) in zip(members, parts, strict=True):
-                    out[r] = torch.addmm(b, fr, w.t())
-            else:
+            linear = isinstance(self.modules[members[0]], nn.Linear)
+            if linear and names == ["weight", "bias"] and params[0].shape[1] > 1:
                 # unbind: one backward for all slices (indexing would cost R full-size zeros)
-                for r, o in zip(members, _stacked_linear(f, weight, bias).unbind(0), strict=True):
+                stacked = _stacked_linear(f, params[0], params[1])
+                for r, o in zip(members, stacked.unbind(0), strict=True):
                     out[r] = o
+                continue
+            slices = [p.unbind(0) for p in params]
+            for j, (r, fr) in enumerate(zip(members, f.unbind(0), strict=True)):
+                values = {n: s[j] for n, s in zip(names, slices, strict=True)}
+                out[r] = functional_call(self.modules[r], values, (fr,))
         return [o for o in out if o is not None]
+
+    def _slots(self, r: int) -> list[tuple[str, Tensor, int]]:
+        """Run ``r``'s parameters in its model's order: (name, stacked tensor, row)."""
+        slots: list[tuple[str, Tensor, int]] = []
+        for depth, (weight, bias) in enumerate(self.body):
+            slots += [(f"{depth}.weight", weight, r), (f"{depth}.bias", bias, r)]
+        for members, names, params in self.heads:
+            if r in members:
+                j = members.index(r)
+                slots += [(f"head.{n}", p, j) for n, p in zip(names, params, strict=True)]
+        return slots
 
     def copy_into(self, r: int, model: nn.Module) -> None:
         """Write run ``r``'s weights into its own (per-run) model."""
         layers = _layers(model)
         assert layers is not None
+        head = model.head
+        assert isinstance(head, nn.Module)
+        by_name = dict(head.named_parameters())
         with torch.no_grad():
             for (weight, bias), layer in zip(self.body, layers, strict=True):
                 layer.weight.copy_(weight[r])
                 layer.bias.copy_(bias[r])
-            for members, weight, bias in self.heads:
-                if r in members:
-                    j = members.index(r)
-                    model.head.weight.copy_(weight[j])  # type: ignore[operator, union-attr]
-                    model.head.bias.copy_(bias[j])  # type: ignore[operator, union-attr]
+            for name, stacked, row in self._slots(r):
+                if name.startswith("head."):
+                    by_name[name[len("head.") :]].copy_(stacked[row])
 
-    def optimizer_state(self, r: int, optimizer: torch.optim.Optimizer, model: nn.Module) -> Any:
+    def optimizer_state(self, r: int, optimizer: torch.optim.Optimizer) -> Any:
         """Run ``r``'s slice of the optimiser state, in the layout of a per-run optimiser."""
-        slots: list[tuple[Tensor, int]] = []
-        for weight, bias in self.body:
-            slots += [(weight, r), (bias, r)]
-        for members, weight, bias in self.heads:
-            if r in members:
-                j = members.index(r)
-                slots += [(weight, j), (bias, j)]
+        slots = self._slots(r)
         state: dict[int, dict[str, Any]] = {}
-        for i, (param, row) in enumerate(slots):
+        for i, (_, param, row) in enumerate(slots):
             entry = optimizer.state.get(param, {})
             state[i] = {k: _row(v, row) for k, v in entry.items()}
         groups = [
@@ -593,7 +607,7 @@ def _checkpoint(
         "state_dict": state,
         "optimizer_states": []
         if net is None or optimizer is None
-        else [net.optimizer_state(r, optimizer, task.model)],
+        else [net.optimizer_state(r, optimizer)],
         "lr_schedulers": [],
         "emdloss_history": [dict(row) for row in run.history],
         "emdloss_engine": "grouped",
