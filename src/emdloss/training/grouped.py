@@ -297,14 +297,15 @@ class _Run:
     error: BaseException | None = None
 
 
-def _split_tensors(split: Any, device: torch.device) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A whole split as the data loader would collate it: inputs, labels, distributions."""
+def _split_tensors(
+    task: Any, split: Any, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """A whole split as the data loader collates it and the task unpacks it: inputs, targets
+    (class indices, or whatever the task's ``_unpack`` makes of them) and distributions."""
     from torch.utils.data import default_collate
 
     batch = default_collate([split[i] for i in range(len(split))])
-    x = batch[0].to(device)
-    y = batch[1].long().to(device)
-    dist = batch[2].to(device) if len(batch) > 2 else None
+    x, y, dist = task._unpack([part.to(device) for part in batch])
     return x, y, dist
 
 
@@ -341,7 +342,7 @@ def _prepare(config: TrainConfig, device: torch.device) -> _Run:
     run = _Run(config, run_dir, dataset, task, threads, description)
     task.to(device)
     for part in ("train", "val", "test"):
-        run.tensors[part] = _split_tensors(getattr(dataset, part), device)
+        run.tensors[part] = _split_tensors(task, getattr(dataset, part), device)
     return run
 
 
