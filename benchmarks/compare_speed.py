@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import emdloss.compare
     import emdloss.training._build  # noqa: F401
-    from emdloss.training.run import quiet_lightning_logs
+    from emdloss.training import quiet_lightning_logs
 
     quiet_lightning_logs()
     suites = QUICK if args.quick else SUITES

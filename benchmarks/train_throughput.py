@@ -35,7 +35,8 @@ from datetime import date
 import torch
 
 from emdloss.models import build_model
-from emdloss.training.losses import TrainingLoss, build_loss
+from emdloss.training import TrainingLoss
+from emdloss.training.losses import build_loss
 
 LOSSES = ("ce", "emd2", "w1", "ground", "xemd1", "xemd2")
 MODELS = ("cnn", "resnet18")

@@ -306,7 +306,7 @@ def test_missing_peer_package_names_the_extra(
 
 
 def test_peer_table_covers_the_training_registry() -> None:
-    from emdloss.training.losses import PEER_LOSS_NAMES
+    from emdloss.training._names import PEER_LOSS_NAMES
 
     assert set(PEER_PACKAGES) == set(PEER_LOSS_NAMES)
 
@@ -330,7 +330,7 @@ def test_failed_run_is_reported_and_others_continue(tmp_path: Path) -> None:
 
 
 def test_cli_train_options_from_config_set_and_flags(tmp_path: Path) -> None:
-    from emdloss.compare import _options_from_args
+    from emdloss.compare._cli import _options_from_args
 
     config = tmp_path / "options.yaml"
     config.write_text("epochs: 7\nlr: 0.02\nbatch-size: 8\n", encoding="utf-8")

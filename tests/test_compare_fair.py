@@ -28,9 +28,8 @@ pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 pytest.importorskip("skordinal")
 
-from emdloss.compare import DEFAULT_DATASETS, compare, run
+from emdloss.compare import DEFAULT_DATASETS, METRIC_KEYS, add_arguments, compare, run
 from emdloss.compare._plan import parse_grid
-from emdloss.compare._runner import METRIC_KEYS
 from emdloss.compare._stats import paired_difference, welch_difference
 from emdloss.reference_results import reference_tables
 
@@ -181,8 +180,8 @@ def test_grid_chooses_on_validation_only(tmp_path: Path) -> None:
 
 
 def test_selection_never_reads_test_metrics() -> None:
+    from emdloss.compare import RunRecord
     from emdloss.compare._plan import RunSpec
-    from emdloss.compare._runner import RunRecord
     from emdloss.compare._select import choose_settings, validation_scores
 
     def record(lr: str, val: float) -> RunRecord:
@@ -276,7 +275,7 @@ def test_logreg_baseline_matches_scikit_learn() -> None:
 
 # ------------------------------------------------------------------------------- soft targets
 def _soft(monkeypatch: pytest.MonkeyPatch) -> None:
-    import emdloss.compare as compare_module
+    from emdloss.compare import _compare as compare_module
 
     real = compare_module._load_info
 
@@ -342,8 +341,8 @@ def test_timing_reports_the_first_epoch_apart(tmp_path: Path) -> None:
 
 
 def test_compare_takes_trains_data_flags() -> None:
-    from emdloss.cli import build_parser
-    from emdloss.compare import _options_from_args
+    from emdloss._cli_parser import build_parser
+    from emdloss.compare._cli import _options_from_args
 
     argv = ["compare", "--target", "grade", "--classes", "a,b,c", "--data-option", "bins=5"]
     args = build_parser().parse_args([*argv, "--data-option", "limit=9", "--grid", "lr=1,2"])
@@ -395,7 +394,7 @@ def test_ray_executor_matches_local_and_resumes(
 
 
 def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import emdloss.compare as compare_module
+    from emdloss.compare import _compare as compare_module
 
     seen: dict[str, Any] = {}
 
@@ -405,7 +404,7 @@ def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(compare_module, "compare", fake)
     parser = argparse.ArgumentParser()
-    compare_module.add_arguments(parser)
+    add_arguments(parser)
     argv = ["--grid", "lr=1,2", "--select", "qwk", "--soft-targets", "hard-for-all",
             "--executor", "ray", "--ray-address", "auto", "--no-baselines"]  # fmt: skip
     assert run(parser.parse_args([*argv, "--output", str(tmp_path)])) == 0
@@ -418,9 +417,10 @@ def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.Monk
     ("accuracy", "word"), [(0.60, "is better than"), (0.545, "within the noise")]
 )
 def test_better_than_published_only_beyond_both_noises(accuracy: float, word: str) -> None:
+    from emdloss.compare import RunRecord
     from emdloss.compare._plan import RunSpec
-    from emdloss.compare._report import DatasetInfo, render_summary
-    from emdloss.compare._runner import RunRecord
+    from emdloss.compare._rows import DatasetInfo
+    from emdloss.compare._summary import render_summary
 
     records = []
     for seed in range(10):
@@ -442,7 +442,8 @@ def test_better_than_published_only_beyond_both_noises(accuracy: float, word: st
 def test_the_best_of_several_variants_is_tested_with_bonferroni() -> None:
     """A gap that a single 95 % test calls a win (p about 0.03) is a tie once it is the best of
     five variants picked by their means: then it is tested at 5 % / 5."""
-    from emdloss.compare._verdict import VERDICT_METRICS, _verdict
+    from emdloss.compare._rows import VERDICT_METRICS
+    from emdloss.compare._verdict import _verdict
 
     n = 20
     pattern = np.resize([1.0, -1.0], n) * np.linspace(0.5, 1.5, n)  # mean 0, sd about 0.9

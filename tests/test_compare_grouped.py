@@ -28,7 +28,7 @@ from emdloss.compare import compare
 from emdloss.compare._rows import TIME_KEYS
 from emdloss.compare._runner import plan_work
 from emdloss.training import TrainConfig, rundir, train
-from emdloss.training.grouped import group_key, train_group, unsupported
+from emdloss.training.grouped import group_key, train_group, why_not_grouped
 
 # Few epochs and a cut training split keep each run at a few seconds on a loaded 2-core machine.
 BUDGET: dict[str, Any] = {"epochs": 3, "limit_train": 320, "model": "mlp", "lr": 3e-3}
@@ -153,12 +153,14 @@ def test_grouped_runs_evaluate_like_trained_runs(tmp_path: Path) -> None:
 
 
 def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
-    assert unsupported(_config(tmp_path, "ce", 0)) is None
-    assert unsupported(_config(tmp_path, "coral", 0)) is None  # its own head, run by run
+    assert why_not_grouped(_config(tmp_path, "ce", 0)) is None
+    assert why_not_grouped(_config(tmp_path, "coral", 0)) is None  # its own head, run by run
     extra = _config(tmp_path, "xemd1", 0, loss_options={"feature_pass": "extra"})
-    assert "extra feature pass" in str(unsupported(extra))
-    assert "dropout" in str(unsupported(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1})))
-    assert "cnn" in str(unsupported(_config(tmp_path, "ce", 0, model="cnn")))
+    assert "extra feature pass" in str(why_not_grouped(extra))
+    assert "dropout" in str(
+        why_not_grouped(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1}))
+    )
+    assert "cnn" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")))
     # Seeds and losses vary inside a group; the budget does not.
     assert group_key(_config(tmp_path, "ce", 0)) == group_key(_config(tmp_path / "x", "l2", 3))
     assert group_key(_config(tmp_path, "ce", 0)) != group_key(_config(tmp_path, "ce", 0, lr=0.1))

@@ -19,19 +19,13 @@ pytest.importorskip("sklearn")  # oracle
 
 from sklearn.metrics import mean_absolute_error
 
+from emdloss.compare import CSV_COLUMNS, METRIC_KEYS, RunRecord
 from emdloss.compare._plan import RunSpec, parse_seeds, plan_runs
 from emdloss.compare._plots import per_class_mae
-from emdloss.compare._report import (
-    CSV_COLUMNS,
-    DatasetInfo,
-    Stat,
-    aggregate,
-    compare_to_baseline,
-    render_summary,
-    result_rows,
-    results_csv,
-)
-from emdloss.compare._runner import METRIC_KEYS, RunRecord, extract_test_metrics
+from emdloss.compare._records import extract_test_metrics
+from emdloss.compare._rows import DatasetInfo, Stat, aggregate, result_rows, results_csv
+from emdloss.compare._summary import render_summary
+from emdloss.compare._verdict import compare_to_baseline
 from emdloss.reference_results import REFERENCE_TABLES, reference_tables
 
 

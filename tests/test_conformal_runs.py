@@ -21,8 +21,8 @@ from emdloss.cli import main
 from emdloss.conformal import Calibrator, calibrate, format_set, mean_set_size, set_coverage
 from emdloss.errors import UserError
 from emdloss.training import TrainConfig, calibrate_run, evaluate, predict, train
+from emdloss.training._build import load_data
 from emdloss.training._evaluate import load_task
-from emdloss.training.run import load_data
 
 FAST = {
     "accelerator": "cpu",

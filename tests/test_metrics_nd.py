@@ -13,6 +13,7 @@ pytest.importorskip("torchmetrics")
 from emdloss import functional as EF
 from emdloss.metrics import OrdinalMetrics
 from emdloss.metrics import functional as M
+from emdloss.metrics.confmat import confusion_matrix
 
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
@@ -36,7 +37,7 @@ def test_label_metrics_against_sklearn() -> None:
     _, preds, target = _data()
     p, t = _valid(preds, target)
     assert len(t) == 24 - 3
-    cm = M.confusion_matrix(preds, target, num_classes=C)
+    cm = confusion_matrix(preds, target, num_classes=C)
     np.testing.assert_array_equal(
         cm.numpy(), sklearn_metrics.confusion_matrix(t, p, labels=range(C))
     )

@@ -23,11 +23,12 @@ import lightning.pytorch as pl
 import yaml
 from sklearn.metrics import accuracy_score, cohen_kappa_score, mean_absolute_error
 
+from emdloss._atomic import atomic_write
 from emdloss.decoding import RULES
 from emdloss.training import TrainConfig, evaluate, predict, train
-from emdloss.training._io import AtomicCheckpointIO, atomic_write
+from emdloss.training._build import load_data
+from emdloss.training._io import AtomicCheckpointIO
 from emdloss.training._sampling import EpochShuffleSampler, seed_epoch
-from emdloss.training.run import load_data
 
 FAST = {
     "accelerator": "cpu",

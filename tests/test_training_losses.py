@@ -13,14 +13,10 @@ pytest.importorskip("lightning")  # emdloss.training: the train extra
 
 from emdloss.decoding import decode
 from emdloss.ground import LearnedGroundDistance
-from emdloss.training.losses import (
-    LOSS_NAMES,
-    OUR_LOSS_NAMES,
-    PEER_LOSS_NAMES,
-    build_loss,
-    cumulative_to_probabilities,
-    regression_to_probabilities,
-)
+from emdloss.training import LOSS_NAMES
+from emdloss.training._names import OUR_LOSS_NAMES, PEER_LOSS_NAMES
+from emdloss.training._peer_losses import cumulative_to_probabilities
+from emdloss.training.losses import build_loss, regression_to_probabilities
 
 C = 5
 

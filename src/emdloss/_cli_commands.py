@@ -106,7 +106,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _with_baselines(rules: Mapping[str, Mapping[str, float]], metrics: Any, part: str) -> str:
     """The metrics table of a split, with the constant predictors' rows under the model's."""
-    from emdloss.training._context import baseline_rows
+    from emdloss.training import baseline_rows
 
     baselines = (metrics.get("baselines") or {}).get(part)
     title = ("validation" if part == "val" else part) + " metrics per prediction rule"
@@ -158,8 +158,7 @@ def format_conformal(summary: Mapping[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from emdloss.training import calibrate_run
-    from emdloss.training._calibrate import conformal_summary
+    from emdloss.training import calibrate_run, conformal_summary
     from emdloss.training.rundir import CALIBRATOR_FILE
 
     with contextlib.redirect_stdout(sys.stderr):
@@ -188,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     rows = predict(args.run_dir, args.inputs, output=args.output)
     if rows and "conformal_set" in rows[0]:
-        from emdloss.training._calibrate import conformal_summary
+        from emdloss.training import conformal_summary
         from emdloss.training.rundir import read_calibration
 
         record = read_calibration(args.run_dir)

@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from emdloss.training._names import LOSS_NAMES
+    from emdloss.training import LOSS_NAMES
 
     # No abbreviations (--epoch must not silently mean --epochs); defaults in every --help.
     sub: dict[str, Any] = {"allow_abbrev": False, "formatter_class": _HelpFormatter}

@@ -42,12 +42,12 @@ path (autograd through ``cumsum``) that gives the same numbers; select it with
 
 On the CPU, :func:`emdloss.functional.squared_emd` with logits and class-index targets runs the
 compiled one-pass kernel of :mod:`emdloss._cpu_kernel` when it is built (see there for when it
-is built and used; :func:`squared_emd_cpu` is the dispatch), and these kernels otherwise.
+is built and used; :func:`emdloss._ordinal_cpu.squared_emd_cpu` is the dispatch), and these kernels otherwise.
 
 Split by job: :mod:`emdloss._ordinal_fused` holds the fused kernels, their ``torch.library``
 ops and the reference formulas, :mod:`emdloss._ordinal_cpu` the dispatch to the C++ kernel;
 this module chooses the implementation (:func:`implementation`, the dispatch table) and holds
-the public entry points. Every name of those modules stays importable from here.
+the public entry points.
 """
 
 from __future__ import annotations
@@ -60,50 +60,23 @@ import torch
 from torch import Tensor
 
 from emdloss import _cpu_kernel
-from emdloss._ordinal_cpu import (  # noqa: F401 - re-exported
-    _INDEX_DTYPES,
-    _REDUCTION_CODE,
-    squared_emd_cpu,
-)
-
-# The tunables _READ_SCALAR_ON_CPU and _LOOP_SCAN_MIN are read in _ordinal_fused: set them there.
-from emdloss._ordinal_fused import (  # noqa: F401 - re-exported
-    _LOOP_SCAN_MIN,
-    _READ_SCALAR_ON_CPU,
-    _SMALL_C,
-    _cdf_backward,
-    _cdf_forward,
-    _cdf_loss_backward_fake,
-    _cdf_loss_backward_op,
-    _cdf_loss_fake,
+from emdloss._ordinal_fused import (
     _cdf_loss_op,
     _CdfLoss,
-    _class_view,
-    _differentiable_backward,
-    _l1_gaps,
     _LinearLoss,
-    _op_backward,
-    _op_setup_context,
     _scaled,
-    _scan,
-    _softmax,
     cdf_loss_reference,
     linear_loss_reference,
-    probabilities,
 )
 
 __all__ = [
     "IMPLEMENTATIONS",
     "cdf_loss",
-    "cdf_loss_reference",
     "current_implementation",
     "gap_weights",
     "implementation",
     "linear_loss",
-    "linear_loss_reference",
-    "probabilities",
     "quantile_wasserstein",
-    "squared_emd_cpu",
 ]
 
 IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")

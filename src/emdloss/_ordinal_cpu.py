@@ -2,7 +2,7 @@
 
 Split from :mod:`emdloss._ordinal` by job: :mod:`emdloss._cpu_kernel` builds and loads the
 kernel, this module decides when a call can run it (the op's autograd, second order included, is
-in the C++ source). :func:`squared_emd_cpu` stays importable from :mod:`emdloss._ordinal`.
+in the C++ source).
 """
 
 from __future__ import annotations

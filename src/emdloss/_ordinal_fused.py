@@ -4,7 +4,7 @@ Split from :mod:`emdloss._ordinal` by job (see its docstring for the maths): thi
 the analytic forward and backward passes (:class:`_CdfLoss`, :class:`_LinearLoss`), the
 ``emdloss::cdf_loss`` custom ops that run under :func:`torch.compile`, the pure-PyTorch
 reference formulas and the exact second-order path shared by all of them.
-:mod:`emdloss._ordinal` chooses among them; every name stays importable from there.
+:mod:`emdloss._ordinal` chooses among them.
 """
 
 from __future__ import annotations

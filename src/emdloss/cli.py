@@ -21,50 +21,25 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-# The parser and the commands live in two private modules (split by job); every name they
-# held here stays importable from emdloss.cli.
-from emdloss._cli_commands import (  # noqa: F401 - re-exported
-    _OPTION,
-    _SHORT,
-    SUMMARY_METRICS,
+# The parser and the commands live in two private modules (split by job).
+from emdloss import _cli_parser
+from emdloss._cli_commands import (
     _build_kernel,
     _calibrate,
     _compare,
     _evaluate,
     _export,
-    _flag,
-    _options,
     _predict,
     _spell_flags,
     _train,
-    _with_baselines,
-    format_conformal,
-    format_table,
 )
-from emdloss._cli_parser import (  # noqa: F401 - re-exported
-    _CONFORMAL_METHODS,
-    _DATA_OPTIONS_EPILOG,
-    _DICT_FLAGS,
-    _HELP,
-    _TRAIN_EXTRA,
-    _TRAIN_MODULES,
-    DATA_FLAGS,
-    _add_train_arguments,
-    _default_text,
-    _HelpFormatter,
-    _key_value,
-    _missing_train_modules,
-    build_parser,
-)
+from emdloss._cli_parser import _TRAIN_EXTRA, _TRAIN_MODULES, _missing_train_modules
+from emdloss._deprecation import moved_attribute
 from emdloss.errors import UserError
 
-__all__ = ["build_parser", "format_conformal", "format_table", "main"]
+__all__ = ["main"]
 
 _REPORT = "https://github.com/emdloss/emdloss/issues"
-
-
-class CLIError(UserError):
-    """A user error of the command line: reported as one line, exit code 2."""
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -128,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["train", "--loss", "nope"])
     2
     """
-    parser = build_parser()
+    parser = _cli_parser.build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # The command's own usage (argparse would print the top-level one): exits with 2.
@@ -154,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{_TRAIN_EXTRA}"
             )
         if args.command != "build-kernel":
-            from emdloss.training._build import quiet_lightning_logs
+            from emdloss.training import quiet_lightning_logs
 
             quiet_lightning_logs()
         with _one_line_warnings(prefix):
@@ -214,6 +189,18 @@ def _report_bug(prefix: str) -> None:
         f"with the command and the traceback below at {_REPORT}",
         file=sys.stderr,
     )
+
+
+# Public names of this module in emdloss 0.1.0 that now live elsewhere: reading them here warns.
+_MOVED = {
+    "SUMMARY_METRICS": "emdloss._cli_commands",
+    "build_parser": "emdloss._cli_parser",
+    "format_table": "emdloss._cli_commands",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,6 +47,8 @@ from torch import Tensor
 
 from emdloss import _ordinal
 from emdloss import _validation as V
+from emdloss._ordinal_cpu import squared_emd_cpu
+from emdloss._ordinal_fused import _class_view, probabilities
 
 __all__ = ["cost_matrix_emd", "emd", "ground_emd", "squared_emd"]
 
@@ -124,7 +126,7 @@ def _prepare(
             if valid is not None:
                 element_weight = element_weight * valid
         else:
-            element_weight = (tgt * _ordinal._class_view(w, tgt.dim())).sum(dim=1)
+            element_weight = (tgt * _class_view(w, tgt.dim())).sum(dim=1)
     return _Batch(
         x=x,
         target=tgt,
@@ -331,7 +333,7 @@ def _squared_emd_kernel(
 ) -> Tensor | None:
     """``squared_emd`` of checked logits and class indices through the C++ kernel, or None."""
 
-    out = _ordinal.squared_emd_cpu(
+    out = squared_emd_cpu(
         batch.x,
         target,
         gaps=gaps,
@@ -416,10 +418,10 @@ def emd(
     if pos is None:
         pos = torch.arange(batch.num_classes, dtype=batch.x.dtype, device=batch.x.device)
     if batch.index:
-        view = _ordinal._class_view(pos, batch.x.dim())
+        view = _class_view(pos, batch.x.dim())
         cost = (view - pos[batch.target].unsqueeze(1)).abs().pow(power)
         return _linear_reduced(batch, cost, input_type)
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     flat = _ordinal.quantile_wasserstein(_class_last(probs), _class_last(batch.target), pos, power)
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
@@ -510,7 +512,7 @@ def ground_emd(
 
     from emdloss._sinkhorn import sinkhorn_emd  # lazy: only this path needs it
 
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     if batch.index:
         goal = F.one_hot(batch.target.reshape(-1), c).to(probs.dtype)
     else:
@@ -578,7 +580,7 @@ def cost_matrix_emd(
     V.check_square_matrix(cost_matrix, "cost_matrix", c)
     cm = cost_matrix.to(device=batch.x.device, dtype=batch.x.dtype)
     V.check_matrix_values(cm, "cost_matrix", allow_negative=True)
-    probs = _ordinal.probabilities(batch.x, input_type)
+    probs = probabilities(batch.x, input_type)
     if batch.index:
         goal = F.one_hot(batch.target, c).movedim(-1, 1).to(probs.dtype)
         row = _target_rows(cm, batch.target)

@@ -13,11 +13,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from emdloss._figure import _as_matrix, _check_names, _finish, _new_figure, save_figure
+from emdloss._atomic import atomic_write
+from emdloss._figure import _as_matrix, _check_names, _new_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -31,6 +33,46 @@ __all__ = [
     "plot_per_class_mae",
     "save_figure",
 ]
+
+
+_DPI = 120
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically and return the path.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to save.
+    path : str or PathLike
+        Destination; its directory is created if needed.
+
+    Returns
+    -------
+    Path
+        The destination.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> fig = _new_figure((2.0, 2.0))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     out = save_figure(fig, pathlib.Path(d) / "curve.png")
+    ...     out.read_bytes()[:4]
+    b'\\x89PNG'
+    """
+    dest = Path(path)
+    atomic_write(
+        dest, lambda handle: fig.savefig(handle, format="png", dpi=_DPI, bbox_inches="tight")
+    )
+    return dest
+
+
+def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
 
 
 def _annotated_heatmap(

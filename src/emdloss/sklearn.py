@@ -1,7 +1,7 @@
 r"""A scikit-learn classifier for ordered classes: :class:`EMDClassifier`.
 
 An MLP on tabular features trained with any loss of the training registry
-(:data:`emdloss.training.losses.LOSS_NAMES`: the squared EMD ``"emd2"``, the paper's recipe
+(:data:`emdloss.training.LOSS_NAMES`: the squared EMD ``"emd2"``, the paper's recipe
 ``"xemd1"``/``"xemd2"``, ``"w1"``, ``"ground"``, cross-entropy, the peers...) by a plain PyTorch
 loop (no Lightning), in float64 so that predictions do not depend on how rows are batched.
 
@@ -127,7 +127,7 @@ class EMDClassifier(ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     loss : str, default="emd2"
-        A name of :data:`emdloss.training.losses.LOSS_NAMES`: ``"emd2"`` (squared EMD of Hou
+        A name of :data:`emdloss.training.LOSS_NAMES`: ``"emd2"`` (squared EMD of Hou
         et al., :math:`\frac1C\sum_k (P_k - T_k)^2` on the CDFs), ``"xemd1"``/``"xemd2"``
         (their recipe: cross-entropy warm-up, then CE + EMD under a ground distance learned
         from the features), ``"w1"``, ``"ground"``, ``"ce"``, ``"l2"`` or a peer loss.
@@ -169,7 +169,7 @@ class EMDClassifier(ClassifierMixin, BaseEstimator):
         Feature names, when ``X`` had string column names.
     model_ : emdloss.models.OrdinalModel
         The trained network (float64).
-    criterion_ : emdloss.training.losses.TrainingLoss
+    criterion_ : emdloss.training.TrainingLoss
         The trained loss (it holds e.g. the learned ground distance).
     loss_curve_ : list of float
         Mean training loss of each epoch.
@@ -220,7 +220,7 @@ class EMDClassifier(ClassifierMixin, BaseEstimator):
     # -- checks ------------------------------------------------------------------------------
 
     def _check_params(self) -> None:
-        from emdloss.training.losses import LOSS_NAMES
+        from emdloss.training import LOSS_NAMES
 
         if self.loss not in LOSS_NAMES:
             raise ValueError(f"loss must be one of {LOSS_NAMES}, got {self.loss!r}")

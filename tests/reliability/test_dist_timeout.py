@@ -21,7 +21,7 @@ pytest.importorskip("lightning")
 from lightning.pytorch import Trainer
 from lightning.pytorch.strategies import DDPStrategy
 
-from emdloss.compare import _NOT_PROTOCOL
+from emdloss.compare._protocol import _NOT_PROTOCOL
 from emdloss.errors import UserError
 from emdloss.training._distributed import (
     DEFAULT_DIST_TIMEOUT,

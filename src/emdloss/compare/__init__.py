@@ -23,79 +23,25 @@ last checkpoint and restarts those without one.
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from emdloss._atomic import write_json, write_text
-from emdloss.compare._cli import (
-    _PASSTHROUGH,  # noqa: F401
-    _options_from_args,  # noqa: F401
-    add_arguments,
-    default_output,  # noqa: F401
-    run,
-)
-from emdloss.compare._lock import output_lock
-from emdloss.compare._plan import (
-    DEFAULT_DATASETS,
-    DEFAULT_LOSSES,
-    DEFAULT_OUTPUT,
-    DEFAULT_SEEDS,
-    EMD_LOSSES,
-    PEER_PACKAGES,
-    SOFT_TARGET_POLICIES,
-    RunSpec,
-    check_dataset_names,
-    check_losses,
-    dataset_slug,  # noqa: F401
-    parse_grid,
-    parse_names,
-    parse_seeds,
-    plan_runs,
-    setting_label,  # noqa: F401
-)
-from emdloss.compare._protocol import (
-    _NOT_PROTOCOL,  # noqa: F401
-)
-from emdloss.compare._protocol import (
-    PROTOCOL_FILE as _PROTOCOL_FILE,
-)
-from emdloss.compare._protocol import (
-    check_protocol as _check_protocol,
-)
-from emdloss.compare._protocol import (
-    protocol as _protocol,
-)
-from emdloss.compare._report import (
-    CSV_COLUMNS,
-    DatasetInfo,
-    baseline_rows,
-    render_summary,
-    result_rows,
-    results_csv,
-)
-from emdloss.compare._runner import (
-    ENGINES,
-    EXECUTORS,
-    METRIC_KEYS,
-    Job,
-    RunRecord,
-    TrainFn,
-    build_config,
-    run_all,
-    test_untested,
-)
-from emdloss.compare._select import (
-    Selection,
-    choose_settings,
-    validation_scores,
-)
-from emdloss.compare._select import (
-    grid_csv as _grid_csv,
-)
+if TYPE_CHECKING:
+    from emdloss.compare._cli import add_arguments, run
+    from emdloss.compare._compare import DATASET_DEFAULTS, CompareResult, compare
+    from emdloss.compare._plan import (
+        DEFAULT_DATASETS,
+        DEFAULT_LOSSES,
+        DEFAULT_OUTPUT,
+        DEFAULT_SEEDS,
+        EMD_LOSSES,
+        PEER_PACKAGES,
+        SOFT_TARGET_POLICIES,
+        RunSpec,
+    )
+    from emdloss.compare._records import METRIC_KEYS, RunRecord
+    from emdloss.compare._rows import CSV_COLUMNS
+    from emdloss.compare._runner import EXECUTORS
 
 __all__ = [
     "CSV_COLUMNS",
@@ -117,389 +63,37 @@ __all__ = [
     "run",
 ]
 
-#: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
-#: set gets the same ones, and options given by the user replace them.
-DATASET_DEFAULTS: Mapping[str, Mapping[str, Any]] = {
-    # 20 epochs: on ERA and SWD the validation MAE stopped improving well before (checked
-    # against 40 epochs and batch 32); the default's 48 runs take about 3 min on 2 cores.
-    "tabular": {"model": "mlp", "epochs": 20, "batch_size": 64, "lr": 3e-3},
-    "retinamnist": {"model": "cnn", "epochs": 30, "batch_size": 64, "lr": 1e-3},
+# The package's face: each public name -> its private module, imported on first use (PEP 562),
+# so that importing the package (the CLI's parser does) costs nothing.
+_LAZY = {
+    "CSV_COLUMNS": "emdloss.compare._rows",
+    "DATASET_DEFAULTS": "emdloss.compare._compare",
+    "DEFAULT_DATASETS": "emdloss.compare._plan",
+    "DEFAULT_LOSSES": "emdloss.compare._plan",
+    "DEFAULT_OUTPUT": "emdloss.compare._plan",
+    "DEFAULT_SEEDS": "emdloss.compare._plan",
+    "EMD_LOSSES": "emdloss.compare._plan",
+    "EXECUTORS": "emdloss.compare._runner",
+    "METRIC_KEYS": "emdloss.compare._records",
+    "PEER_PACKAGES": "emdloss.compare._plan",
+    "SOFT_TARGET_POLICIES": "emdloss.compare._plan",
+    "CompareResult": "emdloss.compare._compare",
+    "RunRecord": "emdloss.compare._records",
+    "RunSpec": "emdloss.compare._plan",
+    "add_arguments": "emdloss.compare._cli",
+    "compare": "emdloss.compare._compare",
+    "run": "emdloss.compare._cli",
 }
 
 
-@dataclass
-class CompareResult:
-    """What :func:`compare` did and wrote.
-
-    Attributes
-    ----------
-    output : pathlib.Path
-        The comparison directory.
-    records : list of RunRecord
-        Every run in plan order (``status`` done, skipped or failed).
-    rows : list of dict
-        The rows of ``results.csv``.
-    summary : str
-        The text of ``summary.md``.
-    files : list of pathlib.Path
-        ``results.csv``, ``summary.md`` and the plots.
-    wall_seconds : float
-        Wall time of the whole comparison.
-    selections : dict
-        The grid setting chosen on validation data per (data set, loss).
-    """
-
-    output: Path
-    records: list[RunRecord]
-    rows: list[dict[str, Any]]
-    summary: str
-    files: list[Path] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    selections: dict[tuple[str, str], Selection] = field(default_factory=dict)
-
-    @property
-    def failed(self) -> list[RunRecord]:
-        """Runs that raised (their tracebacks are in ``<run_dir>/error.txt``)."""
-        return [record for record in self.records if record.status == "failed"]
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 
-def _load_info(
-    spec: str, options: Mapping[str, Any], seed: int, folds: int | None
-) -> tuple[Any, dict[str, Any]]:
-    """Load a data set once (so a bad name or missing file fails before any run) and resolve
-    its train options: defaults for the data set (or its kind), then the user's."""
-    from emdloss.data import load_dataset
-
-    kwargs: dict[str, Any] = dict(options.get("data_options") or {})
-    for key in ("target", "classes"):
-        value = options.get(key)
-        if value is not None:
-            kwargs[key] = value if isinstance(value, str) else ",".join(map(str, value))
-    if folds is not None:
-        kwargs.update(fold=0, num_folds=folds)
-    dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
-    resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
-    resolved.update(options)
-    return dataset, resolved
-
-
-def _threads(kind: str) -> int | None:
-    """Torch threads per run: one for tables, else the process's (``cores // jobs``)."""
-    return 1 if kind == "tabular" else None
-
-
-def compare(
-    datasets: str | Sequence[str] = DEFAULT_DATASETS,
-    losses: str | Sequence[str] = DEFAULT_LOSSES,
-    seeds: int | str | Sequence[int] = DEFAULT_SEEDS,
-    output: str | os.PathLike[str] = DEFAULT_OUTPUT,
-    *,
-    folds: int | None = None,
-    jobs: int = 1,
-    train_options: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    train_fn: TrainFn | None = None,
-    mp_context: str | None = None,
-    conformal: float | None = None,
-    conformal_method: str = "cdf",
-    grid: Sequence[str] = (),
-    select: str | None = None,
-    baselines: bool = True,
-    soft_targets: str = "refuse",
-    executor: str = "local",
-    ray_address: str | None = None,
-    test_fn: Callable[[Path], Any] | None = None,
-    engine: str = "grouped",
-) -> CompareResult:
-    """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
-
-    Parameters
-    ----------
-    datasets : str or sequence of str
-        Data set specs (``"era,lev"`` or a list), as :func:`emdloss.data.load_dataset` takes.
-    losses : str or sequence of str
-        Loss names of :data:`emdloss.training.losses.LOSS_NAMES` (ours, baselines and peers).
-    seeds : int, str or sequence of int
-        A count (``3`` -> seeds 0, 1, 2) or explicit seeds.
-    output : path-like
-        Comparison directory; rerunning into it skips finished runs.
-    folds : int, optional
-        k-fold cross-validation: every seed runs every fold.
-    jobs : int, default 1
-        Runs in parallel (processes), each with ``cores // jobs`` torch threads.
-    train_options : Mapping, optional
-        :class:`emdloss.training.TrainConfig` fields shared by every run (``epochs``, ``model``,
-        ``batch_size``, ``lr``, ``data_dir``, ...); they replace :data:`DATASET_DEFAULTS`.
-    progress : bool, default True
-        Progress bar over runs.
-    train_fn : callable, optional
-        ``train(config) -> RunResult`` in place of :func:`emdloss.training.train` (tests).
-    mp_context : str, optional
-        Start method of the worker processes when ``jobs > 1`` (default ``"spawn"``).
-    conformal : float, optional
-        Miscoverage level alpha: calibrate conformal prediction sets for every finished run on
-        its validation split and report test coverage and mean set size per loss.
-    conformal_method : {"cdf", "ordinal_aps"}
-        Conformity score of those sets (see :mod:`emdloss.conformal`).
-    grid : sequence of str
-        ``KEY=V1,V2,...`` items (:func:`emdloss.compare._plan.parse_grid`): every loss runs every
-        combination on every seed; per loss, the combination with the best mean validation
-        ``select`` metric is reported.
-    select : str, optional
-        Validation metric that chooses grid settings and the baselines' hyper-parameters and
-        validated rule (default: the runs' ``monitor``, else ``mae``).
-    baselines : bool, default True
-        Fit and report the baselines (class prior; logistic and ordinal logistic regression on
-        tables) on every seed's splits.
-    soft_targets : {"refuse", "hard-for-all"}
-        On data with soft targets, when some loss cannot use them: refuse to run, or train every
-        loss on the hard labels (``soft_targets=False`` for every run).
-    executor : {"local", "ray"}
-        Processes on this machine, or Ray tasks (``emdloss[ray]``).
-    ray_address : str, optional
-        Ray cluster to join (``executor="ray"``); else a local instance is started.
-    test_fn : callable, optional
-        ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
-        :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
-        with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
-    engine : {"grouped", "per-run"}
-        ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
-        vectorised model, each with its own numbers equal to the per-run path's
-        (:mod:`emdloss.training.grouped`); the others train alone, and compare names them and
-        why on stderr. ``"per-run"``: every run alone.
-
-    Returns
-    -------
-    CompareResult
-
-    Raises
-    ------
-    ValueError
-        Unknown data set, loss or train option, bad seeds/folds/jobs/grid, an output directory
-        holding runs trained with other options, or soft targets that some loss would ignore
-        (``soft_targets="refuse"``); raised before any run starts.
-    UserError
-        The output directory is in use by another comparison (names its PID); a ValueError.
-    ImportError
-        A peer loss whose package is missing (the message names ``emdloss[peers]``).
-
-    Examples
-    --------
-    >>> compare("era", "no_such_loss", 1, "unused")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown loss 'no_such_loss'; valid losses: ...
-    """
-    start = time.perf_counter()
-    if conformal is not None:  # checked before any run starts
-        from emdloss.conformal._scores import check_alpha, check_method
-
-        conformal, conformal_method = check_alpha(conformal), check_method(conformal_method)
-    dataset_list = parse_names(datasets, "datasets")
-    loss_list = parse_names(losses, "losses")
-    seed_list = parse_seeds(seeds)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
-    if executor not in EXECUTORS:
-        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
-    if soft_targets not in SOFT_TARGET_POLICIES:
-        raise ValueError(
-            f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
-        )
-    from emdloss.training.config import TrainConfig
-
-    settings = parse_grid(grid, TrainConfig.field_names())
-    specs = plan_runs(dataset_list, loss_list, seed_list, folds, settings)
-    check_losses(loss_list)
-    check_dataset_names(dataset_list)
-    user = {str(k).replace("-", "_"): v for k, v in (train_options or {}).items()}
-    for key in ("dataset", "loss", "seed", "output", "fold", "num_folds", "resume"):
-        if key in user:
-            raise ValueError(
-                f"train option {key!r} is set by compare itself for every run; use the "
-                "compare arguments (datasets, losses, seeds, output, folds) instead"
-            )
-    metric = select or str(user.get("monitor", "mae"))
-    if metric not in METRIC_KEYS:
-        raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
-    # compare shows its own progress bar over runs; per-run bars would interleave.
-    user.setdefault("progress", False)
-    out = Path(output)
-    infos: list[DatasetInfo] = []
-    options_by_dataset: dict[str, Mapping[str, Any]] = {}
-    for spec in dataset_list:
-        dataset, options = _load_info(spec, user, seed_list[0], folds)
-        targets = _soft_target_policy(spec, dataset, loss_list, soft_targets, options)
-        # Build one config per data set and setting now: unknown options and bad values fail
-        # here, and values given as strings (--set epochs=5) take the option's type (5), as
-        # stored.
-        for setting in settings:
-            build_config(
-                RunSpec(spec, loss_list[0], seed_list[0], None, None, setting), out, options
-            )
-        config = build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
-        options = {key: getattr(config, key) for key in options}
-        options_by_dataset[spec] = options
-        infos.append(
-            DatasetInfo(
-                spec=spec,
-                num_classes=dataset.num_classes,
-                kind=dataset.kind,
-                sizes=(len(dataset.train), len(dataset.val), len(dataset.test)),
-                options=_protocol(options, None),
-                seeds=tuple(seed_list),
-                folds=folds,
-                losses=tuple(loss_list),
-                class_names=tuple(dataset.class_names),
-                protocol=getattr(dataset, "protocol", ""),
-                targets=targets,
-                select=metric,
-            )
-        )
-    protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
-    # One comparison per directory: a second one would train the same runs over this one's.
-    with output_lock(out):
-        merged = _check_protocol(out, protocols)
-        write_json(out / _PROTOCOL_FILE, {"datasets": merged})
-
-        # Tabular runs are overhead-bound: a second torch thread only spins. The default took
-        # 5:50 with 2 threads and 2:45 with 1 on 2 cores, with identical metrics.
-        kinds = {info.spec: info.kind for info in infos}
-        # With a grid the test split of a run is read only if its setting is chosen (below).
-        deferred = {"evaluate_test": False} if len(settings) > 1 else {}
-        jobs_list: list[Job] = [
-            (
-                s,
-                out / s.relative_dir,
-                {**options_by_dataset[s.dataset], **deferred},
-                _threads(kinds[s.dataset]),
-            )
-            for s in specs
-        ]
-        records = run_all(
-            jobs_list,
-            jobs=jobs,
-            train_fn=train_fn,
-            progress=progress,
-            mp_context=mp_context,
-            executor=executor,
-            ray_address=ray_address,
-            engine=engine,
-        )
-        monitor_rule = str(user.get("monitor_rule", "argmax"))
-        # Selection reads validation metrics only; the chosen runs' test metrics are the results.
-        selections = choose_settings(
-            validation_scores(records, metric, monitor_rule), metric, monitor_rule
-        )
-        reported = [
-            r
-            for r in records
-            if r.status == "failed"
-            or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
-        ]
-        # Now, and only for the chosen runs, the test split: once per run.
-        reported = test_untested(reported, test_fn)
-        rows = result_rows(reported)
-        errors: dict[str, dict[str, str]] = {}
-        if baselines:
-            for spec in dataset_list:
-                extra, errors[spec] = _baselines(
-                    spec, options_by_dataset[spec], seed_list, folds, metric, loss_list[0]
-                )
-                rows += extra
-        section = ""
-        conformal_files: list[Path] = []
-        if conformal is not None:
-            from emdloss.compare import _conformal
-
-            # The reported runs (with a grid, the chosen setting's): calibrated on validation.
-            calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
-            _conformal.add_conformal_columns(rows, reported, calibrations)
-            section = _conformal.conformal_section(
-                reported, calibrations, infos, conformal, conformal_method
-            )
-            conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
-        files = [write_text(out / "results.csv", results_csv(rows))]
-        if len(settings) > 1:
-            files.append(
-                write_text(out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections))
-            )
-        from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
-
-        files += write_plots(out, reported, rows, infos) + conformal_files
-        summary = render_summary(
-            reported,
-            infos,
-            output=str(out),
-            rows=rows,
-            selections=selections,
-            baseline_errors=errors,
-        )
-        if section:
-            summary = summary.rstrip("\n") + "\n\n" + section
-        files.append(write_text(out / "summary.md", summary))
-        return CompareResult(
-            out, records, rows, summary, files, time.perf_counter() - start, selections
-        )
-
-
-def _soft_target_policy(
-    spec: str, dataset: Any, losses: Sequence[str], policy: str, options: dict[str, Any]
-) -> str:
-    """Apply ``--soft-targets`` to a data set's options; return the summary's sentence."""
-    if options.get("soft_targets") is False or str(options.get("soft_targets")).lower() == "false":
-        return "hard class labels for every loss (soft_targets=false)."
-    if not getattr(dataset, "soft", False):
-        return ""
-    from emdloss.training.losses import build_loss
-
-    hard_only = [
-        name
-        for name in losses
-        if not build_loss(
-            name, dataset.num_classes, train_targets=list(dataset.train.targets)
-        ).supports_soft_targets
-    ]
-    if not hard_only:
-        return "the soft target distributions of the data, for every loss (all can use them)."
-    if policy == "refuse":
-        raise ValueError(
-            f"{spec} has soft targets (rating distributions) but {', '.join(hard_only)} can only "
-            "use class labels: they would be trained on other targets than the rest. Use "
-            "--soft-targets hard-for-all to train every loss on the hard labels, or leave those "
-            "losses out"
-        )
-    options["soft_targets"] = False
-    return (
-        f"hard class labels for every loss (--soft-targets hard-for-all): {spec} has soft "
-        f"targets, but {', '.join(hard_only)} cannot use them."
-    )
-
-
-def _baselines(
-    spec: str,
-    options: Mapping[str, Any],
-    seeds: Sequence[int],
-    folds: int | None,
-    metric: str,
-    loss: str,
-) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """Baseline rows of every seed (and fold), on the splits the runs used."""
-    import tempfile
-
-    from emdloss.compare._baselines import baseline_metrics
-    from emdloss.training._build import load_data
-
-    rows: list[dict[str, Any]] = []
-    errors: dict[str, str] = {}
-    fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
-    with tempfile.TemporaryDirectory() as unused:
-        for seed in seeds:
-            for fold in fold_ids:
-                config = build_config(RunSpec(spec, loss, seed, fold, folds), Path(unused), options)
-                metrics, failed = baseline_metrics(load_data(config), metric)
-                errors.update(failed)
-                rows += baseline_rows(spec, seed, fold, metrics)
-    return rows, errors
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

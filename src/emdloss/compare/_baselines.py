@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE
 from emdloss.training.config import METRIC_MODES
 
 __all__ = ["BASELINE_PREFIX", "LOGREG_C", "baseline_metrics", "is_baseline"]

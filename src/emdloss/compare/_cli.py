@@ -17,7 +17,8 @@ from emdloss.compare._plan import (
     dataset_slug,
     parse_names,
 )
-from emdloss.compare._runner import ENGINES, EXECUTORS, METRIC_KEYS
+from emdloss.compare._records import METRIC_KEYS
+from emdloss.compare._runner import ENGINES, EXECUTORS
 
 __all__ = ["add_arguments", "default_output", "run"]
 
@@ -222,10 +223,10 @@ def run(args: argparse.Namespace) -> int:
     """
     datasets = parse_names(args.datasets, "datasets") if args.datasets else DEFAULT_DATASETS
     output = Path(args.output) if args.output else default_output(datasets)
-    # Looked up on the package at call time, so that a patched emdloss.compare.compare is used.
-    import emdloss.compare as package
+    # Looked up at call time, so that a patched emdloss.compare._compare.compare is used.
+    from emdloss.compare import _compare
 
-    result = package.compare(
+    result = _compare.compare(
         datasets,
         args.losses or DEFAULT_LOSSES,
         args.seeds if args.seeds is not None else DEFAULT_SEEDS,

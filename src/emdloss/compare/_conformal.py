@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from emdloss.compare._plan import dataset_slug, is_emd_variant
-from emdloss.compare._report import DatasetInfo, Stat
-from emdloss.compare._runner import RunRecord
+from emdloss.compare._records import RunRecord
+from emdloss.compare._rows import DatasetInfo, Stat
 from emdloss.compare._stats import Interval, paired_difference
 
 __all__ = [
@@ -50,7 +50,7 @@ def calibrate_records(
 
     A run whose calibration fails (e.g. its data moved) maps to ``{"error": message}``.
     """
-    from emdloss.training._calibrate import calibrate_run, load_run_calibrator
+    from emdloss.training import calibrate_run, load_run_calibrator
 
     out: dict[Path, dict[str, Any]] = {}
     for record in records:

@@ -301,8 +301,8 @@ def _import_train_layer(module: str) -> Any:
 
 
 def valid_loss_names() -> tuple[str, ...]:
-    """Loss names of the training registry (``emdloss.training.losses.LOSS_NAMES``)."""
-    return tuple(_import_train_layer("emdloss.training.losses").LOSS_NAMES)
+    """Loss names of the training registry (``emdloss.training.LOSS_NAMES``)."""
+    return tuple(_import_train_layer("emdloss.training").LOSS_NAMES)
 
 
 def check_losses(losses: Sequence[str]) -> None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from emdloss._atomic import atomic_path
 from emdloss.compare._plan import dataset_slug
-from emdloss.compare._report import (
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._rows import (
     HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
@@ -22,7 +23,6 @@ from emdloss.compare._report import (
     Stat,
     aggregate,
 )
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._stats import Interval, paired_difference, selection_level
 from emdloss.compare._verdict import _pairs
 from emdloss.training import rundir

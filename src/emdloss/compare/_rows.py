@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emdloss.compare._plan import setting_label
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.training.config import METRIC_MODES
 
 __all__ = [

@@ -18,29 +18,23 @@ from typing import Any
 
 from emdloss._atomic import remove_stale_temporaries, write_json, write_text
 from emdloss.compare._plan import RunSpec, apply_setting
-
-# The records of finished runs live in _records; re-exported here, where callers import them.
-from emdloss.compare._records import (  # noqa: F401
+from emdloss.compare._records import (
     METRIC_KEYS,
     RECORD_FILE,
-    VALIDATED_RULE,
     RunRecord,
-    extract_test_metrics,
-    extract_val_metrics,
     finished_record,
-    read_finished,
 )
 from emdloss.training.rundir import METRICS_FILE
 
 __all__ = [
     "ENGINES",
     "EXECUTORS",
-    "METRIC_KEYS",
-    "RunRecord",
     "TrainFn",
     "build_config",
-    "read_finished",
+    "execute_group",
+    "plan_work",
     "run_all",
+    "run_work",
     "test_untested",
 ]
 
@@ -124,8 +118,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
 
 
 def _default_train() -> TrainFn:
-    from emdloss.training import train
-    from emdloss.training.run import quiet_lightning_logs
+    from emdloss.training import quiet_lightning_logs, train
 
     # Lightning's banner and tips, once per run, would drown the progress bar over runs.
     quiet_lightning_logs()
@@ -285,8 +278,7 @@ def execute_group(
 
 
 def _execute_group(members: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]]) -> list[RunRecord]:
-    from emdloss.training.grouped import train_group
-    from emdloss.training.run import quiet_lightning_logs
+    from emdloss.training import quiet_lightning_logs, train_group
 
     quiet_lightning_logs()
     records: list[RunRecord | None] = [None] * len(members)
@@ -459,7 +451,7 @@ def plan_work(specs: Sequence[Job], todo: Sequence[int], engine: str) -> tuple[l
     """
     if engine == "per-run" or not todo:
         return [("run", [i]) for i in todo], ""
-    from emdloss.training.grouped import group_key, unsupported
+    from emdloss.training import group_key, why_not_grouped
 
     groups: dict[tuple[Any, ...], list[int]] = {}
     alone: list[int] = []
@@ -467,7 +459,7 @@ def plan_work(specs: Sequence[Job], todo: Sequence[int], engine: str) -> tuple[l
     for index in todo:
         spec, run_dir, options, threads = specs[index]
         config = build_config(spec, run_dir, options)
-        reason = unsupported(config)
+        reason = why_not_grouped(config)
         if reason is None and config.model is None:
             reason = "no model named (the data's default)"
         if reason is None and _has_checkpoint(run_dir) and not _grouped_checkpoint(run_dir):

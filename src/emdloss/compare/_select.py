@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from emdloss.compare._plan import Setting, setting_label
-from emdloss.compare._runner import METRIC_KEYS, RunRecord
+from emdloss.compare._records import METRIC_KEYS, RunRecord
 from emdloss.training.config import METRIC_MODES
 
 __all__ = ["Selection", "choose_settings", "grid_csv", "validation_scores"]

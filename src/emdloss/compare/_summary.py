@@ -9,6 +9,7 @@ from typing import Any
 
 from emdloss.compare._baselines import is_baseline
 from emdloss.compare._plan import setting_label
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
     HIGHER_IS_BETTER,
     METRIC_LABELS,
@@ -21,7 +22,6 @@ from emdloss.compare._rows import (
     aggregate,
     result_rows,
 )
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._select import Selection
 from emdloss.compare._stats import paired_difference, welch_difference
 from emdloss.compare._verdict import (

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emdloss.compare._plan import is_emd_variant
+from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE
 from emdloss.compare._rows import (
     HIGHER_IS_BETTER,
     METRIC_LABELS,
@@ -16,7 +17,6 @@ from emdloss.compare._rows import (
     DatasetInfo,
     Stat,
 )
-from emdloss.compare._runner import METRIC_KEYS, VALIDATED_RULE
 from emdloss.compare._stats import paired_difference, selection_level
 
 __all__ = ["compare_to_baseline"]

@@ -34,23 +34,31 @@ Examples
 (True, True)
 >>> format_set(lower[0], upper[0], ["none", "mild", "moderate", "severe"])
 'none..moderate'
+
+This module is the package's face: ``__all__`` lists what other packages may use (the argument
+checks ``check_alpha``, ``check_method`` and ``check_sets`` included); the underscore modules
+behind it are private to the package.
 """
 
 from emdloss.conformal._calibrator import (
     Calibrator,
     calibrate,
+    check_sets,
     conformal_quantile,
     format_set,
     mean_set_size,
     quantile_rank,
     set_coverage,
 )
-from emdloss.conformal._scores import METHODS, label_scores
+from emdloss.conformal._scores import METHODS, check_alpha, check_method, label_scores
 
 __all__ = [
     "METHODS",
     "Calibrator",
     "calibrate",
+    "check_alpha",
+    "check_method",
+    "check_sets",
     "conformal_quantile",
     "format_set",
     "label_scores",

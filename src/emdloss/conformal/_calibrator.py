@@ -24,6 +24,7 @@ from emdloss.conformal._scores import (
 __all__ = [
     "Calibrator",
     "calibrate",
+    "check_sets",
     "conformal_quantile",
     "format_set",
     "mean_set_size",
@@ -319,6 +320,26 @@ def _check_bounds(lower: Any, upper: Any) -> tuple[Tensor, Tensor]:
     return lo, hi.to(lo.device)
 
 
+def check_sets(lower: Any, upper: Any, target: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """Prediction sets ``[lower, upper]`` and their true classes ``target``, checked.
+
+    Each is a 1-D ``(N,)`` array or tensor of integer class indices, with ``lower <= upper``;
+    returned as tensors on ``lower``'s device. A bad argument raises ``TypeError`` or
+    ``ValueError`` naming it.
+
+    Examples
+    --------
+    >>> lo, hi, t = check_sets([0, 1], [1, 1], [1, 2])
+    >>> hi.tolist(), t.tolist()
+    ([1, 1], [1, 2])
+    """
+    lo, hi = _check_bounds(lower, upper)
+    t, _ = to_tensor(target, "target")
+    if t.shape != lo.shape:
+        raise ValueError(f"target has shape {tuple(t.shape)} but the sets {tuple(lo.shape)}")
+    return lo, hi, t.to(lo.device)
+
+
 def set_coverage(lower: Any, upper: Any, target: Any) -> float:
     """Share of examples whose true class lies in ``[lower, upper]``.
 
@@ -327,13 +348,9 @@ def set_coverage(lower: Any, upper: Any, target: Any) -> float:
     >>> set_coverage([0, 1, 2], [1, 1, 3], [1, 2, 3])
     0.6666666666666666
     """
-    lo, hi = _check_bounds(lower, upper)
-    t, _ = to_tensor(target, "target")
-    if t.shape != lo.shape:
-        raise ValueError(f"target has shape {tuple(t.shape)} but the sets {tuple(lo.shape)}")
+    lo, hi, t = check_sets(lower, upper, target)
     if lo.numel() == 0:
         raise ValueError("coverage of zero examples is undefined")
-    t = t.to(lo.device)
     return float(((lo <= t) & (t <= hi)).double().mean())
 
 

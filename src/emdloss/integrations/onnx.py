@@ -250,7 +250,7 @@ def export_onnx(
     """
     from emdloss._atomic import write_bytes, write_json
     from emdloss.errors import UserError
-    from emdloss.training._evaluate import load_task
+    from emdloss.training import load_task
     from emdloss.training.rundir import read_config
 
     try:

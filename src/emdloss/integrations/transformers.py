@@ -73,7 +73,7 @@ class OrdinalLossFunc:
 
     Parameters
     ----------
-    criterion : emdloss.training.losses.TrainingLoss
+    criterion : emdloss.training.TrainingLoss
         The loss (its ``num_outputs`` must match the model's logits).
     features : callable, optional
         ``outputs -> (N, F)`` non-negative features, for the learned ground distance of
@@ -81,7 +81,7 @@ class OrdinalLossFunc:
 
     Attributes
     ----------
-    criterion : emdloss.training.losses.TrainingLoss
+    criterion : emdloss.training.TrainingLoss
     """
 
     def __init__(
@@ -212,7 +212,7 @@ def ordinal_loss_func(
     Parameters
     ----------
     loss : str, default="emd2"
-        A name of :data:`emdloss.training.losses.LOSS_NAMES`: ``"emd2"`` (squared EMD,
+        A name of :data:`emdloss.training.LOSS_NAMES`: ``"emd2"`` (squared EMD,
         :math:`\frac1C\sum_k (P_k - T_k)^2` on the CDFs), the recipe ``"xemd1"``/``"xemd2"``,
         ``"w1"``, ``"ground"``, ``"ce"``, ``"l2"`` or a peer loss.
     num_classes : int

@@ -16,10 +16,10 @@ Examples
 """
 
 from emdloss.metrics.baselines import BASELINES, class_prior, trivial_baselines
+from emdloss.metrics.confmat import confusion_matrix
 from emdloss.metrics.functional import (
     accuracy,
     average_mae,
-    confusion_matrix,
     mean_absolute_error,
     one_off_accuracy,
     per_class_mae,
@@ -28,12 +28,7 @@ from emdloss.metrics.functional import (
     root_mean_squared_error,
     spearman,
 )
-from emdloss.metrics.prediction_sets import (
-    ConformalCoverage,
-    mean_set_size,
-    prediction_set_metrics,
-    set_coverage,
-)
+from emdloss.metrics.prediction_sets import ConformalCoverage, prediction_set_metrics
 from emdloss.metrics.stateful import (
     ORDINAL_METRIC_KEYS,
     AverageMAE,
@@ -57,14 +52,12 @@ __all__ = [
     "class_prior",
     "confusion_matrix",
     "mean_absolute_error",
-    "mean_set_size",
     "one_off_accuracy",
     "per_class_mae",
     "prediction_set_metrics",
     "quadratic_weighted_kappa",
     "ranked_probability_score",
     "root_mean_squared_error",
-    "set_coverage",
     "spearman",
     "trivial_baselines",
 ]

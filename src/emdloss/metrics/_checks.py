@@ -1,6 +1,6 @@
 """Input checks of the functional metrics (:mod:`emdloss.metrics.functional`).
 
-Split from :mod:`emdloss.metrics.functional` by job; every name stays importable from there.
+Split from :mod:`emdloss.metrics.functional` by job; private to the metrics package.
 """
 
 from __future__ import annotations

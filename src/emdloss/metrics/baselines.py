@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from emdloss.decoding import decode_argmax, decode_median
-from emdloss.metrics import functional as F
+from emdloss.metrics._checks import _as_tensor, _check_labels, _check_num_classes, _check_range
 from emdloss.metrics.stateful import OrdinalMetrics
 
 __all__ = ["BASELINES", "class_prior", "trivial_baselines"]
@@ -31,12 +31,12 @@ def class_prior(train_target: Any, num_classes: int) -> Tensor:
     >>> class_prior(torch.tensor([0, 2, 2, 1]), 4)
     tensor([0.2500, 0.2500, 0.5000, 0.0000], dtype=torch.float64)
     """
-    num_classes = F._check_num_classes(num_classes)
-    labels = F._as_tensor(train_target, "train_target")
+    num_classes = _check_num_classes(num_classes)
+    labels = _as_tensor(train_target, "train_target")
     if labels.numel() == 0:
         raise ValueError("train_target is empty: the trivial predictors need training labels")
-    labels = F._check_labels(labels, "train_target")
-    F._check_range(labels, "train_target", num_classes)
+    labels = _check_labels(labels, "train_target")
+    _check_range(labels, "train_target", num_classes)
     counts = torch.bincount(labels.reshape(-1).long().cpu(), minlength=num_classes)
     return counts.to(torch.float64) / counts.sum()
 
@@ -90,11 +90,11 @@ def trivial_baselines(
     (2, 0.5, 0.75)
     """
     prior = class_prior(train_target, num_classes)
-    y = F._as_tensor(target, "target")
+    y = _as_tensor(target, "target")
     if y.numel() == 0:
         raise ValueError("target is empty: nothing to score")
-    y = F._check_labels(y, "target").reshape(-1).long().cpu()
-    F._check_range(y, "target", num_classes)
+    y = _check_labels(y, "target").reshape(-1).long().cpu()
+    _check_range(y, "target", num_classes)
     probs = prior.unsqueeze(0).expand(y.numel(), num_classes)
     rules = {"most_common": decode_argmax, "median": decode_median}
     out: dict[str, dict[str, float]] = {}

@@ -21,8 +21,7 @@ Conventions (where tools differ):
   is zero, Spearman's rho is 0 when either side is constant (see each function).
 
 The input checks live in :mod:`emdloss.metrics._checks` and the confusion matrix with its
-``*_from_confmat`` helpers in :mod:`emdloss.metrics._confmat` (split by job); all their names
-are importable from here.
+``*_from_confmat`` helpers in :mod:`emdloss.metrics.confmat` (split by job).
 """
 
 from __future__ import annotations
@@ -34,51 +33,27 @@ import torch
 from torch import Tensor
 
 from emdloss import _validation as V
-from emdloss.metrics._checks import (  # noqa: F401 - re-exported
+from emdloss._deprecation import moved_attribute
+from emdloss.metrics import _checks
+from emdloss.metrics import confmat as CM
+from emdloss.metrics._checks import (
     _as_tensor,
     _check_labels,
-    _check_num_classes,
     _check_pair,
     _check_range,
     _flat_valid,
-    check_positions,
-    check_probs,
-)
-from emdloss.metrics._confmat import (  # noqa: F401 - re-exported
-    _check_confmat,
-    _confmat,
-    _distance,
-    _mid_ranks,
-    accuracy_from_confmat,
-    average_mae_from_confmat,
-    confusion_matrix,
-    mean_absolute_error_from_confmat,
-    one_off_accuracy_from_confmat,
-    per_class_mae_from_confmat,
-    quadratic_weighted_kappa_from_confmat,
-    root_mean_squared_error_from_confmat,
-    spearman_from_confmat,
 )
 
 __all__ = [
     "accuracy",
-    "accuracy_from_confmat",
     "average_mae",
-    "average_mae_from_confmat",
-    "confusion_matrix",
     "mean_absolute_error",
-    "mean_absolute_error_from_confmat",
     "one_off_accuracy",
-    "one_off_accuracy_from_confmat",
     "per_class_mae",
-    "per_class_mae_from_confmat",
     "quadratic_weighted_kappa",
-    "quadratic_weighted_kappa_from_confmat",
     "ranked_probability_score",
     "root_mean_squared_error",
-    "root_mean_squared_error_from_confmat",
     "spearman",
-    "spearman_from_confmat",
 ]
 
 # Rows of a probability matrix must sum to 1 within this tolerance (per dtype).
@@ -112,7 +87,7 @@ def accuracy(
     tensor(0.7500, dtype=torch.float64)
     """
     p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
-    return accuracy_from_confmat(_confmat(p, t, c))
+    return CM.accuracy_from_confmat(CM._confmat(p, t, c))
 
 
 def one_off_accuracy(
@@ -146,7 +121,7 @@ def one_off_accuracy(
     tensor(0.6667, dtype=torch.float64)
     """
     p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
-    return one_off_accuracy_from_confmat(_confmat(p, t, c))
+    return CM.one_off_accuracy_from_confmat(CM._confmat(p, t, c))
 
 
 def mean_absolute_error(
@@ -185,7 +160,7 @@ def mean_absolute_error(
     tensor(2., dtype=torch.float64)
     """
     p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
-    return mean_absolute_error_from_confmat(_confmat(p, t, c), pos)
+    return CM.mean_absolute_error_from_confmat(CM._confmat(p, t, c), pos)
 
 
 def root_mean_squared_error(
@@ -220,7 +195,7 @@ def root_mean_squared_error(
     tensor(1.4142, dtype=torch.float64)
     """
     p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
-    return root_mean_squared_error_from_confmat(_confmat(p, t, c), pos)
+    return CM.root_mean_squared_error_from_confmat(CM._confmat(p, t, c), pos)
 
 
 def per_class_mae(
@@ -255,7 +230,7 @@ def per_class_mae(
     tensor([1., nan, 2.], dtype=torch.float64)
     """
     p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
-    return per_class_mae_from_confmat(_confmat(p, t, c), pos)
+    return CM.per_class_mae_from_confmat(CM._confmat(p, t, c), pos)
 
 
 def average_mae(
@@ -300,7 +275,7 @@ def average_mae(
     tensor(1.5000, dtype=torch.float64)
     """
     p, t, c, pos = _check_pair(preds, target, num_classes, positions, ignore_index)
-    return average_mae_from_confmat(_confmat(p, t, c), pos)
+    return CM.average_mae_from_confmat(CM._confmat(p, t, c), pos)
 
 
 def quadratic_weighted_kappa(
@@ -340,13 +315,13 @@ def quadratic_weighted_kappa(
     tensor(0.8000, dtype=torch.float64)
     """
     p, t, c, _ = _check_pair(preds, target, num_classes, ignore_index=ignore_index)
-    return quadratic_weighted_kappa_from_confmat(_confmat(p, t, c))
+    return CM.quadratic_weighted_kappa_from_confmat(CM._confmat(p, t, c))
 
 
 def _ranks(x: Tensor) -> Tensor:
     """Average ranks (1-based, ties averaged) of a 1-D tensor."""
     _, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
-    return _mid_ranks(counts.double())[inverse]
+    return CM._mid_ranks(counts.double())[inverse]
 
 
 def spearman(preds: Any, target: Any, *, ignore_index: int | None = -100) -> Tensor:
@@ -421,7 +396,7 @@ def _flat_probs(probs: Any, target: Any, ignore_index: int | None) -> tuple[Tens
 def _rps_per_sample(probs: Tensor, target: Any, ignore_index: int | None = None) -> Tensor:
     """Validated per-sample RPS (float64, shape (M,))."""
     probs, target = _flat_probs(probs, target, ignore_index)
-    p = check_probs(probs)
+    p = _checks.check_probs(probs)
     n, c = p.shape
     t = _as_tensor(target, "target")
     if t.ndim == 1:
@@ -438,7 +413,7 @@ def _rps_per_sample(probs: Tensor, target: Any, ignore_index: int | None = None)
                 f"target must be class indices (N,) = ({n},) or distributions of the shape of "
                 f"probs {tuple(p.shape)}, got shape {tuple(t.shape)}"
             )
-        t_cdf = check_probs(t, "target").double().cumsum(dim=1)
+        t_cdf = _checks.check_probs(t, "target").double().cumsum(dim=1)
     p_cdf = p.double().cumsum(dim=1)
     # The last CDF term is 1 - 1 = 0 and is left out: the classical RPS averages C - 1 terms.
     return ((p_cdf - t_cdf)[:, :-1] ** 2).sum(dim=1) / (c - 1)
@@ -496,3 +471,23 @@ def ranked_probability_score(
     if reduction == "none":
         return per_sample
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+# Public names of this module in emdloss 0.1.0 that now live elsewhere: accessing them here warns.
+_MOVED = {
+    "confusion_matrix": "emdloss.metrics.confmat",
+    "accuracy_from_confmat": "emdloss.metrics.confmat",
+    "one_off_accuracy_from_confmat": "emdloss.metrics.confmat",
+    "mean_absolute_error_from_confmat": "emdloss.metrics.confmat",
+    "root_mean_squared_error_from_confmat": "emdloss.metrics.confmat",
+    "per_class_mae_from_confmat": "emdloss.metrics.confmat",
+    "average_mae_from_confmat": "emdloss.metrics.confmat",
+    "quadratic_weighted_kappa_from_confmat": "emdloss.metrics.confmat",
+    "spearman_from_confmat": "emdloss.metrics.confmat",
+    "check_positions": "emdloss.metrics._checks",  # internal input checks
+    "check_probs": "emdloss.metrics._checks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

@@ -14,11 +14,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from emdloss.conformal import mean_set_size, set_coverage
-from emdloss.conformal._calibrator import _check_bounds
-from emdloss.conformal._scores import to_tensor
+from emdloss.conformal import check_sets, mean_set_size, set_coverage
 
-__all__ = ["ConformalCoverage", "mean_set_size", "prediction_set_metrics", "set_coverage"]
+__all__ = ["ConformalCoverage", "prediction_set_metrics"]
 
 
 def prediction_set_metrics(lower: Any, upper: Any, target: Any) -> dict[str, float]:
@@ -78,10 +76,7 @@ class ConformalCoverage(Metric):
     def update(self, lower: Any, upper: Any, target: Any) -> None:
         """Add a batch of sets ``[lower, upper]`` (inclusive class indices, ``(N,)``) and their
         true classes ``target`` ``(N,)``."""
-        lo, hi = _check_bounds(lower, upper)
-        t, _ = to_tensor(target, "target")
-        if t.shape != lo.shape:
-            raise ValueError(f"target has shape {tuple(t.shape)} but the sets {tuple(lo.shape)}")
+        lo, hi, t = check_sets(lower, upper, target)
         if self.num_classes is not None and lo.numel() > 0:
             if int(lo.min()) < 0 or int(hi.max()) >= self.num_classes:
                 raise ValueError(

@@ -16,6 +16,23 @@ from torchmetrics import Metric
 
 from emdloss import _validation as V
 from emdloss.metrics import functional as F
+from emdloss.metrics._checks import (
+    _as_tensor,
+    _check_num_classes,
+    _check_pair,
+    _flat_valid,
+    check_positions,
+)
+from emdloss.metrics.confmat import (
+    _confmat,
+    accuracy_from_confmat,
+    average_mae_from_confmat,
+    mean_absolute_error_from_confmat,
+    one_off_accuracy_from_confmat,
+    quadratic_weighted_kappa_from_confmat,
+    root_mean_squared_error_from_confmat,
+    spearman_from_confmat,
+)
 
 __all__ = [
     "AverageMAE",
@@ -39,7 +56,7 @@ ORDINAL_METRIC_KEYS: tuple[str, ...] = (
 
 def _decode(scores: Any, num_classes: int) -> Tensor:
     """Class indices from indices (N, ...) or from scores/probabilities (N, C, ...) by argmax."""
-    x = F._as_tensor(scores, "preds")
+    x = _as_tensor(scores, "preds")
     if x.ndim >= 2 and x.is_floating_point():
         if x.shape[1] != num_classes:
             raise ValueError(
@@ -66,10 +83,10 @@ class _ConfusionMatrixMetric(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_classes = F._check_num_classes(num_classes)
+        self.num_classes = _check_num_classes(num_classes)
         self.ignore_index = None if ignore_index is None else V.check_ignore_index(ignore_index)
         self.positions: list[float] | None = (
-            None if positions is None else F.check_positions(positions, num_classes).tolist()
+            None if positions is None else check_positions(positions, num_classes).tolist()
         )
         self.validate_args = validate_args
         self.add_state(
@@ -80,11 +97,11 @@ class _ConfusionMatrixMetric(Metric):
 
     def _add_labels(self, preds: Tensor, target: Any) -> None:
         # (N, d1, ...) flattened and elements whose target is ignore_index left out, as the losses
-        preds, t = F._flat_valid(preds, F._as_tensor(target, "target"), self.ignore_index)
+        preds, t = _flat_valid(preds, _as_tensor(target, "target"), self.ignore_index)
         if self.validate_args:
-            preds, t, _, _ = F._check_pair(preds, t, self.num_classes)
+            preds, t, _, _ = _check_pair(preds, t, self.num_classes)
         c = self.num_classes
-        self.confmat += F._confmat(
+        self.confmat += _confmat(
             preds.long().to(self.confmat.device), t.long().to(self.confmat.device), c
         )
 
@@ -111,7 +128,7 @@ class OneOffAccuracy(_ConfusionMatrixMetric):
 
     def compute(self) -> Tensor:
         """1-off accuracy of all the samples seen."""
-        return F.one_off_accuracy_from_confmat(self.confmat)
+        return one_off_accuracy_from_confmat(self.confmat)
 
 
 class AverageMAE(_ConfusionMatrixMetric):
@@ -131,7 +148,7 @@ class AverageMAE(_ConfusionMatrixMetric):
 
     def compute(self) -> Tensor:
         """AMAE of all the samples seen (in position units when ``positions`` were given)."""
-        return F.average_mae_from_confmat(self.confmat, self.positions)
+        return average_mae_from_confmat(self.confmat, self.positions)
 
 
 class QuadraticWeightedKappa(_ConfusionMatrixMetric):
@@ -150,7 +167,7 @@ class QuadraticWeightedKappa(_ConfusionMatrixMetric):
 
     def compute(self) -> Tensor:
         """QWK of all the samples seen."""
-        return F.quadratic_weighted_kappa_from_confmat(self.confmat)
+        return quadratic_weighted_kappa_from_confmat(self.confmat)
 
 
 class RankedProbabilityScore(Metric):
@@ -269,7 +286,7 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
             Predicted class indices ``(N,)`` from another decoding rule (e.g. the median of the
             predicted distribution) to score instead of the argmax.
         """
-        x = F._as_tensor(probs_or_preds, "probs_or_preds")
+        x = _as_tensor(probs_or_preds, "probs_or_preds")
         if x.ndim >= 2 and x.is_floating_point():
             if x.shape[1] != self.num_classes:
                 raise ValueError(
@@ -279,7 +296,7 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
             per_sample = F._rps_per_sample(x, target, self.ignore_index)
             self.rps_sum += per_sample.sum().to(self.rps_sum.device)
             self.rps_count += per_sample.numel()
-            decoded = x.argmax(dim=1) if preds is None else F._as_tensor(preds, "preds")
+            decoded = x.argmax(dim=1) if preds is None else _as_tensor(preds, "preds")
         else:
             if preds is not None:
                 raise ValueError(
@@ -306,16 +323,16 @@ class OrdinalMetrics(_ConfusionMatrixMetric):
         else:
             rps = self.rps_sum / count
         out = {
-            "accuracy": F.accuracy_from_confmat(cm),
-            "one_off_accuracy": F.one_off_accuracy_from_confmat(cm),
-            "mae": F.mean_absolute_error_from_confmat(cm),
-            "rmse": F.root_mean_squared_error_from_confmat(cm),
-            "qwk": F.quadratic_weighted_kappa_from_confmat(cm),
+            "accuracy": accuracy_from_confmat(cm),
+            "one_off_accuracy": one_off_accuracy_from_confmat(cm),
+            "mae": mean_absolute_error_from_confmat(cm),
+            "rmse": root_mean_squared_error_from_confmat(cm),
+            "qwk": quadratic_weighted_kappa_from_confmat(cm),
             "rps": rps,
-            "amae": F.average_mae_from_confmat(cm),
-            "spearman": F.spearman_from_confmat(cm),
+            "amae": average_mae_from_confmat(cm),
+            "spearman": spearman_from_confmat(cm),
         }
         if self.positions is not None:
-            out["mae_pos"] = F.mean_absolute_error_from_confmat(cm, self.positions)
-            out["rmse_pos"] = F.root_mean_squared_error_from_confmat(cm, self.positions)
+            out["mae_pos"] = mean_absolute_error_from_confmat(cm, self.positions)
+            out["rmse_pos"] = root_mean_squared_error_from_confmat(cm, self.positions)
         return out

@@ -5,6 +5,12 @@ Needs the ``train`` extra (``pip install 'emdloss[train]'``). Importing this pac
 run-directory contract :mod:`emdloss.training.rundir`, and the Lightning parts ``train``,
 ``evaluate``, ``predict``, ``OrdinalTask``, ...) is imported on first use.
 
+This module is the package's face: ``__all__`` lists what other packages (the CLI, ``compare``,
+the integrations) may use; the underscore modules behind it are private to the package.
+
+This module is the package's face: ``__all__`` lists what other packages (the CLI, ``compare``,
+the integrations) may use; the underscore modules behind it are private to the package.
+
 >>> from emdloss.training import LOSS_NAMES
 >>> "emd2" in LOSS_NAMES
 True
@@ -15,46 +21,68 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from emdloss.training._names import LOSS_NAMES
+from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 from emdloss.training.config import TrainConfig
 
 if TYPE_CHECKING:
-    from emdloss.training._calibrate import calibrate_run
+    from emdloss.training._build import load_data, quiet_lightning_logs
+    from emdloss.training._calibrate import calibrate_run, conformal_summary, load_run_calibrator
+    from emdloss.training._context import baseline_rows
     from emdloss.training._evaluate import evaluate, load_task
+    from emdloss.training._loss_base import TrainingLoss
     from emdloss.training._predict import predict
     from emdloss.training._train import run_deferred_test, train
     from emdloss.training.datamodule import OrdinalDataModule
-    from emdloss.training.losses import TrainingLoss, build_loss
+    from emdloss.training.grouped import group_key, train_group, why_not_grouped
+    from emdloss.training.losses import build_loss
     from emdloss.training.module import OrdinalTask
     from emdloss.training.rundir import RunResult
 
 __all__ = [
     "LOSS_NAMES",
+    "OUR_LOSS_NAMES",
+    "PEER_LOSS_NAMES",
     "OrdinalDataModule",
     "OrdinalTask",
     "RunResult",
     "TrainConfig",
     "TrainingLoss",
+    "baseline_rows",
     "build_loss",
     "calibrate_run",
+    "conformal_summary",
     "evaluate",
+    "group_key",
+    "load_data",
+    "load_run_calibrator",
     "load_task",
     "predict",
+    "quiet_lightning_logs",
     "run_deferred_test",
     "train",
+    "train_group",
+    "why_not_grouped",
 ]
 
 # Name -> module of the names that need Lightning, imported on first access.
 _LAZY = {
     "RunResult": "emdloss.training.rundir",
-    "TrainingLoss": "emdloss.training.losses",
+    "TrainingLoss": "emdloss.training._loss_base",
+    "baseline_rows": "emdloss.training._context",
     "build_loss": "emdloss.training.losses",
     "OrdinalDataModule": "emdloss.training.datamodule",
     "OrdinalTask": "emdloss.training.module",
     "calibrate_run": "emdloss.training._calibrate",
+    "conformal_summary": "emdloss.training._calibrate",
     "evaluate": "emdloss.training._evaluate",
+    "group_key": "emdloss.training.grouped",
+    "train_group": "emdloss.training.grouped",
+    "why_not_grouped": "emdloss.training.grouped",
+    "load_data": "emdloss.training._build",
+    "load_run_calibrator": "emdloss.training._calibrate",
     "load_task": "emdloss.training._evaluate",
     "predict": "emdloss.training._predict",
+    "quiet_lightning_logs": "emdloss.training._build",
     "run_deferred_test": "emdloss.training._train",
     "train": "emdloss.training._train",
 }

@@ -19,8 +19,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from emdloss.conformal import Calibrator, calibrate, mean_set_size, set_coverage
-from emdloss.conformal._scores import check_alpha, check_method
+from emdloss.conformal import (
+    Calibrator,
+    calibrate,
+    check_alpha,
+    check_method,
+    mean_set_size,
+    set_coverage,
+)
 from emdloss.errors import UserError
 from emdloss.training import rundir
 from emdloss.training._build import (

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from emdloss._atomic import atomic_write, write_json, write_text
+from emdloss._atomic import atomic_write
 
-__all__ = ["AtomicCheckpointIO", "atomic_write", "write_json", "write_text"]
+__all__ = ["AtomicCheckpointIO"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

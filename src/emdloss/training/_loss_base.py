@@ -1,8 +1,8 @@
-"""The base class of the training losses, :class:`emdloss.training.losses.TrainingLoss`.
+"""The base class of the training losses, :class:`emdloss.training.TrainingLoss`.
 
 Split from :mod:`emdloss.training.losses` by job, so that the registry's own losses and the
 peer-loss wrappers of :mod:`emdloss.training._peer_losses` share it without an import cycle.
-Importable (and documented) as :class:`emdloss.training.losses.TrainingLoss`.
+Public as :class:`emdloss.training.TrainingLoss` (the package's face).
 """
 
 from __future__ import annotations

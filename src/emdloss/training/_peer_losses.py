@@ -1,7 +1,7 @@
 r"""The peer losses of the training registry: dlordinal's and coral-pytorch's, wrapped.
 
 Split from :mod:`emdloss.training.losses` by job (the registry, :func:`build_loss`, stays
-there); every name stays importable from there. The peer packages are imported only when a
+there). The peer packages are imported only when a
 peer loss is built, with a message naming the extra to install when one is missing.
 """
 

@@ -19,7 +19,7 @@ from emdloss.training._calibrate import load_run_calibrator
 from emdloss.training._evaluate import load_task
 from emdloss.training.rundir import prediction_column, predictions_csv
 
-__all__ = ["SET_COLUMN", "predict", "predictions_csv"]
+__all__ = ["SET_COLUMN", "predict"]
 
 #: Column of predict's output with the conformal prediction set (runs with ``calibrator.json``).
 SET_COLUMN = "conformal_set"

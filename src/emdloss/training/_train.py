@@ -357,7 +357,7 @@ def _write_plots(
     *,
     best_epoch: int,
 ) -> None:
-    from emdloss.metrics.functional import confusion_matrix
+    from emdloss.metrics import confusion_matrix
     from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
 
     names = list(dataset.class_names)

@@ -70,7 +70,7 @@ class TrainConfig:
     output : str or None
         The run directory; default ``runs/<dataset>-<loss>-seed<seed>``.
     loss : str
-        A name of :data:`emdloss.training.losses.LOSS_NAMES`.
+        A name of :data:`emdloss.training.LOSS_NAMES`.
     model : str or None
         A name of :data:`emdloss.models.MODEL_NAMES`; default ``mlp`` for tables and ``cnn``
         for images.

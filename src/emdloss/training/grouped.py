@@ -31,7 +31,7 @@ module on its slice of the features. The checkpoints hold the model's ``state_di
 loop state, so a run of a group that was interrupted is trained again from the start rather
 than resumed.
 
-What is not vectorised (:func:`unsupported` says why, and compare trains those runs on the
+What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
 per-run path): networks other than the plain ``mlp`` (dropout or batch norm included), the
 authors' extra feature pass, precisions other than ``32-true``, several devices or nodes, and a
 resume.
@@ -55,7 +55,7 @@ from emdloss import _ordinal
 from emdloss.training import rundir
 from emdloss.training.config import TrainConfig
 
-__all__ = ["GROUP_VARYING", "group_key", "train_group", "unsupported"]
+__all__ = ["GROUP_VARYING", "group_key", "train_group", "why_not_grouped"]
 
 #: Options in which the runs of one group may differ: everything else (model, budget,
 #: optimiser, data options, device) is shared.
@@ -80,13 +80,13 @@ GROUP_VARYING: frozenset[str] = frozenset(
 )
 
 
-def unsupported(config: TrainConfig) -> str | None:
+def why_not_grouped(config: TrainConfig) -> str | None:
     """Why ``config`` cannot train in a group (``None``: it can).
 
     Examples
     --------
-    >>> unsupported(TrainConfig(dataset="lev", model="mlp", loss="ce"))
-    >>> unsupported(TrainConfig(dataset="lev", model="cnn", loss="ce"))
+    >>> why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce"))
+    >>> why_not_grouped(TrainConfig(dataset="lev", model="cnn", loss="ce"))
     'model cnn (only the mlp is vectorised)'
     """
     if config.model not in (None, "mlp"):
@@ -352,7 +352,7 @@ def train_group(configs: Sequence[TrainConfig]) -> list[rundir.RunResult | BaseE
     Parameters
     ----------
     configs : sequence of TrainConfig
-        Runs with equal :func:`group_key` for which :func:`unsupported` is ``None``. Runs whose
+        Runs with equal :func:`group_key` for which :func:`why_not_grouped` is ``None``. Runs whose
         splits turn out to differ in size train in separate groups.
 
     Returns
@@ -372,7 +372,7 @@ def train_group(configs: Sequence[TrainConfig]) -> list[rundir.RunResult | BaseE
     if len(keys) > 1:
         raise ValueError("train_group: the runs differ in options that a group shares")
     for config in configs:
-        reason = unsupported(config)
+        reason = why_not_grouped(config)
         if reason is not None:
             raise ValueError(f"train_group cannot train {config.output}: {reason}")
     from emdloss.training._build import ignore_expected_warnings

@@ -1,6 +1,6 @@
 r"""The losses the training toolkit can train with, by name.
 
-:func:`build_loss` turns a name into a :class:`TrainingLoss`: a module that knows how many
+:func:`build_loss` turns a name into a :class:`~emdloss.training.TrainingLoss`: a module that knows how many
 outputs the network must have, computes the loss from those outputs, and maps the outputs to
 class probabilities :math:`(N, C)` for metrics and prediction rules.
 
@@ -37,10 +37,10 @@ Class probabilities of the non-softmax losses:
   not the one-hot vector of the predicted rank. Its median is the peers' own prediction
   (the number of :math:`S_k > 0.5`).
 
-Split by job: :class:`TrainingLoss` is defined in :mod:`emdloss.training._loss_base` and the
-peer-loss wrappers (with :func:`cumulative_to_probabilities`) in
-:mod:`emdloss.training._peer_losses`; this module keeps the registry and emdloss's own losses,
-and every name stays importable from here.
+Split by job: :class:`~emdloss.training.TrainingLoss` is defined in
+:mod:`emdloss.training._loss_base`, the loss names (:data:`emdloss.training.LOSS_NAMES`) in
+:mod:`emdloss.training._names` and the peer-loss wrappers in
+:mod:`emdloss.training._peer_losses`; this module keeps the registry and emdloss's own losses.
 """
 
 from __future__ import annotations
@@ -54,35 +54,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emdloss import _validation as V
+from emdloss._deprecation import moved_attribute
 from emdloss.errors import UserError
-from emdloss.training._loss_base import TrainingLoss
 
-# The names live in a torch-free module so that the CLI's help text can list them at once.
-from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
-from emdloss.training._peer_losses import (  # noqa: F401 - re-exported
-    _PEERS_EXTRA,
-    _Coral,
-    _Corn,
-    _peer,
-    _PeerSoftmax,
-    cumulative_to_probabilities,
-)
+# Imported as modules, not names: their public names warn when read from here (see _MOVED).
+from emdloss.training import _loss_base, _names
+from emdloss.training._peer_losses import _Coral, _Corn, _peer, _PeerSoftmax
 
-__all__ = [
-    "LOSS_NAMES",
-    "OUR_LOSS_NAMES",
-    "PEER_LOSS_NAMES",
-    "TrainingLoss",
-    "build_loss",
-    "cumulative_to_probabilities",
-    "regression_to_probabilities",
-]
+__all__ = ["build_loss", "regression_to_probabilities"]
 
 _RECIPE = ("emd2", "xemd1", "xemd2")
 
 
 # ---------------------------------------------------------------------------- softmax losses
-class _CrossEntropy(TrainingLoss):
+class _CrossEntropy(_loss_base.TrainingLoss):
     def forward(
         self,
         outputs: Tensor,
@@ -93,7 +78,7 @@ class _CrossEntropy(TrainingLoss):
         return F.cross_entropy(outputs, target if dist is None else dist)
 
 
-class _Recipe(TrainingLoss):
+class _Recipe(_loss_base.TrainingLoss):
     """``emd2``, ``xemd1``, ``xemd2``: :class:`emdloss.recipe.EMDRecipeLoss` presets.
 
     With a learned ground distance the features of the training forward pass are accumulated
@@ -229,7 +214,7 @@ def _recipe_loss(
     return _Recipe(name, num_classes, recipe, extra_pass=feature_pass == "extra")
 
 
-class _W1(TrainingLoss):
+class _W1(_loss_base.TrainingLoss):
     def __init__(self, num_classes: int, positions: Tensor | None) -> None:
         super().__init__("w1", num_classes, num_classes)
         self.positions = positions
@@ -248,7 +233,7 @@ class _W1(TrainingLoss):
         )
 
 
-class _GroundEMD(TrainingLoss):
+class _GroundEMD(_loss_base.TrainingLoss):
     matrix: Tensor
 
     def __init__(self, num_classes: int, matrix: Tensor) -> None:
@@ -315,7 +300,7 @@ def regression_to_probabilities(values: Tensor, num_classes: int) -> Tensor:
     return probs
 
 
-class _L2(TrainingLoss):
+class _L2(_loss_base.TrainingLoss):
     def __init__(self, num_classes: int) -> None:
         super().__init__("l2", num_classes, 1)
 
@@ -364,13 +349,13 @@ def build_loss(
     ce_weight: float | None = None,
     emd_weight: float | None = None,
     **options: Any,
-) -> TrainingLoss:
+) -> _loss_base.TrainingLoss:
     """Build a training loss by name.
 
     Parameters
     ----------
     name : str
-        One of :data:`LOSS_NAMES`.
+        One of :data:`emdloss.training.LOSS_NAMES`.
     num_classes : int
         Number of ordered classes (>= 2).
     positions : sequence of float, optional
@@ -393,7 +378,7 @@ def build_loss(
 
     Returns
     -------
-    TrainingLoss
+    emdloss.training.TrainingLoss
 
     Raises
     ------
@@ -410,8 +395,8 @@ def build_loss(
     >>> float(loss(torch.tensor([[1.5]]), torch.tensor([2])))
     0.25
     """
-    if name not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSS_NAMES)}")
+    if name not in _names.LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(_names.LOSS_NAMES)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     pos = None
@@ -469,3 +454,17 @@ def build_loss(
     targets = torch.as_tensor(train_targets, dtype=torch.long)
     alpha = float(options.get("alpha", 1.0))
     return _PeerSoftmax(name, num_classes, losses.SORDLoss(alpha, num_classes, targets))
+
+
+# Public names of this module in emdloss 0.1.0 that now live elsewhere: reading them here warns.
+_MOVED = {
+    "LOSS_NAMES": "emdloss.training",
+    "OUR_LOSS_NAMES": "emdloss.training",
+    "PEER_LOSS_NAMES": "emdloss.training",
+    "TrainingLoss": "emdloss.training",
+    "cumulative_to_probabilities": "emdloss.training._peer_losses",  # internal
+}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

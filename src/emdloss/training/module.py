@@ -14,8 +14,8 @@ from torchmetrics import MeanMetric
 
 from emdloss.decoding import RULES, decode
 from emdloss.metrics import OrdinalMetrics
+from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
-from emdloss.training.losses import TrainingLoss
 
 __all__ = ["OrdinalTask"]
 

@@ -1,52 +1,38 @@
-"""Training runs (compatibility module): :func:`train` writes a run directory, :func:`evaluate`
-and :func:`predict` read one.
+"""Deprecated: the old home of the training entry points (emdloss 0.1.0).
 
-The code lives in modules split by job: :mod:`emdloss.training.rundir` (the run-directory
-contract: file names, writers, readers), ``_build`` (data, task, trainer), ``_train``,
-``_evaluate`` and ``_predict``. This module re-exports their names for code that imported them
-from here.
+Split by job since: :func:`emdloss.training.train`, :func:`~emdloss.training.evaluate`,
+:func:`~emdloss.training.predict`, :func:`~emdloss.training.load_task` and
+:func:`~emdloss.training.load_data` are on the package's face, the run-directory names in
+:mod:`emdloss.training.rundir`. Reading a name here warns (``DeprecationWarning``) and returns
+it from its new home; this module goes in emdloss 0.3.0.
 """
 
 from __future__ import annotations
 
-from emdloss.training._build import (
-    build_task,
-    ignore_expected_warnings,
-    load_data,
-    quiet_lightning_logs,
-)
-from emdloss.training._evaluate import evaluate, load_task
-from emdloss.training._predict import predict
-from emdloss.training._train import launched_rank, train
-from emdloss.training.rundir import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    DATA_FILE,
-    HISTORY_FILE,
-    METRICS_FILE,
-    PREDICTIONS_FILE,
-    RUN_FILES,
-    RunResult,
-    predictions_csv,
-)
+from typing import Any
 
-__all__ = [
-    "CHECKPOINT_DIR",
-    "CONFIG_FILE",
-    "DATA_FILE",
-    "HISTORY_FILE",
-    "METRICS_FILE",
-    "PREDICTIONS_FILE",
-    "RUN_FILES",
-    "RunResult",
-    "build_task",
-    "evaluate",
-    "ignore_expected_warnings",
-    "launched_rank",
-    "load_data",
-    "load_task",
-    "predict",
-    "predictions_csv",
-    "quiet_lightning_logs",
-    "train",
-]
+from emdloss._deprecation import moved_attribute
+
+_RUNDIR = "emdloss.training.rundir"
+_MOVED = {
+    "CHECKPOINT_DIR": _RUNDIR,
+    "CONFIG_FILE": _RUNDIR,
+    "DATA_FILE": _RUNDIR,
+    "HISTORY_FILE": _RUNDIR,
+    "METRICS_FILE": _RUNDIR,
+    "PREDICTIONS_FILE": _RUNDIR,
+    "RUN_FILES": _RUNDIR,
+    "RunResult": _RUNDIR,
+    "predictions_csv": _RUNDIR,
+    "build_task": "emdloss.training._build",  # internal
+    "evaluate": "emdloss.training",
+    "load_data": "emdloss.training",
+    "load_task": "emdloss.training",
+    "predict": "emdloss.training",
+    "quiet_lightning_logs": "emdloss.training",
+    "train": "emdloss.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name, _MOVED)

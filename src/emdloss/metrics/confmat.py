@@ -1,8 +1,8 @@
 """The confusion matrix and the label metrics computed from it (the ``*_from_confmat`` helpers).
 
 Split from :mod:`emdloss.metrics.functional` by job: the functional label metrics and the
-stateful metrics of :mod:`emdloss.metrics` share this code path. Every name stays importable
-from :mod:`emdloss.metrics.functional`, where it is documented.
+stateful metrics of :mod:`emdloss.metrics` share this code path (``confusion_matrix`` is also on
+the package's face, :mod:`emdloss.metrics`).
 """
 
 from __future__ import annotations
