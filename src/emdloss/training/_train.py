@@ -260,6 +260,22 @@ def _train(
         config, dataset, best, progress=config.progress, splits=splits
     )
     best_epoch = int(best["epoch"]) + 1
+    return write_finished_run(config, dataset, threads, history, best_epoch, metrics, eval_task)
+
+
+def write_finished_run(
+    config: TrainConfig,
+    dataset: Any,
+    threads: int,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    evaluated: dict[str, Any],
+    eval_task: OrdinalTask,
+) -> rundir.RunResult:
+    """Write a fitted run's files from its history and its best state's evaluation (``val``
+    and, unless the test is deferred, ``test``): history, predictions, plots, ``metrics.json``
+    last. The per-run path and the grouped engine (:mod:`emdloss.training.grouped`) share it."""
+    run_dir = config.run_dir
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
     metrics = {
         "dataset": config.dataset,
@@ -273,7 +289,7 @@ def _train(
         "monitor_rule": config.monitor_rule,
         "class_names": list(dataset.class_names),
         "threads": threads,
-        **metrics,
+        **evaluated,
         # The constant predictors on the same splits: has the model learned anything?
         "baselines": baseline_scores(dataset),
     }

@@ -411,25 +411,12 @@ def _check_vectorisable(task: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- training
-def _optimizer(config: TrainConfig, params: list[Tensor]) -> torch.optim.Optimizer:
-    # The same construction as OrdinalTask.configure_optimizers, over the stacked tensors.
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.momentum > 0,
-            weight_decay=config.weight_decay,
-        )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
 def _fit(runs: list[_Run], device: torch.device) -> None:
     from emdloss.training._sampling import epoch_seed
 
     config = runs[0].config
     net = _Net([run.task for run in runs], device)
-    optimizer = _optimizer(config, net.parameters())
+    optimizer = runs[0].task.make_optimizer(net.parameters())
     size = len(runs)
     batch = int(config.batch_size)
     x_train = torch.stack([run.tensors["train"][0] for run in runs])
@@ -662,11 +649,8 @@ def _evaluate(run: _Run, splits: tuple[str, ...]) -> tuple[dict[str, Any], Any]:
 
 def _finish(run: _Run) -> rundir.RunResult:
     """Evaluate the best state and write the run's files, as ``train`` does (metrics last)."""
-    from emdloss.training._build import default_model
-    from emdloss.training._context import baseline_scores
-    from emdloss.training._train import _write_plots, _write_test_outputs
+    from emdloss.training._train import write_finished_run
 
-    config, dataset = run.config, run.dataset
     best_checkpoint = {
         **_checkpoint(run, None, 0, None),
         "epoch": run.best_epoch,
@@ -674,30 +658,8 @@ def _finish(run: _Run) -> rundir.RunResult:
         "emdloss_history": [dict(row) for row in run.best_history],
     }
     _write_checkpoint(run, rundir.BEST_CHECKPOINT, best_checkpoint)
-    splits = ("val", "test") if config.evaluate_test else ("val",)
+    splits = ("val", "test") if run.config.evaluate_test else ("val",)
     evaluated, task = _evaluate(run, splits)
-    history = run.history
-    best_epoch = run.best_epoch + 1
-    train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
-    metrics = {
-        "dataset": config.dataset,
-        "loss": config.loss,
-        "model": config.model or default_model(dataset),
-        "seed": config.seed,
-        "best_epoch": best_epoch,
-        "epochs": len(history),
-        "train_seconds": train_seconds,
-        "monitor": f"val_{config.monitor}",
-        "monitor_rule": config.monitor_rule,
-        "class_names": list(dataset.class_names),
-        "threads": run.threads,
-        **evaluated,
-        "baselines": baseline_scores(dataset),
-    }
-    rundir.write_history(run.run_dir, history)
-    if config.evaluate_test:
-        _write_test_outputs(run.run_dir, task, dataset, history, best_epoch)
-    else:
-        _write_plots(run.run_dir, task, dataset, history, None, None, best_epoch=best_epoch)
-    rundir.write_metrics(run.run_dir, metrics)
-    return rundir.RunResult(run.run_dir, config, metrics, best_epoch, train_seconds)
+    return write_finished_run(
+        run.config, run.dataset, run.threads, run.history, run.best_epoch + 1, evaluated, task
+    )

@@ -226,7 +226,11 @@ class OrdinalTask(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        return self.make_optimizer([p for p in self.parameters() if p.requires_grad])
+
+    def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        """This task's optimiser over ``params`` (its own, or the grouped engine's stacked ones:
+        AdamW and SGD update elementwise)."""
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(
                 params,
