@@ -145,11 +145,20 @@ def test_one_diverging_run_fails_alone(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_grouped_runs_evaluate_like_trained_runs(tmp_path: Path) -> None:
-    from emdloss.training import evaluate
+    from emdloss.training import evaluate, run_deferred_test
 
     train_group([_config(tmp_path, "emd2", 0)])
     again = evaluate(tmp_path / "emd2_0", progress=False)
     assert again["test"] == _metrics(tmp_path / "emd2_0")["test"]
+    # A grid's runs train without their test split; the chosen ones are tested afterwards.
+    train_group([_config(tmp_path / "deferred", "emd2", 0, evaluate_test=False)])
+    deferred = tmp_path / "deferred" / "emd2_0"
+    assert "test" not in _metrics(deferred)
+    run_deferred_test(deferred)
+    assert _metrics(deferred) == _metrics(tmp_path / "emd2_0")
+    assert (deferred / "predictions_test.csv").read_text() == (
+        tmp_path / "emd2_0" / "predictions_test.csv"
+    ).read_text()
 
 
 def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
