@@ -13,6 +13,7 @@ import torch
 import emdloss
 from emdloss import _ordinal
 from emdloss import functional as EF
+from emdloss.ground import ordinal_ground_distance
 
 
 def _run_in_thread(fn: object) -> list[object]:
@@ -110,3 +111,39 @@ def test_ground_distance_cache_is_per_thread() -> None:
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("squared_emd", lambda x, y: EF.squared_emd(x, y)),
+        ("squared_emd positions", lambda x, y: EF.squared_emd(x, y, positions=[0, 1, 3, 4])),
+        ("emd", lambda x, y: EF.emd(x, y)),
+        ("emd p=2", lambda x, y: EF.emd(x, y, p=2)),
+        ("ground_emd", lambda x, y: EF.ground_emd(x, y, ordinal_ground_distance(4))),
+    ],
+)
+def test_the_implementation_is_chosen_once_per_call(
+    name: str, call: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 19): squared_emd read the setting and the environment twice per call,
+    in functional and again in _ordinal; now _ordinal.choose decides once and passes it on."""
+    from emdloss import _cpu_kernel
+
+    reads = {"setting": 0, "environment": 0}
+    setting, mode = _ordinal.current_implementation, _cpu_kernel.mode
+
+    def counted_setting() -> str:
+        reads["setting"] += 1
+        return setting()
+
+    def counted_mode() -> str:
+        reads["environment"] += 1
+        return mode()
+
+    monkeypatch.setattr(_ordinal, "current_implementation", counted_setting)
+    monkeypatch.setattr(_cpu_kernel, "mode", counted_mode)
+    monkeypatch.delenv("EMDLOSS_CPU_KERNEL", raising=False)
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 1])
+    call(x, y)  # type: ignore[operator]
+    assert reads == {"setting": 1, "environment": 1}, name

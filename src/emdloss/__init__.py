@@ -84,12 +84,9 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 
-# Submodules that the eager root used to import: ``emdloss.ground`` after ``import emdloss``
-# keeps working.
-_SUBMODULES = frozenset(
-    {"losses", "ground", "recipe", "decoding", "_ordinal", "_validation", "_cpu_kernel"}
-    | {"_sinkhorn", "errors"}
-)
+# Public submodules that the eager root used to import: ``emdloss.ground`` after ``import
+# emdloss`` keeps working. (Private ones are imported by name, ``from emdloss import _ordinal``.)
+_SUBMODULES = frozenset({"losses", "ground", "recipe", "decoding", "errors"})
 
 
 def __getattr__(name: str) -> Any:

@@ -72,6 +72,7 @@ from emdloss._ordinal_fused import (
 __all__ = [
     "IMPLEMENTATIONS",
     "cdf_loss",
+    "choose",
     "current_implementation",
     "gap_weights",
     "implementation",
@@ -134,9 +135,7 @@ def current_implementation() -> str:
     name = _IMPL.get()
     if name is not None:
         return name
-    if _cpu_kernel.mode() == "1" and _cpu_kernel.build():
-        return "cpp"
-    return "fused"
+    return "cpp" if _cpu_kernel.ensure() else "fused"
 
 
 def gap_weights(positions: Tensor) -> Tensor:
@@ -152,26 +151,36 @@ def gap_weights(positions: Tensor) -> Tensor:
 
 # ------------------------------------------------------------------------------ the dispatch table
 #
-# One table per formula maps the implementation in effect (current_implementation()) to the code
-# that computes it. "cpp" differs from "fused" only for squared_emd (see squared_emd_cpu), so
-# both map to the fused kernels here. Two cases override the table: under torch.compile the
-# fused eager Function becomes the torch.library op (what the compiler can trace), and a
-# class parameter that needs a gradient (gaps from positions, cost rows from a learned ground
-# distance) takes the reference path, because the analytic backward differentiates the scores
-# and the target only.
+# The implementation that runs a call is chosen once per call, by choose() (the only reader of
+# the torch.compile state, the context variable and EMDLOSS_CPU_KERNEL), and passed down: the
+# public functionals choose before they dispatch, and cdf_loss/linear_loss take the choice.
+# One table per formula maps it to the code that computes it. "cpp" differs from "fused" only
+# for squared_emd (emdloss.functional runs the C++ kernel of emdloss._ordinal_cpu first), so
+# both map to the fused kernels here.
 
 
-def _kernel_for(parameter: Tensor | None) -> str:
+def choose(parameter: Tensor | None = None) -> str:
+    """The implementation that runs one call: one of :data:`IMPLEMENTATIONS`.
+
+    :func:`current_implementation`, except in two cases that override it: a class parameter
+    that needs a gradient (gaps from trainable positions, cost rows of a learned ground
+    distance) takes ``"reference"``, because the analytic backward differentiates the scores
+    and the target only; under :func:`torch.compile` the traceable ``"library"`` op runs,
+    decided before the setting is read (Dynamo in torch 2.5 cannot trace ``ContextVar.get``).
+
+    Examples
+    --------
+    >>> with implementation("reference"):
+    ...     choose(), choose(torch.ones(3, requires_grad=True))
+    ('reference', 'reference')
+    >>> choose(torch.ones(3, requires_grad=True))
+    'reference'
+    """
     if parameter is not None and parameter.requires_grad:
         return "reference"
-    # Under torch.compile the traceable op, decided before current_implementation(): Dynamo in
-    # torch 2.5 cannot trace the ContextVar.get behind it.
     if torch.compiler.is_compiling():
         return "library"
-    name = current_implementation()
-    if name in ("reference", "library"):
-        return name
-    return "fused"
+    return current_implementation()
 
 
 def _cdf_fused(
@@ -204,12 +213,14 @@ def _linear_reference(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -
 
 _CDF_KERNELS: dict[str, Callable[..., Tensor]] = {
     "fused": _cdf_fused,
+    "cpp": _cdf_fused,
     "library": _cdf_library,
     "reference": _cdf_reference,
 }
 # linear_loss has no torch.library op: under torch.compile its plain formula is traced.
 _LINEAR_KERNELS: dict[str, Callable[..., Tensor]] = {
     "fused": _linear_fused,
+    "cpp": _linear_fused,
     "library": _linear_reference,
     "reference": _linear_reference,
 }
@@ -226,14 +237,16 @@ def cdf_loss(
     squared: bool,
     input_type: str,
     sum_scale: float | None = None,
+    chosen: str | None = None,
 ) -> Tensor:
     r"""Per-row CDF distance :math:`\sum_k w_k D_k^2` (``squared``) or :math:`\sum_k w_k |D_k|`.
 
     ``gaps`` is the vector :math:`w` (None: all ones; for the L1 form the last term is always
     dropped). No normalisation constant is applied. With ``sum_scale`` the result is the sum
     over rows times ``sum_scale`` (a plain sum/mean reduction, folded into the fused kernel so
-    that its backward needs no per-row gradient). Gradients flow to ``x`` and to a floating
-    ``target``.
+    that its backward needs no per-row gradient). ``chosen`` is the implementation the caller
+    already chose with :func:`choose` (None: choose now). Gradients flow to ``x`` and to a
+    floating ``target``.
 
     Examples
     --------
@@ -243,24 +256,30 @@ def cdf_loss(
     >>> cdf_loss(x, torch.tensor([2]), None, squared=False, input_type="probs")
     tensor([1.3000])
     """
-    kernel = _CDF_KERNELS[_kernel_for(gaps)]
+    kernel = _CDF_KERNELS[choose(gaps) if chosen is None else chosen]
     return kernel(x, target, gaps, squared, input_type, sum_scale)
 
 
 def linear_loss(
-    x: Tensor, cost_rows: Tensor, input_type: str, *, sum_scale: float | None = None
+    x: Tensor,
+    cost_rows: Tensor,
+    input_type: str,
+    *,
+    sum_scale: float | None = None,
+    chosen: str | None = None,
 ) -> Tensor:
     r"""Per-row :math:`\sum_i p_i G_i`: the EMD to a one-hot target :math:`y` when :math:`G_i = D_{iy}`.
 
     ``cost_rows`` has ``x``'s shape. With ``sum_scale`` the result is the sum over rows times
-    ``sum_scale``. Analytic backward (plain autograd when ``cost_rows`` itself needs a gradient).
+    ``sum_scale``; ``chosen`` as for :func:`cdf_loss`. Analytic backward (plain autograd when
+    ``cost_rows`` itself needs a gradient).
 
     Examples
     --------
     >>> linear_loss(torch.tensor([[0.5, 0.3, 0.2]]), torch.tensor([[2.0, 1.0, 0.0]]), "probs")
     tensor([1.3000])
     """
-    kernel = _LINEAR_KERNELS[_kernel_for(cost_rows)]
+    kernel = _LINEAR_KERNELS[choose(cost_rows) if chosen is None else chosen]
     return kernel(x, cost_rows, input_type, sum_scale)
 
 

@@ -49,7 +49,7 @@ def squared_emd_cpu(
     True
     """
     if (
-        not (_cpu_kernel._state.get("loaded") or _cpu_kernel.is_loaded())
+        not _cpu_kernel.is_loaded()
         or x.device.type != "cpu"
         or target.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)

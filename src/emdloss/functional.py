@@ -182,12 +182,24 @@ def _folded_scale(batch: _Batch, scale: float) -> float | None:
 
 
 def _cdf_reduced(
-    batch: _Batch, gaps: Tensor | None, *, squared: bool, input_type: str, scale: float
+    batch: _Batch,
+    gaps: Tensor | None,
+    *,
+    squared: bool,
+    input_type: str,
+    scale: float,
+    chosen: str | None = None,
 ) -> Tensor:
-    """The CDF loss of a batch, reduced."""
+    """The CDF loss of a batch, reduced (``chosen``: the implementation, if already chosen)."""
     folded = _folded_scale(batch, scale)
     out = _ordinal.cdf_loss(
-        batch.x, batch.target, gaps, squared=squared, input_type=input_type, sum_scale=folded
+        batch.x,
+        batch.target,
+        gaps,
+        squared=squared,
+        input_type=input_type,
+        sum_scale=folded,
+        chosen=chosen,
     )
     return out.to(batch.out_dtype) if folded is not None else _reduce(out, batch, scale)
 
@@ -316,16 +328,14 @@ def squared_emd(
     scale = V.normalization_scale(normalization, batch.num_classes)
     pos = _positions(positions, batch)
     gaps = _ordinal.gap_weights(pos) if pos is not None else None
-    if (
-        batch.index
-        and input_type == "logits"
-        and not torch.compiler.is_compiling()  # before the ContextVar read (torch 2.5 Dynamo)
-        and _ordinal.current_implementation() == "cpp"
-    ):
+    chosen = _ordinal.choose(gaps)  # once per call: the C++ kernel or the table's
+    if chosen == "cpp" and batch.index and input_type == "logits":
         out = _squared_emd_kernel(batch, target, gaps, scale, ignore_index)
         if out is not None:
             return out
-    return _cdf_reduced(batch, gaps, squared=True, input_type=input_type, scale=scale)
+    return _cdf_reduced(
+        batch, gaps, squared=True, input_type=input_type, scale=scale, chosen=chosen
+    )
 
 
 def _squared_emd_kernel(

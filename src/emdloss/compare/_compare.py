@@ -171,7 +171,7 @@ def compare(
         Runs in parallel (processes), each with ``cores // jobs`` torch threads.
     train_options : Mapping, optional
         :class:`emdloss.training.TrainConfig` fields shared by every run (``epochs``, ``model``,
-        ``batch_size``, ``lr``, ``data_dir``, ...); they replace :data:`DATASET_DEFAULTS`.
+        ``batch_size``, ``lr``, ``data_dir``, ...); they replace ``emdloss.compare.DATASET_DEFAULTS``.
     progress : bool, default True
         Progress bar over runs.
     train_fn : callable, optional

@@ -33,20 +33,6 @@ CLASS_NAMES = ["0-2", "4-6", "8-13", "15-20", "25-32", "38-43", "48-53", "60+"]
 POSITIONS = [1.0, 5.0, 10.5, 17.5, 28.5, 40.5, 50.5, 65.0]
 NUM_FOLDS = 5
 FOLD_FILE = "fold_{k}_data.txt"
-COLUMNS = (
-    "user_id",
-    "original_image",
-    "face_id",
-    "age",
-    "gender",
-    "x",
-    "y",
-    "dx",
-    "dy",
-    "tilt_ang",
-    "fiducial_yaw_angle",
-    "fiducial_score",
-)
 # How the fold files write the 8 groups (the third as "(8, 12)", the last as "(60, 100)").
 _STANDARD_TUPLES = frozenset(
     {(0, 2), (4, 6), (8, 12), (8, 13), (15, 20), (25, 32), (38, 43), (48, 53), (60, 100)}

@@ -78,7 +78,7 @@ def _distance(num_classes: int, positions: Tensor | None, device: torch.device) 
 
 
 def accuracy_from_confmat(confmat: Tensor) -> Tensor:
-    """Exact accuracy ``trace(M) / sum(M)`` from a confusion matrix (see :func:`accuracy`).
+    """Exact accuracy ``trace(M) / sum(M)`` from a confusion matrix (see :func:`~emdloss.metrics.functional.accuracy`).
 
     Examples
     --------
@@ -90,7 +90,7 @@ def accuracy_from_confmat(confmat: Tensor) -> Tensor:
 
 
 def one_off_accuracy_from_confmat(confmat: Tensor) -> Tensor:
-    """Share of samples with ``|pred - true| <= 1`` (see :func:`one_off_accuracy`).
+    """Share of samples with ``|pred - true| <= 1`` (see :func:`~emdloss.metrics.functional.one_off_accuracy`).
 
     Examples
     --------
@@ -104,7 +104,7 @@ def one_off_accuracy_from_confmat(confmat: Tensor) -> Tensor:
 
 def mean_absolute_error_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor:
     """MAE in class (or position) units from a confusion matrix (see
-    :func:`mean_absolute_error`).
+    :func:`~emdloss.metrics.functional.mean_absolute_error`).
 
     Examples
     --------
@@ -120,7 +120,7 @@ def mean_absolute_error_from_confmat(confmat: Tensor, positions: Any = None) -> 
 
 def root_mean_squared_error_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor:
     """RMSE in class (or position) units from a confusion matrix (see
-    :func:`root_mean_squared_error`).
+    :func:`~emdloss.metrics.functional.root_mean_squared_error`).
 
     Examples
     --------
@@ -133,7 +133,7 @@ def root_mean_squared_error_from_confmat(confmat: Tensor, positions: Any = None)
 
 
 def per_class_mae_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor:
-    """MAE of each true class; NaN for a class with no sample (see :func:`per_class_mae`).
+    """MAE of each true class; NaN for a class with no sample (see :func:`~emdloss.metrics.functional.per_class_mae`).
 
     Examples
     --------
@@ -149,7 +149,7 @@ def per_class_mae_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor
 
 
 def average_mae_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor:
-    """Macro-averaged MAE over the true classes present (see :func:`average_mae`).
+    """Macro-averaged MAE over the true classes present (see :func:`~emdloss.metrics.functional.average_mae`).
 
     Examples
     --------
@@ -163,7 +163,7 @@ def average_mae_from_confmat(confmat: Tensor, positions: Any = None) -> Tensor:
 
 def quadratic_weighted_kappa_from_confmat(confmat: Tensor) -> Tensor:
     """Cohen's kappa with quadratic weights from a confusion matrix (see
-    :func:`quadratic_weighted_kappa`).
+    :func:`~emdloss.metrics.functional.quadratic_weighted_kappa`).
 
     Examples
     --------
