@@ -237,3 +237,22 @@ def test_ray_sends_groups_and_matches_local(
     again = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
     assert sorted(r.status for r in again.records) == ["done"] + ["skipped"] * 3
     assert _rows(tmp_path / "local") == _rows(tmp_path / "ray")
+
+
+def test_a_grouped_checkpoint_is_never_resumed(tmp_path: Path) -> None:
+    from emdloss.compare._plan import RunSpec
+    from emdloss.compare._runner import execute
+    from emdloss.errors import UserError
+
+    config = _config(tmp_path, "ce", 0)
+    train_group([config])
+    run_dir = Path(config.output)
+    finished = _metrics(run_dir)
+    (run_dir / rundir.METRICS_FILE).unlink()  # as if interrupted after the checkpoints
+    with pytest.raises(UserError, match="grouped engine"):
+        train(TrainConfig.from_dict({"resume": True}, base=config))
+    # The per-run engine trains such a run again from the start (the same numbers).
+    options = {**BUDGET, "progress": False}
+    record = execute(RunSpec("lev", "ce", 0), run_dir, options, None)
+    assert record.status == "done"
+    assert _metrics(run_dir) == finished

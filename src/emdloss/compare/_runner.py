@@ -181,18 +181,13 @@ def _execute(
     if record is not None:
         return record
     train = train_fn if train_fn is not None else _default_train()
+    # The grouped engine's checkpoints hold no loop state: such a run starts again.
     resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
+    resume = resume and not _grouped_checkpoint(run_dir)
     if run_dir.exists() and not resume:
-        kept = _checkpoints(run_dir)
-        if kept:
-            # Trained weights are never deleted: a human decides what to do with them.
-            message = (
-                f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "
-                "from; move it away (or delete it) to train this run again"
-            )
-            _record_failure(run_dir, message + "\n")
-            return RunRecord(spec, run_dir, "failed", error=message)
-        shutil.rmtree(run_dir)  # half-written, no checkpoint: start again from scratch
+        failed = _clear_unfinished(spec, run_dir)
+        if failed is not None:
+            return failed
     if resume:
         remove_stale_temporaries(run_dir)  # of the write the interruption cut short
     start = time.perf_counter()
@@ -244,11 +239,29 @@ def _grouped_checkpoint(run_dir: Path) -> bool:
     state to resume from; the grouped engine trains such a run again from the start)."""
     from emdloss.training.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, load_checkpoint
 
+    if not (run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        return False
     try:
         checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
     except (OSError, ValueError):
         return False
     return bool(checkpoint.get("emdloss_engine") == "grouped")
+
+
+def _clear_unfinished(spec: RunSpec, run_dir: Path) -> RunRecord | None:
+    """Remove a half-written run directory to train it again; a failed record instead when it
+    holds checkpoints it cannot resume from (other than the grouped engine's)."""
+    kept = _checkpoints(run_dir)
+    if kept and not _grouped_checkpoint(run_dir):
+        # Trained weights are never deleted: a human decides what to do with them.
+        message = (
+            f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "
+            "from; move it away (or delete it) to train this run again"
+        )
+        _record_failure(run_dir, message + "\n")
+        return RunRecord(spec, run_dir, "failed", error=message)
+    shutil.rmtree(run_dir)  # half-written: start again from scratch
+    return None
 
 
 def execute_group(
@@ -289,16 +302,9 @@ def _execute_group(members: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]]) -
             records[k] = record
             continue
         if run_dir.exists():
-            kept = _checkpoints(run_dir)
-            if kept and not _grouped_checkpoint(run_dir):
-                message = (
-                    f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to "
-                    "resume from; move it away (or delete it) to train this run again"
-                )
-                _record_failure(run_dir, message + "\n")
-                records[k] = RunRecord(spec, run_dir, "failed", error=message)
+            records[k] = _clear_unfinished(spec, run_dir)
+            if records[k] is not None:
                 continue
-            shutil.rmtree(run_dir)  # half-written: start again from scratch
         todo.append(k)
     start = time.perf_counter()
     configs = []

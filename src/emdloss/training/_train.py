@@ -186,7 +186,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
         if ckpt_path is not None:
             # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
             # reads it (one clear error, whatever Lightning's own loader would do).
-            rundir.load_checkpoint(ckpt_path)
+            if rundir.load_checkpoint(ckpt_path).get("emdloss_engine") == "grouped":
+                raise UserError(
+                    f"cannot resume {run_dir}: its checkpoint was written by compare's grouped "
+                    "engine, which keeps no training-loop state; train it again (--overwrite)"
+                )
             if launched_rank() == 0:
                 # The temporaries of the write that the interruption cut short.
                 remove_stale_temporaries(run_dir)
