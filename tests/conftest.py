@@ -12,10 +12,12 @@ a module that could not be imported into a failure, so the full run never hides 
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -118,3 +120,64 @@ def load_script() -> Callable[[str], ModuleType]:
         return module
 
     return load
+
+
+# The runner of two_gloo_ranks: each rank joins the group, calls the test's work(rank, data) and
+# saves what it returns.
+_GLOO_RUNNER = textwrap.dedent(
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+
+    def run(index, first_rank, world, init, data_file, out_dir):
+        rank = first_rank + index
+        if rank > 0:  # a spawned child: leave the test process's settings alone
+            torch.set_num_threads(1)
+        timeout = datetime.timedelta(seconds=120)
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
+        try:
+            out = work(rank, torch.load(data_file, weights_only=False))
+            torch.save(out, f"{out_dir}/out{rank}.pt")
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
+    """
+)
+
+
+@pytest.fixture
+def two_gloo_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str, object], list[Mapping[str, torch.Tensor]]]:
+    """Run ``work(rank, data) -> dict of tensors``, defined by the source text ``source``, on
+    two gloo processes (rank 0 in this process, which saves a slow import; rank 1 spawned) and
+    return each rank's dict. ``data`` reaches both through ``torch.save``."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    def run(source: str, data: object) -> list[Mapping[str, torch.Tensor]]:
+        name = f"emdloss_gloo_worker_{tmp_path.name}"
+        (tmp_path / f"{name}.py").write_text(_GLOO_RUNNER + textwrap.dedent(source))
+        torch.save(data, tmp_path / "data.pt")
+        monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
+        worker = importlib.import_module(name)
+        init = f"file://{tmp_path / 'rendezvous'}"
+        files = (str(tmp_path / "data.pt"), str(tmp_path))
+        ctx = mp.start_processes(
+            worker.run, args=(1, 2, init, *files), nprocs=1, join=False, start_method="spawn"
+        )
+        try:
+            assert not dist.is_initialized()
+            worker.run(0, 0, 2, init, *files)
+            assert ctx.join(timeout=120), "rank 1 did not finish"
+        finally:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+        assert not dist.is_initialized()
+        return [torch.load(tmp_path / f"out{rank}.pt") for rank in (0, 1)]
+
+    return run

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-import textwrap
 import warnings
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 pytest.importorskip("torchmetrics")  # emdloss.metrics' stateful metrics: the train extra
 pytest.importorskip("dlordinal")  # oracles
@@ -373,75 +372,38 @@ def test_bad_input_is_refused_with_the_offending_value() -> None:
 # ---------------------------------------------------------------------------------------------
 # DDP: two gloo processes give the values of one process on all the data
 # ---------------------------------------------------------------------------------------------
-WORKER = textwrap.dedent(
-    """
-    import datetime
-
-    import torch
-    import torch.distributed as dist
-
+WORK = """
     from emdloss.metrics import OrdinalMetrics
 
 
-    def run(index, first_rank, world, init, data_file, out_dir):
-        rank = first_rank + index
-        if rank > 0:  # a spawned child: leave the test process's settings alone
-            torch.set_num_threads(1)
-        timeout = datetime.timedelta(seconds=120)
-        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world, timeout=timeout)
-        try:
-            probs, target, positions, shards = torch.load(data_file)
-            metric = OrdinalMetrics(probs.shape[1], positions=positions)
-            for idx in shards[rank].split(5):  # uneven shards, several batches each
-                metric.update(probs[idx], target[idx])
-            out = {k: v.clone() for k, v in metric.compute().items()}
-            # compute() synchronised and then restored the local states
-            out["local_total"] = metric.confmat.sum().clone()
-            torch.save(out, f"{out_dir}/out{rank}.pt")
-            dist.barrier()
-        finally:
-            dist.destroy_process_group()
-    """
-)
+    def work(rank, data):
+        probs, target, positions, shards = data
+        metric = OrdinalMetrics(probs.shape[1], positions=positions)
+        for idx in shards[rank].split(5):  # uneven shards, several batches each
+            metric.update(probs[idx], target[idx])
+        out = {k: v.clone() for k, v in metric.compute().items()}
+        # compute() synchronised and then restored the local states
+        out["local_total"] = metric.confmat.sum().clone()
+        return out
+"""
 
 
 @pytest.mark.ddp
 @pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
 )
-def test_ddp_two_gloo_processes_match_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_ddp_two_gloo_processes_match_one_process(two_gloo_ranks: Callable[..., Any]) -> None:
     target, probs, _ = _sample(21, 47, 5)
     target[target == 3] = 2  # class 3 absent everywhere; class 4 only on rank 1 below
     order = torch.argsort(target, stable=True)
     shards = [order[:17], order[17:]]
     positions = [0.0, 1.0, 2.5, 4.0, 8.0]
-    torch.save((probs.float(), target, positions, shards), tmp_path / "data.pt")
-    (tmp_path / "emdloss_ddp_metrics_worker.py").write_text(WORKER)
-    monkeypatch.syspath_prepend(str(tmp_path))  # spawned children get the parent's sys.path
-    import emdloss_ddp_metrics_worker as worker  # type: ignore[import-not-found]
-
-    init = f"file://{tmp_path / 'rendezvous'}"
-    files = (str(tmp_path / "data.pt"), str(tmp_path))
-    # Rank 1 is a spawned process; rank 0 runs here, which saves one slow torchmetrics import.
-    ctx = mp.start_processes(
-        worker.run, args=(1, 2, init, *files), nprocs=1, join=False, start_method="spawn"
-    )
-    try:
-        assert not dist.is_initialized()
-        worker.run(0, 0, 2, init, *files)
-        assert ctx.join(timeout=120), "rank 1 did not finish"
-    finally:
-        for proc in ctx.processes:
-            if proc.is_alive():
-                proc.kill()
-    assert not dist.is_initialized()
+    outputs = two_gloo_ranks(WORK, (probs.float(), target, positions, shards))
     single = OrdinalMetrics(5, positions=positions)
     single.update(probs.float(), target)
     expected = single.compute()
     for rank, shard in enumerate(shards):
-        out = torch.load(tmp_path / f"out{rank}.pt")
+        out = dict(outputs[rank])
         assert int(out.pop("local_total")) == len(shard)
         assert set(out) == set(expected)
         for key, value in expected.items():

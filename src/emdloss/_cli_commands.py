@@ -185,7 +185,7 @@ def _predict(args: argparse.Namespace) -> int:
     from emdloss.training import predict
     from emdloss.training.rundir import predictions_csv
 
-    rows = predict(args.run_dir, args.inputs, output=args.output)
+    rows = predict(args.run_dir, args.inputs, output=args.output, overwrite=args.overwrite)
     if rows and "conformal_set" in rows[0]:
         from emdloss.training import conformal_summary
         from emdloss.training.rundir import read_calibration
@@ -209,7 +209,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from emdloss.integrations.onnx import export_onnx
 
-    model, sidecar = export_onnx(args.run_dir, args.output, rule=args.rule, opset=args.opset)
+    model, sidecar = export_onnx(
+        args.run_dir, args.output, rule=args.rule, opset=args.opset, overwrite=args.overwrite
+    )
     print(f"wrote {model} and {sidecar}", file=sys.stderr)
     return 0
 

@@ -111,12 +111,17 @@ def _key_value(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        import yaml
+        import yaml  # noqa: F401 - only whether it is installed
     except ImportError:  # a minimal install: the value stays a string
         return key.strip().replace("-", "_"), value
+    from emdloss._yaml import UnsafeYAMLError, load_yaml
+    from emdloss.errors import UserError
+
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
+        parsed = load_yaml(value, f"{key.strip()}={value[:40]}") if value.strip() else ""
+    except UnsafeYAMLError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    except UserError:  # not YAML: the value is the text itself
         parsed = value
     return key.strip().replace("-", "_"), parsed
 
@@ -308,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUTS", help="image files/folders or CSV files"
     )
     predict.add_argument("--output", "-o", help="write the predictions CSV here")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
+    )
 
     export = commands.add_parser(
         "export",
@@ -323,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", required=True, help="the file to write, e.g. model.onnx")
     export.add_argument("--rule", help="prediction rule of the label output (default: the run's)")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing --output and sidecar files"
+    )
 
     compare = commands.add_parser(
         "compare",

@@ -134,8 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             quiet_lightning_logs()
         with _one_line_warnings(prefix):
             return handlers[args.command](args)
-    except KeyboardInterrupt:
-        print("emdloss: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as error:
+        # A RunInterrupted names the run and how to continue it.
+        detail = " ".join(str(error).split())
+        print(f"{prefix}: interrupted" + (f": {detail}" if detail else ""), file=sys.stderr)
         return 130
     except ModuleNotFoundError as error:
         if not _missing_extra(error):

@@ -28,6 +28,7 @@ from emdloss._atomic import (
     write_text,
 )
 from emdloss.data._download import download_file
+from emdloss.errors import UserError
 
 SRC = Path(_atomic.__file__).resolve().parents[1]
 
@@ -193,7 +194,8 @@ def test_failed_write_leaves_previous_file_and_no_temporary(tmp_path: Path) -> N
     def fail(handle: object) -> None:
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError, match="No space"):
+    # A full disk is the user's to fix: one UserError naming the file (issue 21, item 17).
+    with pytest.raises(UserError, match=r"cannot write .*m\.json: No space left on device"):
         atomic_write(target, fail)  # type: ignore[arg-type]
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]

@@ -115,11 +115,11 @@ def test_failed_resume_with_the_real_trainer_keeps_the_checkpoint(
     real_atomic_path = _atomic.atomic_path
 
     @contextlib.contextmanager
-    def disk_full(path: Any) -> Iterator[Path]:
+    def disk_full(path: Any, **kwargs: Any) -> Iterator[Path]:
         # Every file the run would write fails as on a full disk; compare's own files do not.
         if Path(path).resolve().is_relative_to(run_dir.resolve()):
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        with real_atomic_path(path) as tmp:
+        with real_atomic_path(path, **kwargs) as tmp:
             yield tmp
 
     monkeypatch.setattr(_atomic, "atomic_path", disk_full)

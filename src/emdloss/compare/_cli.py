@@ -155,7 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """Train options: the --config file, then --set KEY=VALUE, then the named flags."""
-    import yaml
+    from emdloss._yaml import load_yaml
 
     options: dict[str, Any] = {}
     path = getattr(args, "train_config", None)
@@ -163,10 +163,7 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"config file not found: {file}")
-        try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+        loaded = load_yaml(file.read_text(encoding="utf-8"), f"config file {file}") or {}
         if not isinstance(loaded, Mapping):
             raise ValueError(f"config file {file} must hold a mapping of options at top level")
         options.update({str(k).replace("-", "_"): v for k, v in loaded.items()})
@@ -176,7 +173,7 @@ def _options_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         name = key.strip().replace("-", "_")
         # Mapping options (data_options, loss_options) are given inline: --set loss_options={alpha: 2}
-        options[name] = yaml.safe_load(text) if name.endswith("_options") else text
+        options[name] = load_yaml(text, f"--set {name}") if name.endswith("_options") else text
     for flag, _, _ in _PASSTHROUGH:
         name = flag[2:].replace("-", "_")
         value = getattr(args, name, None)
@@ -225,8 +222,22 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else default_output(datasets)
     # Looked up at call time, so that a patched emdloss.compare._compare.compare is used.
     from emdloss.compare import _compare
+    from emdloss.errors import RunInterrupted
 
-    result = _compare.compare(
+    try:
+        result = _run_compare(_compare, args, datasets, output)
+    except KeyboardInterrupt:
+        raise RunInterrupted(
+            f"compare into {output} stopped; finished runs are kept and the interrupted ones "
+            "resume from their last epoch: run the same command again"
+        ) from None
+    print(result.summary)
+    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
+    return 1 if result.failed else 0
+
+
+def _run_compare(module: Any, args: argparse.Namespace, datasets: Any, output: Path) -> Any:
+    return module.compare(
         datasets,
         args.losses or DEFAULT_LOSSES,
         args.seeds if args.seeds is not None else DEFAULT_SEEDS,
@@ -245,6 +256,3 @@ def run(args: argparse.Namespace) -> int:
         ray_address=getattr(args, "ray_address", None),
         engine=getattr(args, "engine", "grouped"),
     )
-    print(result.summary)
-    print(f"Wrote {', '.join(str(p) for p in result.files)} ({result.wall_seconds:.0f} s).")
-    return 1 if result.failed else 0

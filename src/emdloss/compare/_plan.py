@@ -473,10 +473,10 @@ def apply_setting(options: Mapping[str, Any], setting: Setting) -> dict[str, Any
     for key, value in setting:
         base, dot, sub = key.partition(".")
         if dot:
-            import yaml
+            from emdloss._yaml import load_yaml
 
             merged = dict(out.get(base) or {})
-            merged[sub] = yaml.safe_load(value)
+            merged[sub] = load_yaml(value, f"setting {key}")
             out[base] = merged
         else:
             out[key] = value

@@ -108,12 +108,32 @@ def _has_checkpoint(run_dir: Path) -> bool:
     return any(p.name == "last.ckpt" for p in _checkpoints(run_dir))
 
 
+def _first_epoch_only(checkpoints: Sequence[Path]) -> bool:
+    """Whether every checkpoint is of the first epoch, so that restarting loses at most it.
+
+    A run writes ``best.ckpt`` and then ``last.ckpt`` at the end of every epoch, each
+    atomically; one without ``last.ckpt`` was stopped in between, which leaves a lone
+    ``best.ckpt`` only in the first epoch (later ones keep the previous ``last.ckpt``).
+    Unreadable files count as more: they are kept for a human to look at.
+    """
+    from emdloss.training.rundir import load_checkpoint
+
+    for path in checkpoints:
+        try:
+            epoch = load_checkpoint(path).get("epoch")
+        except (OSError, ValueError):
+            return False
+        if not isinstance(epoch, int) or epoch != 0:
+            return False
+    return True
+
+
 def _record_failure(run_dir: Path, message: str) -> None:
     # The traceback goes to error.txt. Failing to write it (a full disk is one reason runs
     # fail) must not stop the comparison: the message is in the run's record either way.
     try:
         write_text(run_dir / "error.txt", message)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the UserError of a full disk (emdloss._atomic)
         pass
 
 
@@ -252,7 +272,11 @@ def _clear_unfinished(spec: RunSpec, run_dir: Path) -> RunRecord | None:
     """Remove a half-written run directory to train it again; a failed record instead when it
     holds checkpoints it cannot resume from (other than the grouped engine's)."""
     kept = _checkpoints(run_dir)
-    if kept and not _grouped_checkpoint(run_dir):
+    if kept and (_grouped_checkpoint(run_dir) or _first_epoch_only(kept)):
+        # The grouped engine's (no loop state), or cut short between best.ckpt and last.ckpt of
+        # its first epoch (a full disk, a kill): the restart repeats at most that epoch.
+        kept = []
+    if kept:
         # Trained weights are never deleted: a human decides what to do with them.
         message = (
             f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "

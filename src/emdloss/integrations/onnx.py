@@ -16,9 +16,12 @@ The ONNX graph takes the *raw* inputs that ``emdloss predict`` takes and does wh
 Outputs: ``probabilities`` (float32, ``(N, C)``, columns in class order) and ``label`` (int64,
 ``(N,)``, the class index chosen by the prediction rule, the same arithmetic as
 :func:`emdloss.decode`). A JSON sidecar (``<output>.json``) names the classes, the rule, the
-inputs and outputs and the opset. The graph is written by the dynamo exporter
-(``torch.onnx.export(..., dynamo=True)``, no TorchScript) at opset :data:`DEFAULT_OPSET`; the
-batch dimension is dynamic. Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
+inputs and outputs and the opset the file holds. The graph is written by the dynamo exporter
+(``torch.onnx.export(..., dynamo=True)``, no TorchScript) at opset :data:`DEFAULT_OPSET`, or
+any opset from :data:`MIN_OPSET` to the newest the installed ``onnx`` knows (others are refused
+before anything runs: below 18 the exporter's down-conversion fails and it silently writes 18);
+the batch dimension is dynamic. The output is never written inside a run directory, nor over an
+existing file unless ``overwrite=True`` (``--overwrite``). Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from emdloss.decoding import RULES
 __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
+    "MIN_OPSET",
     "decode_exportable",
     "export_onnx",
     "read_sidecar",
@@ -49,6 +53,8 @@ __all__ = [
 
 #: ONNX opset of the exported graphs.
 DEFAULT_OPSET = 18
+#: Oldest opset exported: the dynamo exporter builds at 18 and cannot convert down reliably.
+MIN_OPSET = 18
 #: Export formats of ``emdloss export``.
 FORMATS: tuple[str, ...] = ("onnx",)
 
@@ -229,6 +235,7 @@ def export_onnx(
     *,
     rule: str | None = None,
     opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Export the best checkpoint of a run to ONNX, with a JSON sidecar.
 
@@ -241,7 +248,10 @@ def export_onnx(
     rule : str, optional
         Prediction rule of the ``label`` output; default the run's ``monitor_rule``.
     opset : int
-        ONNX opset (default :data:`DEFAULT_OPSET`).
+        ONNX opset (default :data:`DEFAULT_OPSET`), from :data:`MIN_OPSET` to
+        ``onnx.defs.onnx_opset_version()``.
+    overwrite : bool
+        Replace existing files at ``output`` and its sidecar (else refused).
 
     Returns
     -------
@@ -251,16 +261,25 @@ def export_onnx(
     from emdloss._atomic import write_bytes, write_json
     from emdloss.errors import UserError
     from emdloss.training import load_task
-    from emdloss.training.rundir import read_config
+    from emdloss.training.rundir import check_output, read_config
 
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise UserError(
             f"ONNX export needs the onnx extra ({error.name} is missing): "
             "pip install 'emdloss[onnx]'"
         ) from None
+    newest = int(onnx.defs.onnx_opset_version())
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise UserError(
+            f"--opset {opset}: expected an ONNX opset from {MIN_OPSET} to {newest} (the newest "
+            f"the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
+        )
+    # Before the slow part: nothing inside a run directory, nothing over a file unasked.
+    check_output(output, overwrite=overwrite)
+    check_output(sidecar_path(output), overwrite=overwrite)
     config = read_config(run_dir)
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
@@ -316,12 +335,13 @@ def export_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "model.onnx"
         program.save(str(staging))
-        path = write_bytes(output, staging.read_bytes())
+        written = _written_opset(staging, opset)
+        path = write_bytes(output, staging.read_bytes(), overwrite=overwrite)
     from emdloss import __version__
 
     sidecar = {
         "format": "onnx",
-        "opset": opset,
+        "opset": written,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "emdloss_version": __version__,
         "run_dir": str(Path(run_dir).resolve()),
@@ -346,8 +366,27 @@ def export_onnx(
             },
         ],
     }
-    side = write_json(sidecar_path(output), sidecar)
+    side = write_json(sidecar_path(output), sidecar, overwrite=overwrite)
     return path, side
+
+
+def _written_opset(model: Path, requested: int) -> int:
+    """The default-domain opset ``model`` holds; an InputWarning when it is not ``requested``."""
+    import onnx
+
+    from emdloss.errors import InputWarning
+
+    proto = onnx.load(str(model), load_external_data=False)
+    versions = [int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    written = versions[0] if versions else requested
+    if written != requested:
+        warnings.warn(
+            f"the exporter wrote opset {written}, not the {requested} asked for; the sidecar "
+            "states the opset written",
+            InputWarning,
+            stacklevel=3,
+        )
+    return written
 
 
 def sidecar_path(output: str | os.PathLike[str]) -> Path:

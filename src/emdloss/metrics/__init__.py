@@ -1,9 +1,10 @@
 """Ordinal classification metrics: functional (:mod:`emdloss.metrics.functional`) and stateful
 torchmetrics classes that synchronise under DDP
-(:class:`~emdloss.metrics.stateful.OrdinalMetrics` and single metrics), and
-coverage / size of conformal prediction sets
-(:class:`~emdloss.metrics.prediction_sets.ConformalCoverage`,
-:func:`~emdloss.metrics.prediction_sets.prediction_set_metrics`).
+(:class:`~emdloss.metrics.stateful.OrdinalMetrics` and single metrics); measures of predicted
+against target distributions (vote histograms; :mod:`emdloss.metrics.distribution`: the six LDL
+measures, the squared EMD, mean-score errors and correlations, the noise floor of vote counts);
+and coverage / size of conformal prediction sets
+(:class:`~emdloss.metrics.prediction_sets.ConformalCoverage`, :func:`~emdloss.metrics.prediction_sets.prediction_set_metrics`).
 
 Examples
 --------
@@ -17,6 +18,30 @@ Examples
 
 from emdloss.metrics.baselines import BASELINES, class_prior, trivial_baselines
 from emdloss.metrics.confmat import confusion_matrix
+from emdloss.metrics.distribution import (
+    DISTRIBUTION_METRIC_KEYS,
+    DISTRIBUTION_METRIC_MODES,
+    DistributionMetrics,
+    NoiseFloor,
+    canberra,
+    chebyshev,
+    check_distribution,
+    check_distributions,
+    clark,
+    cosine_similarity,
+    distribution_metrics,
+    emd2,
+    intersection,
+    kl_divergence,
+    lcc,
+    mean_score,
+    mean_score_mae,
+    mean_score_rmse,
+    mode_accuracy,
+    nima_emd,
+    noise_floor,
+    srcc,
+)
 from emdloss.metrics.functional import (
     accuracy,
     average_mae,
@@ -40,18 +65,39 @@ from emdloss.metrics.stateful import (
 
 __all__ = [
     "BASELINES",
+    "DISTRIBUTION_METRIC_KEYS",
+    "DISTRIBUTION_METRIC_MODES",
     "ORDINAL_METRIC_KEYS",
     "AverageMAE",
     "ConformalCoverage",
+    "DistributionMetrics",
+    "NoiseFloor",
     "OneOffAccuracy",
     "OrdinalMetrics",
     "QuadraticWeightedKappa",
     "RankedProbabilityScore",
     "accuracy",
     "average_mae",
+    "canberra",
+    "chebyshev",
+    "check_distribution",
+    "check_distributions",
+    "clark",
     "class_prior",
     "confusion_matrix",
+    "cosine_similarity",
+    "distribution_metrics",
+    "emd2",
+    "intersection",
+    "kl_divergence",
+    "lcc",
     "mean_absolute_error",
+    "mean_score",
+    "mean_score_mae",
+    "mean_score_rmse",
+    "mode_accuracy",
+    "nima_emd",
+    "noise_floor",
     "one_off_accuracy",
     "per_class_mae",
     "prediction_set_metrics",
@@ -59,5 +105,6 @@ __all__ = [
     "ranked_probability_score",
     "root_mean_squared_error",
     "spearman",
+    "srcc",
     "trivial_baselines",
 ]

@@ -124,8 +124,14 @@ def _check_pair(
     return p.long(), t.long(), num_classes, pos
 
 
-def check_probs(probs: Any, name: str = "probs") -> Tensor:
-    """Validate a probability matrix ``(N, C)``: finite, non-negative, rows summing to 1.
+def check_probs(
+    probs: Any,
+    name: str = "probs",
+    *,
+    hint: str = "pass probabilities (softmax of the logits), not logits",
+) -> Tensor:
+    """Validate a probability matrix ``(N, C)``: finite, non-negative, rows summing to 1
+    (``hint`` ends the message of a row that does not sum to 1). Returns it detached.
 
     Examples
     --------
@@ -152,7 +158,6 @@ def check_probs(probs: Any, name: str = "probs") -> Tensor:
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"{name} row {i} sums to {float(sums[i]):.6g}, expected 1 (within {tol}); "
-            "pass probabilities (softmax of the logits), not logits"
+            f"{name} row {i} sums to {float(sums[i]):.6g}, expected 1 (within {tol}); {hint}"
         )
     return x

@@ -321,8 +321,10 @@ def evaluate_checkpoint(
 ) -> tuple[dict[str, Any], OrdinalTask]:
     """Metrics of ``checkpoint`` on ``splits`` (validation and test by default), and the task
     that holds its test outputs when the test split is among them."""
+    from emdloss.training import rundir
+
     task = build_task(config, dataset)
-    task.load_state_dict(checkpoint["state_dict"])
+    rundir.load_weights(task, checkpoint)
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
     datamodule = make_datamodule(config, dataset)

@@ -3,11 +3,14 @@ the run's files through :mod:`emdloss.training.rundir`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
+import signal
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from emdloss import _ordinal
 from emdloss._atomic import remove_stale_temporaries
-from emdloss.errors import UserError
+from emdloss.errors import RunInterrupted, UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
@@ -194,8 +197,40 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
             if launched_rank() == 0:
                 # The temporaries of the write that the interruption cut short.
                 remove_stale_temporaries(run_dir)
-        with _ordinal.implementation(config.implementation), kept_threads():
-            return _train(config, run_dir, ckpt_path, callbacks)
+        try:
+            with _ordinal.implementation(config.implementation), kept_threads():
+                return _train(config, run_dir, ckpt_path, callbacks)
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise RunInterrupted(_interrupted(run_dir)) from None
+
+
+def _interrupted(run_dir: Path) -> str:
+    """What to say when Ctrl-C stops the run in ``run_dir``."""
+    last = run_dir / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT
+    if last.is_file():
+        kept = "its finished epochs are kept in checkpoints/last.ckpt"
+    else:
+        kept = "it had not finished an epoch"
+    return f"run {run_dir} stopped ({kept}); continue it with: emdloss train --output {run_dir} --resume"
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard_interrupt(trainer: pl.Trainer) -> Iterator[None]:
+    """Lightning turns Ctrl-C into ``sys.exit(1)`` (and ignores SIGINT from then on): turn it
+    back into a KeyboardInterrupt, and restore the SIGINT handler."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as error:
+        if error.code == 1 and trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _train(
@@ -248,7 +283,7 @@ def _train(
         progress=config.progress,
     )
     # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
-    with explain_timeouts(config.dist_timeout):
+    with explain_timeouts(config.dist_timeout), _interrupts_as_keyboard_interrupt(trainer):
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     rank = trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():

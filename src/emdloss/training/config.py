@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from emdloss._atomic import write_text
+from emdloss.errors import UserError
 from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
 
 __all__ = ["METRIC_MODES", "OPTIMIZERS", "SCHEDULERS", "TrainConfig"]
@@ -281,20 +282,27 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(p).epochs
         3
         """
-        import yaml  # lazily: the CLI parser reads the fields on installs without PyYAML
+        from emdloss._yaml import load_yaml
 
         file = Path(path)
         if not file.is_file():
             raise FileNotFoundError(f"config file not found: {file}")
         try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {file} is not valid YAML: {error}") from None
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"config file {file} is not UTF-8 text: {error}") from None
+        loaded = load_yaml(text, f"config file {file}")  # plain data, no aliases
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):
-            raise ValueError(f"config file {file} must hold a mapping of options at top level")
-        return cls.from_dict(loaded, base=base)
+            raise UserError(
+                f"config file {file} must hold a mapping of options at top level, "
+                f"got {type(loaded).__name__}"
+            )
+        try:
+            return cls.from_dict(loaded, base=base)
+        except ValueError as error:  # names the option, the value and what was expected
+            raise UserError(f"config file {file}: {error}") from None
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict[str, Any]:
@@ -326,10 +334,9 @@ class TrainConfig:
         >>> TrainConfig.from_yaml(TrainConfig(loss="ce").save(p)).loss
         'ce'
         """
-        import yaml
+        from emdloss._yaml import dump_yaml
 
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
-        return write_text(path, text)
+        return write_text(path, dump_yaml(self.to_dict()))
 
     @property
     def run_dir(self) -> Path:
@@ -504,6 +511,10 @@ def _coerce(name: str, value: Any) -> Any:
             return value
         text = str(value).strip()
         return int(text) if re.fullmatch(r"-?\d+", text) else text
+    if isinstance(value, (Mapping, list, tuple, set)) or value is None:
+        # A text option (dataset, loss, accelerator, ...) given a list or a mapping (a
+        # tampered config.yaml): refused, not turned into its repr.
+        raise ValueError(f"option {name}={value!r}: expected a text value")
     return str(value)
 
 
