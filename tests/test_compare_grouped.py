@@ -256,3 +256,28 @@ def test_a_grouped_checkpoint_is_never_resumed(tmp_path: Path) -> None:
     record = execute(RunSpec("lev", "ce", 0), run_dir, options, None)
     assert record.status == "done"
     assert _metrics(run_dir) == finished
+
+
+@pytest.mark.parametrize(
+    ("argv", "engine"), [([], "grouped"), (["--engine", "per-run"], "per-run")]
+)
+def test_cli_engine_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], engine: str
+) -> None:
+    import argparse
+    from types import SimpleNamespace
+
+    from emdloss.compare import _compare as compare_module
+    from emdloss.compare import add_arguments, run
+
+    seen: dict[str, Any] = {}
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return SimpleNamespace(summary="", files=[], wall_seconds=0.0, failed=[], rows=[])
+
+    monkeypatch.setattr(compare_module, "compare", fake)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run(parser.parse_args([*argv, "--output", str(tmp_path)]))
+    assert seen["engine"] == engine
