@@ -281,3 +281,19 @@ def test_cli_engine_option(
     add_arguments(parser)
     run(parser.parse_args([*argv, "--output", str(tmp_path)]))
     assert seen["engine"] == engine
+
+
+def test_groups_are_cut_for_parallel_workers_only_when_needed() -> None:
+    from emdloss.compare._runner import _split_groups
+
+    works = [("group", list(range(10))), ("run", [10])]
+    assert _split_groups(works, 2) == works  # already two pieces of work for two workers
+    assert _split_groups([("group", list(range(10)))], 2) == [
+        ("group", [0, 1, 2, 3, 4]),
+        ("group", [5, 6, 7, 8, 9]),
+    ]
+    assert _split_groups([("group", [0, 1, 2])], 4) == [
+        ("group", [0]),
+        ("group", [1]),
+        ("group", [2]),
+    ]
