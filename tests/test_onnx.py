@@ -168,3 +168,109 @@ def test_export_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
     assert main(["export", str(tmp_path), "--output", str(tmp_path / "m.onnx")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- issue 21: items 3, 11, 12
+
+
+def test_expected_rule_with_list_positions_decodes_like_decode() -> None:
+    """``export --rule expected`` crashed (AttributeError) on any run with class positions."""
+    from types import SimpleNamespace
+
+    from emdloss.integrations.onnx import _decode
+
+    probs = torch.softmax(torch.randn(50, 4, generator=torch.Generator().manual_seed(0)), 1)
+    positions = [0.5, 2.0, 3.5, 9.0]  # what data.json holds: a list of floats
+    task = SimpleNamespace(positions=positions, decision_cost=None)
+    torch.testing.assert_close(
+        _decode(task, probs, "expected"),
+        decode(probs, "expected", positions=torch.tensor(positions)),
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("head", ["coral", "corn"])
+def test_coral_and_corn_probabilities_export_to_onnx(head: str, tmp_path: Path) -> None:
+    """Their heads failed to export (aten.cummin, prims.prod); the traced form is exact."""
+    from emdloss.training.losses import build_loss
+
+    loss = build_loss(head, 4)
+
+    class Head(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = loss.probabilities(x)
+            return out
+
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(1)) * 3
+    path = tmp_path / f"{head}.onnx"
+    program = torch.onnx.export(
+        Head().eval(), (x,), dynamo=True, input_names=["x"], dynamic_shapes=({0: "batch"},)
+    )
+    assert program is not None
+    program.save(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"x": x.numpy()})
+    np.testing.assert_allclose(got, loss.probabilities(x).numpy(), rtol=0, atol=1e-6)
+
+
+def test_flag_invalid_rows() -> None:
+    from emdloss.integrations.onnx import INVALID_LABEL, _flag_invalid
+
+    probs = torch.tensor([[0.2, 0.8], [0.5, 0.5], [float("nan"), 0.5]])
+    label = torch.tensor([1, 0, 0])
+    p, lab = _flag_invalid(probs, label, torch.tensor([True, False, True]))
+    assert lab.tolist() == [1, INVALID_LABEL, INVALID_LABEL]
+    assert torch.isnan(p[1:]).all() and torch.equal(p[0], probs[0])
+
+
+def _binned_table(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["x1", "x2", "score"])
+        for _ in range(120):
+            x1, x2 = rng.normal(size=2)
+            writer.writerow([f"{x1:.4f}", f"{x2:.4f}", f"{x1 + 0.5 * x2 + rng.normal(0, 0.3):.4f}"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("loss", "rule"), [("emd2", "expected"), ("coral", "median"), ("corn", "argmax")]
+)
+def test_positions_coral_corn_runs_export_and_flag_what_predict_refuses(
+    tmp_path: Path, loss: str, rule: str
+) -> None:
+    """Items 3, 11, 12: runs with class positions (binned scores), coral and corn export; ONNX
+    equals predict on finite rows; rows predict refuses get label -1 and NaN probabilities."""
+    from emdloss.cli import main
+    from emdloss.errors import UserError
+    from emdloss.integrations.onnx import INVALID_LABEL
+
+    table = tmp_path / "scores.csv"
+    _binned_table(table)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", f"csv:{table}", "--target", "score", "--data-option", "bins=3"]
+    argv += ["--loss", loss, "--seed", "0", "--output", str(run), *QUICK]
+    assert main(argv) == 0
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--output", str(model), "--rule", rule]) == 0
+    sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert sidecar["outputs"][1]["invalid_label"] == INVALID_LABEL
+    assert "NaN" in sidecar["outputs"][1]["invalid_rows"]
+
+    good = np.array([[0.1, 0.2], [1.5, -0.3], [-2.0, 0.7]])
+    rows_csv = tmp_path / "good.csv"
+    rows_csv.write_text("x1,x2\n" + "".join(f"{a},{b}\n" for a, b in good))
+    rows = _predict_rows(run, [str(rows_csv)])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    _compare(run, session, {"numeric": good}, rows, rule)
+
+    for bad in ("nan", "inf", "-inf", "1e308"):
+        bad_csv = tmp_path / "bad.csv"
+        bad_csv.write_text(f"x1,x2\n0.1,0.2\n{bad},0.5\n")
+        with pytest.raises(UserError):
+            _predict_rows(run, [str(bad_csv)])
+        probs, labels = session.run(None, {"numeric": np.array([[0.1, 0.2], [float(bad), 0.5]])})
+        assert labels.tolist()[1] == INVALID_LABEL and labels.tolist()[0] >= 0
+        assert np.isnan(probs[1]).all() and np.isfinite(probs[0]).all()

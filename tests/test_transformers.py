@@ -86,6 +86,19 @@ def test_tensor_num_items_and_peer_output_widths() -> None:
     )
 
 
+@pytest.mark.parametrize("num_items", [0, -3, 2, torch.tensor(0), torch.tensor(-1.0), math.inf])
+def test_num_items_below_the_micro_batch_count_is_refused(num_items: Any) -> None:
+    """0 (reachable under DataParallel) gave inf, a negative count a negative loss (issue 21)."""
+    loss_func = ordinal_loss_func("emd2", num_classes=C)
+    logits = torch.randn(4, C)
+    labels = torch.tensor([0, 1, -100, 3])  # 3 labelled rows
+    with pytest.raises(ValueError, match=r"num_items_in_batch must count .* at least the 3"):
+        loss_func({"logits": logits}, labels, num_items)
+    # a count of at least 3 is fine; an all-ignored micro-batch gives 0 whatever the count
+    assert torch.isfinite(loss_func({"logits": logits}, labels, 3))
+    assert loss_func({"logits": logits[2:3]}, labels[2:3], 0).item() == 0.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "call", "message"),
     [

@@ -189,3 +189,20 @@ def test_export_to_a_read_only_file_system_is_one_line(
     target = tmp_path / "ro" / "m.onnx"
     assert main(["export", str(run), "--output", str(target)]) == 2
     _one_line_error(capsys, f"cannot write {target}: Read-only file system")
+
+
+def test_a_project_folder_with_its_own_config_is_not_a_run(
+    run: Path, rows: Path, tmp_path: Path
+) -> None:
+    from emdloss.training.rundir import check_output, enclosing_run
+
+    project = tmp_path / "project"
+    (project / "out").mkdir(parents=True)
+    (project / "config.yaml").write_text("tool: other\n")
+    (project / "data.json").write_text("{}\n")
+    assert enclosing_run(project / "out" / "p.csv") is None
+    assert main(["predict", str(run), str(rows), "--output", str(project / "out" / "p.csv")]) == 0
+    # The run a command reads is protected whatever it holds.
+    (run / "checkpoints").rename(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="inside the run directory"):
+        check_output(run / "p.csv", run_dir=run)

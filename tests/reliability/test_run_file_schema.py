@@ -276,3 +276,24 @@ def test_a_calibrator_json_of_another_run_or_incomplete_is_one_line(
     (run / rundir.CALIBRATOR_FILE).write_text(json.dumps(record), encoding="utf-8")
     for argv in _commands(run, tmp_path)[:2]:  # evaluate, predict
         _exit_2_one_line(capsys, argv, *needles)
+
+
+def test_every_yaml_text_goes_through_the_one_reader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emdloss import _yaml
+    from emdloss._yaml import UnsafeYAMLError, load_yaml
+
+    # A KEY=VALUE value with an alias: refused by the parser (exit 2), not read as text.
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--data-option", "x=[&a [1], *a]"])
+    assert stopped.value.code == 2
+    assert "anchors and aliases" in capsys.readouterr().err
+    # A text over the size limit is refused before it is parsed.
+    monkeypatch.setattr(_yaml, "MAX_YAML_BYTES", 100)
+    with pytest.raises(UnsafeYAMLError, match=r"c\.yaml: 101 characters, over the 100"):
+        load_yaml("#" * 101, "c.yaml")
+    config = tmp_path / "big.yaml"
+    config.write_text("loss: ce\n" + "#" * 200 + "\n", encoding="utf-8")
+    with pytest.raises(UserError, match="over the 100"):
+        TrainConfig.from_yaml(config)

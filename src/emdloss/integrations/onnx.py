@@ -15,13 +15,16 @@ The ONNX graph takes the *raw* inputs that ``emdloss predict`` takes and does wh
 
 Outputs: ``probabilities`` (float32, ``(N, C)``, columns in class order) and ``label`` (int64,
 ``(N,)``, the class index chosen by the prediction rule, the same arithmetic as
-:func:`emdloss.decode`). A JSON sidecar (``<output>.json``) names the classes, the rule, the
-inputs and outputs and the opset the file holds. The graph is written by the dynamo exporter
-(``torch.onnx.export(..., dynamo=True)``, no TorchScript) at opset :data:`DEFAULT_OPSET`, or
-any opset from :data:`MIN_OPSET` to the newest the installed ``onnx`` knows (others are refused
-before anything runs: below 18 the exporter's down-conversion fails and it silently writes 18);
-the batch dimension is dynamic. The output is never written inside a run directory, nor over an
-existing file unless ``overwrite=True`` (``--overwrite``). Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
+:func:`emdloss.decode`). A row that ``emdloss predict`` refuses (a NaN or infinite value, or a
+numeric value whose standardisation overflows float32) gets ``label`` :data:`INVALID_LABEL`
+(-1) and NaN probabilities, never a class; the sidecar states this. A JSON sidecar
+(``<output>.json``) names the classes, the rule, the inputs and outputs and the opset the file
+holds. The graph is written by the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, no
+TorchScript) at opset :data:`DEFAULT_OPSET`, or any opset from :data:`MIN_OPSET` to the newest
+the installed ``onnx`` knows (others are refused before anything runs: below 18 the exporter's
+down-conversion fails and it silently writes 18); the batch dimension is dynamic. The output is
+never written inside a run directory, nor over an existing file unless ``overwrite=True``
+(``--overwrite``). Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from emdloss.decoding import RULES
 __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
+    "INVALID_LABEL",
     "MIN_OPSET",
     "decode_exportable",
     "export_onnx",
@@ -146,8 +150,11 @@ class _TableModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        probs: Tensor = self.task.predict_proba(self.encode(numeric, categorical))
-        return probs, _decode(self.task, probs, self.rule)
+        x = self.encode(numeric, categorical)
+        # predict refuses a non-finite cell and one whose standardised value overflows float32
+        valid = torch.isfinite(x).all(dim=1)
+        probs: Tensor = self.task.predict_proba(x)
+        return _flag_invalid(probs, _decode(self.task, probs, self.rule), valid)
 
 
 class _ImageModel(nn.Module):
@@ -161,8 +168,20 @@ class _ImageModel(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         x = image.mean(dim=1, keepdim=True) if self.channels == 1 else image
+        valid = torch.isfinite(image).flatten(1).all(dim=1)
         probs: Tensor = self.task.predict_proba(x)
-        return probs, _decode(self.task, probs, self.rule)
+        return _flag_invalid(probs, _decode(self.task, probs, self.rule), valid)
+
+
+#: The ``label`` of a row that ``emdloss predict`` refuses (stated in the sidecar).
+INVALID_LABEL = -1
+
+
+def _flag_invalid(probs: Tensor, label: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows that predict refuses get label :data:`INVALID_LABEL` and NaN probabilities."""
+    valid = valid & torch.isfinite(probs).all(dim=1)
+    nan = torch.full_like(probs, float("nan"))
+    return torch.where(valid[:, None], probs, nan), torch.where(valid, label, INVALID_LABEL)
 
 
 def _decode(task: Any, probs: Tensor, rule: str) -> Tensor:
@@ -170,7 +189,9 @@ def _decode(task: Any, probs: Tensor, rule: str) -> Tensor:
     if rule == "bayes":
         return decode_exportable(probs, rule, ground_distance=task.decision_cost)
     if rule == "expected" and task.positions is not None:
-        return decode_exportable(probs, rule, positions=task.positions)
+        # the run keeps its positions as a list of floats (data.json): a graph constant here
+        positions = torch.tensor(task.positions, dtype=torch.float64)
+        return decode_exportable(probs, rule, positions=positions)
     return decode_exportable(probs, rule)
 
 
@@ -278,8 +299,8 @@ def export_onnx(
             f"the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
         )
     # Before the slow part: nothing inside a run directory, nothing over a file unasked.
-    check_output(output, overwrite=overwrite)
-    check_output(sidecar_path(output), overwrite=overwrite)
+    check_output(output, overwrite=overwrite, run_dir=run_dir)
+    check_output(sidecar_path(output), overwrite=overwrite, run_dir=run_dir)
     config = read_config(run_dir)
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
@@ -363,11 +384,26 @@ def export_onnx(
                 "dtype": "int64",
                 "shape": ["batch"],
                 "meaning": f"index into class_names chosen by the {rule!r} rule",
+                "invalid_label": INVALID_LABEL,
+                "invalid_rows": _INVALID_ROWS[record["kind"]],
             },
         ],
     }
     side = write_json(sidecar_path(output), sidecar, overwrite=overwrite)
     return path, side
+
+
+_INVALID_ROWS = {
+    "tabular": (
+        f"label {INVALID_LABEL} and NaN probabilities for a row that emdloss predict refuses: a "
+        "numeric value that is NaN or infinite, or so far outside the training range that its "
+        "standardised value overflows float32"
+    ),
+    "image": (
+        f"label {INVALID_LABEL} and NaN probabilities for an image holding a NaN or infinite "
+        "value (or whose probabilities are not finite)"
+    ),
+}
 
 
 def _written_opset(model: Path, requested: int) -> int:

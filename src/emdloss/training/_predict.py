@@ -108,7 +108,7 @@ def predict(
         values not seen in training.
     """
     if output is not None:  # before the slow part
-        check_output(output, overwrite=overwrite)
+        check_output(output, overwrite=overwrite, run_dir=run_dir)
     task, record = load_task(run_dir)
     calibration = load_run_calibrator(run_dir)
     paths = _expand_inputs(inputs)

@@ -183,8 +183,9 @@ def read_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
 def enclosing_run(path: str | os.PathLike[str]) -> Path | None:
     """The run directory that ``path`` is in (or is), or ``None``.
 
-    A run directory is a folder holding ``config.yaml`` and ``checkpoints/`` or ``data.json``.
-    Symbolic links are resolved first: a link into a run counts as inside it.
+    A run directory is a folder holding ``config.yaml`` and ``checkpoints/`` (a project folder
+    with a ``config.yaml`` and a ``data.json`` of its own is not one). Symbolic links are
+    resolved first: a link into a run counts as inside it.
 
     Examples
     --------
@@ -197,19 +198,31 @@ def enclosing_run(path: str | os.PathLike[str]) -> Path | None:
     """
     target = Path(path).resolve()
     for folder in (target, *target.parents):
-        if (folder / CONFIG_FILE).is_file() and (
-            (folder / CHECKPOINT_DIR).is_dir() or (folder / DATA_FILE).is_file()
-        ):
+        if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINT_DIR).is_dir():
             return folder
     return None
 
 
-def check_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> Path:
     """Check a file a user asks a command to write (``export --output``, ``predict --output``).
 
     Refused: a path inside a run directory (``--output RUN/checkpoints/best.ckpt`` would
     destroy the run), a target that is not a regular file (``/dev/null``, a FIFO, a folder), and
     an existing file unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write.
+    overwrite : bool
+        Whether an existing regular file may be replaced.
+    run_dir : path-like, optional
+        The run the command reads: a path inside it is refused whatever the folder holds.
 
     Raises
     ------
@@ -217,6 +230,9 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Pa
         Naming the path and the reason.
     """
     run = enclosing_run(path)
+    if run is None and run_dir is not None:
+        target, folder = Path(path).resolve(), Path(run_dir).resolve()
+        run = folder if target == folder or folder in target.parents else None
     if run is not None:
         raise UserError(
             f"refusing to write {path}: it is inside the run directory {run}, whose files "
