@@ -396,10 +396,21 @@ def train_group(configs: Sequence[TrainConfig]) -> list[rundir.RunResult | BaseE
                 by_shape.setdefault(_shape(run), []).append((i, run))
             for members in by_shape.values():
                 group = [run for _, run in members]
-                _fit(group, device)
+                try:
+                    _fit(group, device)
+                except Exception as error:  # of the group as a whole: each run reports it
+                    for run in group:
+                        run.error = run.error or error
                 for i, run in members:
-                    results[i] = _finish(run) if run.error is None else run.error
+                    results[i] = run.error if run.error is not None else _finished(run)
     return [r if r is not None else RuntimeError("not trained") for r in results]
+
+
+def _finished(run: _Run) -> rundir.RunResult | BaseException:
+    try:
+        return _finish(run)
+    except Exception as error:  # this run's files (a full disk, ...): the others go on
+        return error
 
 
 def _check_vectorisable(task: Any) -> None:
@@ -457,13 +468,16 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
                 crit = run.task.criterion
                 loss = zero
                 if run.error is None:
-                    loss = crit(
-                        outputs[r],
-                        yb[r],
-                        None if db is None else db[r],
-                        per_run[r] if per_run is not None and crit.needs_features else None,
-                    )
-                    if not bool(torch.isfinite(loss)):
+                    try:
+                        loss = crit(
+                            outputs[r],
+                            yb[r],
+                            None if db is None else db[r],
+                            per_run[r] if per_run is not None and crit.needs_features else None,
+                        )
+                    except Exception as error:  # this run's loss fails it, not the group
+                        run.error, loss = error, zero
+                    if not bool(torch.isfinite(loss.detach())):
                         # As the per-run path: this run fails here; the others go on.
                         run.error = FloatingPointError(
                             f"training loss is {float(loss.detach())} at epoch {epoch}, batch {step}; "
