@@ -242,6 +242,25 @@ def test_one_class_and_unknown_score_labels() -> None:
         clf.score(X[:2], [0, 9])
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_x_or_y_is_refused_in_fit_and_predict(bad: float) -> None:
+    """Issue 21's sklearn NaN probe: a non-finite cell is refused, never trained on or decoded."""
+    X, y = ordinal_data(60)
+    spoiled = X.copy()
+    spoiled[3, 1] = bad
+    word = "NaN" if np.isnan(bad) else "infinity"
+    with pytest.raises(ValueError, match=f"Input X contains {word}"):
+        EMDClassifier(**FAST).fit(spoiled, y)
+    clf = EMDClassifier(**{**FAST, "max_iter": 2}).fit(X, y)
+    for method in (clf.predict, clf.predict_proba, clf.score):
+        with pytest.raises(ValueError, match=f"Input X contains {word}"):
+            method(spoiled, y) if method == clf.score else method(spoiled)
+    labels = y.astype(float)
+    labels[2] = bad
+    with pytest.raises(ValueError, match=f"Input y contains {word}"):
+        EMDClassifier(**FAST).fit(X, labels)
+
+
 def test_diverging_training_says_why() -> None:
     X, y = ordinal_data()
     with pytest.raises(FloatingPointError, match=r"loss became (inf|nan).*put a StandardScaler"):

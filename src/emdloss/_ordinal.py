@@ -69,9 +69,9 @@ from emdloss._ordinal_fused import (
     cdf_loss_reference,
     linear_loss_reference,
 )
+from emdloss.vocabulary import IMPLEMENTATIONS
 
 __all__ = [
-    "IMPLEMENTATIONS",
     "cdf_loss",
     "choose",
     "current_implementation",
@@ -81,7 +81,6 @@ __all__ = [
     "quantile_wasserstein",
 ]
 
-IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")
 
 # The implementation chosen by an enclosing ``implementation()`` block in this thread/task;
 # None: the process default (``EMDLOSS_CPU_KERNEL``, see current_implementation()).

@@ -7,6 +7,8 @@ in the C++ source).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -59,12 +61,12 @@ def squared_emd_cpu(
         or torch._C._are_functorch_transforms_active()  # a C++ autograd node: no torch.func
     ):
         return None
-    n, c = x.shape[0], x.shape[1]
-    flat_t = target.reshape(n, -1).long()
+    n, c, m = x.shape[0], x.shape[1], math.prod(x.shape[2:])  # not -1: N may be 0
+    flat_t = target.reshape(n, m).long()
 
     def run(z: Tensor) -> Tensor:
         out: Tensor = torch.ops.emdloss_cpu.squared_emd(
-            z.reshape(n, c, -1),
+            z.reshape(n, c, m),
             flat_t,
             gaps,
             weight,

@@ -18,7 +18,7 @@ import contextlib
 import sys
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 # The parser and the commands live in two private modules (split by job).
@@ -66,7 +66,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 _WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):"
 
 
-def _one_line(error: BaseException) -> str:
+def _one_line(error: BaseException, flags: Collection[str] | None = None) -> str:
     text = str(error).strip()
     if _WORKER_TRACEBACK in text:  # a user error raised in a data-loader worker: its message only
         last = text.splitlines()[-1]
@@ -77,7 +77,7 @@ def _one_line(error: BaseException) -> str:
     message = "; ".join(lines) if lines else type(error).__name__
     if isinstance(error, OSError) and error.filename and error.strerror:
         message = f"{error.strerror}: {error.filename}"
-    return _spell_flags(message)
+    return _spell_flags(message, flags)
 
 
 def _missing_extra(error: ModuleNotFoundError) -> bool:
@@ -150,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_error_types() as error:
         if args.debug:
             traceback.print_exc()
-        print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+        command = getattr(args, "_parser", parser)
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        print(f"{prefix}: error: {_one_line(error, flags)}", file=sys.stderr)
         return 2
     except Exception:
         _report_bug(prefix)
@@ -195,7 +197,7 @@ def _report_bug(prefix: str) -> None:
 
 # Public names of this module in emdloss 0.1.0 that now live elsewhere: reading them here warns.
 _MOVED = {
-    "SUMMARY_METRICS": "emdloss._cli_commands",
+    "SUMMARY_METRICS": "emdloss.vocabulary:REPORTED_METRICS",
     "build_parser": "emdloss._cli_parser",
     "format_table": "emdloss._cli_commands",
 }

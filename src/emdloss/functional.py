@@ -39,6 +39,7 @@ synchronise with the GPU.
 from __future__ import annotations
 
 import functools
+import math
 import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
@@ -130,9 +131,10 @@ def _prepare(
 
     dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     n = input.shape[0]
+    m = math.prod(input.shape[2:])  # not -1: an empty batch (N = 0) of (N, C, d1, ...) input
     x = input.to(dtype)
     if input.dim() > 2:
-        x = x.reshape(n, num_classes, -1)
+        x = x.reshape(n, num_classes, m)
 
     valid: Tensor | None = None
     if index:
@@ -144,13 +146,13 @@ def _prepare(
             valid = tgt != ignore_index
             tgt = tgt.masked_fill(~valid, 0)
         if input.dim() > 2:
-            tgt = tgt.reshape(n, -1)
-            valid = valid.reshape(n, -1) if valid is not None else None
+            tgt = tgt.reshape(n, m)
+            valid = valid.reshape(n, m) if valid is not None else None
     else:
         V.check_distribution_values(target)
         tgt = target.to(dtype)
         if input.dim() > 2:
-            tgt = tgt.reshape(n, num_classes, -1)
+            tgt = tgt.reshape(n, num_classes, m)
 
     element_weight: Tensor | None = None
     w: Tensor | None = None
@@ -263,7 +265,7 @@ def _class_last(t: Tensor) -> Tensor:
 def _target_rows(matrix: Tensor, index: Tensor) -> Tensor:
     """``matrix[index]`` laid out like the scores: (N, C) or (N, C, S)."""
     rows = matrix.index_select(0, index.reshape(-1))  # much faster than matrix[index]
-    return rows if index.dim() == 1 else rows.view(*index.shape, -1).movedim(-1, 1)
+    return rows if index.dim() == 1 else rows.view(*index.shape, matrix.shape[1]).movedim(-1, 1)
 
 
 # One cached transposed copy of the last ground distance: gathering its columns directly gives

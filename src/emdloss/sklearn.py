@@ -51,7 +51,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
+from emdloss.vocabulary import RULES
 
 __all__ = ["SCORE_METRICS", "EMDClassifier", "ordinal_score"]
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE
-from emdloss.training.config import METRIC_MODES
+from emdloss.vocabulary import METRIC_MODES
 
 __all__ = ["BASELINE_PREFIX", "LOGREG_C", "baseline_metrics", "is_baseline"]
 
@@ -61,9 +61,10 @@ def _score(
     """Metrics of every prediction rule for class probabilities ``probs`` ``(n, C)``."""
     import torch
 
-    from emdloss.decoding import RULES, decode
+    from emdloss.decoding import decode
     from emdloss.ground import ordinal_ground_distance
     from emdloss.metrics import OrdinalMetrics
+    from emdloss.vocabulary import RULES
 
     p = torch.as_tensor(probs, dtype=torch.float64)
     p = p / p.sum(dim=1, keepdim=True)

@@ -16,11 +16,6 @@ from typing import Any
 from emdloss._atomic import write_json, write_text
 from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
-    DEFAULT_DATASETS,
-    DEFAULT_LOSSES,
-    DEFAULT_OUTPUT,
-    DEFAULT_SEEDS,
-    SOFT_TARGET_POLICIES,
     RunSpec,
     check_dataset_names,
     check_losses,
@@ -40,15 +35,7 @@ from emdloss.compare._protocol import (
 )
 from emdloss.compare._records import METRIC_KEYS, RunRecord
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
-from emdloss.compare._runner import (
-    ENGINES,
-    EXECUTORS,
-    Job,
-    TrainFn,
-    build_config,
-    run_all,
-    test_untested,
-)
+from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
     Selection,
     choose_settings,
@@ -58,6 +45,16 @@ from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
 from emdloss.compare._summary import render_summary
+from emdloss.errors import UserError
+from emdloss.vocabulary import (
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
+    ENGINES,
+    EXECUTORS,
+    SOFT_TARGET_POLICIES,
+)
 
 #: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
 #: set gets the same ones, and options given by the user replace them.
@@ -119,7 +116,13 @@ def _load_info(
             kwargs[key] = value if isinstance(value, str) else ",".join(map(str, value))
     if folds is not None:
         kwargs.update(fold=0, num_folds=folds)
-    dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
+    try:
+        dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
+    except UserError:
+        raise
+    except ValueError as error:
+        # The loaders' ValueErrors are about the user's data and options (as in training).
+        raise UserError(f"--dataset {spec}: {error}") from error
     resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
     resolved.update(options)
     return dataset, resolved
@@ -216,12 +219,11 @@ def compare(
 
     Raises
     ------
-    ValueError
+    UserError
         Unknown data set, loss or train option, bad seeds/folds/jobs/grid, an output directory
         holding runs trained with other options, or soft targets that some loss would ignore
-        (``soft_targets="refuse"``); raised before any run starts.
-    UserError
-        The output directory is in use by another comparison (names its PID); a ValueError.
+        (``soft_targets="refuse"``); raised before any run starts. The output directory in use
+        by another comparison (names its PID) is one too. A UserError is a ValueError.
     ImportError
         A peer loss whose package is missing (the message names ``emdloss[peers]``).
 
@@ -230,25 +232,32 @@ def compare(
     >>> compare("era", "no_such_loss", 1, "unused")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown loss 'no_such_loss'; valid losses: ...
+    emdloss.errors.UserError: unknown loss 'no_such_loss'; valid losses: ...
     """
     start = time.perf_counter()
     if conformal is not None:  # checked before any run starts
         from emdloss.conformal import check_alpha, check_method
 
-        conformal, conformal_method = check_alpha(conformal), check_method(conformal_method)
+        try:
+            conformal = check_alpha(conformal)
+        except ValueError as error:
+            raise UserError(f"--conformal {conformal!r}: {error}") from None
+        try:
+            conformal_method = check_method(conformal_method)
+        except ValueError as error:
+            raise UserError(f"--conformal-method {conformal_method!r}: {error}") from None
     dataset_list = parse_names(datasets, "datasets")
     loss_list = parse_names(losses, "losses")
     seed_list = parse_seeds(seeds)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+        raise UserError(f"--jobs: expected an integer >= 1, got {jobs!r}")
     if executor not in EXECUTORS:
-        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+        raise UserError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     if engine not in ENGINES:
-        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
+        raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if soft_targets not in SOFT_TARGET_POLICIES:
-        raise ValueError(
-            f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
+        raise UserError(
+            f"--soft-targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
         )
     from emdloss.training.config import TrainConfig
 
@@ -259,13 +268,16 @@ def compare(
     user = {str(k).replace("-", "_"): v for k, v in (train_options or {}).items()}
     for key in ("dataset", "loss", "seed", "output", "fold", "num_folds", "resume"):
         if key in user:
-            raise ValueError(
+            raise UserError(
                 f"train option {key!r} is set by compare itself for every run; use the "
                 "compare arguments (datasets, losses, seeds, output, folds) instead"
             )
     metric = select or str(user.get("monitor", "mae"))
     if metric not in METRIC_KEYS:
-        raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
+        given = "" if select else " (the runs' monitor; give --select)"
+        raise UserError(
+            f"--select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}{given}"
+        )
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
     out = Path(output)
@@ -407,7 +419,7 @@ def _soft_target_policy(
     if not hard_only:
         return "the soft target distributions of the data, for every loss (all can use them)."
     if policy == "refuse":
-        raise ValueError(
+        raise UserError(
             f"{spec} has soft targets (rating distributions) but {', '.join(hard_only)} can only "
             "use class labels: they would be trained on other targets than the rest. Use "
             "--soft-targets hard-for-all to train every loss on the hard labels, or leave those "

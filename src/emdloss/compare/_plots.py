@@ -16,7 +16,6 @@ from emdloss._atomic import atomic_path
 from emdloss.compare._plan import dataset_slug
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
     DatasetInfo,
@@ -26,6 +25,7 @@ from emdloss.compare._rows import (
 from emdloss.compare._stats import Interval, paired_difference, selection_level
 from emdloss.compare._verdict import _pairs
 from emdloss.training import rundir
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = [
     "class_mae_by_loss",

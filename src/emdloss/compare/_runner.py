@@ -24,11 +24,11 @@ from emdloss.compare._records import (
     RunRecord,
     finished_record,
 )
+from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
+from emdloss.vocabulary import ENGINES, EXECUTORS
 
 __all__ = [
-    "ENGINES",
-    "EXECUTORS",
     "TrainFn",
     "build_config",
     "execute_group",
@@ -43,13 +43,6 @@ __all__ = [
 TrainFn = Callable[[Any], Any]
 #: One run to execute: its spec, directory, train options and torch-thread cap.
 Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
-
-#: Where runs execute: processes on this machine, or Ray tasks (``emdloss[ray]``).
-EXECUTORS: tuple[str, ...] = ("local", "ray")
-
-#: How runs train: runs that share a shape as one vectorised model
-#: (:mod:`emdloss.training.grouped`), or one at a time (:func:`emdloss.training.train`).
-ENGINES: tuple[str, ...] = ("grouped", "per-run")
 
 
 def _config_fields() -> set[str]:
@@ -89,7 +82,7 @@ def build_config(
         kwargs["resume"] = True
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown train option(s) {', '.join(unknown)}; TrainConfig fields: "
             f"{', '.join(sorted(fields))}"
         )

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from emdloss.training.config import METRIC_MODES
+from emdloss.vocabulary import METRIC_MODES
 
 __all__ = [
     "LEVEL",

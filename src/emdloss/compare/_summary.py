@@ -11,7 +11,6 @@ from emdloss.compare._baselines import is_baseline
 from emdloss.compare._plan import setting_label
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     OFFICIAL_SPLITS,
     THRESHOLD_LOSSES,
@@ -30,6 +29,7 @@ from emdloss.compare._verdict import (
     _verdict,
 )
 from emdloss.reference_results import ReferenceTable, reference_tables
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = ["render_summary"]
 

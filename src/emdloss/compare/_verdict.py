@@ -10,7 +10,6 @@ from typing import Any
 from emdloss.compare._plan import is_emd_variant
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
     VERDICT_METRICS,
@@ -18,6 +17,7 @@ from emdloss.compare._rows import (
     Stat,
 )
 from emdloss.compare._stats import paired_difference, selection_level
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = ["compare_to_baseline"]
 

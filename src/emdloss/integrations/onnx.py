@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emdloss.decoding import RULES
+from emdloss.vocabulary import RULES
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -298,10 +298,10 @@ def export_onnx(
             f"--opset {opset}: expected an ONNX opset from {MIN_OPSET} to {newest} (the newest "
             f"the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
         )
+    config = read_config(run_dir)  # first: a folder that is no run is named as such
     # Before the slow part: nothing inside a run directory, nothing over a file unasked.
     check_output(output, overwrite=overwrite, run_dir=run_dir)
     check_output(sidecar_path(output), overwrite=overwrite, run_dir=run_dir)
-    config = read_config(run_dir)
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
         raise UserError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")

@@ -326,7 +326,8 @@ def ordinal_compute_metrics(
     >>> out["accuracy"], out["mae"], out["one_off_accuracy"]
     (0.3333333333333333, 0.6666666666666666, 1.0)
     """
-    from emdloss.decoding import RULES, decode
+    from emdloss.decoding import decode
+    from emdloss.vocabulary import RULES
 
     if rule not in RULES or rule == "bayes":
         raise ValueError(f"rule must be 'median', 'argmax' or 'expected', got {rule!r}")

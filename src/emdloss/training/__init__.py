@@ -21,8 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 from emdloss.training.config import TrainConfig
+from emdloss.vocabulary import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 
 if TYPE_CHECKING:
     from emdloss.training._build import load_data, quiet_lightning_logs

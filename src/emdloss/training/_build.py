@@ -219,17 +219,7 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
         num_classes=num_classes,
         positions=dataset.positions,
         decision_cost=decision_cost,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        scheduler=config.scheduler,
-        lr_decay=config.lr_decay,
-        epochs=config.epochs,
-        seed=config.seed,
-        monitor_rule=config.monitor_rule,
-        monitor=config.monitor,
-        monitor_mode=config.monitor_mode(),
+        config=config,
         tta=config.tta and image,
         input_mean=dataset.mean if image and dataset.mean is not None else None,
         input_std=dataset.std if image and dataset.std is not None else None,
@@ -304,7 +294,9 @@ def make_trainer(
         kwargs.update(devices=1, strategy="auto", num_nodes=1, enable_checkpointing=False)
     try:
         trainer = pl.Trainer(**kwargs)
-    except MisconfigurationException as error:  # bad --accelerator, --devices, --precision, ...
+    except (MisconfigurationException, ValueError) as error:
+        # Lightning's answer to a bad --accelerator, --devices, --precision or --strategy (its
+        # other arguments are emdloss's own).
         raise UserError(str(error)) from error
     if fitting:
         apply_timeout(trainer, config.dist_timeout)  # a DDP strategy that "auto" chose
@@ -318,16 +310,24 @@ def evaluate_checkpoint(
     *,
     progress: bool,
     splits: tuple[str, ...] = ("val", "test"),
+    task: OrdinalTask | None = None,
+    datamodule: OrdinalDataModule | None = None,
 ) -> tuple[dict[str, Any], OrdinalTask]:
     """Metrics of ``checkpoint`` on ``splits`` (validation and test by default), and the task
-    that holds its test outputs when the test split is among them."""
+    that holds its test outputs when the test split is among them.
+
+    ``task`` and ``datamodule``: those of the training that wrote the checkpoint (``train``
+    passes them, so a run builds its network and data module once); the checkpoint's weights
+    and buffers replace the task's. Else both are built. The trainer is always a new one:
+    evaluation runs in one process, whatever devices the training used.
+    """
     from emdloss.training import rundir
 
-    task = build_task(config, dataset)
+    task = build_task(config, dataset) if task is None else task
     rundir.load_weights(task, checkpoint)
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
-    datamodule = make_datamodule(config, dataset)
+    datamodule = make_datamodule(config, dataset) if datamodule is None else datamodule
     metrics: dict[str, Any] = {}
     if "val" in splits:
         trainer.validate(task, datamodule=datamodule, verbose=False)

@@ -13,11 +13,16 @@ from torch import Tensor
 
 from emdloss._atomic import atomic_write
 from emdloss.conformal import format_set
-from emdloss.decoding import RULES
 from emdloss.errors import InputWarning, UserError
 from emdloss.training._calibrate import load_run_calibrator
 from emdloss.training._evaluate import load_task
-from emdloss.training.rundir import check_output, prediction_column, predictions_csv
+from emdloss.training.rundir import (
+    check_output,
+    prediction_column,
+    predictions_csv,
+    read_config,
+)
+from emdloss.vocabulary import RULES
 
 __all__ = ["SET_COLUMN", "predict"]
 
@@ -107,7 +112,8 @@ def predict(
         :mod:`emdloss.data.conform`): grey or colour images converted, images resized, category
         values not seen in training.
     """
-    if output is not None:  # before the slow part
+    if output is not None:  # before the slow part, once the run is known to be one
+        read_config(run_dir)
         check_output(output, overwrite=overwrite, run_dir=run_dir)
     task, record = load_task(run_dir)
     calibration = load_run_calibrator(run_dir)

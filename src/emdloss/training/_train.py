@@ -241,18 +241,9 @@ def _train(
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
     datamodule = make_datamodule(config, dataset)
-    description = describe_data(config, dataset)
-    if launched_rank() == 0:
-        if ckpt_path is None:
-            # Before the first epoch: the features, classes, split sizes and warnings (issue
-            # 10); a resumed run said it when it started (data.json keeps it either way).
-            announce_data(description, verbose=config.progress)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(run_dir / rundir.CONFIG_FILE)
-        rundir.write_data_record(run_dir, dataset, description=description)
-
-    # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
-    # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
+    # The trainer before anything is written: a bad --devices, --accelerator or --precision
+    # leaves no run directory behind. Two callbacks: Lightning 2.6 writes "last" only in
+    # epochs that also wrote a top-k file. "best" comes first so that last.ckpt holds the updated best score (exact resumes).
     checkpoints = str(run_dir / rundir.CHECKPOINT_DIR)
     best_checkpoint = _RunCheckpoint(
         dirpath=checkpoints,
@@ -282,6 +273,15 @@ def _train(
         fitting=True,
         progress=config.progress,
     )
+    description = describe_data(config, dataset)
+    if launched_rank() == 0:
+        if ckpt_path is None:
+            # Before the first epoch: the features, classes, split sizes and warnings (issue
+            # 10); a resumed run said it when it started (data.json keeps it either way).
+            announce_data(description, verbose=config.progress)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / rundir.CONFIG_FILE)
+        rundir.write_data_record(run_dir, dataset, description=description)
     # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
     with explain_timeouts(config.dist_timeout), _interrupts_as_keyboard_interrupt(trainer):
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
@@ -296,7 +296,13 @@ def _train(
     history: list[dict[str, float]] = last.get("emdloss_history", [])
     splits = ("val", "test") if config.evaluate_test else ("val",)
     metrics, eval_task = evaluate_checkpoint(
-        config, dataset, best, progress=config.progress, splits=splits
+        config,
+        dataset,
+        best,
+        progress=config.progress,
+        splits=splits,
+        task=task,
+        datamodule=datamodule,
     )
     best_epoch = int(best["epoch"]) + 1
     return write_finished_run(config, dataset, threads, history, best_epoch, metrics, eval_task)

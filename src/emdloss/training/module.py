@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
 from emdloss.metrics import OrdinalMetrics
 from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
+from emdloss.training.config import TrainConfig
+from emdloss.vocabulary import RULES
 
 __all__ = ["OrdinalTask"]
 
@@ -65,26 +67,17 @@ class OrdinalTask(pl.LightningModule):
         Class positions (``expected`` rule, position-unit metrics).
     decision_cost : Tensor (C, C), optional
         Cost matrix of the ``bayes`` rule; default :math:`|x_i - x_j|`.
-    optimizer : {"adamw", "sgd"}
-        SGD uses Nesterov momentum.
-    lr, momentum, weight_decay : float
-        Optimiser settings.
-    scheduler : {"exponential", "cosine", "none"}
-        Learning-rate schedule per epoch.
-    lr_decay : float
-        Factor per epoch of the exponential schedule.
-    epochs : int
-        Total epochs (the cosine schedule's length).
-    seed : int
-        Run seed (per-epoch reseeding).
-    monitor_rule : str
-        The rule whose validation metrics are logged under plain names (``val_mae`` ...).
-    monitor, monitor_mode : str
-        The validation metric of model selection and ``"min"``/``"max"``; logged as
-        ``val_select``, which is the worst value in epochs the loss rules out (the recipe's
-        cross-entropy warm-up).
-    tta : bool
-        Average the probabilities of each image and its horizontal mirror at evaluation.
+    config : TrainConfig, optional
+        The run's options (default ``TrainConfig()``); the task reads the optimiser (SGD with
+        Nesterov momentum, or AdamW), ``lr``, ``momentum``, ``weight_decay``, the schedule
+        (``scheduler``, ``lr_decay``, ``epochs``), ``seed`` (per-epoch reseeding),
+        ``monitor_rule`` (whose validation metrics are logged under plain names, ``val_mae``
+        ...), ``monitor`` (logged as ``val_select``, the worst value in epochs the loss rules
+        out, such as the recipe's cross-entropy warm-up) and ``tta``.
+    tta : bool, optional
+        Average the probabilities of each image and its horizontal mirror at evaluation;
+        default ``config.tta`` (:func:`emdloss.training._build.build_task` turns it off for
+        tables).
     input_mean, input_std : sequence of float, optional
         Per-channel normalisation of image inputs, applied inside the module so that saved
         checkpoints predict from raw [0, 1] images.
@@ -117,24 +110,13 @@ class OrdinalTask(pl.LightningModule):
         num_classes: int,
         positions: Sequence[float] | None = None,
         decision_cost: Tensor | None = None,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        scheduler: str = "exponential",
-        lr_decay: float = 0.995,
-        epochs: int = 30,
-        seed: int = 0,
-        monitor_rule: str = "argmax",
-        monitor: str = "mae",
-        monitor_mode: str = "min",
-        tta: bool = False,
+        config: TrainConfig | None = None,
+        tta: bool | None = None,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if monitor_rule not in RULES:
-            raise ValueError(f"monitor_rule must be one of {RULES}, got {monitor_rule!r}")
+        config = TrainConfig() if config is None else config
         if loss.num_classes != num_classes:
             raise ValueError(f"loss has {loss.num_classes} classes, expected {num_classes}")
         self.model = model
@@ -153,18 +135,19 @@ class OrdinalTask(pl.LightningModule):
         std = torch.ones(0) if input_std is None else torch.tensor(list(input_std))
         self.register_buffer("input_mean", mean.to(torch.float32))
         self.register_buffer("input_std", std.to(torch.float32))
-        self.optimizer_name = optimizer
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.scheduler_name = scheduler
-        self.lr_decay = float(lr_decay)
-        self.epochs = int(epochs)
-        self.seed = int(seed)
-        self.monitor_rule = monitor_rule
-        self.monitor = monitor
-        self.monitor_mode = monitor_mode
-        self.tta = bool(tta)
+        # The options the task reads (checked by TrainConfig).
+        self.optimizer_name = config.optimizer
+        self.lr = config.lr
+        self.momentum = config.momentum
+        self.weight_decay = config.weight_decay
+        self.scheduler_name = config.scheduler
+        self.lr_decay = config.lr_decay
+        self.epochs = config.epochs
+        self.seed = config.seed
+        self.monitor_rule = config.monitor_rule
+        self.monitor = config.monitor
+        self.monitor_mode = config.monitor_mode()
+        self.tta = config.tta if tta is None else bool(tta)
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
         self.train_loss_mean = _mean_metric_without_sync()
@@ -251,7 +234,8 @@ class OrdinalTask(pl.LightningModule):
         >>> from emdloss.training.losses import build_loss
         >>> net = nn.Sequential(nn.Linear(1, 2))
         >>> net.features, net.head = (lambda x: x), net[0]
-        >>> task = OrdinalTask(net, build_loss("ce", 2), num_classes=2, lr=1.0, lr_decay=0.5)
+        >>> config = TrainConfig(lr=1.0, lr_decay=0.5)
+        >>> task = OrdinalTask(net, build_loss("ce", 2), num_classes=2, config=config)
         >>> task.lr_at(2)
         0.25
         """
