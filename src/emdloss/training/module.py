@@ -196,7 +196,7 @@ class OrdinalTask(pl.LightningModule):
         return probs
 
     def decode_all(self, probs: Tensor) -> dict[str, Tensor]:
-        """Predicted classes of every rule of :data:`emdloss.decoding.RULES`."""
+        """Predicted classes of every rule of :data:`emdloss.vocabulary.RULES`."""
         return {rule: self.decode_rule(probs, rule) for rule in RULES}
 
     def decode_rule(self, probs: Tensor, rule: str) -> Tensor:
