@@ -22,7 +22,7 @@ for all runs, yet each run keeps what makes it a run of its own:
   by the same writers with the same keys; evaluation uses the same task and metric code.
 
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
-per-run path's bit for bit (``tests/test_compare_grouped.py``). That needs the backward of the
+per-run path's bit for bit (``tests/training/test_grouped.py``). That needs the backward of the
 stacked linear layer to form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward
 does), and heads other than a linear layer with several outputs (``l2``'s one output, whose
 one-column product takes another BLAS path, and CORAL's layer) to run each run's own head

@@ -226,8 +226,9 @@ def test_ray_sends_groups_and_matches_local(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("ray")
-    here = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTHONPATH", here + ":" + ":".join(sys.path))
+    # Ray's workers import this module by its dotted name: give them the directory it hangs from.
+    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
+    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
     kwargs: dict[str, Any] = dict(progress=False, baselines=False, train_options=BUDGET)
     compare("lev", "ce,emd2", 2, tmp_path / "local", **kwargs)
     remote = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
