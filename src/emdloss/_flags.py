@@ -27,6 +27,7 @@ from emdloss.vocabulary import (
     DEFAULT_LOSSES,
     DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
+    ENGINES,
     EXECUTORS,
     REPORTED_METRICS,
     RUN_PLOTS,
@@ -208,6 +209,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         choices=EXECUTORS,
         default="local",
         help="local processes (--jobs) or Ray tasks (pip install 'emdloss[ray]')",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default=ENGINES[0],
+        help="grouped (default): runs that share a shape train as one vectorised model, the "
+        "others alone (compare says which and why); per-run: every run alone",
     )
     parser.add_argument(
         "--ray-address",

@@ -246,7 +246,7 @@ def decode(
     positions: Sequence[float] | Tensor | None = None,
     dim: int = 1,
 ) -> Tensor:
-    """Decode class probabilities into class indices with one of :data:`RULES`.
+    """Decode class probabilities into class indices with one of :data:`emdloss.vocabulary.RULES`.
 
     Parameters
     ----------

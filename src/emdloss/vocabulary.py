@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_LOSSES",
     "DEFAULT_OUTPUT",
     "DEFAULT_SEEDS",
+    "ENGINES",
     "EXECUTORS",
     "HIGHER_IS_BETTER",
     "IMPLEMENTATIONS",
@@ -86,6 +87,9 @@ SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 RUN_PLOTS: tuple[str, ...] = ("end", "none", "each")
 #: Where ``compare`` runs its runs: local processes or Ray tasks.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: How ``compare`` trains its runs: runs that share a shape as one vectorised model
+#: (:mod:`emdloss.training.grouped`; the default), or one at a time.
+ENGINES: tuple[str, ...] = ("grouped", "per-run")
 #: ``compare``'s built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``;
 #: ESL in its 6-class regrouping (``esl6``), the grouping TOC-UCO's published rows use.
 DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")

@@ -126,4 +126,5 @@ def _run_compare(module: Any, args: argparse.Namespace, datasets: Any, output: P
         executor=getattr(args, "executor", "local"),
         ray_address=getattr(args, "ray_address", None),
         plots=getattr(args, "plots", "end"),
+        engine=getattr(args, "engine", "grouped"),
     )

@@ -52,6 +52,7 @@ from emdloss.vocabulary import (
     DEFAULT_LOSSES,
     DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
+    ENGINES,
     EXECUTORS,
     RUN_PLOTS,
     SOFT_TARGET_POLICIES,
@@ -160,6 +161,7 @@ def compare(
     ray_address: str | None = None,
     test_fn: Callable[[Path], Any] | None = None,
     plots: str = "end",
+    engine: str = "grouped",
 ) -> CompareResult:
     """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
 
@@ -216,6 +218,11 @@ def compare(
         The plots of each run (learning curves, confusion matrix, ground distance): drawn once
         when the runs are done, for the reported runs (default); not drawn; or drawn by every
         run as it ends (``emdloss train``'s way, the slowest).
+    engine : {"grouped", "per-run"}
+        ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
+        vectorised model, each with its own numbers equal to the per-run path's
+        (:mod:`emdloss.training.grouped`); the others train alone, and compare names them and
+        why on stderr. ``"per-run"``: every run alone.
 
     Returns
     -------
@@ -259,6 +266,8 @@ def compare(
         raise UserError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
     if plots not in RUN_PLOTS:
         raise UserError(f"--plots: expected one of {', '.join(RUN_PLOTS)}, got {plots!r}")
+    if engine not in ENGINES:
+        raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if soft_targets not in SOFT_TARGET_POLICIES:
         raise UserError(
             f"--soft-targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
@@ -346,6 +355,7 @@ def compare(
             mp_context=mp_context,
             executor=executor,
             ray_address=ray_address,
+            engine=engine,
         )
         monitor_rule = str(user.get("monitor_rule", "argmax"))
         # Selection reads validation metrics only; the chosen runs' test metrics are the results.

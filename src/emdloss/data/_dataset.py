@@ -215,7 +215,7 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
     Parameters
     ----------
     path : str or Path
-        Image file (any format Pillow reads; read by :func:`read_rgb`).
+        Image file (any format Pillow reads; read by ``read_rgb``).
     image_size : int
         Side of the square output; the aspect ratio is not kept.
 

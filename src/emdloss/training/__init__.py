@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from emdloss.training._predict import predict
     from emdloss.training._train import run_deferred_test, train, write_run_plots
     from emdloss.training.datamodule import OrdinalDataModule
+    from emdloss.training.grouped import group_key, train_group, why_not_grouped
     from emdloss.training.losses import build_loss
     from emdloss.training.module import OrdinalTask
     from emdloss.training.rundir import RunResult
@@ -51,6 +52,7 @@ __all__ = [
     "calibrate_run",
     "conformal_summary",
     "evaluate",
+    "group_key",
     "load_data",
     "load_run_calibrator",
     "load_task",
@@ -58,6 +60,8 @@ __all__ = [
     "quiet_lightning_logs",
     "run_deferred_test",
     "train",
+    "train_group",
+    "why_not_grouped",
     "write_run_plots",
 ]
 
@@ -72,6 +76,9 @@ _LAZY = {
     "calibrate_run": "emdloss.training._calibrate",
     "conformal_summary": "emdloss.training._calibrate",
     "evaluate": "emdloss.training._evaluate",
+    "group_key": "emdloss.training.grouped",
+    "train_group": "emdloss.training.grouped",
+    "why_not_grouped": "emdloss.training.grouped",
     "load_data": "emdloss.training._build",
     "load_run_calibrator": "emdloss.training._calibrate",
     "load_task": "emdloss.training._evaluate",

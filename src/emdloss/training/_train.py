@@ -162,7 +162,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
         if ckpt_path is not None:
             # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
             # reads it (one clear error, whatever Lightning's own loader would do).
-            rundir.load_checkpoint(ckpt_path)
+            if rundir.load_checkpoint(ckpt_path).get("emdloss_engine") == "grouped":
+                raise UserError(
+                    f"cannot resume {run_dir}: its checkpoint was written by compare's grouped "
+                    "engine, which keeps no training-loop state; train it again (--overwrite)"
+                )
             if launched_rank() == 0:
                 # The temporaries of the write that the interruption cut short.
                 remove_stale_temporaries(run_dir)
@@ -259,6 +263,22 @@ def _train(
         datamodule=datamodule,
     )
     best_epoch = int(best["epoch"]) + 1
+    return write_finished_run(config, dataset, threads, history, best_epoch, metrics, eval_task)
+
+
+def write_finished_run(
+    config: TrainConfig,
+    dataset: Any,
+    threads: int,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    evaluated: dict[str, Any],
+    eval_task: OrdinalTask,
+) -> rundir.RunResult:
+    """Write a fitted run's files from its history and its best state's evaluation (``val``
+    and, unless the test is deferred, ``test``): history, predictions, plots, ``metrics.json``
+    last. The per-run path and the grouped engine (:mod:`emdloss.training.grouped`) share it."""
+    run_dir = config.run_dir
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
     metrics = {
         "dataset": config.dataset,
@@ -272,7 +292,7 @@ def _train(
         "monitor_rule": config.monitor_rule,
         "class_names": list(dataset.class_names),
         "threads": threads,
-        **metrics,
+        **evaluated,
         # The constant predictors on the same splits: has the model learned anything?
         "baselines": baseline_scores(dataset),
     }

@@ -197,20 +197,25 @@ class OrdinalTask(pl.LightningModule):
         return probs
 
     def decode_all(self, probs: Tensor, rules: Sequence[str] = RULES) -> dict[str, Tensor]:
-        """Predicted classes of every rule of :data:`emdloss.decoding.RULES` (or of ``rules``)."""
-        out = {}
-        for rule in rules:
-            if rule == "bayes":
-                out[rule] = decode(probs, rule, ground_distance=self.decision_cost.to(probs))
-            elif rule == "expected" and self.positions is not None:
-                out[rule] = decode(probs, rule, positions=self.positions)
-            else:
-                out[rule] = decode(probs, rule)
-        return out
+        """Predicted classes of every rule of :data:`emdloss.vocabulary.RULES` (or of
+        ``rules``)."""
+        return {rule: self.decode_rule(probs, rule) for rule in rules}
+
+    def decode_rule(self, probs: Tensor, rule: str) -> Tensor:
+        """Predicted classes of one rule (with this task's decision cost and positions)."""
+        if rule == "bayes":
+            return decode(probs, rule, ground_distance=self.decision_cost.to(probs))
+        if rule == "expected" and self.positions is not None:
+            return decode(probs, rule, positions=self.positions)
+        return decode(probs, rule)
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        return self.make_optimizer([p for p in self.parameters() if p.requires_grad])
+
+    def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        """This task's optimiser over ``params`` (its own, or the grouped engine's stacked ones:
+        AdamW and SGD update elementwise)."""
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(
                 params,
