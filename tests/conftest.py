@@ -1,7 +1,7 @@
 """Shared test set-up: real data from ../shared/data, quiet and reproducible torch, the core set.
 
-The core test modules (``CORE_TEST_FILES``) test the package root, which needs only torch and
-numpy. They must run on such a minimal install (CI's minimal and minimum-versions jobs): each
+The core test modules (``CORE_TEST_FILES``, paths relative to ``tests/``) test the package root,
+which needs only torch and numpy. They must run on such a minimal install (CI's minimal and minimum-versions jobs): each
 oracle (SciPy, POT, dlordinal, ...) is imported with ``pytest.importorskip`` inside the test that
 uses it, so a core module that skips as a whole is an error here. Their tests get the ``core``
 marker (``pytest -m core``). Other modules skip as a whole when an extra they need is missing.
@@ -24,6 +24,8 @@ from types import ModuleType
 import pytest
 import torch
 
+from tests._runs import copy_run, trained_run
+
 _SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if "EMDLOSS_DATA" not in os.environ and _SHARED.is_dir():
     os.environ["EMDLOSS_DATA"] = str(_SHARED)
@@ -43,28 +45,39 @@ def data_dir() -> Path:
     return path
 
 
-# Test modules of the torch + numpy core: kept runnable with no extra installed.
+# Test modules of the torch + numpy core, by path relative to tests/ (a test's path mirrors the
+# package it tests, so a basename such as test_functional.py is not unique): kept runnable with
+# no extra installed.
 CORE_TEST_FILES = frozenset(
     {
         "test_cpu_kernel.py",
         "test_decoding.py",
         "test_functional.py",
+        "test_functional_second_order.py",
         "test_ground.py",
         "test_ground_ddp.py",
         "test_losses.py",
+        "test_ordinal_settings.py",
         "test_recipe.py",
-        "test_second_order.py",
-        "test_settings.py",
         "test_sinkhorn.py",
         "test_validation.py",
     }
 )
 _IMPORT_SKIP = "could not import"  # how pytest.importorskip words its skip
+_TESTS = Path(__file__).resolve().parent
+
+
+def _is_core(path: Path) -> bool:
+    """Whether the test module at ``path`` is one of ``CORE_TEST_FILES``."""
+    resolved = path.resolve()
+    return resolved.is_relative_to(_TESTS) and (
+        resolved.relative_to(_TESTS).as_posix() in CORE_TEST_FILES
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if item.path.name in CORE_TEST_FILES:
+        if _is_core(item.path):
             item.add_marker(pytest.mark.core)
 
 
@@ -82,7 +95,7 @@ def _fail(report: pytest.CollectReport | pytest.TestReport, why: str) -> None:
 def pytest_make_collect_report(collector: pytest.Collector) -> object:
     report: pytest.CollectReport = yield
     if report.skipped and isinstance(collector, pytest.Module):
-        if collector.path.name in CORE_TEST_FILES:
+        if _is_core(collector.path):
             _fail(
                 report,
                 "a core test module must run with only torch and numpy installed "
@@ -181,3 +194,15 @@ def two_gloo_ranks(
         return [torch.load(tmp_path / f"out{rank}.pt") for rank in (0, 1)]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished one-epoch run (``tests._runs``; do not modify: use ``run``)."""
+    return trained_run(tmp_path_factory.mktemp("shared"))
+
+
+@pytest.fixture
+def run(shared_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared run."""
+    return copy_run(shared_run, tmp_path / "run")

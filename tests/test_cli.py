@@ -227,3 +227,48 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert done.returncode == 2
     assert "unknown loss 'nope'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_program_ends_once_its_output_is_complete(tmp_path: Path) -> None:
+    # Issue 20: the program skips the interpreter's teardown (os._exit), but only after the
+    # atexit handlers ran, other threads finished and both streams were flushed.
+    script = (
+        "import atexit, sys, threading, time\n"
+        "from emdloss import cli\n"
+        "atexit.register(lambda: print('atexit ran', flush=False))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()\n"
+        "sys.stdout.write('unflushed ')\n"
+        "cli._end_process(3)\n"
+        "print('never')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 3
+    assert done.stdout == "unflushed thread done\natexit ran\n"
+
+
+@pytest.mark.slow
+def test_a_train_process_writes_every_file_before_it_ends(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    argv = ["train", "--dataset", "lev", "--epochs", "2", "--output", str(run), *QUICK]
+    done = subprocess.run(
+        [sys.executable, "-m", "emdloss", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    metrics = _metrics(run)
+    # The table printed last is complete, with the run's own numbers.
+    assert f"{metrics['test']['argmax']['mae']:.4f}" in done.stdout.splitlines()[-6]
+    assert done.stdout.rstrip().splitlines()[-1].startswith("always")
+    for name in ("config.yaml", "data.json", "history.csv", "predictions_test.csv"):
+        assert (run / name).stat().st_size > 0, name
+    for name in ("learning_curves.png", "confusion_matrix.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert len((run / "history.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -14,8 +14,8 @@ import scipy.stats
 import torch
 
 from emdloss.errors import UserError
-from emdloss.training._names import DISTRIBUTION_LOSS_NAMES, LOSS_NAMES
 from emdloss.training.losses import build_loss
+from emdloss.vocabulary import DISTRIBUTION_LOSS_NAMES, LOSS_NAMES
 
 DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 C = 5
@@ -141,7 +141,7 @@ def test_hard_only_losses_refuse_distribution_targets_in_one_line(tmp_path, name
 
 def test_config_measures_are_the_metric_module_s():
     from emdloss.metrics.distribution import DISTRIBUTION_METRIC_MODES
-    from emdloss.training.config import DISTRIBUTION_MONITORS
+    from emdloss.vocabulary import DISTRIBUTION_MONITORS
 
     assert DISTRIBUTION_MONITORS == DISTRIBUTION_METRIC_MODES
 

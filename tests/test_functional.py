@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import emdloss
 from emdloss import _ordinal, _ordinal_fused
 from emdloss import functional as EF
+from emdloss.vocabulary import IMPLEMENTATIONS
 
 DT = torch.float64
 
@@ -274,6 +275,7 @@ def _loss(fn: str, c: int) -> Callable[..., torch.Tensor]:
         "emd2": lambda x, t, **kw: EF.emd(x, t, p=2, **kw),
         "ground": lambda x, t, **kw: EF.ground_emd(x, t, d, **kw),
         "cost": lambda x, t, **kw: EF.cost_matrix_emd(x, t, cm, **kw),
+        "sinkhorn": lambda x, t, **kw: EF.ground_emd(x, t, d, method="sinkhorn", **kw),
     }
     return table[fn]
 
@@ -394,11 +396,101 @@ def test_empty_batch() -> None:
     assert EF.emd(logits, index, reduction="none").shape == (0,)
 
 
+EVERY = ["squared_emd", "emd", "emd2", "ground", "cost", "sinkhorn"]
+
+
+@pytest.mark.filterwarnings("ignore:sinkhorn_emd did not converge")
+@pytest.mark.parametrize("impl", ["reference", "fused", "cpp"])
+@pytest.mark.parametrize("fn", EVERY)
+def test_edge_shapes_empty_ignored_and_one_class(fn: str, impl: str) -> None:
+    """Issue 21's edge-shape probe: N = 0 (also of (N, C, d1, d2) input, which raised a reshape
+    error), a batch left empty by ``ignore_index``, C = 1; every implementation."""
+    loss = _loss(fn, 4)
+    for logits, index in (
+        (torch.zeros(0, 4, dtype=DT), torch.zeros(0, dtype=torch.long)),
+        (torch.randn(3, 4, dtype=DT), torch.full((3,), -100)),  # every row ignored
+        (torch.zeros(0, 4, 2, 3, dtype=DT), torch.zeros(0, 2, 3, dtype=torch.long)),
+    ):
+        logits.requires_grad_(True)
+        with emdloss.implementation(impl):
+            assert torch.isnan(loss(logits, index))  # the mean of nothing, as F.cross_entropy
+            total = loss(logits, index, reduction="sum")
+            assert loss(logits, index, reduction="none").shape == index.shape
+        assert torch.isnan(F.cross_entropy(logits, index))
+        assert total.item() == 0.0
+        (grad,) = torch.autograd.grad(total, logits)
+        assert grad.shape == logits.shape and not grad.any()
+    with pytest.raises(
+        ValueError, match=r"at least 2 classes along dim 1, got C=1 \(shape \(3, 1\)\)"
+    ):
+        _loss(fn, 1)(torch.zeros(3, 1, dtype=DT), torch.zeros(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("fn", EVERY[:-1])
+def test_two_classes_match_their_closed_forms(fn: str) -> None:
+    """C = 2 by hand: one CDF step, one unit of distance; (N, C, d1, d2) gives the same rows."""
+    logits, index, _ = _rand(5, 2, 3, 2, seed=31)
+    p = logits.softmax(1).movedim(1, -1).reshape(-1, 2)
+    y = index.reshape(-1)
+    wrong = p.gather(1, (1 - y)[:, None])[:, 0]  # the mass on the other class
+    d = _random_ground(2)
+    cm = d - 0.5
+    expected = {
+        "squared_emd": 0.5 * (p[:, 0] - (y == 0).to(DT)) ** 2,
+        "emd": wrong,
+        "emd2": wrong,
+        "ground": wrong * d[1 - y, y],
+        "cost": 0.5 * wrong**2 * (cm[y, y] + cm[y, 1 - y]),
+    }[fn]
+    got = _loss(fn, 2)(logits, index, reduction="none")
+    assert got.shape == (5, 3, 2)
+    torch.testing.assert_close(got.reshape(-1), expected, rtol=1e-12, atol=1e-14)
+
+
+def _numpy_oracle(fn: str, logits: torch.Tensor, index: torch.Tensor) -> float:
+    """The float64 mean loss of float32 logits, by the docstrings' formulas in NumPy."""
+    x = logits.double().numpy()
+    p = np.exp(x - x.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    y = index.numpy()
+    c = x.shape[1]
+    if fn == "squared_emd":
+        cdf_gap = np.cumsum(p, 1) - (np.arange(c)[None, :] >= y[:, None])
+        return float((cdf_gap**2).mean(1).mean())
+    power = {"emd": 1, "emd2": 2}[fn]
+    return float((p * np.abs(np.arange(c)[None, :] - y[:, None]) ** power).sum(1).mean())
+
+
+SIZES = [
+    (fn, n, c)
+    for fn in ("squared_emd", "emd", "emd2", "ground")
+    for n, c in ((1_000_000, 5), (8, 10_000))
+    if not (fn == "ground" and c > 5)  # a 10,000 x 10,000 ground distance is 400 MB
+]
+
+
+@pytest.mark.parametrize(("fn", "n", "c"), SIZES)
+def test_a_million_rows_and_ten_thousand_classes_in_float32(fn: str, n: int, c: int) -> None:
+    """Issue 21's size probe: float32 sums over 1e6 rows or 1e4 classes stay near float64."""
+    g = torch.Generator().manual_seed(32)
+    logits = torch.randn(n, c, generator=g) * 3
+    index = torch.randint(0, c, (n,), generator=g)
+    if fn == "ground":  # the line distance |i - j|: W1, the emd oracle
+        line = torch.arange(c, dtype=torch.float32)
+        got = EF.ground_emd(logits, index, (line[:, None] - line[None, :]).abs())
+    else:
+        got = EF.emd(logits, index, p=2) if fn == "emd2" else getattr(EF, fn)(logits, index)
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    want = _numpy_oracle("emd" if fn == "ground" else fn, logits, index)
+    assert got.item() == pytest.approx(want, rel=1e-4)
+
+
 # -------------------------------------------------------------- dtypes and stability
 
 
+@pytest.mark.filterwarnings("ignore:sinkhorn_emd did not converge")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fn", ["squared_emd", "emd", "emd2", "ground", "cost"])
+@pytest.mark.parametrize("fn", EVERY)
 def test_half_inputs_compute_in_float32(dtype: torch.dtype, fn: str) -> None:
     logits, index, _ = _rand(8, 5, seed=21)
     loss = _loss(fn, 5)
@@ -503,7 +595,7 @@ def test_fused_equals_reference(
     gaps = _ordinal.gap_weights(torch.tensor(_positions(c))) if with_positions else None
     g = torch.randn(shape[0], *shape[2:], dtype=DT)
     results = {}
-    for impl in _ordinal.IMPLEMENTATIONS:
+    for impl in IMPLEMENTATIONS:
         xi = x.clone().requires_grad_(True)
         with _ordinal.implementation(impl):
             rows = _ordinal.cdf_loss(xi, target, gaps, squared=squared, input_type=input_type)

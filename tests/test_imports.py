@@ -72,7 +72,7 @@ def test_cli_parser_help_and_version_import_no_heavy_package_nor_torch() -> None
 
 def test_help_lists_the_losses_from_the_light_registry() -> None:
     from emdloss.training import LOSS_NAMES as REGISTRY
-    from emdloss.training._names import LOSS_NAMES
+    from emdloss.vocabulary import LOSS_NAMES
 
     assert LOSS_NAMES is REGISTRY
     done = subprocess.run(

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from emdloss._cpu_kernel import build as build_cpu_kernel
     from emdloss._ordinal import current_implementation, implementation
     from emdloss._validation import is_validation_enabled, set_validation, validation
-    from emdloss.decoding import RULES, decode
+    from emdloss.decoding import decode
     from emdloss.ground import (
         LearnedGroundDistance,
         centroid_ground_distance,
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     )
     from emdloss.losses import CostMatrixEMDLoss, EMDLoss, GroundEMDLoss, SquaredEMDLoss
     from emdloss.recipe import CombinedLoss, EMDRecipeLoss
+    from emdloss.vocabulary import RULES
 
 __all__ = [
     "RULES",
@@ -69,7 +70,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "is_validation_enabled": ("emdloss._validation", "is_validation_enabled"),
     "set_validation": ("emdloss._validation", "set_validation"),
     "validation": ("emdloss._validation", "validation"),
-    "RULES": ("emdloss.decoding", "RULES"),
+    "RULES": ("emdloss.vocabulary", "RULES"),
     "decode": ("emdloss.decoding", "decode"),
     "LearnedGroundDistance": ("emdloss.ground", "LearnedGroundDistance"),
     "centroid_ground_distance": ("emdloss.ground", "centroid_ground_distance"),

@@ -9,6 +9,13 @@ The temporary file is named ``.NAME.PID.XXXXXXXX.SUFFIX`` (PID of the writing pr
 write to ``NAME`` removes the leftovers of processes that no longer run, and
 :func:`remove_stale_temporaries` sweeps a whole directory (a resumed run does).
 
+The target must be a regular file or absent: a device, a FIFO, a socket or a directory at the
+target is refused (``os.replace`` would swap ``/dev/null`` for a regular file), and, for the
+outputs a user names, an existing file is replaced only when asked (``overwrite=True``, the
+``--overwrite`` flag). A write that fails for want of space or permission (ENOSPC, EDQUOT, EROFS,
+EACCES, EPERM) is one :class:`~emdloss.errors.UserError` naming the path; the previous file is
+left as it was.
+
 The file gets the mode a plain :func:`open` would give it (``0o666 & ~umask``). The umask is read
 from ``/proc/self/status`` and never changed: ``os.umask`` is process-wide, so setting it even
 for a moment lets files that other threads create meanwhile come out with the wrong mode.
@@ -17,18 +24,24 @@ for a moment lets files that other threads create meanwhile come out with the wr
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from emdloss.errors import UserError
+
 __all__ = [
+    "OUTPUT_ERRNOS",
     "atomic_path",
     "atomic_write",
+    "check_target",
     "file_mode",
     "remove_stale_temporaries",
     "write_bytes",
@@ -42,6 +55,15 @@ _IN_FLIGHT: set[str] = set()
 _IN_FLIGHT_LOCK = threading.Lock()
 # mkstemp's random part: 8 characters of this alphabet.
 _RANDOM = re.compile(r"(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}")
+#: Errors of a write that the user fixes (space, quota, a read-only or foreign file system).
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _proc_umask() -> int | None:
@@ -188,8 +210,66 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
     return removed
 
 
+def check_target(path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+    """Refuse a write target that is not a regular file (or absent), or that exists when
+    ``overwrite`` is false.
+
+    Parameters
+    ----------
+    path : path-like
+        The file about to be written.
+    overwrite : bool
+        Whether an existing regular file may be replaced.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    UserError
+        Naming the path and what it is.
+
+    Examples
+    --------
+    >>> check_target("/dev/null")
+    Traceback (most recent call last):
+    ...
+    emdloss.errors.UserError: refusing to write /dev/null: it is a character device, not a regular file
+    """
+    target = Path(path)
+    try:
+        mode = os.stat(target).st_mode  # follows a symbolic link to what it names
+    except FileNotFoundError:
+        return target
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    for test, kind in _KINDS:
+        if test(mode):
+            raise UserError(f"refusing to write {target}: it is {kind}, not a regular file")
+    if not overwrite:
+        raise UserError(f"{target} exists; give --overwrite to replace it, or another path")
+    return target
+
+
+def _output_error(target: Path, error: OSError) -> UserError:
+    code = error.errno or 0
+    reason = error.strerror or os.strerror(code)
+    return UserError(f"cannot write {target}: {reason} ({errno.errorcode.get(code, code)})")
+
+
+def _move_new(tmp: Path, target: Path) -> None:
+    # A hard link fails (EEXIST) where a file appeared meanwhile, rather than replacing it.
+    try:
+        os.link(tmp, target)
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
+        os.replace(tmp, target)  # a file system without hard links: checked just before
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it over ``path`` when the block succeeds.
 
     For writers that want a file name rather than a handle. On error the temporary file is
@@ -198,7 +278,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     Parameters
     ----------
     path : path-like
-        Final file name; its directory is created when missing.
+        Final file name; its directory is created when missing. It must be a regular file or
+        absent (:func:`check_target`).
+    overwrite : bool
+        Whether an existing file may be replaced (checked again just before the move).
+
+    Raises
+    ------
+    UserError
+        For a target that is not a regular file, an existing one when ``overwrite`` is false,
+        and a write that fails with one of :data:`OUTPUT_ERRNOS` (a full disk, say).
 
     Yields
     ------
@@ -214,12 +303,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     >>> target.read_text()
     'hi'
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target.parent, target.name)  # leftovers of earlier, killed writes
-    fd, name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=target.suffix
-    )
+    target = check_target(path, overwrite=overwrite)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target.parent, target.name)  # leftovers of earlier, killed writes
+        fd, name = tempfile.mkstemp(
+            dir=target.parent, prefix=f".{target.name}.{os.getpid()}.", suffix=target.suffix
+        )
+    except OSError as error:
+        if error.errno in OUTPUT_ERRNOS:
+            raise _output_error(target, error) from error
+        raise
     tmp = Path(name)
     key = str(tmp.absolute())
     with _IN_FLIGHT_LOCK:
@@ -230,10 +324,24 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fchmod(fd, file_mode())
         finally:
             os.close(fd)
-        yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
+            # Checked again: a device or a file may have appeared while the block wrote.
+            check_target(target, overwrite=overwrite)
+            if overwrite:
+                os.replace(tmp, target)
+            else:
+                _move_new(tmp, target)
+        except OSError as error:
+            if error.errno == errno.EEXIST and not overwrite:
+                raise UserError(
+                    f"{target} exists; give --overwrite to replace it, or another path"
+                ) from None
+            if error.errno in OUTPUT_ERRNOS:
+                raise _output_error(target, error) from error
+            raise
     finally:
         try:
             tmp.unlink(missing_ok=True)
@@ -242,7 +350,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
                 _IN_FLIGHT.discard(key)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> Path:
+def atomic_write(
+    path: str | os.PathLike[str],
+    write: Callable[[IO[bytes]], object],
+    *,
+    overwrite: bool = True,
+) -> Path:
     """Write a file atomically through a callback that receives a binary file object.
 
     Parameters
@@ -251,6 +364,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
         Target file; its directory is created when missing.
     write : callable
         Called once with an open binary file (a temporary file next to ``path``).
+    overwrite : bool
+        Whether an existing file may be replaced (see :func:`atomic_path`).
 
     Returns
     -------
@@ -265,13 +380,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], obje
     >>> target.read_bytes()
     b'hi'
     """
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+    with atomic_path(path, overwrite=overwrite) as tmp, open(tmp, "wb") as handle:
         write(handle)
     return Path(path)
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write bytes atomically.
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = True) -> Path:
+    """Write bytes atomically (``overwrite``: see :func:`atomic_path`).
 
     Examples
     --------
@@ -279,11 +394,11 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     >>> write_bytes(pathlib.Path(tempfile.mkdtemp()) / "b.bin", b"x").read_bytes()
     b'x'
     """
-    return atomic_write(path, lambda handle: handle.write(data))
+    return atomic_write(path, lambda handle: handle.write(data), overwrite=overwrite)
 
 
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write UTF-8 text atomically.
+def write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = True) -> Path:
+    """Write UTF-8 text atomically (``overwrite``: see :func:`atomic_path`).
 
     Examples
     --------
@@ -291,7 +406,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     >>> write_text(pathlib.Path(tempfile.mkdtemp()) / "c.txt", "y").read_text()
     'y'
     """
-    return write_bytes(path, text.encode("utf-8"))
+    return write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
 
 
 def _nan_to_none(obj: Any) -> Any:
@@ -305,8 +420,9 @@ def _nan_to_none(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write an object as indented JSON atomically (NaN is written as ``null``).
+def write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = True) -> Path:
+    """Write an object as indented JSON atomically (NaN is written as ``null``; ``overwrite``:
+    see :func:`atomic_path`).
 
     Examples
     --------
@@ -315,4 +431,4 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     >>> json.loads(write_json(target, {"a": float("nan")}).read_text())
     {'a': None}
     """
-    return write_text(path, json.dumps(_nan_to_none(obj), indent=2) + "\n")
+    return write_text(path, json.dumps(_nan_to_none(obj), indent=2) + "\n", overwrite=overwrite)

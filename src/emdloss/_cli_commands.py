@@ -13,14 +13,12 @@ import json
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from emdloss._cli_parser import _DICT_FLAGS
 from emdloss.errors import UserError
+from emdloss.vocabulary import REPORTED_METRICS
 
-#: Metrics shown in the summary tables, in order.
-SUMMARY_METRICS = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
 _SHORT = {"one_off_accuracy": "1-off"}
 
 
@@ -46,7 +44,7 @@ def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") ->
     rule      accuracy  mae
     argmax    0.5000    0.7500
     """
-    columns = [m for m in SUMMARY_METRICS if any(m in row for row in metrics.values())]
+    columns = [m for m in REPORTED_METRICS if any(m in row for row in metrics.values())]
     headers = ["rule", *[_SHORT.get(m, m) for m in columns]]
     rows = [
         [rule, *[f"{float(values[m]):.4f}" if m in values else "-" for m in columns]]
@@ -62,6 +60,7 @@ def format_table(metrics: Mapping[str, Mapping[str, float]], title: str = "") ->
 # ---------------------------------------------------------------------------- commands
 def _train(args: argparse.Namespace) -> int:
     from emdloss.training import TrainConfig, train
+    from emdloss.training.config import MAPPING_OPTIONS
     from emdloss.training.rundir import CONFIG_FILE
 
     given = {
@@ -69,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key not in ("command", "config", "debug") and not key.startswith("_")
     }
-    for name in _DICT_FLAGS:
+    for name in MAPPING_OPTIONS:
         if name in given:
             given[name] = dict(given[name])
     base = None
@@ -84,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.config:
             base = TrainConfig.from_yaml(args.config, base=base)
         if base is not None:
-            for name in _DICT_FLAGS:
+            for name in MAPPING_OPTIONS:
                 if name in given:
                     given[name] = {**getattr(base, name), **given[name]}
         config = TrainConfig.from_dict(given, base=base)
@@ -234,7 +233,7 @@ def _predict(args: argparse.Namespace) -> int:
     from emdloss.training import predict
     from emdloss.training.rundir import predictions_csv
 
-    rows = predict(args.run_dir, args.inputs, output=args.output)
+    rows = predict(args.run_dir, args.inputs, output=args.output, overwrite=args.overwrite)
     if rows and "conformal_set" in rows[0]:
         from emdloss.training import conformal_summary
         from emdloss.training.rundir import read_calibration
@@ -258,7 +257,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from emdloss.integrations.onnx import export_onnx
 
-    model, sidecar = export_onnx(args.run_dir, args.output, rule=args.rule, opset=args.opset)
+    model, sidecar = export_onnx(
+        args.run_dir, args.output, rule=args.rule, opset=args.opset, overwrite=args.overwrite
+    )
     print(f"wrote {model} and {sidecar}", file=sys.stderr)
     return 0
 
@@ -277,17 +278,29 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _spell_flags(message: str) -> str:
-    """Spell the options of a library message as the CLI's flags: a train option as its flag
-    (``--lr 0``, not ``option lr=0``), any other (a data source's option, such as
-    ``val_fraction``) as the ``--data-option KEY=VALUE`` that sets it."""
+def _spell_flags(message: str, flags: Collection[str] | None = None) -> str:
+    """Spell the options of a library message (``option lr=0``) as the command's flags.
+
+    ``flags`` are the option strings of the command (default: ``train``'s). An option that is
+    a flag of the command reads as the flag (``--lr 0``); a train option that ``compare`` sets
+    with ``--set`` as ``--set lr=0``; any other (a data source's option, such as
+    ``val_fraction``) as the ``--data-option KEY=VALUE`` that sets it, where the command has it.
+    """
     from emdloss.training.config import TrainConfig
 
     fields = set(TrainConfig.field_names())
+    if flags is None:
+        flags = {_flag(name) for name in fields} | {"--data-option"}
 
     def spell(match: re.Match[str]) -> str:
         name = match.group(1)
-        return _flag(name) + " " if name in fields else f"--data-option {name}="
+        if _flag(name) in flags:
+            return _flag(name) + " "
+        if "--set" in flags and name in fields:
+            return f"--set {name}="
+        if "--data-option" in flags and name not in fields:
+            return f"--data-option {name}="
+        return match.group(0)
 
     return _OPTION.sub(spell, message)
 

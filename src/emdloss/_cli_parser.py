@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-from collections.abc import Sequence
 from typing import Any
+
+from emdloss._flags import add_compare_arguments, add_train_arguments
+from emdloss.vocabulary import CONFORMAL_METHODS
 
 #: What the commands need beyond torch and numpy: module -> why, all from the ``train`` extra.
 _TRAIN_MODULES = ("yaml", "lightning", "torchmetrics")
 _TRAIN_EXTRA = "pip install 'emdloss[train]'"
-
-#: Conformity scores of ``emdloss calibrate`` (emdloss.conformal.METHODS, spelled out here so
-#: that building the parser does not import torch).
-_CONFORMAL_METHODS = ("cdf", "ordinal_aps")
 
 
 def _missing_train_modules() -> list[str]:
@@ -26,66 +24,6 @@ def _missing_train_modules() -> list[str]:
     return [name for name in _TRAIN_MODULES if importlib.util.find_spec(name) is None]
 
 
-_HELP = {
-    "dataset": "retinamnist, era, esl, esl6, lev, swd, adience, csv:PATH, folder:PATH, images:PATH, ldl:PATH.mat",
-    "output": "run directory (default runs/<dataset>-<loss>-seed<seed>)",
-    "loss": "training loss (see `emdloss train --help` epilog for the list)",
-    "model": "network: mlp, cnn, resnet18, ... (default mlp for tables, cnn for small images)",
-    "epochs": "training epochs",
-    "seed": "random seed (splits, initialisation, shuffling)",
-    "batch_size": "mini-batch size per process",
-    "data_dir": "directory of data files (else $EMDLOSS_DATA, else a per-user cache)",
-    "target": "target column of a CSV data set",
-    "classes": "class names in order, comma-separated (CSV and image folders)",
-    "data_options": "data option KEY=VALUE (repeatable): for CSV files ignore=, features=, "
-    "categorical=, missing=, bins=, ... (listed below), for every source val_fraction=, "
-    "test_fraction=, limit=",
-    "soft_targets": "train on the data's soft target distributions where it has them",
-    "fold": "test fold of k-fold cross-validation",
-    "num_folds": "number of folds",
-    "pretrained": "start backbones from ImageNet weights in the local torch cache",
-    "model_options": "further model option KEY=VALUE (repeatable), e.g. dropout=0.2",
-    "loss_options": "further loss option KEY=VALUE (repeatable), e.g. mu=0.25",
-    "ground_matrix": "ground-distance matrix file (.npy, .csv, .txt) for --loss ground",
-    "ground_power": "power p of the default ground distance |x_i - x_j|^p",
-    "warmup_epochs": "recipe: epochs of cross-entropy before the EMD term",
-    "ce_weight": "recipe: weight of cross-entropy",
-    "emd_weight": "recipe: weight of the EMD term",
-    "optimizer": "adamw or sgd (SGD with Nesterov momentum)",
-    "lr": "learning rate",
-    "momentum": "SGD momentum (the paper: 0.98)",
-    "weight_decay": "weight decay",
-    "scheduler": "learning-rate schedule: exponential, cosine or none",
-    "lr_decay": "factor per epoch of the exponential schedule (the paper: 0.995)",
-    "monitor": "validation metric for model selection (mae, qwk, accuracy, rps, loss, ...)",
-    "monitor_rule": "prediction rule of the monitored metric",
-    "vote_weights": "on vote counts, draw training items with probability proportional to "
-    "their votes",
-    "ldl_baselines": "fit the LDL baselines beside the model on distribution targets",
-    "distribution_monitor": "validation measure of model selection on distribution targets "
-    "(kl, emd2, nima_emd, cosine, intersection, ...)",
-    "tta": "mirror test-time augmentation for images",
-    "evaluate_test": "evaluate the best checkpoint on the test split when training ends "
-    "(--no-evaluate-test leaves it unread, as compare --grid does until it has chosen)",
-    "limit_train": "use at most N training samples (stratified)",
-    "limit_val": "use at most N validation samples (stratified)",
-    "limit_test": "use at most N test samples (stratified)",
-    "num_workers": "data-loader worker processes",
-    "threads": "intra-op torch threads (default 1 for mlp and cnn, torch's default otherwise)",
-    "accelerator": "cpu, gpu, mps or auto",
-    "devices": "devices (processes) per node: a count, a list like 0,1, or auto",
-    "strategy": "auto, ddp, ddp_spawn, ... (Lightning strategies)",
-    "num_nodes": "number of machines",
-    "dist_timeout": "seconds a DDP process waits for the others before stopping the run "
-    "(default 300)",
-    "precision": "32-true, 16-mixed, bf16-mixed, ...",
-    "deterministic": "deterministic algorithms",
-    "implementation": "EMD loss implementation: fused (PyTorch) or cpp (C++ CPU kernel); "
-    "recorded in config.yaml and reused on resume",
-    "progress": "progress bars",
-    "resume": "continue the run in --output from checkpoints/last.ckpt",
-    "overwrite": "replace an existing run in --output",
-}
 _DATA_OPTIONS_EPILOG = """\
 CSV files (--dataset csv:PATH --target COLUMN) take these --data-option KEY=VALUE:
   ignore=A,B              columns to leave out (identifiers, scores the target is made from)
@@ -110,24 +48,6 @@ example:
       --data-option ignore=rownames,response --data-option categorical=judge,bottle
 """
 
-_DICT_FLAGS = {"data_options": "data-option", "model_options": "model-option"}
-_DICT_FLAGS["loss_options"] = "loss-option"
-
-
-def _key_value(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        import yaml
-    except ImportError:  # a minimal install: the value stays a string
-        return key.strip().replace("-", "_"), value
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip().replace("-", "_"), parsed
-
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Epilogs keep their line breaks; an option's default follows its help unless the help
@@ -146,75 +66,6 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         ):
             return action.help
         return f"{text} (default: %(default)s)"
-
-
-def _default_text(name: str) -> str:
-    """`` (default: X)`` for a field of TrainConfig, empty when its help already says it."""
-    import dataclasses
-
-    from emdloss.training.config import TrainConfig
-
-    if "default" in _HELP.get(name, ""):
-        return ""
-    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
-    if field.default is not dataclasses.MISSING:
-        value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:  # pragma: no cover - every option has a default
-        return ""
-    if value is None or value == {}:
-        return " (default: none)"
-    if isinstance(value, bool):
-        return f" (default: {'on' if value else 'off'})"
-    return f" (default: {value})"
-
-
-#: train's data flags that ``compare`` shares (the same definitions, added by
-#: :func:`_add_train_arguments`).
-DATA_FLAGS = ("target", "classes", "data_options")
-
-
-def _add_train_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, names: Sequence[str] | None = None
-) -> None:
-    """Add train's option flags (all, or only ``names`` without ``--config``) to a parser."""
-    from emdloss.training.config import TrainConfig
-
-    if names is None:
-        parser.add_argument("--config", metavar="FILE", help="YAML file of options (keys = flags)")
-    from emdloss.training.config import BOOL_FIELDS
-
-    bools = BOOL_FIELDS
-    for name in TrainConfig.field_names() if names is None else names:
-        flag = "--" + name.replace("_", "-")
-        # The defaults are written out: the flags default to SUPPRESS (so that a --config file
-        # or a resumed run is not overridden), which argparse's formatter does not show.
-        help_text = _HELP.get(name, "") + _default_text(name)
-        if name in bools:
-            parser.add_argument(
-                flag,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=help_text,
-            )
-        elif name in _DICT_FLAGS:
-            parser.add_argument(
-                "--" + _DICT_FLAGS[name],
-                flag,
-                dest=name,
-                action="append",
-                type=_key_value,
-                default=argparse.SUPPRESS,
-                metavar="KEY=VALUE",
-                help=help_text,
-            )
-        else:
-            metavar = {"classes": "A,B,C"}.get(name, name.upper())
-            parser.add_argument(
-                flag, dest=name, default=argparse.SUPPRESS, metavar=metavar, help=help_text
-            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from emdloss.training import LOSS_NAMES
+    from emdloss.vocabulary import LOSS_NAMES
 
     # No abbreviations (--epoch must not silently mean --epochs); defaults in every --help.
     sub: dict[str, Any] = {"allow_abbrev": False, "formatter_class": _HelpFormatter}
@@ -257,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="losses: " + ", ".join(LOSS_NAMES) + "\n\n" + _DATA_OPTIONS_EPILOG,
         **sub,
     )
-    _add_train_arguments(train)
+    add_train_arguments(train)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -288,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--alpha", type=float, default=0.1, help="miscoverage level in (0, 1)")
     calibrate.add_argument(
         "--method",
-        choices=_CONFORMAL_METHODS,
-        default=_CONFORMAL_METHODS[0],
+        choices=CONFORMAL_METHODS,
+        default=CONFORMAL_METHODS[0],
         help="conformity score: cdf (median-centred CDF interval) or ordinal_aps",
     )
     calibrate.add_argument(
@@ -316,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs", nargs="+", metavar="INPUTS", help="image files/folders or CSV files"
     )
     predict.add_argument("--output", "-o", help="write the predictions CSV here")
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --output file"
+    )
 
     export = commands.add_parser(
         "export",
@@ -331,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", "-o", required=True, help="the file to write, e.g. model.onnx")
     export.add_argument("--rule", help="prediction rule of the label output (default: the run's)")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace existing --output and sidecar files"
+    )
 
     compare = commands.add_parser(
         "compare",
@@ -338,12 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare losses under one protocol (see docs/results.md).",
         **sub,
     )
-    # The compare package itself is light (it imports its training parts when it runs).
-    from emdloss import compare as compare_module
-
-    compare_module.add_arguments(compare)
-    _add_train_arguments(compare.add_argument_group("data options (as for train)"), DATA_FLAGS)
-    for command in (train, evaluate, predict, compare):
+    add_compare_arguments(compare)
+    for command in (train, evaluate, calibrate, predict, export, compare):
         # So that main() can answer an unknown option with this command's usage.
         command.set_defaults(_parser=command)
 
@@ -357,4 +210,5 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     build_kernel.add_argument("--verbose", action="store_true", help="show the compiler output")
+    build_kernel.set_defaults(_parser=build_kernel)
     return parser

@@ -23,7 +23,8 @@ def moved_attribute(module: str, name: str, moved: Mapping[str, str]) -> Any:
     """The value of ``module.name`` from its new home ``moved[name]``, with a warning.
 
     A new home with an underscore component is internal: the warning says there is no public
-    replacement. A name not in ``moved`` raises :class:`AttributeError` as usual.
+    replacement. A home ``"module:NEW_NAME"`` holds the value under another name. A name not in
+    ``moved`` raises :class:`AttributeError` as usual.
 
     Examples
     --------
@@ -34,16 +35,17 @@ def moved_attribute(module: str, name: str, moved: Mapping[str, str]) -> Any:
     >>> value == SINCE, str(caught[0].message)
     (True, 'old.place.SINCE is deprecated and will be removed in emdloss 0.3.0; it is internal, with no public replacement')
     """
-    new = moved.get(name)
-    if new is None:
+    home = moved.get(name)
+    if home is None:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new, _, renamed = home.partition(":")
     if any(part.startswith("_") for part in new.split(".")):
         where = "it is internal, with no public replacement"
     else:
-        where = f"import it from {new}"
+        where = f"import it from {new}" + (f" as {renamed}" if renamed else "")
     warnings.warn(
         f"{module}.{name} is deprecated and will be removed in emdloss {REMOVED_IN}; {where}",
         DeprecationWarning,
         stacklevel=3,
     )
-    return getattr(importlib.import_module(new), name)
+    return getattr(importlib.import_module(new), renamed or name)

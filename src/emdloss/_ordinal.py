@@ -65,12 +65,13 @@ from emdloss._ordinal_fused import (
     _CdfLoss,
     _LinearLoss,
     _scaled,
+    apply_function,
     cdf_loss_reference,
     linear_loss_reference,
 )
+from emdloss.vocabulary import IMPLEMENTATIONS
 
 __all__ = [
-    "IMPLEMENTATIONS",
     "cdf_loss",
     "choose",
     "current_implementation",
@@ -80,7 +81,6 @@ __all__ = [
     "quantile_wasserstein",
 ]
 
-IMPLEMENTATIONS = ("fused", "cpp", "library", "reference")
 
 # The implementation chosen by an enclosing ``implementation()`` block in this thread/task;
 # None: the process default (``EMDLOSS_CPU_KERNEL``, see current_implementation()).
@@ -186,7 +186,7 @@ def choose(parameter: Tensor | None = None) -> str:
 def _cdf_fused(
     x: Tensor, t: Tensor, gaps: Tensor | None, squared: bool, it: str, ss: float | None
 ) -> Tensor:
-    out: Tensor = _CdfLoss.apply(x, t, gaps, squared, it, ss)
+    out: Tensor = apply_function(_CdfLoss, x, t, gaps, squared, it, ss)[0]
     return out
 
 
@@ -203,7 +203,7 @@ def _cdf_reference(
 
 
 def _linear_fused(x: Tensor, cost_rows: Tensor, it: str, ss: float | None) -> Tensor:
-    out: Tensor = _LinearLoss.apply(x, cost_rows, it, ss)
+    out: Tensor = apply_function(_LinearLoss, x, cost_rows, it, ss)[0]
     return out
 
 
@@ -310,7 +310,7 @@ def quantile_wasserstein(p: Tensor, t: Tensor, positions: Tensor, power: float) 
         # first class whose CDF reaches q; rounding can leave the last CDF value just under 1
         i = torch.searchsorted(cdf_p.detach().contiguous(), qs.detach().contiguous())
         j = torch.searchsorted(cdf_t.detach().contiguous(), qs.detach().contiguous())
-        cost = positions[i.clamp_(max=num_classes - 1)] - positions[j.clamp_(max=num_classes - 1)]
+        cost = positions[i.clamp(max=num_classes - 1)] - positions[j.clamp(max=num_classes - 1)]
         cost = cost.abs().pow(power)
     delta = torch.diff(qs, dim=-1, prepend=qs.new_zeros(*qs.shape[:-1], 1))
     return (delta * cost).sum(dim=-1)

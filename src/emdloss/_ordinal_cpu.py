@@ -7,6 +7,8 @@ in the C++ source).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -33,9 +35,9 @@ def squared_emd_cpu(
     targets. None (the caller then takes the PyTorch path) outside the kernel's case: ``x``
     a CPU float32/float64 tensor shaped (N, C) or (N, C, S), an integer ``target`` (N,) or
     (N, S) holding raw class indices (``ignore_index`` included), ``gaps`` and ``weight``
-    (length-C vectors of ``x``'s dtype, or None) that need no gradient, and nothing traced. A
-    class index out of range (possible only with validation off) also gives None, so that
-    the PyTorch path raises. Returns the kernel's output: a scalar, or (N, S) for
+    (length-C vectors of ``x``'s dtype, or None) that need no gradient, and nothing traced
+    or transformed by :mod:`torch.func`. A class index out of range (possible only with
+    validation off) also gives None, so that the PyTorch path raises. Returns the kernel's output: a scalar, or (N, S) for
     ``reduction="none"``. The op's autograd is in C++: its first-order backward scales the
     gradient kept from the forward, and under ``create_graph=True`` it differentiates the
     same loss written in ATen ops, so second-order gradients are exact.
@@ -56,14 +58,15 @@ def squared_emd_cpu(
         or target.dtype not in _INDEX_DTYPES
         or any(t is not None and t.requires_grad for t in (gaps, weight))
         or torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()  # a C++ autograd node: no torch.func
     ):
         return None
-    n, c = x.shape[0], x.shape[1]
-    flat_t = target.reshape(n, -1).long()
+    n, c, m = x.shape[0], x.shape[1], math.prod(x.shape[2:])  # not -1: N may be 0
+    flat_t = target.reshape(n, m).long()
 
     def run(z: Tensor) -> Tensor:
         out: Tensor = torch.ops.emdloss_cpu.squared_emd(
-            z.reshape(n, c, -1),
+            z.reshape(n, c, m),
             flat_t,
             gaps,
             weight,

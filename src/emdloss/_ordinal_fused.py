@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 # Below this many classes a hand-written softmax beats torch.softmax on the CPU (rows shorter
@@ -24,6 +23,22 @@ _SMALL_C = 16
 def _class_view(vector: Tensor, ndim: int) -> Tensor:
     """A length-C vector shaped to broadcast along dim 1 of an ``ndim``-d tensor."""
     return vector.view(1, -1) if ndim == 2 else vector.view(1, -1, 1)
+
+
+def one_hot(index: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
+    """One-hot rows of class indices (N,) / (N, S) as (N, C) / (N, C, S) in ``dtype``.
+
+    A comparison, not :func:`torch.nn.functional.one_hot`, whose range check reads the indices
+    to Python: this one runs under :func:`torch.func.vmap` and :func:`torch.compile` too.
+
+    Examples
+    --------
+    >>> one_hot(torch.tensor([2, 0]), 3, torch.float32)
+    tensor([[0., 0., 1.],
+            [1., 0., 0.]])
+    """
+    classes = torch.arange(num_classes, device=index.device)
+    return (index.unsqueeze(1) == _class_view(classes, index.dim() + 1)).to(dtype)
 
 
 def _l1_gaps(x: Tensor, gaps: Tensor | None, squared: bool) -> Tensor | None:
@@ -87,6 +102,8 @@ def _scan(src: Tensor, out: Tensor | None = None) -> Tensor:
         return out
     if out is None:
         return torch.cumsum(src, dim=1)
+    if _transformed():  # vmap batches no out= write
+        return out.copy_(torch.cumsum(src, dim=1))
     return torch.cumsum(src, dim=1, out=out)
 
 
@@ -103,7 +120,9 @@ def _cdf_forward(
     if not target.is_floating_point():
         index = target.unsqueeze(1)
         p_y = p.gather(1, index)
-        if p is x:  # the caller's tensor: work on a copy
+        if _transformed():  # out of place: vmap has no batching rule for scatter_
+            d = torch.cumsum(p.scatter(1, index, p_y - 1), dim=1)
+        elif p is x:  # the caller's tensor: work on a copy
             d = x.clone()
             d.scatter_(1, index, p_y - 1)
             _scan(d, d)
@@ -117,7 +136,7 @@ def _cdf_forward(
         _scan(d, d)
     if squared and gaps is None:
         e = d
-        loss = torch.linalg.vector_norm(d, dim=1, keepdim=True).square_()
+        loss = torch.linalg.vector_norm(d, dim=1, keepdim=True).square()
     elif gaps is None:  # L1 with unit gaps; the last term is dropped as in _l1_gaps
         last = d.shape[1] - 1
         loss = torch.linalg.vector_norm(d.narrow(1, 0, last), ord=1, dim=1, keepdim=True)
@@ -164,10 +183,11 @@ def _cdf_backward(
         grad_target = (xs - total).mul_(g * factor)
     # grad = f g (a - X) [* p], in place in the X buffer, with binary ops only: one operand
     # broadcast per row vectorises on the CPU, where a ternary addcmul with two does not.
-    uniform = grad.dim() == 0 or all(st == 0 for st in grad.stride())
+    transformed = _transformed()
+    uniform = grad.dim() == 0 or (not transformed and all(st == 0 for st in grad.stride()))
     if uniform and grad.numel() > 0:
         g0 = grad if grad.dim() == 0 else grad[(0,) * grad.dim()]
-        if grad.device.type == "cpu" and _READ_SCALAR_ON_CPU:  # a free read: fold it in
+        if grad.device.type == "cpu" and _READ_SCALAR_ON_CPU and not transformed:  # free: fold in
             scale = g0.item() * factor
             torch.sub(a.mul_(scale), xs, alpha=scale, out=xs)  # `a` is a fresh (N, 1[, S])
             if input_type != "probs":
@@ -177,7 +197,10 @@ def _cdf_backward(
         row_scale = g0 * factor
     else:
         row_scale = grad.unsqueeze(1) * factor
-    torch.sub(a, xs, out=xs)
+    if transformed:  # vmap cannot write out= into a buffer it batched
+        xs = a - xs
+    else:
+        torch.sub(a, xs, out=xs)
     if input_type != "probs":
         assert p is not None
         xs.mul_(p)
@@ -185,34 +208,57 @@ def _cdf_backward(
     return xs, grad_target
 
 
+def _transformed() -> bool:
+    """Whether a :mod:`torch.func` transform (grad, vmap, jacrev, ...) is active here.
+
+    The backward kernels then avoid what the transforms cannot batch: reading a gradient to
+    a Python float and ``out=`` writes into a fresh buffer.
+    """
+    return not torch.compiler.is_compiling() and torch._C._are_functorch_transforms_active()
+
+
 class _CdfLoss(torch.autograd.Function):
+    """The fused CDF loss; returns (loss, p, e, per-row loss), the last three for the backward.
+
+    ``forward`` / ``setup_context`` are split and the vmap rule is generated, so the
+    :mod:`torch.func` transforms (grad, vmap, jacrev, vmap of grad) run the same kernels.
+    """
+
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(
-        ctx: Any,
         x: Tensor,
         target: Tensor,
         gaps: Tensor | None,
         squared: bool,
         input_type: str,
         sum_scale: float | None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         loss, p, e = _cdf_forward(x, target, gaps, squared, input_type)
-        ctx.save_for_backward(x, p if input_type != "probs" else None, e, target, loss, gaps)
-        ctx.squared, ctx.input_type, ctx.sum_scale = squared, input_type, sum_scale
-        if sum_scale is not None:
-            return loss.sum() * sum_scale
-        return loss.squeeze(1)
+        out = loss.sum() * sum_scale if sum_scale is not None else loss.squeeze(1)
+        # An output may not be the input itself: "probs" keeps x, and p is then a placeholder.
+        return out, (p if p is not x else x.new_empty(0)), e, loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        x, target, gaps, squared, input_type, sum_scale = inputs
+        _, p, e, loss = output
+        ctx.mark_non_differentiable(p, e, loss)
+        ctx.set_materialize_grads(False)  # no zero gradients built for the outputs p, e, loss
+        ctx.save_for_backward(x, p if input_type != "probs" else None, e, target, loss, gaps)
+        ctx.squared, ctx.input_type, ctx.sum_scale = squared, input_type, sum_scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None, *_unused: Any) -> tuple[Tensor | None, ...]:
+        if grad is None:  # the loss output itself unused (grads are not materialised)
+            return None, None, None, None, None, None
         x, p, e, target, loss, gaps = ctx.saved_tensors
         target_grad = bool(ctx.needs_input_grad[1]) and target.is_floating_point()
         if torch.is_grad_enabled():  # create_graph=True: a backward that is itself differentiable
             gx, gt = _differentiable_backward(
-                lambda: _scaled(
-                    cdf_loss_reference(
-                        x, target, gaps, squared=ctx.squared, input_type=ctx.input_type
-                    ),
+                lambda z, t: _scaled(
+                    cdf_loss_reference(z, t, gaps, squared=ctx.squared, input_type=ctx.input_type),
                     ctx.sum_scale,
                 ),
                 x,
@@ -294,8 +340,8 @@ def _op_backward(ctx: Any, grad: Tensor, _grad_p: Any, _grad_e: Any) -> tuple[An
     x, p, e, target, loss, gaps = ctx.saved_tensors
     if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable backward
         gx, gt = _differentiable_backward(
-            lambda: cdf_loss_reference(
-                x, target, gaps, squared=ctx.squared, input_type=ctx.input_type
+            lambda z, t: cdf_loss_reference(
+                z, t, gaps, squared=ctx.squared, input_type=ctx.input_type
             ),
             x,
             target,
@@ -321,14 +367,14 @@ def _scaled(rows: Tensor, sum_scale: float | None) -> Tensor:
 
 
 def _differentiable_backward(
-    loss_fn: Callable[[], Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
     x: Tensor,
     target: Tensor,
     x_grad: bool,
     target_grad: bool,
     grad: Tensor,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """The gradients of ``loss_fn()`` (a reference formula of ``x`` and ``target``) as a graph.
+    """The gradients of ``loss_fn(x, target)`` (a reference formula) as a graph.
 
     The analytic backward kernels are not differentiable (they work in place on buffers that
     carry no history), so when the engine asks for a graph (``create_graph=True``, seen as grad
@@ -339,8 +385,16 @@ def _differentiable_backward(
     wanted = [t for t, need in ((x, x_grad), (target, target_grad)) if need]
     if not wanted:
         return None, None
+    if _transformed():
+        # Inside torch.func transforms (jacrev, grad of grad) torch.autograd.grad does not see
+        # the transforms' tensors: differentiate with torch.func.vjp, which nests.
+        if target_grad:
+            gx, gt = torch.func.vjp(loss_fn, x, target)[1](grad)
+        else:
+            gx, gt = torch.func.vjp(lambda z: loss_fn(z, target), x)[1](grad)[0], None
+        return (gx if x_grad else None), gt
     with torch.enable_grad():
-        out = loss_fn()
+        out = loss_fn(x, target)
         grads = torch.autograd.grad(out, wanted, grad, create_graph=True, allow_unused=True)
     filled = [torch.zeros_like(t) if g is None else g for t, g in zip(wanted, grads, strict=True)]
     gx = filled.pop(0) if x_grad else None
@@ -365,7 +419,7 @@ def cdf_loss_reference(
     gaps = _l1_gaps(x, gaps, squared)
     p = probabilities(x, input_type)
     if not target.is_floating_point():
-        t = F.one_hot(target, p.shape[1]).movedim(-1, 1).to(p.dtype)
+        t = one_hot(target, p.shape[1], p.dtype)
     else:
         t = target
     d = torch.cumsum(p, dim=1) - torch.cumsum(t, dim=1)
@@ -387,24 +441,40 @@ def linear_loss_reference(x: Tensor, cost_rows: Tensor, input_type: str) -> Tens
 
 
 class _LinearLoss(torch.autograd.Function):
-    r""":math:`L = \sum_i p_i G_i`; through a softmax :math:`\partial L / \partial z = p (G - L)`."""
+    r""":math:`L = \sum_i p_i G_i`; through a softmax :math:`\partial L / \partial z = p (G - L)`.
+
+    Returns (loss, p, per-row loss), the last two for the backward; ``setup_context`` and a
+    generated vmap rule make it usable under the :mod:`torch.func` transforms.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        ctx: Any, x: Tensor, cost_rows: Tensor, input_type: str, sum_scale: float | None
-    ) -> Tensor:
+        x: Tensor, cost_rows: Tensor, input_type: str, sum_scale: float | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         p = _softmax(x) if input_type == "logits" else probabilities(x, input_type)
         loss = torch.linalg.vecdot(p, cost_rows, dim=1).unsqueeze(1)
-        ctx.save_for_backward(x, p if input_type != "probs" else None, cost_rows, loss)
-        ctx.input_type, ctx.sum_scale = input_type, sum_scale
-        return loss.sum() * sum_scale if sum_scale is not None else loss.squeeze(1)
+        out = loss.sum() * sum_scale if sum_scale is not None else loss.squeeze(1)
+        return out, (p if p is not x else x.new_empty(0)), loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, ...]) -> None:
+        x, cost_rows, input_type, sum_scale = inputs
+        _, p, loss = output
+        ctx.mark_non_differentiable(p, loss)
+        ctx.set_materialize_grads(False)  # no zero gradients built for the outputs p, loss
+        ctx.save_for_backward(x, p if input_type != "probs" else None, cost_rows, loss)
+        ctx.input_type, ctx.sum_scale = input_type, sum_scale
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor | None, *_unused: Any) -> tuple[Tensor | None, ...]:
+        if grad is None:  # the loss output itself unused (grads are not materialised)
+            return None, None, None, None
         x, p, cost_rows, loss = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: differentiate a differentiable backward
             gx, _ = _differentiable_backward(
-                lambda: _scaled(linear_loss_reference(x, cost_rows, ctx.input_type), ctx.sum_scale),
+                lambda z, g: _scaled(linear_loss_reference(z, g, ctx.input_type), ctx.sum_scale),
                 x,
                 cost_rows,
                 True,
@@ -423,3 +493,36 @@ class _LinearLoss(torch.autograd.Function):
         else:
             out = cost_rows * grad
         return out, None, None, None
+
+
+# ------------------------------------------------------------------------ eager twins
+
+
+def _eager_twin(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """The same Function written in the older style (``ctx`` passed to ``forward``).
+
+    For a Function with ``setup_context`` torch binds the call's arguments with
+    ``inspect.signature`` on every call (about 30-60 us, a third of the whole loss at
+    C = 8); outside the :mod:`torch.func` transforms the twin, which runs the same forward,
+    ``setup_context`` and backward, is used instead.
+    """
+
+    def forward(ctx: Any, *args: Any) -> Any:
+        output = function.forward(*args)
+        function.setup_context(ctx, args, output)
+        return output
+
+    body = {"forward": staticmethod(forward), "backward": staticmethod(function.backward)}
+    return type(f"{function.__name__}Eager", (torch.autograd.Function,), body)
+
+
+_EAGER: dict[type[torch.autograd.Function], type[torch.autograd.Function]] = {
+    f: _eager_twin(f) for f in (_CdfLoss, _LinearLoss)
+}
+
+
+def apply_function(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """``function.apply(*args)``, through its eager twin unless a torch.func transform is on."""
+    if torch._C._are_functorch_transforms_active():
+        return function.apply(*args)
+    return _EAGER[function].apply(*args)

@@ -50,10 +50,12 @@ Design (why it is written this way)
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import FunctionCtx
+
+from emdloss._validation import values_readable
 
 __all__ = ["DEFAULT_EPSILON", "DEFAULT_MAX_ITER", "DEFAULT_TOL", "TOL_FLOOR_EPS", "sinkhorn_emd"]
 
@@ -97,7 +99,10 @@ def _masked_log(x: Tensor) -> Tensor:
 
 
 def _recording(*ts: Tensor) -> bool:
-    """Whether autograd records operations on these tensors (then nothing is done in place)."""
+    """Whether autograd (or a torch.func transform) records operations on these tensors (then
+    nothing is done in place)."""
+    if torch._C._are_functorch_transforms_active():
+        return True
     return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
 
 
@@ -271,101 +276,234 @@ def _solve(
     return g, iters, err
 
 
-class _SinkhornEMD(torch.autograd.Function):
-    @staticmethod
-    def forward(
-        ctx: FunctionCtx,
-        a: Tensor,
-        b: Tensor,
-        cost: Tensor,
-        epsilon: float,
-        max_iter: int,
-        tol: float,
-    ) -> Tensor:
-        log_a, log_b = _masked_log(a), _masked_log(b)
-        g, _, err = _solve(log_a, log_b, a, b, cost, epsilon, max_iter, tol)
-        if err > tol:
-            warnings.warn(
-                f"sinkhorn_emd did not converge: marginal error {err:.3g} > tol={tol:g} after "
-                f"max_iter={max_iter} iterations (epsilon={epsilon:g}); raise max_iter or epsilon",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+def _solve_chunk(
+    a: Tensor, b: Tensor, cost: Tensor, epsilon: float, max_iter: int, tol: float
+) -> tuple[Tensor, Tensor]:
+    """The transport cost (M,) and the converged potential ``g`` (M, C) of one chunk of pairs."""
+    log_a, log_b = _masked_log(a), _masked_log(b)
+    g, _, err = _solve(log_a, log_b, a, b, cost, epsilon, max_iter, tol)
+    if err > tol:
+        warnings.warn(
+            f"sinkhorn_emd did not converge: marginal error {err:.3g} > tol={tol:g} after "
+            f"max_iter={max_iter} iterations (epsilon={epsilon:g}); raise max_iter or epsilon",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    eps = _epsilon(cost, epsilon)
+    f = _f_update(g, log_b, cost, eps)
+    return _transport_cost(f, g, log_a, log_b, cost, eps), g
+
+
+# The solver and its gradient are torch.library custom ops: opaque to torch.compile (the
+# iterations stop on a data-dependent test, which no graph can hold), with fake
+# implementations for tracing and vmap rules; _SinkhornEMD below joins them as forward and
+# backward (a custom op's own autograd formula is not usable under torch.func.grad).
+
+
+@torch.library.custom_op("emdloss::sinkhorn_solve", mutates_args=())
+def _solve_op(
+    a: Tensor, b: Tensor, cost: Tensor, epsilon: float, max_iter: int, tol: float
+) -> tuple[Tensor, Tensor]:
+    # Pairs are independent (each has its own potentials, convergence test and frozen state),
+    # so solving them in chunks gives the same values and bounds the memory (see CHUNK_BYTES).
+    step = _chunk_pairs(a.shape[1])
+    parts = [
+        _solve_chunk(a_k, b_k, cost, epsilon, max_iter, tol)
+        for a_k, b_k in zip(a.split(step), b.split(step), strict=True)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([v for v, _ in parts]), torch.cat([g for _, g in parts])
+
+
+@_solve_op.register_fake
+def _solve_fake(
+    a: Tensor, b: Tensor, cost: Tensor, epsilon: float, max_iter: int, tol: float
+) -> tuple[Tensor, Tensor]:
+    return a.new_empty(a.shape[0]), torch.empty_like(a)
+
+
+def _pairs_first(t: Tensor, dim: int | None, size: int) -> Tensor:
+    return t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+
+
+def _solve_vmap(
+    info: Any, in_dims: tuple[int | None, ...], a: Tensor, b: Tensor, cost: Tensor, *options: Any
+) -> tuple[tuple[Tensor, Tensor], tuple[int, int]]:
+    """``options`` are the op's ``epsilon, max_iter, tol``, passed on unchanged."""
+    n = info.batch_size
+    a, b = _pairs_first(a, in_dims[0], n), _pairs_first(b, in_dims[1], n)
+    m, c = a.shape[1], a.shape[2]
+    if in_dims[2] is None:  # one cost for all: the batch is more pairs
+        value, g = _solve_op(a.reshape(n * m, c), b.reshape(n * m, c), cost, *options)
+        return (value.reshape(n, m), g.reshape(n, m, c)), (0, 0)
+    costs = cost.movedim(in_dims[2], 0)
+    outs = [_solve_op(a[k], b[k], costs[k], *options) for k in range(n)]
+    return (torch.stack([v for v, _ in outs]), torch.stack([g for _, g in outs])), (0, 0)
+
+
+_solve_op.register_vmap(_solve_vmap)
+
+
+def _value_and_next(
+    g: Tensor, a: Tensor, b: Tensor, cost: Tensor, epsilon: float
+) -> tuple[Tensor, Tensor]:
+    """The transport cost l(g; theta) of the plan at ``g`` and the Sinkhorn map Phi(g; theta)."""
+    eps = _epsilon(cost, epsilon)  # eps depends on max(cost): differentiate it too
+    log_a, log_b = _masked_log(a), _masked_log(b)
+    f = _f_update(g, log_b, cost, eps)
+    value = (torch.exp(_log_plan(f, g, log_a, log_b, cost, eps)) * cost).sum(dim=(1, 2))
+    return value, _g_update(f, log_a, cost, eps)
+
+
+@torch.library.custom_op("emdloss::sinkhorn_grad", mutates_args=())
+def _grad_op(
+    grad_value: Tensor,
+    a: Tensor,
+    b: Tensor,
+    cost: Tensor,
+    g: Tensor,
+    epsilon: float,
+    need_a: bool,
+    need_b: bool,
+    need_cost: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of the transport cost for ``a``, ``b`` and ``cost`` (empty where not needed).
+
+    In chunks of pairs, as the forward solve: the peak memory stays that of one chunk.
+    """
+    needs = (need_a, need_b, need_cost)
+    if not any(needs):  # (outputs may not alias each other)
+        return a.new_empty(0), a.new_empty(0), a.new_empty(0)
+    step = _chunk_pairs(a.shape[1])
+    chunks = zip(*(t.split(step) for t in (grad_value, a, b, g)), strict=True)
+    parts = [_grad_chunk(gv, a_k, b_k, cost, g_k, epsilon) for gv, a_k, b_k, g_k in chunks]
+    grads = (
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        torch.stack([p[2] for p in parts]).sum(0),
+    )
+    kept = (t if need else a.new_empty(0) for t, need in zip(grads, needs, strict=True))
+    return tuple(kept)  # type: ignore[return-value]
+
+
+def _grad_chunk(
+    grad_value: Tensor, a: Tensor, b: Tensor, cost: Tensor, g: Tensor, epsilon: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The implicit gradients for ``a``, ``b`` and ``cost`` of one chunk of pairs."""
+    # v = dl/dg and the direct part dl/dtheta (torch.func: autograd is off inside a custom op).
+    pull_value = torch.func.vjp(
+        lambda g_, a_, b_, c_: _value_and_next(g_, a_, b_, c_, epsilon)[0], g, a, b, cost
+    )[1]
+    v, *direct = pull_value(grad_value)
+    with torch.no_grad():
         eps = _epsilon(cost, epsilon)
+        log_a, log_b = _masked_log(a), _masked_log(b)
         f = _f_update(g, log_b, cost, eps)
-        value = _transport_cost(f, g, log_a, log_b, cost, eps)
-        ctx.save_for_backward(a, b, cost, g)
-        ctx.epsilon = epsilon  # type: ignore[attr-defined]
-        return value
+        # J = dPhi/dg = P2^T P1, with P1[i, j] = d(-f_i)/dg_j (rows of the plan, normalised)
+        # and P2[i, j] = d(-g_j)/df_i (columns, normalised); both finite on empty rows/cols.
+        p1 = torch.softmax(log_b.unsqueeze(1) + (g.unsqueeze(1) - cost) / eps, dim=2)
+        p2 = torch.softmax(log_a.unsqueeze(2) + (f.unsqueeze(2) - cost) / eps, dim=1)
+        jac = p2.transpose(1, 2) @ p1  # (M, C, C), row-stochastic
+        # (I - J^T) is singular along the Perron vector; v is orthogonal to 1 (the value is
+        # invariant to g -> g + c), so adding 1 1^T picks the solution with sum 0.
+        dt = _solve_dtype(v)
+        c = jac.shape[-1]
+        system = torch.eye(c, dtype=dt, device=v.device) - jac.transpose(1, 2).to(dt) + 1.0
+        rhs = v.to(dt).unsqueeze(-1)
+        lam, info = torch.linalg.solve_ex(system, rhs)
+        if bool((info != 0).any()):  # numerically singular (decoupled blocks): pinv
+            bad = info != 0
+            lam[bad] = torch.linalg.pinv(system[bad]) @ rhs[bad]
+        lam = lam.squeeze(-1).to(g.dtype)
+    pull_next = torch.func.vjp(
+        lambda a_, b_, c_: _value_and_next(g, a_, b_, c_, epsilon)[1], a, b, cost
+    )[1]
+    implicit = pull_next(lam)
+    return tuple(d + i for d, i in zip(direct, implicit, strict=True))
+
+
+@_grad_op.register_fake
+def _grad_fake(
+    grad_value: Tensor, a: Tensor, b: Tensor, cost: Tensor, g: Tensor, epsilon: float, *needs: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    like = zip((a, b, cost), needs, strict=True)
+    out = (torch.empty_like(t) if n else a.new_empty(0) for t, n in like)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _grad_vmap(
+    info: Any, in_dims: tuple[int | None, ...], *args: Any
+) -> tuple[tuple[Tensor, Tensor, Tensor], tuple[int | None, ...]]:
+    """``args`` are the op's: ``grad_value, a, b, cost, g, epsilon, need_a, need_b, need_cost``."""
+    grad_value, a, b, cost, g, epsilon, *needs = args
+    n = info.batch_size
+    gv = _pairs_first(grad_value, in_dims[0], n)
+    a, b, g = (
+        _pairs_first(t, d, n) for t, d in ((a, in_dims[1]), (b, in_dims[2]), (g, in_dims[4]))
+    )
+    if in_dims[3] is None and not needs[2]:  # one cost, no gradient for it: more pairs
+        m, c = a.shape[1], a.shape[2]
+        flat = _grad_op(
+            gv.reshape(n * m), a.reshape(n * m, c), b.reshape(n * m, c), cost,
+            g.reshape(n * m, c), epsilon, *needs,
+        )  # fmt: skip
+        out = tuple(t.reshape(n, m, c) if t.numel() else t for t in flat)
+    else:  # each element has its own cost, or its own gradient of it
+        costs = _pairs_first(cost, in_dims[3], n)
+        parts = [_grad_op(gv[k], a[k], b[k], costs[k], g[k], epsilon, *needs) for k in range(n)]
+        out = tuple(
+            torch.stack([p[j] for p in parts]) if needs[j] else a.new_empty(0) for j in range(3)
+        )
+    return out, tuple(0 if need else None for need in needs)
+
+
+_grad_op.register_vmap(_grad_vmap)
+
+
+class _SinkhornEMD(torch.autograd.Function):
+    """Autograd for the solver op: returns (value, g); the backward is the implicit gradient.
+
+    ``setup_context`` is split from ``forward`` and the vmap rule is generated (both ops have
+    their own vmap rules), so the :mod:`torch.func` transforms run it.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(
-        ctx: FunctionCtx, grad_value: Tensor
-    ) -> tuple[Tensor | None, Tensor | None, Tensor | None, None, None, None]:
-        if torch.is_grad_enabled():  # create_graph=True
-            # The implicit gradient treats the converged potential g as fixed; its derivative
-            # would need the derivative of the fixed point too. Refuse rather than be wrong.
+    def forward(
+        a: Tensor, b: Tensor, cost: Tensor, epsilon: float, max_iter: int, tol: float
+    ) -> tuple[Tensor, Tensor]:
+        value, g = _solve_op(a, b, cost, epsilon, max_iter, tol)
+        return value, g
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        a, b, cost, epsilon, _, _ = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)  # no zero gradient built for the output g
+        ctx.save_for_backward(a, b, cost, output[1])
+        ctx.epsilon = epsilon
+
+    @staticmethod
+    def backward(ctx: Any, grad_value: Tensor | None, _grad_g: Any) -> tuple[Tensor | None, ...]:
+        if grad_value is None:  # the value itself unused (grads are not materialised)
+            return None, None, None, None, None, None
+        if torch.is_grad_enabled() and not torch._C._are_functorch_transforms_active():
+            # create_graph=True. The implicit gradient treats the converged potential g as
+            # fixed; its derivative would need that of the fixed point too. Refuse, not be wrong.
             raise RuntimeError(
                 "sinkhorn_emd (ground_emd(method='sinkhorn')) does not support second-order "
                 "gradients (backward with create_graph=True): its gradient comes from implicit "
                 "differentiation at the converged potentials. Use method='exact' with "
                 "class-index or one-hot targets, or a loss on the line (emd, squared_emd)"
             )
-        a, b, cost, g = ctx.saved_tensors  # type: ignore[attr-defined]
-        needs = ctx.needs_input_grad[:3]  # type: ignore[attr-defined]
-        epsilon: float = ctx.epsilon  # type: ignore[attr-defined]
-        theta = [t.detach().requires_grad_(n) for t, n in zip((a, b, cost), needs, strict=True)]
-        wanted = [t for t, n in zip(theta, needs, strict=True) if n]
-        with torch.enable_grad():
-            a_, b_, cost_ = theta
-            g_ = g.detach().requires_grad_(True)
-            eps = _epsilon(cost_, epsilon)  # eps depends on max(cost): differentiate it too
-            log_a, log_b = _masked_log(a_), _masked_log(b_)
-            f = _f_update(g_, log_b, cost_, eps)
-            log_plan = _log_plan(f, g_, log_a, log_b, cost_, eps)
-            value = (torch.exp(log_plan) * cost_).sum(dim=(1, 2))  # l(g; theta)
-            g_next = _g_update(f, log_a, cost_, eps)  # Phi(g; theta)
-            # v = dl/dg and the direct part dl/dtheta.
-            direct = torch.autograd.grad(
-                value, [g_, *wanted], grad_outputs=grad_value, retain_graph=True, allow_unused=True
-            )
-            v = direct[0]
-            # J = dPhi/dg = P2^T P1, with P1[i, j] = d(-f_i)/dg_j (rows of the plan, normalised)
-            # and P2[i, j] = d(-g_j)/df_i (columns, normalised); both finite on empty rows/cols.
-            with torch.no_grad():
-                p1 = torch.softmax(log_b.unsqueeze(1) + (g_.unsqueeze(1) - cost_) / eps, dim=2)
-                p2 = torch.softmax(log_a.unsqueeze(2) + (f.unsqueeze(2) - cost_) / eps, dim=1)
-                jac = p2.transpose(1, 2) @ p1  # (M, C, C), row-stochastic
-                # (I - J^T) is singular along the Perron vector; v is orthogonal to 1 (the value
-                # is invariant to g -> g + c), so adding 1 1^T picks the solution with sum 0.
-                dt = _solve_dtype(v)
-                c = jac.shape[-1]
-                system = torch.eye(c, dtype=dt, device=v.device) - jac.transpose(1, 2).to(dt) + 1.0
-                rhs = v.to(dt).unsqueeze(-1)
-                lam, info = torch.linalg.solve_ex(system, rhs)
-                if bool((info != 0).any()):  # numerically singular (decoupled blocks): pinv
-                    bad = info != 0
-                    lam[bad] = torch.linalg.pinv(system[bad]) @ rhs[bad]
-                lam = lam.squeeze(-1)
-                lam = lam.to(g_next.dtype)
-            implicit = (
-                torch.autograd.grad(g_next, wanted, grad_outputs=lam, allow_unused=True)
-                if wanted
-                else ()
-            )
-        grads: list[Tensor | None] = []
-        k = 0
-        for t, n in zip(theta, needs, strict=True):
-            if not n:
-                grads.append(None)
-                continue
-            total = torch.zeros_like(t)
-            for part in (direct[1 + k], implicit[k]):
-                if part is not None:
-                    total = total + part
-            grads.append(total)
-            k += 1
-        return grads[0], grads[1], grads[2], None, None, None
+        a, b, cost, g = ctx.saved_tensors
+        needs = tuple(bool(n) for n in ctx.needs_input_grad[:3])
+        with torch.no_grad():  # first order only: the op's autograd is never asked for
+            grads = _grad_op(grad_value, a, b, cost, g, ctx.epsilon, *needs)
+        kept = (t if need else None for t, need in zip(grads, needs, strict=True))
+        return (*kept, None, None, None)
 
 
 def sinkhorn_emd(
@@ -467,7 +605,7 @@ def sinkhorn_emd(
     tol = max(tol, TOL_FLOOR_EPS * torch.finfo(work).eps)
     if a.shape[0] == 0:
         return (a * 0).sum(dim=1)
-    if bool(((b > 0).sum(1) == 1).all()):  # one host sync
+    if values_readable() and bool(((b > 0).sum(1) == 1).all()):  # one host sync
         # All targets one-hot: the only feasible plan is a e_y^T, so the EMD is exactly
         # sum_i a_i D[i, y] (what the iterations converge to), with no iterations at all.
         y = b.argmax(1)
@@ -477,14 +615,7 @@ def sinkhorn_emd(
     # the inputs (float32 softmax, half precision) would otherwise stall them at that gap.
     b = b * (a.sum(1, keepdim=True) / b.sum(1, keepdim=True))
     cost = cost.to(work)
-    # Pairs are independent (each has its own potentials, convergence test and frozen state),
-    # so solving them in chunks gives the same values and bounds the memory (see CHUNK_BYTES).
-    step = _chunk_pairs(a.shape[1])
-    parts = [
-        _SinkhornEMD.apply(a_k, b_k, cost, float(epsilon), int(max_iter), float(tol))
-        for a_k, b_k in zip(a.split(step), b.split(step), strict=True)
-    ]
-    value: Tensor = parts[0] if len(parts) == 1 else torch.cat(parts)
+    value = _SinkhornEMD.apply(a, b, cost, float(epsilon), int(max_iter), float(tol))[0]
     return value.to(out_dtype)
 
 
@@ -518,7 +649,7 @@ def _check(
         raise ValueError(f"max_iter must be a positive int, got {max_iter!r}")
     if tol is not None and not (isinstance(tol, (int, float)) and tol >= 0):
         raise ValueError(f"tol must be a non-negative float, got {tol!r}")
-    if a.numel() == 0:
+    if a.numel() == 0 or not values_readable():  # traced or vmapped: values cannot be read
         return
     with torch.no_grad():
         # One host sync for all value checks: per tensor (finite?, min), and the mass gap.

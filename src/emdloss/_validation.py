@@ -28,7 +28,8 @@ the metrics accept probabilities down to minus the same tolerance.
 The value checks are on by default. Switch them off once the data pipeline is trusted,
 process-wide with :func:`set_validation` or for a block (this thread / asyncio task only,
 a :class:`contextvars.ContextVar`) with :func:`validation`; they are also
-skipped while :func:`torch.compile` traces (they would break the graph). With them off, bad
+skipped while :func:`torch.compile` traces (they would break the graph) and inside
+:func:`torch.func.vmap` (which cannot read a value). With them off, bad
 values are *not* detected: out-of-range indices raise (or fault on a GPU) inside the gather
 ops, and the other cases give meaningless numbers.
 """
@@ -138,10 +139,26 @@ def validation(enabled: bool) -> Iterator[None]:
         _override.reset(token)
 
 
+def _vmapped() -> bool:
+    """Whether a :func:`torch.func.vmap` is active here (it cannot read tensor values)."""
+    if not torch._C._are_functorch_transforms_active():
+        return False
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    return any(i.key() == TransformType.Vmap for i in retrieve_all_functorch_interpreters())
+
+
+def values_readable() -> bool:
+    """Whether tensor values may be read to Python here: not while ``torch.compile`` traces
+    and not inside :func:`torch.func.vmap` (both would fail, or break the graph)."""
+    return not torch.compiler.is_compiling() and not _vmapped()
+
+
 def values_checked() -> bool:
-    """True when the data-dependent checks should run now (enabled, and not being traced)."""
-    # is_compiling() first: Dynamo in torch 2.5 cannot trace ContextVar.get.
-    return not torch.compiler.is_compiling() and is_validation_enabled()
+    """True when the data-dependent checks should run now (enabled, not traced, not vmapped)."""
+    # values_readable() first: Dynamo in torch 2.5 cannot trace ContextVar.get.
+    return values_readable() and is_validation_enabled()
 
 
 # --------------------------------------------------------------------------- names and options

@@ -32,18 +32,15 @@ import torch
 from torch import Tensor
 
 from emdloss import _validation as V
+from emdloss.vocabulary import RULES
 
 __all__ = [
-    "RULES",
     "decode",
     "decode_argmax",
     "decode_bayes",
     "decode_expected",
     "decode_median",
 ]
-
-RULES: tuple[str, ...] = ("argmax", "median", "expected", "bayes")
-"""The rule names accepted by :func:`decode`."""
 
 
 def _check_probs(probs: Tensor, dim: int) -> tuple[Tensor, int]:
@@ -249,7 +246,7 @@ def decode(
     positions: Sequence[float] | Tensor | None = None,
     dim: int = 1,
 ) -> Tensor:
-    """Decode class probabilities into class indices with one of :data:`RULES`.
+    """Decode class probabilities into class indices with one of :data:`emdloss.vocabulary.RULES`.
 
     Parameters
     ----------

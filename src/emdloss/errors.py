@@ -16,7 +16,7 @@ Examples
 
 from __future__ import annotations
 
-__all__ = ["InputWarning", "UserError"]
+__all__ = ["InputWarning", "RunInterrupted", "UserError"]
 
 
 class UserError(ValueError):
@@ -27,3 +27,9 @@ class InputWarning(UserWarning):
     """Data that works but may mislead: a suspicious column, a tiny validation split, an input
     converted to what the model was trained on. The ``emdloss`` command prints each as one line
     (``emdloss train: warning: ...``); library callers can filter them with :mod:`warnings`."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a run: the message names the run and how to continue it. The
+    ``emdloss`` command prints it as one line and exits with 130, like any
+    :class:`KeyboardInterrupt`."""

@@ -29,26 +29,30 @@ histograms). Options are keyword-only and share their names and meaning across f
     ``F.cross_entropy``) or ``"sum"``.
 
 Float16 and bfloat16 inputs are computed in float32 and the result is returned in the input's
-dtype. See ``docs/losses.md`` for how each quantity relates to dlordinal, the RPS, NIMA, SciPy
-and POT, and :mod:`emdloss._validation` for the input checks and how to switch off the ones
-that synchronise with the GPU.
+dtype; inside a :func:`torch.autocast` region the losses behave like ``F.cross_entropy`` (on
+autocast's float32 list): half arguments are cast to float32 and the result is float32. See
+``docs/losses.md`` for how each quantity relates to dlordinal, the RPS, NIMA, SciPy and POT,
+and :mod:`emdloss._validation` for the input checks and how to switch off the ones that
+synchronise with the GPU.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from emdloss import _ordinal
 from emdloss import _validation as V
 from emdloss._ordinal_cpu import squared_emd_cpu
-from emdloss._ordinal_fused import _class_view, probabilities
+from emdloss._ordinal_fused import _class_view, one_hot, probabilities
 
 __all__ = ["cost_matrix_emd", "emd", "ground_emd", "squared_emd"]
 
@@ -76,6 +80,39 @@ class _Batch:
     out_dtype: torch.dtype
 
 
+_Loss = TypeVar("_Loss", bound=Callable[..., Tensor])
+
+
+def _half_to_float(value: object) -> object:
+    if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    return value
+
+
+def _float32_under_autocast(loss: _Loss) -> _Loss:
+    """Run ``loss`` as autocast runs ``F.cross_entropy`` (on its float32 list).
+
+    Inside an autocast region for the input's device, float16/bfloat16 tensor arguments are
+    cast to float32, autocast is switched off inside, and the result is float32 (float64 stays
+    float64). Outside autocast nothing changes: half inputs are computed in float32 and the
+    result comes back in the input's dtype.
+    """
+
+    @functools.wraps(loss)
+    def run(input: Tensor, *args: object, **kwargs: object) -> Tensor:
+        device = input.device.type if isinstance(input, Tensor) else "cpu"
+        if not torch.is_autocast_enabled(device):
+            return loss(input, *args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return loss(
+                _half_to_float(input),
+                *(_half_to_float(a) for a in args),
+                **{k: _half_to_float(v) for k, v in kwargs.items()},
+            )
+
+    return cast(_Loss, run)
+
+
 def _prepare(
     input: Tensor,
     target: Tensor,
@@ -94,27 +131,28 @@ def _prepare(
 
     dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
     n = input.shape[0]
+    m = math.prod(input.shape[2:])  # not -1: an empty batch (N = 0) of (N, C, d1, ...) input
     x = input.to(dtype)
     if input.dim() > 2:
-        x = x.reshape(n, num_classes, -1)
+        x = x.reshape(n, num_classes, m)
 
     valid: Tensor | None = None
     if index:
         tgt = target.long()
         has_ignored = V.check_index_values(tgt, num_classes, ignore_index)
-        if has_ignored is None and tgt.device.type == "cpu" and not torch.compiler.is_compiling():
+        if has_ignored is None and tgt.device.type == "cpu" and V.values_readable():
             has_ignored = bool((tgt == ignore_index).any())  # no host sync to fear on the CPU
         if has_ignored is not False:  # True, or unknown without a host sync
             valid = tgt != ignore_index
             tgt = tgt.masked_fill(~valid, 0)
         if input.dim() > 2:
-            tgt = tgt.reshape(n, -1)
-            valid = valid.reshape(n, -1) if valid is not None else None
+            tgt = tgt.reshape(n, m)
+            valid = valid.reshape(n, m) if valid is not None else None
     else:
         V.check_distribution_values(target)
         tgt = target.to(dtype)
         if input.dim() > 2:
-            tgt = tgt.reshape(n, num_classes, -1)
+            tgt = tgt.reshape(n, num_classes, m)
 
     element_weight: Tensor | None = None
     w: Tensor | None = None
@@ -227,7 +265,7 @@ def _class_last(t: Tensor) -> Tensor:
 def _target_rows(matrix: Tensor, index: Tensor) -> Tensor:
     """``matrix[index]`` laid out like the scores: (N, C) or (N, C, S)."""
     rows = matrix.index_select(0, index.reshape(-1))  # much faster than matrix[index]
-    return rows if index.dim() == 1 else rows.view(*index.shape, -1).movedim(-1, 1)
+    return rows if index.dim() == 1 else rows.view(*index.shape, matrix.shape[1]).movedim(-1, 1)
 
 
 # One cached transposed copy of the last ground distance: gathering its columns directly gives
@@ -252,6 +290,7 @@ def _transposed(matrix: Tensor) -> Tensor:
     return out
 
 
+@_float32_under_autocast
 def squared_emd(
     input: Tensor,
     target: Tensor,
@@ -357,6 +396,7 @@ def _squared_emd_kernel(
     return out.reshape(batch.out_shape if batch.reduction == "none" else ()).to(batch.out_dtype)
 
 
+@_float32_under_autocast
 def emd(
     input: Tensor,
     target: Tensor,
@@ -436,6 +476,7 @@ def emd(
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
 
+@_float32_under_autocast
 def ground_emd(
     input: Tensor,
     target: Tensor,
@@ -524,13 +565,14 @@ def ground_emd(
 
     probs = probabilities(batch.x, input_type)
     if batch.index:
-        goal = F.one_hot(batch.target.reshape(-1), c).to(probs.dtype)
+        goal = one_hot(batch.target.reshape(-1), c, probs.dtype)
     else:
         goal = _class_last(batch.target)
     flat = sinkhorn_emd(_class_last(probs), goal, dist, epsilon=epsilon, max_iter=max_iter, tol=tol)
     return _reduce(flat.reshape(batch.x.shape[0], *batch.x.shape[2:]), batch, 1.0)
 
 
+@_float32_under_autocast
 def cost_matrix_emd(
     input: Tensor,
     target: Tensor,
@@ -592,7 +634,7 @@ def cost_matrix_emd(
     V.check_matrix_values(cm, "cost_matrix", allow_negative=True)
     probs = probabilities(batch.x, input_type)
     if batch.index:
-        goal = F.one_hot(batch.target, c).movedim(-1, 1).to(probs.dtype)
+        goal = one_hot(batch.target, c, probs.dtype)
         row = _target_rows(cm, batch.target)
     else:
         goal = batch.target

@@ -30,7 +30,6 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from emdloss import _validation as V
-from emdloss._validation import is_validation_enabled
 
 __all__ = [
     "LearnedGroundDistance",
@@ -447,7 +446,8 @@ class LearnedGroundDistance(nn.Module):
         -----
         The checks on values (finite, non-negative features, labels in range) follow
         :func:`emdloss.set_validation`: switched off, ``update`` does no host
-        synchronisation on a GPU, and out-of-range labels are no longer detected.
+        synchronisation on a GPU, and out-of-range labels are no longer detected. Like the
+        losses' checks they are skipped while :func:`torch.compile` traces.
 
         Examples
         --------
@@ -481,7 +481,7 @@ class LearnedGroundDistance(nn.Module):
         device = self.feature_sums.device
         feats = features.detach().to(device, torch.float64)
         labels = labels.detach().to(device)
-        if is_validation_enabled() and n > 0:
+        if V.values_checked() and n > 0:  # not while torch.compile traces (as the losses)
             self._check_values(feats, labels, ignore_index)
         if self.feature_dim is None:  # first batch: every check passed, now fix F
             self.feature_sums = torch.zeros(c, f, dtype=self.feature_sums.dtype, device=device)

@@ -20,6 +20,7 @@ import numpy as np
 
 from emdloss._atomic import atomic_write
 from emdloss._figure import _as_matrix, _check_names, _new_figure
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -326,13 +327,12 @@ _METRIC_NAMES = {
     "kl": "KL",
     "emd2": "EMD^2",
 }
-_HIGHER_IS_BETTER = ("accuracy", "qwk", "spearman")
 
 
 def _panel_title(panel: str, splits: list[str]) -> str:
     # "validation MAE (lower is better)": the split and the direction, not just "mae".
     name = _METRIC_NAMES.get(panel, panel.replace("_", " "))
-    if panel.endswith(_HIGHER_IS_BETTER):
+    if panel.endswith(tuple(HIGHER_IS_BETTER)):
         name += " (higher is better)"
     elif panel in _METRIC_NAMES or panel == "loss":
         name += " (lower is better)"

@@ -515,6 +515,11 @@ class EMDRecipeLoss(nn.Module):
         Tensor
             The loss (shape per ``reduction``).
         """
+        if torch.is_autocast_enabled(input.device.type) and input.dtype in (
+            torch.float16,
+            torch.bfloat16,
+        ):  # as F.cross_entropy under autocast: both terms in float32, the class vectors too
+            input = input.float()
         if features is not None and self.ground is not None:
             if accumulate is None:
                 accumulate = self.collect_features and self.training and torch.is_grad_enabled()

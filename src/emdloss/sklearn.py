@@ -13,9 +13,11 @@ passes :func:`sklearn.utils.estimator_checks.check_estimator` and works in ``Pip
 
 The classes are ordered: by ``classes`` when given (e.g. ``["low", "mid", "high"]``), else by
 ``numpy.unique`` (sorted). :meth:`EMDClassifier.predict` decodes the class probabilities with a
-prediction rule of :func:`emdloss.decode`; the default ``"median"``,
-:math:`\hat y = \min\{k : \sum_{i \le k} p_i \ge \tfrac12\}`, minimises the expected absolute
-error, hence MAE. :meth:`EMDClassifier.score` is the negative mean absolute error in class
+prediction rule of :func:`emdloss.decode`: the default ``"argmax"`` (the most probable
+class, scikit-learn's convention: ``predict`` agrees with ``predict_proba``, as
+``check_estimator`` requires) or ``prediction_rule="median"``,
+:math:`\hat y = \min\{k : \sum_{i \le k} p_i \ge \tfrac12\}`, which minimises the expected
+absolute error, hence MAE. :meth:`EMDClassifier.score` is the negative mean absolute error in class
 steps, :math:`-\frac1N \sum_n |\hat y_n - y_n|` (greater is better, as scikit-learn wants), or
 accuracy, quadratic weighted kappa or one-off accuracy (``score_metric``).
 
@@ -49,7 +51,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import Tensor
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
+from emdloss.vocabulary import RULES
 
 __all__ = ["SCORE_METRICS", "EMDClassifier", "ordinal_score"]
 
@@ -146,9 +149,10 @@ class EMDClassifier(ClassifierMixin, BaseEstimator):
     loss_options : dict, optional
         Extra keyword arguments of :func:`emdloss.training.losses.build_loss` (e.g.
         ``{"warmup_epochs": 2}`` for the recipe, ``{"positions": [...]}``).
-    prediction_rule : {"median", "argmax", "expected", "bayes"}, default="median"
-        How :meth:`predict` decodes probabilities (:func:`emdloss.decode`); ``"median"`` is the
-        MAE-optimal rule, ``"argmax"`` the accuracy-optimal one; ``"bayes"`` uses the loss's
+    prediction_rule : {"argmax", "median", "expected", "bayes"}, default="argmax"
+        How :meth:`predict` decodes probabilities (:func:`emdloss.decode`); ``"argmax"`` is the
+        accuracy-optimal rule and scikit-learn's convention, ``"median"`` the MAE-optimal one
+        (pass it when MAE is what counts); ``"bayes"`` uses the loss's
         ground distance (learned or given), else :math:`|i - j|`.
     classes : sequence, optional
         All class labels in their order (e.g. ``["low", "mid", "high"]``); labels of ``y``
@@ -199,7 +203,7 @@ class EMDClassifier(ClassifierMixin, BaseEstimator):
         weight_decay: float = 0.0,
         dropout: float = 0.0,
         loss_options: dict[str, Any] | None = None,
-        prediction_rule: str = "median",
+        prediction_rule: str = "argmax",
         classes: Sequence[Any] | None = None,
         score_metric: str = "mae",
         random_state: int | np.random.RandomState | None = None,

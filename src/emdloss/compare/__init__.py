@@ -26,22 +26,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The names compare shares with the CLI's parser (light: the vocabulary imports nothing).
+from emdloss.vocabulary import (
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
+    EXECUTORS,
+    SOFT_TARGET_POLICIES,
+)
+
 if TYPE_CHECKING:
     from emdloss.compare._cli import add_arguments, run
     from emdloss.compare._compare import DATASET_DEFAULTS, CompareResult, compare
-    from emdloss.compare._plan import (
-        DEFAULT_DATASETS,
-        DEFAULT_LOSSES,
-        DEFAULT_OUTPUT,
-        DEFAULT_SEEDS,
-        EMD_LOSSES,
-        PEER_PACKAGES,
-        SOFT_TARGET_POLICIES,
-        RunSpec,
-    )
+    from emdloss.compare._plan import EMD_LOSSES, PEER_PACKAGES, RunSpec
     from emdloss.compare._records import METRIC_KEYS, RunRecord
     from emdloss.compare._rows import CSV_COLUMNS
-    from emdloss.compare._runner import EXECUTORS
 
 __all__ = [
     "CSV_COLUMNS",
@@ -68,15 +68,9 @@ __all__ = [
 _LAZY = {
     "CSV_COLUMNS": "emdloss.compare._rows",
     "DATASET_DEFAULTS": "emdloss.compare._compare",
-    "DEFAULT_DATASETS": "emdloss.compare._plan",
-    "DEFAULT_LOSSES": "emdloss.compare._plan",
-    "DEFAULT_OUTPUT": "emdloss.compare._plan",
-    "DEFAULT_SEEDS": "emdloss.compare._plan",
     "EMD_LOSSES": "emdloss.compare._plan",
-    "EXECUTORS": "emdloss.compare._runner",
     "METRIC_KEYS": "emdloss.compare._records",
     "PEER_PACKAGES": "emdloss.compare._plan",
-    "SOFT_TARGET_POLICIES": "emdloss.compare._plan",
     "CompareResult": "emdloss.compare._compare",
     "RunRecord": "emdloss.compare._records",
     "RunSpec": "emdloss.compare._plan",

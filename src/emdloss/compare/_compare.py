@@ -16,11 +16,6 @@ from typing import Any
 from emdloss._atomic import write_json, write_text
 from emdloss.compare._lock import output_lock
 from emdloss.compare._plan import (
-    DEFAULT_DATASETS,
-    DEFAULT_LOSSES,
-    DEFAULT_OUTPUT,
-    DEFAULT_SEEDS,
-    SOFT_TARGET_POLICIES,
     RunSpec,
     check_dataset_names,
     check_losses,
@@ -40,7 +35,7 @@ from emdloss.compare._protocol import (
 )
 from emdloss.compare._records import METRIC_KEYS, RunRecord
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
-from emdloss.compare._runner import EXECUTORS, Job, TrainFn, build_config, run_all, test_untested
+from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
     Selection,
     choose_settings,
@@ -50,6 +45,18 @@ from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
 from emdloss.compare._summary import render_summary
+from emdloss.compare._verdict import verdict_table
+from emdloss.errors import UserError
+from emdloss.vocabulary import (
+    DEFAULT_DATASETS,
+    DEFAULT_LOSSES,
+    DEFAULT_OUTPUT,
+    DEFAULT_SEEDS,
+    ENGINES,
+    EXECUTORS,
+    RUN_PLOTS,
+    SOFT_TARGET_POLICIES,
+)
 
 #: Train options per data-set kind (or name) that fit the built-in budget; every loss of a data
 #: set gets the same ones, and options given by the user replace them.
@@ -81,6 +88,9 @@ class CompareResult:
         Wall time of the whole comparison.
     selections : dict
         The grid setting chosen on validation data per (data set, loss).
+    table : str
+        The answer in a few lines (:func:`emdloss.compare._verdict.verdict_table`): what the
+        command prints, with the path of ``summary.md``.
     """
 
     output: Path
@@ -90,6 +100,7 @@ class CompareResult:
     files: list[Path] = field(default_factory=list)
     wall_seconds: float = 0.0
     selections: dict[tuple[str, str], Selection] = field(default_factory=dict)
+    table: str = ""
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -111,7 +122,13 @@ def _load_info(
             kwargs[key] = value if isinstance(value, str) else ",".join(map(str, value))
     if folds is not None:
         kwargs.update(fold=0, num_folds=folds)
-    dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
+    try:
+        dataset = load_dataset(spec, data_dir=options.get("data_dir"), seed=seed, **kwargs)
+    except UserError:
+        raise
+    except ValueError as error:
+        # The loaders' ValueErrors are about the user's data and options (as in training).
+        raise UserError(f"--dataset {spec}: {error}") from error
     resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
     resolved.update(options)
     return dataset, resolved
@@ -143,6 +160,8 @@ def compare(
     executor: str = "local",
     ray_address: str | None = None,
     test_fn: Callable[[Path], Any] | None = None,
+    plots: str = "end",
+    engine: str = "grouped",
 ) -> CompareResult:
     """Train every data set x loss x grid setting x seed (x fold) under one protocol and report.
 
@@ -195,6 +214,15 @@ def compare(
         ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
+    plots : {"end", "none", "each"}
+        The plots of each run (learning curves, confusion matrix, ground distance): drawn once
+        when the runs are done, for the reported runs (default); not drawn; or drawn by every
+        run as it ends (``emdloss train``'s way, the slowest).
+    engine : {"grouped", "per-run"}
+        ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
+        vectorised model, each with its own numbers equal to the per-run path's
+        (:mod:`emdloss.training.grouped`); the others train alone, and compare names them and
+        why on stderr. ``"per-run"``: every run alone.
 
     Returns
     -------
@@ -202,12 +230,11 @@ def compare(
 
     Raises
     ------
-    ValueError
+    UserError
         Unknown data set, loss or train option, bad seeds/folds/jobs/grid, an output directory
         holding runs trained with other options, or soft targets that some loss would ignore
-        (``soft_targets="refuse"``); raised before any run starts.
-    UserError
-        The output directory is in use by another comparison (names its PID); a ValueError.
+        (``soft_targets="refuse"``); raised before any run starts. The output directory in use
+        by another comparison (names its PID) is one too. A UserError is a ValueError.
     ImportError
         A peer loss whose package is missing (the message names ``emdloss[peers]``).
 
@@ -216,23 +243,34 @@ def compare(
     >>> compare("era", "no_such_loss", 1, "unused")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: unknown loss 'no_such_loss'; valid losses: ...
+    emdloss.errors.UserError: unknown loss 'no_such_loss'; valid losses: ...
     """
     start = time.perf_counter()
     if conformal is not None:  # checked before any run starts
         from emdloss.conformal import check_alpha, check_method
 
-        conformal, conformal_method = check_alpha(conformal), check_method(conformal_method)
+        try:
+            conformal = check_alpha(conformal)
+        except ValueError as error:
+            raise UserError(f"--conformal {conformal!r}: {error}") from None
+        try:
+            conformal_method = check_method(conformal_method)
+        except ValueError as error:
+            raise UserError(f"--conformal-method {conformal_method!r}: {error}") from None
     dataset_list = parse_names(datasets, "datasets")
     loss_list = parse_names(losses, "losses")
     seed_list = parse_seeds(seeds)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
+        raise UserError(f"--jobs: expected an integer >= 1, got {jobs!r}")
     if executor not in EXECUTORS:
-        raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+        raise UserError(f"--executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if plots not in RUN_PLOTS:
+        raise UserError(f"--plots: expected one of {', '.join(RUN_PLOTS)}, got {plots!r}")
+    if engine not in ENGINES:
+        raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     if soft_targets not in SOFT_TARGET_POLICIES:
-        raise ValueError(
-            f"soft_targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
+        raise UserError(
+            f"--soft-targets: expected one of {', '.join(SOFT_TARGET_POLICIES)}, got {soft_targets!r}"
         )
     from emdloss.training.config import TrainConfig
 
@@ -243,15 +281,20 @@ def compare(
     user = {str(k).replace("-", "_"): v for k, v in (train_options or {}).items()}
     for key in ("dataset", "loss", "seed", "output", "fold", "num_folds", "resume"):
         if key in user:
-            raise ValueError(
+            raise UserError(
                 f"train option {key!r} is set by compare itself for every run; use the "
                 "compare arguments (datasets, losses, seeds, output, folds) instead"
             )
     metric = select or str(user.get("monitor", "mae"))
     if metric not in METRIC_KEYS:
-        raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
+        given = "" if select else " (the runs' monitor; give --select)"
+        raise UserError(
+            f"--select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}{given}"
+        )
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
+    # Per-run plots cost more than training a small run: drawn once at the end (--plots).
+    user.setdefault("plots", plots == "each")
     # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
     # in every run.
     user.setdefault("ldl_baselines", False)
@@ -315,6 +358,7 @@ def compare(
             mp_context=mp_context,
             executor=executor,
             ray_address=ray_address,
+            engine=engine,
         )
         monitor_rule = str(user.get("monitor_rule", "argmax"))
         # Selection reads validation metrics only; the chosen runs' test metrics are the results.
@@ -329,6 +373,10 @@ def compare(
         ]
         # Now, and only for the chosen runs, the test split: once per run.
         reported = test_untested(reported, test_fn)
+        if plots == "end":
+            from emdloss.compare._plots import write_run_plots
+
+            write_run_plots(reported)
         rows = result_rows(reported)
         errors: dict[str, dict[str, str]] = {}
         fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
@@ -383,8 +431,9 @@ def compare(
         if section:
             summary = summary.rstrip("\n") + "\n\n" + section
         files.append(write_text(out / "summary.md", summary))
+        table = verdict_table(infos, rows)
         return CompareResult(
-            out, records, rows, summary, files, time.perf_counter() - start, selections
+            out, records, rows, summary, files, time.perf_counter() - start, selections, table
         )
 
 
@@ -408,7 +457,7 @@ def _soft_target_policy(
     if not hard_only:
         return "the soft target distributions of the data, for every loss (all can use them)."
     if policy == "refuse":
-        raise ValueError(
+        raise UserError(
             f"{spec} has soft targets (rating distributions) but {', '.join(hard_only)} can only "
             "use class labels: they would be trained on other targets than the rest. Use "
             "--soft-targets hard-for-all to train every loss on the hard labels, or leave those "

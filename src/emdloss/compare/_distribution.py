@@ -21,7 +21,7 @@ from typing import Any
 from emdloss.compare._records import RunRecord, _read_metrics
 from emdloss.compare._rows import DatasetInfo, Stat
 from emdloss.compare._stats import paired_difference, selection_level
-from emdloss.training.config import DISTRIBUTION_MONITORS
+from emdloss.vocabulary import DISTRIBUTION_MONITORS
 
 __all__ = [
     "DISTRIBUTION_FILE",

@@ -10,14 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any
 
+from emdloss.errors import UserError
+
 __all__ = [
-    "DEFAULT_DATASETS",
-    "DEFAULT_LOSSES",
-    "DEFAULT_OUTPUT",
-    "DEFAULT_SEEDS",
     "EMD_LOSSES",
     "PEER_PACKAGES",
-    "SOFT_TARGET_POLICIES",
     "RunSpec",
     "Setting",
     "dataset_slug",
@@ -32,17 +29,6 @@ __all__ = [
 #: One combination of a ``--grid``: ``(("lr", "0.001"), ("epochs", "2"))``; ``()`` without one.
 Setting = tuple[tuple[str, str], ...]
 
-#: The built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``.
-#: ESL in its 6-class regrouping (``esl6``): the grouping TOC-UCO's published rows use.
-DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
-#: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
-DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
-#: Seeds 0, 1, 2.
-DEFAULT_SEEDS = 3
-#: Output directory of ``emdloss compare`` without arguments.
-DEFAULT_OUTPUT = Path("runs") / "compare-default"
-#: What to do when the data has soft targets and some loss can only use class labels.
-SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 
 #: Our EMD losses (the "EMD variants" that the summary weighs against cross-entropy).
 EMD_LOSSES: frozenset[str] = frozenset({"emd2", "w1", "xemd1", "xemd2", "ground"})
@@ -188,11 +174,11 @@ def parse_names(value: str | Iterable[str], what: str) -> list[str]:
         for name in item.split(","):
             name = name.strip()
             if not name:
-                raise ValueError(f"{what}: empty name in {value!r}")
+                raise UserError(f"--{what}: empty name in {value!r}")
             if name not in names:
                 names.append(name)
     if not names:
-        raise ValueError(f"{what}: expected at least one name, got {value!r}")
+        raise UserError(f"--{what}: expected at least one name, got {value!r}")
     return names
 
 
@@ -223,28 +209,28 @@ def parse_seeds(value: int | str | Sequence[int]) -> list[int]:
             try:
                 value = int(text)
             except ValueError:
-                raise ValueError(
-                    f"seeds: expected a count or comma-separated integers, got {text!r}"
+                raise UserError(
+                    f"--seeds: expected a count or comma-separated integers, got {text!r}"
                 ) from None
         else:
             try:
                 value = [int(part) for part in text.split(",") if part.strip()]
             except ValueError:
-                raise ValueError(
-                    f"seeds: expected comma-separated integers, got {text!r}"
+                raise UserError(
+                    f"--seeds: expected comma-separated integers, got {text!r}"
                 ) from None
     if isinstance(value, int):
         if value < 1:
-            raise ValueError(f"seeds: expected a count >= 1, got {value}")
+            raise UserError(f"--seeds: expected a count >= 1, got {value}")
         return list(range(value))
     seeds: list[int] = []
     for seed in value:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seeds: expected non-negative integers, got {seed!r}")
+            raise UserError(f"--seeds: expected non-negative integers, got {seed!r}")
         if seed not in seeds:
             seeds.append(seed)
     if not seeds:
-        raise ValueError(f"seeds: expected at least one seed, got {value!r}")
+        raise UserError(f"--seeds: expected at least one seed, got {value!r}")
     return seeds
 
 
@@ -278,7 +264,7 @@ def plan_runs(
     ['era/ce/seed0_fold0', 'era/ce/seed0_fold1', 'era/emd2/seed0_fold0', 'era/emd2/seed0_fold1']
     """
     if folds is not None and (isinstance(folds, bool) or not isinstance(folds, int) or folds < 2):
-        raise ValueError(f"folds: expected an integer >= 2 (or None), got {folds!r}")
+        raise UserError(f"--folds: expected an integer >= 2 (or None), got {folds!r}")
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
     return [
         RunSpec(dataset, loss, seed, fold, folds, setting)
@@ -315,7 +301,7 @@ def check_losses(losses: Sequence[str]) -> None:
 
     Raises
     ------
-    ValueError
+    UserError
         For a name the training registry does not know (the message lists the valid names).
     ImportError
         For a peer loss whose package is not installed (the message names the extra to install).
@@ -323,7 +309,7 @@ def check_losses(losses: Sequence[str]) -> None:
     valid = valid_loss_names()
     unknown = [name for name in losses if name not in valid]
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown loss {', '.join(map(repr, unknown))}; valid losses: {', '.join(valid)}"
         )
     missing: dict[str, list[str]] = {}
@@ -348,7 +334,7 @@ def valid_dataset_names() -> tuple[str, ...]:
 
 
 def check_dataset_names(datasets: Sequence[str]) -> None:
-    """Raise a ValueError listing the valid names for an unknown data set name.
+    """Raise a UserError listing the valid names for an unknown data set name.
 
     ``csv:PATH``, ``folder:PATH`` and ``images:PATH`` specs are accepted here; the data layer
     checks the path when the data set is loaded (which :func:`emdloss.compare.compare` does
@@ -370,7 +356,7 @@ def check_dataset_names(datasets: Sequence[str]) -> None:
     ]
     if unknown:
         names = [*valid, *(prefix + "PATH" for prefix in prefixes)]
-        raise ValueError(
+        raise UserError(
             f"unknown dataset {', '.join(map(repr, unknown))}; valid datasets: {', '.join(names)}"
         )
 
@@ -415,23 +401,23 @@ def parse_grid(items: Iterable[str], fields: Iterable[str] = ()) -> list[Setting
         key = key.strip().replace("-", "_")
         values = [v.strip() for v in text.split(",")]
         if not sep or not key or not text.strip() or any(not v for v in values):
-            raise ValueError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. lr=0.001,0.003)")
+            raise UserError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. lr=0.001,0.003)")
         base, dot, sub = key.partition(".")
         if base in _GRID_FORBIDDEN:
-            raise ValueError(f"--grid {item!r}: {base} is set by compare itself, not by a grid")
+            raise UserError(f"--grid {item!r}: {base} is set by compare itself, not by a grid")
         if valid and base not in valid:
-            raise ValueError(
+            raise UserError(
                 f"--grid {item!r}: unknown train option {base!r}; valid: {', '.join(sorted(valid))}"
             )
         if dot and (not sub or not base.endswith("_options")):
-            raise ValueError(
+            raise UserError(
                 f"--grid {item!r}: a dotted key names a key of a mapping option, e.g. "
                 "loss_options.mu"
             )
         if any(key == k for k, _ in axes):
-            raise ValueError(f"--grid: {key} given twice; give all its values in one --grid")
+            raise UserError(f"--grid: {key} given twice; give all its values in one --grid")
         if len(set(values)) != len(values):
-            raise ValueError(f"--grid {item!r}: repeated value")
+            raise UserError(f"--grid {item!r}: repeated value")
         axes.append((key, values))
     settings: list[Setting] = [()]
     for key, values in axes:
@@ -473,10 +459,10 @@ def apply_setting(options: Mapping[str, Any], setting: Setting) -> dict[str, Any
     for key, value in setting:
         base, dot, sub = key.partition(".")
         if dot:
-            import yaml
+            from emdloss._yaml import load_yaml
 
             merged = dict(out.get(base) or {})
-            merged[sub] = yaml.safe_load(value)
+            merged[sub] = load_yaml(value, f"setting {key}")
             out[base] = merged
         else:
             out[key] = value

@@ -16,7 +16,6 @@ from emdloss._atomic import atomic_path
 from emdloss.compare._plan import dataset_slug
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
     DatasetInfo,
@@ -26,6 +25,7 @@ from emdloss.compare._rows import (
 from emdloss.compare._stats import Interval, paired_difference, selection_level
 from emdloss.compare._verdict import _pairs
 from emdloss.training import rundir
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = [
     "class_mae_by_loss",
@@ -35,6 +35,7 @@ __all__ = [
     "plot_paired",
     "read_predictions",
     "write_plots",
+    "write_run_plots",
 ]
 
 
@@ -325,3 +326,38 @@ def write_plots(
             )
             files.append(_save(figure, folder / "per_class_mae.png"))
     return files
+
+
+def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
+    """Draw the plots of each finished run that lacks them (``--plots end``).
+
+    The runs were trained with ``plots=False``; the plots are drawn here from each run's files
+    (:func:`emdloss.training.write_run_plots`), so that a rerun draws only the new
+    runs'. A run without its config or best checkpoint (not trained by ``emdloss train``) is
+    left alone; a plot that cannot be drawn is a warning, never a failed comparison.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The run directories drawn.
+    """
+    from emdloss.training import write_run_plots as draw
+
+    drawn: list[Path] = []
+    for record in records:
+        run_dir = record.run_dir
+        best = run_dir / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT
+        if (
+            record.status == "failed"
+            or (run_dir / rundir.PLOT_FILES[0]).is_file()
+            or not (run_dir / rundir.CONFIG_FILE).is_file()
+            or not best.is_file()
+        ):
+            continue
+        try:
+            draw(run_dir)
+        except Exception as error:  # the plots are a view: the comparison stands without them
+            warnings.warn(f"could not draw the plots of {run_dir}: {error}", stacklevel=2)
+            continue
+        drawn.append(run_dir)
+    return drawn

@@ -8,31 +8,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from emdloss.errors import UserError
+from emdloss.training.config import NOT_PROTOCOL
+
 __all__ = ["PROTOCOL_FILE", "check_protocol", "protocol"]
 
-# Options that change how a run is executed or shown, not what is trained: they may differ
-# between a comparison and its resumption.
-_NOT_PROTOCOL = frozenset(
-    {
-        "progress",
-        "data_dir",
-        "num_workers",
-        "accelerator",
-        "devices",
-        "strategy",
-        "num_nodes",
-        "dist_timeout",
-        "output",
-        "resume",
-        "overwrite",
-    }
-)
 PROTOCOL_FILE = "compare.json"
 
 
 def protocol(options: Mapping[str, Any], folds: int | None) -> dict[str, Any]:
     """The options that define what a data set's runs train (JSON types), with the fold count."""
-    kept = {k: v for k, v in sorted(options.items()) if k not in _NOT_PROTOCOL}
+    kept = {k: v for k, v in sorted(options.items()) if k not in NOT_PROTOCOL}
     kept["num_folds"] = folds
     # Through JSON so that the comparison with the stored protocol sees the same types.
     result: dict[str, Any] = json.loads(json.dumps(kept, default=str))
@@ -54,7 +40,7 @@ def check_protocol(output: Path, protocols: Mapping[str, Mapping[str, Any]]) -> 
                 for k in keys
                 if stored[spec].get(k) != current.get(k)
             )
-            raise ValueError(
+            raise UserError(
                 f"{output} holds runs of {spec} trained with other options ({diff}); mixing them "
                 "would not be a fair comparison: use another --output or the same options"
             )

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from emdloss.compare._plan import RunSpec
-from emdloss.training.config import METRIC_MODES
 from emdloss.training.rundir import METRICS_FILE, read_history
+from emdloss.vocabulary import HIGHER_IS_BETTER, REPORTED_METRICS
 
 #: The test metrics every run reports, per prediction rule.
-METRIC_KEYS: tuple[str, ...] = ("accuracy", "one_off_accuracy", "mae", "rmse", "qwk", "rps", "amae")
+METRIC_KEYS: tuple[str, ...] = REPORTED_METRICS
 #: A derived rule: per run, the prediction rule that did best on the validation split for the
 #: run's model-selection metric, evaluated on test. Choosing the rule by its test score would
 #: peek at the test split; this is the fair way to credit a loss with its best decoding.
 VALIDATED_RULE = "validated"
-_MAXIMISED = frozenset(name for name, mode in METRIC_MODES.items() if mode == "max")
 
 # Written by compare next to the training's own files; holds what metrics.json may not.
 RECORD_FILE = "compare_run.json"
@@ -189,7 +188,7 @@ def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | N
     scored = [(rule, float(val[rule][monitor])) for rule in rules if _is_metric_dict(val.get(rule))]
     if not scored:
         return None
-    sign = -1.0 if monitor in _MAXIMISED else 1.0
+    sign = -1.0 if monitor in HIGHER_IS_BETTER else 1.0
     return min(scored, key=lambda item: sign * item[1])[0]
 
 

@@ -13,11 +13,10 @@ from typing import Any
 
 from emdloss.compare._plan import setting_label
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
-from emdloss.training.config import METRIC_MODES
+from emdloss.vocabulary import HIGHER_IS_BETTER, RULES
 
 __all__ = [
     "CSV_COLUMNS",
-    "HIGHER_IS_BETTER",
     "METRIC_LABELS",
     "OPTIONAL_COLUMNS",
     "ORDERLESS",
@@ -48,11 +47,6 @@ OPTIONAL_COLUMNS: tuple[str, ...] = ("coverage", "mean_set_size")
 #: Timing columns: the whole training, the first epoch (with the start-up) and the mean later
 #: epoch (the same measure for every loss).
 TIME_KEYS: tuple[str, ...] = ("train_seconds", "first_epoch_seconds", "epoch_seconds")
-#: Metrics where larger is better; the others (errors) are better when smaller (one source:
-#: :data:`emdloss.training.config.METRIC_MODES`).
-HIGHER_IS_BETTER: frozenset[str] = frozenset(
-    name for name, mode in METRIC_MODES.items() if mode == "max"
-)
 METRIC_LABELS: Mapping[str, str] = {
     "accuracy": "accuracy",
     "one_off_accuracy": "1-off acc.",
@@ -73,7 +67,7 @@ OFFICIAL_SPLITS: frozenset[str] = frozenset({"retinamnist"})
 THRESHOLD_LOSSES: frozenset[str] = frozenset({"coral", "corn"})
 #: Data sets whose classes have no order: only accuracy is meaningful there.
 ORDERLESS: frozenset[str] = frozenset({"digits"})
-_RULE_ORDER = ("argmax", "median", "expected", "bayes", VALIDATED_RULE)
+_RULE_ORDER = (*RULES, VALIDATED_RULE)
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,25 @@ from emdloss.compare._records import (
     RunRecord,
     finished_record,
 )
+from emdloss.errors import UserError
 from emdloss.training.rundir import METRICS_FILE
+from emdloss.vocabulary import ENGINES, EXECUTORS
 
-__all__ = ["EXECUTORS", "TrainFn", "build_config", "run_all", "test_untested"]
+__all__ = [
+    "TrainFn",
+    "build_config",
+    "execute_group",
+    "plan_work",
+    "run_all",
+    "run_work",
+    "test_untested",
+]
 
 
 #: A training function: ``train(config) -> RunResult`` (see :func:`emdloss.training.train`).
 TrainFn = Callable[[Any], Any]
 #: One run to execute: its spec, directory, train options and torch-thread cap.
 Job = tuple[RunSpec, Path, Mapping[str, Any], "int | None"]
-
-#: Where runs execute: processes on this machine, or Ray tasks (``emdloss[ray]``).
-EXECUTORS: tuple[str, ...] = ("local", "ray")
 
 
 def _config_fields() -> set[str]:
@@ -75,7 +82,7 @@ def build_config(
         kwargs["resume"] = True
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"unknown train option(s) {', '.join(unknown)}; TrainConfig fields: "
             f"{', '.join(sorted(fields))}"
         )
@@ -90,8 +97,29 @@ def _checkpoints(run_dir: Path) -> list[Path]:
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
-    # The training writes checkpoints/last.ckpt at the end of every epoch.
+    # The training writes checkpoints/last.ckpt at an interval and at its end.
     return any(p.name == "last.ckpt" for p in _checkpoints(run_dir))
+
+
+def _cut_in_first_write(checkpoints: Sequence[Path]) -> bool:
+    """Whether the run was stopped inside its first checkpoint write, so that restarting it
+    loses at most one write interval of training.
+
+    A run writes ``best.ckpt`` and then ``last.ckpt``, each atomically, once a
+    ``CHECKPOINT_SECONDS`` interval of training has passed and at its end
+    (:class:`emdloss.training._checkpoint.RunCheckpoints`); a lone readable ``best.ckpt`` is
+    left only by a stop between the two files of the first write (a later stop keeps the
+    previous ``last.ckpt``). Unreadable files, or any other checkpoint, are kept for a human.
+    """
+    from emdloss.training.rundir import BEST_CHECKPOINT, load_checkpoint
+
+    if [path.name for path in checkpoints] != [BEST_CHECKPOINT]:
+        return False
+    try:
+        epoch = load_checkpoint(checkpoints[0]).get("epoch")
+    except (OSError, ValueError):
+        return False
+    return isinstance(epoch, int)
 
 
 def _record_failure(run_dir: Path, message: str) -> None:
@@ -99,7 +127,7 @@ def _record_failure(run_dir: Path, message: str) -> None:
     # fail) must not stop the comparison: the message is in the run's record either way.
     try:
         write_text(run_dir / "error.txt", message)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: the UserError of a full disk (emdloss._atomic)
         pass
 
 
@@ -167,47 +195,154 @@ def _execute(
     if record is not None:
         return record
     train = train_fn if train_fn is not None else _default_train()
+    # The grouped engine's checkpoints hold no loop state: such a run starts again.
     resume = _has_checkpoint(run_dir) and "resume" in _config_fields()
+    resume = resume and not _grouped_checkpoint(run_dir)
     if run_dir.exists() and not resume:
-        kept = _checkpoints(run_dir)
-        if kept:
-            # Trained weights are never deleted: a human decides what to do with them.
-            message = (
-                f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "
-                "from; move it away (or delete it) to train this run again"
-            )
-            _record_failure(run_dir, message + "\n")
-            return RunRecord(spec, run_dir, "failed", error=message)
-        shutil.rmtree(run_dir)  # half-written, no checkpoint: start again from scratch
+        failed = _clear_unfinished(spec, run_dir)
+        if failed is not None:
+            return failed
     if resume:
         remove_stale_temporaries(run_dir)  # of the write the interruption cut short
     start = time.perf_counter()
     try:
         result = train(build_config(spec, run_dir, options, resume=resume))
-        seconds = getattr(result, "train_seconds", None)
-        train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
-        write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
-        record = finished_record(spec, run_dir, "done")
-        if record is None or (not record.tested and options.get("evaluate_test", True)):
-            raise RuntimeError(
-                f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
-                f"metrics {', '.join(METRIC_KEYS)}"
-            )
-        record.train_seconds = train_seconds
-        return record
+        return _trained_record(spec, run_dir, options, result, start, resume)
     except Exception as error:
-        # A failed resume (full disk, unreadable checkpoint, ...) keeps the run directory and
-        # its checkpoints: the next compare resumes again, and nothing trained is lost.
-        reason = f"{type(error).__name__}: {error}"
-        if resume:
-            reason = (
-                f"resume failed ({reason}); {run_dir} is kept and the next compare retries the "
-                "resume"
-            )
-        with contextlib.suppress(OSError):
-            run_dir.mkdir(parents=True, exist_ok=True)
-        _record_failure(run_dir, traceback.format_exc())
-        return RunRecord(spec, run_dir, "failed", error=reason)
+        return _failed_record(spec, run_dir, error, resume)
+
+
+def _trained_record(
+    spec: RunSpec,
+    run_dir: Path,
+    options: Mapping[str, Any],
+    result: Any,
+    start: float,
+    resume: bool,
+) -> RunRecord:
+    """The record of a run that training returned from (raises if its files are incomplete)."""
+    seconds = getattr(result, "train_seconds", None)
+    train_seconds = float(seconds) if seconds is not None else time.perf_counter() - start
+    write_json(run_dir / RECORD_FILE, {"train_seconds": train_seconds, "resumed": resume})
+    record = finished_record(spec, run_dir, "done")
+    if record is None or (not record.tested and options.get("evaluate_test", True)):
+        raise RuntimeError(
+            f"training returned but {run_dir / METRICS_FILE} is missing or lacks the test "
+            f"metrics {', '.join(METRIC_KEYS)}"
+        )
+    record.train_seconds = train_seconds
+    return record
+
+
+def _failed_record(spec: RunSpec, run_dir: Path, error: BaseException, resume: bool) -> RunRecord:
+    # A failed resume (full disk, unreadable checkpoint, ...) keeps the run directory and
+    # its checkpoints: the next compare resumes again, and nothing trained is lost.
+    reason = f"{type(error).__name__}: {error}"
+    if resume:
+        reason = (
+            f"resume failed ({reason}); {run_dir} is kept and the next compare retries the resume"
+        )
+    with contextlib.suppress(OSError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    _record_failure(run_dir, "".join(traceback.format_exception(error)))
+    return RunRecord(spec, run_dir, "failed", error=reason)
+
+
+def _grouped_checkpoint(run_dir: Path) -> bool:
+    """Whether the run's last.ckpt was written by the grouped engine (it holds no Lightning loop
+    state to resume from; the grouped engine trains such a run again from the start)."""
+    from emdloss.training.rundir import CHECKPOINT_DIR, LAST_CHECKPOINT, load_checkpoint
+
+    if not (run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT).is_file():
+        return False
+    try:
+        checkpoint = load_checkpoint(run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT)
+    except (OSError, ValueError):
+        return False
+    return bool(checkpoint.get("emdloss_engine") == "grouped")
+
+
+def _clear_unfinished(spec: RunSpec, run_dir: Path) -> RunRecord | None:
+    """Remove a half-written run directory to train it again; a failed record instead when it
+    holds checkpoints it cannot resume from (other than the grouped engine's)."""
+    kept = _checkpoints(run_dir)
+    if kept and (_grouped_checkpoint(run_dir) or _cut_in_first_write(kept)):
+        # The grouped engine's (no loop state), or cut short between best.ckpt and last.ckpt of
+        # its first write (a full disk, a kill): the restart repeats at most one write interval.
+        kept = []
+    if kept:
+        # Trained weights are never deleted: a human decides what to do with them.
+        message = (
+            f"{run_dir} holds {', '.join(p.name for p in kept)} but no last.ckpt to resume "
+            "from; move it away (or delete it) to train this run again"
+        )
+        _record_failure(run_dir, message + "\n")
+        return RunRecord(spec, run_dir, "failed", error=message)
+    shutil.rmtree(run_dir)  # half-written: start again from scratch
+    return None
+
+
+def execute_group(
+    members: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]], threads: int | None
+) -> list[RunRecord]:
+    """Train runs that share a shape as one model (:func:`emdloss.training.grouped.train_group`).
+
+    Finished runs are skipped, half-finished ones without a checkpoint (or with the grouped
+    engine's, which holds no loop state) start again, and a run whose directory holds other
+    checkpoints but no ``last.ckpt`` fails as in :func:`execute`. Each run gets its own record;
+    one failing run does not stop the others.
+
+    Parameters
+    ----------
+    members : sequence of (RunSpec, run_dir, options)
+        Runs whose configs share :func:`emdloss.training.grouped.group_key`.
+    threads : int, optional
+        Torch threads (restored afterwards).
+
+    Returns
+    -------
+    list of RunRecord
+        In the order of ``members``.
+    """
+    with _torch_threads(threads):
+        return _execute_group(members)
+
+
+def _execute_group(members: Sequence[tuple[RunSpec, Path, Mapping[str, Any]]]) -> list[RunRecord]:
+    from emdloss.training import quiet_lightning_logs, train_group
+
+    quiet_lightning_logs()
+    records: list[RunRecord | None] = [None] * len(members)
+    todo: list[int] = []
+    for k, (spec, run_dir, _) in enumerate(members):
+        record = finished_record(spec, run_dir, "skipped")
+        if record is not None:
+            records[k] = record
+            continue
+        if run_dir.exists():
+            records[k] = _clear_unfinished(spec, run_dir)
+            if records[k] is not None:
+                continue
+        todo.append(k)
+    start = time.perf_counter()
+    configs = []
+    for k in todo:
+        spec, run_dir, options = members[k]
+        configs.append(build_config(spec, run_dir, options))
+    try:
+        results: list[Any] = list(train_group(configs))
+    except Exception as error:  # a failure of the group as a whole: every run reports it
+        results = [error] * len(todo)
+    for k, result in zip(todo, results, strict=True):
+        spec, run_dir, options = members[k]
+        if isinstance(result, BaseException):
+            records[k] = _failed_record(spec, run_dir, result, False)
+            continue
+        try:
+            records[k] = _trained_record(spec, run_dir, options, result, start, False)
+        except Exception as error:
+            records[k] = _failed_record(spec, run_dir, error, False)
+    return [record for record in records if record is not None]
 
 
 def available_cores() -> int:
@@ -218,11 +353,37 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: What the fork server imports before it forks the workers (torch, Lightning, the trainer).
+WORKER_PRELOAD = ("emdloss.compare._forkserver",)
+
+
+def _worker_context(mp_context: str | None) -> Any:
+    """The start method of the workers: by default a fork server that has imported
+    :data:`WORKER_PRELOAD` once, so that every worker starts with torch and Lightning loaded
+    (a spawned worker imported them again, seconds each) and ends without the interpreter's
+    teardown; ``"spawn"`` where there is no fork server (Windows).
+
+    The fork server itself runs no torch operation, so no thread pool is forked.
+    """
+    if mp_context is None:
+        if "forkserver" not in multiprocessing.get_all_start_methods():
+            return multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(WORKER_PRELOAD))
+        return context
+    return multiprocessing.get_context(mp_context)
+
+
 def _init_worker(threads: int) -> None:
+    import gc
+
     import torch
 
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    # The modules the worker started with stay for its life: out of the collector's way (and
+    # of copy-on-write: a collection would touch every page it shares with the fork server).
+    gc.freeze()
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -240,6 +401,7 @@ def run_all(
     mp_context: str | None = None,
     executor: str = "local",
     ray_address: str | None = None,
+    engine: str = "grouped",
 ) -> list[RunRecord]:
     """Run (or skip) every run, ``jobs`` at a time, with a progress bar over runs.
 
@@ -251,17 +413,23 @@ def run_all(
     jobs : int
         Parallel processes (1: in this process). Each gets ``cores // jobs`` torch threads.
     train_fn : callable or None
-        Training function (must be picklable when ``jobs > 1``).
+        Training function (must be picklable when ``jobs > 1``); given, every run trains with
+        it, one at a time.
     progress : bool
         Show the progress bar.
     mp_context : str or None
-        Multiprocessing start method for ``jobs > 1`` (default ``"spawn"``, safe with torch's
-        thread pools; ``"fork"`` is faster to start).
+        Multiprocessing start method for ``jobs > 1`` (default: a fork server that has imported
+        the trainer once, see :func:`_worker_context`; ``"spawn"`` where there is none).
     executor : {"local", "ray"}
-        ``"ray"`` runs each run as a Ray task (the same :func:`execute`, so results and resume
-        are those of ``"local"``); ``jobs`` is then ignored: Ray schedules one task per CPU.
+        ``"ray"`` runs each group (or run) as a Ray task (the same :func:`execute_group` and
+        :func:`execute`, so results and resume are those of ``"local"``; a group never spans
+        machines); ``jobs`` is then ignored: Ray schedules one task per CPU.
     ray_address : str, optional
         Address of a running Ray cluster to join; else a local instance (2 CPUs) is started.
+    engine : {"grouped", "per-run"}
+        ``"grouped"`` trains the runs that share a shape as one vectorised model
+        (:mod:`emdloss.training.grouped`) and the others one at a time, saying which and why in
+        one line on stderr; ``"per-run"`` trains every run alone.
 
     Returns
     -------
@@ -272,6 +440,8 @@ def run_all(
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     if executor not in EXECUTORS:
         raise ValueError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if engine not in ENGINES:
+        raise ValueError(f"engine: expected one of {', '.join(ENGINES)}, got {engine!r}")
     records: list[RunRecord | None] = [None] * len(specs)
     todo: list[int] = []
     bar = _progress(len(specs), progress)
@@ -286,10 +456,15 @@ def run_all(
                 bar.update(1)
         if todo and records:
             bar.set_postfix_str(f"{len(specs) - len(todo)} already done")
+        works, note = plan_work(specs, todo, engine if train_fn is None else "per-run")
+        if note:
+            print(note, file=sys.stderr)
+        if executor == "local" and jobs > 1:
+            works = _split_groups(works, jobs)
         many = (
-            _execute_ray(specs, todo, train_fn, ray_address)
+            _execute_ray(specs, works, train_fn, ray_address)
             if executor == "ray"
-            else _execute_many(specs, todo, jobs, train_fn, mp_context)
+            else _execute_many(specs, works, jobs, train_fn, mp_context)
         )
         for index, record in many:
             records[index] = record
@@ -300,30 +475,111 @@ def run_all(
     return [record for record in records if record is not None]
 
 
+#: One piece of work for a worker: ``("group", indices)`` trains the runs as one model,
+#: ``("run", [index])`` one run on the per-run path.
+Work = tuple[str, list[int]]
+
+
+def plan_work(specs: Sequence[Job], todo: Sequence[int], engine: str) -> tuple[list[Work], str]:
+    """Split the runs to train into groups and per-run runs, and say why runs train alone.
+
+    Parameters
+    ----------
+    specs : sequence of Job
+        Every run of the plan.
+    todo : sequence of int
+        Indices of the runs to train.
+    engine : {"grouped", "per-run"}
+        With ``"per-run"`` every run is its own piece of work.
+
+    Returns
+    -------
+    works : list of Work
+        Groups first (in plan order of their first run), then the per-run runs.
+    note : str
+        One line naming the runs that fall back to the per-run path and why (``""``: none).
+    """
+    if engine == "per-run" or not todo:
+        return [("run", [i]) for i in todo], ""
+    from emdloss.training import group_key, why_not_grouped
+
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    alone: list[int] = []
+    reasons: dict[str, list[str]] = {}
+    for index in todo:
+        spec, run_dir, options, threads = specs[index]
+        config = build_config(spec, run_dir, options)
+        reason = why_not_grouped(config)
+        if reason is None and config.model is None:
+            reason = "no model named (the data's default)"
+        if reason is None and _has_checkpoint(run_dir) and not _grouped_checkpoint(run_dir):
+            reason = "a resume from its last checkpoint"
+        if reason is not None:
+            alone.append(index)
+            reasons.setdefault(reason, []).append(spec.label)
+            continue
+        groups.setdefault((group_key(config), threads), []).append(index)
+    works: list[Work] = [("group", members) for members in groups.values()]
+    works += [("run", [index]) for index in alone]
+    note = ""
+    if reasons:
+        parts = []
+        for reason, labels in reasons.items():
+            shown = ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+            parts.append(f"{len(labels)} run(s) for {reason} ({shown})")
+        note = "compare: per-run engine for " + "; ".join(parts)
+    return works, note
+
+
+def _split_groups(works: list[Work], workers: int) -> list[Work]:
+    """Groups cut into pieces so that ``workers`` processes have work (a run's numbers do not
+    depend on the other runs of its group)."""
+    groups = [w for w in works if w[0] == "group"]
+    if not groups or len(works) >= workers:
+        return works
+    pieces = math.ceil(workers / len(groups))
+    out: list[Work] = []
+    for kind, members in works:
+        if kind != "group":
+            out.append((kind, members))
+            continue
+        size = math.ceil(len(members) / pieces)
+        out += [(kind, members[i : i + size]) for i in range(0, len(members), size)]
+    return out
+
+
+def run_work(kind: str, items: Sequence[Job], train_fn: TrainFn | None) -> list[RunRecord]:
+    """Execute one piece of work: a group (:func:`execute_group`) or one run (:func:`execute`)."""
+    if kind == "group":
+        return execute_group([(s, d, o) for s, d, o, _ in items], items[0][3])
+    spec, run_dir, options, threads = items[0]
+    return [execute(spec, run_dir, options, train_fn, threads)]
+
+
 def _execute_many(
     specs: Sequence[Job],
-    todo: Sequence[int],
+    works: Sequence[Work],
     jobs: int,
     train_fn: TrainFn | None,
     mp_context: str | None,
 ) -> Iterator[tuple[int, RunRecord]]:
-    if jobs == 1 or len(todo) <= 1:
-        for index in todo:
-            spec, run_dir, options, threads = specs[index]
-            yield index, execute(spec, run_dir, options, train_fn, threads)
+    if jobs == 1 or len(works) <= 1:
+        for kind, members in works:
+            records = run_work(kind, [specs[i] for i in members], train_fn)
+            yield from zip(members, records, strict=True)
         return
-    workers = min(jobs, len(todo))
+    workers = min(jobs, len(works))
     threads = max(1, available_cores() // jobs)
-    context = multiprocessing.get_context(mp_context or "spawn")
-    executor = ProcessPoolExecutor(workers, context, _init_worker, (threads,))
+    executor = ProcessPoolExecutor(workers, _worker_context(mp_context), _init_worker, (threads,))
     try:
-        pending: dict[Future[RunRecord], int] = {
-            executor.submit(execute, *specs[i][:3], train_fn, specs[i][3]): i for i in todo
+        pending: dict[Future[list[RunRecord]], list[int]] = {
+            executor.submit(run_work, kind, [specs[i] for i in members], train_fn): members
+            for kind, members in works
         }
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                yield pending.pop(future), future.result()
+                yield from zip(pending.pop(future), future.result(), strict=True)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
@@ -332,25 +588,21 @@ def _execute_many(
 RAY_LOCAL_CPUS = 2
 
 
-def _ray_execute(
-    spec: RunSpec,
-    run_dir: Path,
-    options: Mapping[str, Any],
-    train_fn: TrainFn | None,
-    threads: int | None,
-) -> RunRecord:
+def _ray_execute(kind: str, items: Sequence[Job], train_fn: TrainFn | None) -> list[RunRecord]:
     # One CPU per task: one torch thread unless the plan asks otherwise.
-    os.environ["OMP_NUM_THREADS"] = str(threads or 1)
-    return execute(spec, run_dir, options, train_fn, threads or 1)
+    threads = items[0][3] or 1
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    items = [(s, d, o, t or 1) for s, d, o, t in items]
+    return run_work(kind, items, train_fn)
 
 
 def _execute_ray(
-    specs: Sequence[Job], todo: Sequence[int], train_fn: TrainFn | None, address: str | None
+    specs: Sequence[Job], works: Sequence[Work], train_fn: TrainFn | None, address: str | None
 ) -> Iterator[tuple[int, RunRecord]]:
-    """Run each job as a Ray task of :func:`execute`; yield records as tasks finish.
+    """Run each piece of work (a group, or one run) as a Ray task; yield records as tasks finish.
 
-    The run directories must be reachable from the workers under the same paths (one machine,
-    or a shared file system on a cluster).
+    A group is one task, so it never spans machines. The run directories must be reachable
+    from the workers under the same paths (one machine, or a shared file system on a cluster).
     """
     try:
         import ray
@@ -366,11 +618,14 @@ def _execute_ray(
             ray.init(num_cpus=RAY_LOCAL_CPUS, include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_execute)
-        pending = {remote.remote(*specs[i][:3], train_fn, specs[i][3]): i for i in todo}
+        pending = {
+            remote.remote(kind, [specs[i] for i in members], train_fn): members
+            for kind, members in works
+        }
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+                yield from zip(pending.pop(ref), ray.get(ref), strict=True)
     finally:
         if started:
             ray.shutdown()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from emdloss.compare._plan import Setting, setting_label
 from emdloss.compare._records import METRIC_KEYS, RunRecord
-from emdloss.training.config import METRIC_MODES
+from emdloss.vocabulary import METRIC_MODES
 
 __all__ = ["Selection", "choose_settings", "grid_csv", "validation_scores"]
 
@@ -71,7 +71,7 @@ def choose_settings(
         :func:`validation_scores` output: validation values only.
     metric : str
         A metric of :data:`METRIC_KEYS`; its direction comes from
-        :data:`emdloss.training.config.METRIC_MODES`.
+        :data:`emdloss.vocabulary.METRIC_MODES`.
     rule : str
         The prediction rule the scores were read under (recorded in the result).
 

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from emdloss.training.config import DISTRIBUTION_MONITORS, METRIC_MODES
+from emdloss.vocabulary import DISTRIBUTION_MONITORS, METRIC_MODES
 
 __all__ = [
     "LEVEL",

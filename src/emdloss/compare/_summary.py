@@ -11,7 +11,6 @@ from emdloss.compare._baselines import is_baseline
 from emdloss.compare._plan import setting_label
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     OFFICIAL_SPLITS,
     THRESHOLD_LOSSES,
@@ -30,8 +29,9 @@ from emdloss.compare._verdict import (
     _verdict,
 )
 from emdloss.reference_results import ReferenceTable, reference_tables
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
-__all__ = ["render_summary"]
+__all__ = ["render_summary", "run_counts"]
 
 
 def _best_loss(
@@ -388,6 +388,15 @@ def _paired_section(
     return lines
 
 
+def run_counts(records: Sequence[RunRecord]) -> str:
+    """``"4 runs: 3 trained now, 1 finished earlier, 0 failed"``."""
+    counts = {s: sum(r.status == s for r in records) for s in ("done", "skipped", "failed")}
+    return (
+        f"{len(records)} run{'' if len(records) == 1 else 's'}: {counts['done']} trained now, "
+        f"{counts['skipped']} finished earlier, {counts['failed']} failed"
+    )
+
+
 def render_summary(
     records: Sequence[RunRecord],
     datasets: Sequence[DatasetInfo],
@@ -422,13 +431,10 @@ def render_summary(
     rows = result_rows(records) if rows is None else rows
     stats = aggregate(rows)
     failed = [r for r in records if r.status == "failed"]
-    counts = {status: sum(r.status == status for r in records) for status in ("done", "skipped")}
     lines = [
         "# emdloss compare: summary",
         "",
-        f"Output: `{output}`. {len(records)} run{'' if len(records) == 1 else 's'}: "
-        f"{counts['done']} trained now, "
-        f"{counts['skipped']} finished earlier, {len(failed)} failed. Plots: `plots/`; every run "
+        f"Output: `{output}`. {run_counts(records)}. Plots: `plots/`; every run "
         "and prediction rule: `results.csv`; each run's files: `runs/<dataset>/<loss>/seed<k>`.",
         "",
     ]

@@ -10,16 +10,16 @@ from typing import Any
 from emdloss.compare._plan import is_emd_variant
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE
 from emdloss.compare._rows import (
-    HIGHER_IS_BETTER,
     METRIC_LABELS,
     ORDERLESS,
     VERDICT_METRICS,
     DatasetInfo,
     Stat,
 )
-from emdloss.compare._stats import paired_difference, selection_level
+from emdloss.compare._stats import LEVEL, paired_difference, selection_level
+from emdloss.vocabulary import HIGHER_IS_BETTER
 
-__all__ = ["compare_to_baseline"]
+__all__ = ["compare_to_baseline", "verdict_table"]
 
 
 def compare_to_baseline(metric: str, candidate: Stat, baseline: Stat) -> tuple[str, float, float]:
@@ -172,3 +172,66 @@ def _baseline_verdict(
         f"difference {interval.format()}, {rule} rule, same seeds and splits.",
         "",
     ]
+
+
+def _key_metric(info: DatasetInfo) -> str:
+    if info.spec.lower() in ORDERLESS:
+        return "accuracy"
+    return info.select if info.select in METRIC_KEYS else "mae"
+
+
+def verdict_table(
+    infos: Sequence[DatasetInfo], rows: Sequence[Mapping[str, Any]], rule: str = "argmax"
+) -> str:
+    """The answer of a comparison as one compact table: a line per data set and loss.
+
+    Each line holds the data set's key metric (its ``--select`` metric; accuracy on classes
+    without order) on the test split, mean over runs under ``rule``; the paired difference
+    loss - cross-entropy over the seeds (and folds) both ran, with its 95% interval; and the
+    verdict of that interval (:meth:`emdloss.compare._stats.Interval.outcome`). Everything else
+    (every metric and rule, baselines, published rows, the Bonferroni-adjusted verdict of the
+    best EMD variant) is in ``summary.md``.
+
+    Examples
+    --------
+    >>> info = DatasetInfo("lev", 5, "tabular", (1, 1, 1), {}, (0, 1), None, ("ce", "w1"))
+    >>> rows = [{"dataset": "lev", "loss": loss, "rule": "argmax", "seed": seed, "fold": None,
+    ...          "mae": mae} for loss, seed, mae in
+    ...         [("ce", 0, 0.5), ("ce", 1, 0.6), ("w1", 0, 0.4), ("w1", 1, 0.48)]]
+    >>> print(verdict_table([info], rows))
+    data set  loss  runs  MAE    loss - ce [95% CI]       verdict
+    lev       ce    2     0.550  reference
+    lev       w1    2     0.440  -0.110 [-0.237, +0.017]  ties with ce
+    """
+    # One key metric for every data set: its name heads the column; else each cell names it.
+    labels = sorted({METRIC_LABELS[_key_metric(info)] for info in infos})
+    one = labels[0] if len(labels) == 1 else None
+    lines: list[tuple[str, ...]] = [
+        ("data set", "loss", "runs", one or "metric", "loss - ce [95% CI]", "verdict")
+    ]
+    for info in infos:
+        metric = _key_metric(info)
+        reference = _pairs(rows, info.spec, "ce", rule, metric)
+        for loss in info.losses:
+            pairs = _pairs(rows, info.spec, loss, rule, metric)
+            values = [v for v in pairs.values() if not math.isnan(v)]
+            mean = f"{sum(values) / len(values):.3f}" if values else "–"
+            if one is None:
+                mean = f"{METRIC_LABELS[metric]} {mean}"
+            if loss == "ce":
+                cells: tuple[str, ...] = ("reference", "")
+            elif not reference:
+                cells = ("–", "no ce runs to pair with")
+            else:
+                interval = paired_difference(pairs, reference, level=LEVEL)
+                cells = (interval.short().rstrip("*"), f"{interval.outcome(metric)} ce")
+            lines.append((info.spec, loss, str(len(values)), mean, *cells))
+    widths = [max(len(line[k]) for line in lines) for k in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip()
+        if not line[5]
+        else "  ".join(cell.ljust(width) for cell, width in zip(line[:5], widths, strict=True))
+        + "  "
+        + line[5]
+        for line in lines
+    )

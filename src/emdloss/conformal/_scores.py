@@ -39,11 +39,12 @@ import torch
 from torch import Tensor
 
 from emdloss import _validation as V
+from emdloss.vocabulary import CONFORMAL_METHODS
 
 __all__ = ["METHODS", "check_alpha", "check_labels", "check_probs", "label_scores"]
 
-METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
-"""Score functions accepted by :func:`emdloss.conformal.calibrate`; the first is the default."""
+#: Score functions accepted by :func:`emdloss.conformal.calibrate`; the first is the default.
+METHODS: tuple[str, ...] = CONFORMAL_METHODS
 
 
 def to_tensor(x: Any, name: str) -> tuple[Tensor, bool]:

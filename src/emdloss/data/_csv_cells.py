@@ -3,6 +3,11 @@
 A column is numeric when every present cell is a finite number and categorical when none is;
 a column of numbers with a few other cells is refused with the cell named (issue 8: one ``x``
 used to turn a numeric column into a one-hot categorical without a word).
+
+Reading costs time and memory linear in the file's size, and a file past the stated limits is
+refused by line before it is held in memory: a physical line longer than
+:data:`MAX_LINE_CHARS` characters (a 1 GB line of 512 M cells took 5 GB before failing with a
+MemoryError), and a header or row of more than :data:`MAX_CELLS` cells.
 """
 
 from __future__ import annotations
@@ -10,7 +15,10 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from emdloss.errors import UserError
 
@@ -18,6 +26,44 @@ from emdloss.errors import UserError
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "?"})
 MISSING_POLICIES = ("error", "drop", "impute")
 INVALID_POLICIES = ("error", "missing")
+#: Longest physical line read, in characters (64 Mi: far past any real table's row).
+MAX_LINE_CHARS = 64 * 1024 * 1024
+#: Most cells in the header or a row (1 M columns).
+MAX_CELLS = 1_000_000
+
+
+def _bounded_lines(handle: IO[str], path: Path, delimiter: str) -> Iterator[str]:
+    """The lines of ``handle``, refusing one longer than :data:`MAX_LINE_CHARS` before it is
+    read whole."""
+    limit = MAX_LINE_CHARS
+    number = 0
+    while True:
+        line = handle.readline(limit + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > limit:
+            raise UserError(
+                f"{path}, line {number}: longer than {limit} characters, the limit of a CSV line "
+                "(emdloss.data._csv_cells.MAX_LINE_CHARS); is this a table?"
+            )
+        if line.count(delimiter) >= MAX_CELLS:  # before csv splits it into cells
+            raise UserError(
+                f"{path}, line {number}: more than {MAX_CELLS} cells, the limit of a CSV row "
+                "(emdloss.data._csv_cells.MAX_CELLS)"
+            )
+        yield line
+
+
+def duplicate_names(names: list[str]) -> list[str]:
+    """The names that occur more than once, sorted (linear in the number of names).
+
+    Examples
+    --------
+    >>> duplicate_names(["a", "b", "a", "c", "b"])
+    ['a', 'b']
+    """
+    return sorted(name for name, count in Counter(names).items() if count > 1)
 
 
 def _number(text: str) -> float | None:
@@ -38,7 +84,8 @@ def read_csv_rows(
     UserError
         For an empty file, a duplicate column name, a row with the wrong number of cells (names
         the line), malformed CSV or text that is not in ``encoding`` (names the file, the line
-        and the ``encoding`` option that reads it).
+        and the ``encoding`` option that reads it), a line or a row past :data:`MAX_LINE_CHARS`
+        or :data:`MAX_CELLS`.
     """
     path = Path(path)
     try:
@@ -51,22 +98,28 @@ def read_csv_rows(
     rows: list[list[str]] = []
     lines: list[int] = []
     with handle:
-        reader = csv.reader(handle, delimiter=delimiter)
+        reader = csv.reader(_bounded_lines(handle, path, delimiter), delimiter=delimiter)
         try:
             for raw in reader:
                 if not raw or (all(cell.strip() == "" for cell in raw) and len(raw) <= 1):
                     continue  # blank line
+                if len(raw) > MAX_CELLS:  # a quoted record over several lines
+                    raise UserError(
+                        f"{path}, line {reader.line_num}: {len(raw)} cells, more than the limit "
+                        f"of {MAX_CELLS} (emdloss.data._csv_cells.MAX_CELLS)"
+                    )
                 cells = [cell.strip() for cell in raw]
                 if header is None:
                     header = cells
-                    duplicates = sorted({c for c in header if header.count(c) > 1})
+                    duplicates = duplicate_names(header)
                     if duplicates:
                         raise UserError(f"{path}: duplicate column names {duplicates}")
                     continue
                 if len(cells) != len(header):
+                    shown = header if len(header) <= 20 else [*header[:20], "..."]
                     raise UserError(
                         f"{path}, line {reader.line_num}: {len(cells)} cells, "
-                        f"expected {len(header)} (columns {header})"
+                        f"expected {len(header)} (columns {shown})"
                     )
                 rows.append(cells)
                 lines.append(reader.line_num)

@@ -130,13 +130,94 @@ class UInt8ImageSplit(OrdinalSplit):
         return self.images[index].permute(2, 0, 1).to(torch.float32).div_(255.0)
 
 
+#: Pillow modes of 16-bit (and 32-bit integer) grey images: scaled to 8 bits, never clipped.
+_WIDE_INT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_rgb(path: str | Path) -> NDArray[np.uint8]:
+    """Read an image file as 8-bit RGB ``(H, W, 3)``: the one image reader of training and predict.
+
+    Refuses an image with more pixels than ``PIL.Image.MAX_IMAGE_PIXELS`` (89 M by default)
+    before a byte of it is decoded, where Pillow itself only warns up to twice that. 16-bit
+    grey images (16-bit PNG, TIFF) are scaled to 8 bits (``round(v / 257)``), not clipped to
+    white as ``convert("RGB")`` does; float images (mode ``F``) in [0, 1] are scaled by 255.
+
+    Parameters
+    ----------
+    path : str or Path
+        Image file (any format Pillow reads).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, shape ``(H, W, 3)``.
+
+    Raises
+    ------
+    UserError
+        Naming the file: unreadable, truncated, not an image, or over the pixel limit.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, PIL.Image
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     PIL.Image.fromarray(np.full((2, 2), 32896, np.uint16)).save(d + "/g16.png")
+    ...     read_rgb(d + "/g16.png")[0, 0].tolist()  # mid-grey, not white
+    [128, 128, 128]
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit and image.size[0] * image.size[1] > limit:
+                raise Image.DecompressionBombError(
+                    f"{image.size[0]} x {image.size[1]} pixels exceed the limit of {limit}"
+                )
+            # Decoding the whole file here: truncated data fails here, not later.
+            if image.mode in _WIDE_INT_MODES:
+                wide = np.asarray(image).astype(np.float64)
+                grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if image.mode == "F":
+                values = np.asarray(image, dtype=np.float64)
+                if np.isfinite(values).all() and values.size and values.max() <= 1.0:
+                    values = values * 255.0
+                grey = np.clip(np.rint(np.nan_to_num(values)), 0, 255).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise UserError(
+            f"refusing image {path}: a possible decompression bomb ({exc}); resize the image, "
+            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise UserError(f"cannot read image {path}: {exc}") from exc
+
+
+def resize_rgb(rgb: NDArray[np.uint8], size: int) -> Tensor:
+    """An 8-bit RGB array resized (bilinear, aspect ratio not kept) to float32 ``(3, S, S)`` in
+    [0, 1].
+
+    Examples
+    --------
+    >>> tuple(resize_rgb(np.zeros((5, 3, 3), np.uint8), 4).shape)
+    (3, 4, 4)
+    """
+    from PIL import Image
+
+    out = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
+    array = np.array(out, dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
+
+
 def load_image(path: str | Path, image_size: int) -> Tensor:
     """Read an image file as float32 RGB (3, S, S) in [0, 1], resized (bilinear) to ``S = image_size``.
 
     Parameters
     ----------
     path : str or Path
-        Image file (any format Pillow reads).
+        Image file (any format Pillow reads; read by ``read_rgb``).
     image_size : int
         Side of the square output; the aspect ratio is not kept.
 
@@ -159,28 +240,7 @@ def load_image(path: str | Path, image_size: int) -> Tensor:
     ...     tuple(load_image(d + "/a.png", 4).shape)
     (3, 4, 4)
     """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            # Pillow only warns between its pixel limit and twice that; a file claiming more
-            # pixels than the limit is refused here before a byte is decoded.
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit and image.size[0] * image.size[1] > limit:
-                raise Image.DecompressionBombError(
-                    f"{image.size[0]} x {image.size[1]} pixels exceed the limit of {limit}"
-                )
-            # convert() decodes the whole file, so truncated data fails here, not later.
-            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
-    except Image.DecompressionBombError as exc:
-        raise UserError(
-            f"refusing image {path}: a possible decompression bomb ({exc}); resize the image, "
-            "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
-        ) from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-        raise UserError(f"cannot read image {path}: {exc}") from exc
-    array = np.array(rgb, dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).to(torch.float32).div_(255.0)
+    return resize_rgb(read_rgb(path), image_size)
 
 
 class ImageFileSplit(OrdinalSplit):

@@ -9,7 +9,6 @@ what cannot be converted (a missing column, a non-number in a numeric column) is
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,7 +59,7 @@ def conform_images(
     >>> tuple(x.shape), notes[0].split(":")[0]
     ((1, 3, 28, 28), '1 of 1 images are grayscale but the model was trained on colour (RGB) images')
     """
-    from PIL import Image, UnidentifiedImageError
+    from emdloss.data._dataset import read_rgb, resize_rgb
 
     channels, size = int(input_shape[0]), int(input_shape[-1])
     if channels not in (1, 3):
@@ -70,11 +69,7 @@ def conform_images(
     resized: list[str] = []
     images = []
     for path in paths:
-        try:
-            with Image.open(path) as image:
-                rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-            raise UserError(f"cannot read image {path}: {exc}") from exc
+        rgb = read_rgb(path)  # the training reader: pixel limit, 16-bit scaled, not clipped
         height, width = rgb.shape[:2]
         is_grey = bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
         if channels == 3 and is_grey:
@@ -83,8 +78,7 @@ def conform_images(
             colour.append(str(path))
         if (height, width) != (size, size):
             resized.append(f"{path} ({width}x{height})")
-        out = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
-        x = torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1).float().div_(255)
+        x = resize_rgb(rgb, size)
         images.append(x.mean(dim=0, keepdim=True) if channels == 1 else x)
     n = len(images)
     notes = []
@@ -133,16 +127,12 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         For a missing column (names it and lists the expected ones), a row with the wrong number
         of cells, a non-number in a numeric column (names line, column and value), no rows.
     """
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            try:
-                header = [cell.strip() for cell in next(reader)]
-            except StopIteration:
-                raise UserError(f"{path} is empty") from None
-            rows = [(n + 2, row) for n, row in enumerate(reader) if any(c.strip() for c in row)]
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{path} is not a UTF-8 CSV file: {error}") from None
+    from emdloss.data._csv_cells import read_csv_rows
+
+    # The training reader: linear in the file, lines and cells bounded, rows of the header's width.
+    header, cells, lines = read_csv_rows(path)
+    rows = list(zip(lines, cells, strict=True))
+    column = {name: j for j, name in enumerate(header)}  # one lookup per cell, not a scan
     numeric, categorical = list(table["numeric_columns"]), list(table["categorical_columns"])
     needed = numeric + categorical
     absent = [name for name in needed if name not in header]
@@ -157,11 +147,9 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
     unseen: dict[str, list[str]] = {}
     ids, encoded = [], []
     for line, row in rows:
-        if len(row) != len(header):
-            raise UserError(f"{path}, line {line}: {len(row)} fields, expected {len(header)}")
         values = []
         for name in numeric:
-            cell = row[header.index(name)].strip()
+            cell = row[column[name]]
             try:
                 number = float(cell)
             except ValueError:
@@ -183,7 +171,7 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
             )
         vector = list(standardised) if numeric else []
         for name in categorical:
-            cell = row[header.index(name)].strip()
+            cell = row[column[name]]
             seen = categories[name]
             if cell not in seen and cell not in unseen.setdefault(name, []):
                 unseen[name].append(cell)

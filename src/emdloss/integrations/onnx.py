@@ -15,10 +15,16 @@ The ONNX graph takes the *raw* inputs that ``emdloss predict`` takes and does wh
 
 Outputs: ``probabilities`` (float32, ``(N, C)``, columns in class order) and ``label`` (int64,
 ``(N,)``, the class index chosen by the prediction rule, the same arithmetic as
-:func:`emdloss.decode`). A JSON sidecar (``<output>.json``) names the classes, the rule, the
-inputs and outputs and the opset. The graph is written by the dynamo exporter
-(``torch.onnx.export(..., dynamo=True)``, no TorchScript) at opset :data:`DEFAULT_OPSET`; the
-batch dimension is dynamic. Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
+:func:`emdloss.decode`). A row that ``emdloss predict`` refuses (a NaN or infinite value, or a
+numeric value whose standardisation overflows float32) gets ``label`` :data:`INVALID_LABEL`
+(-1) and NaN probabilities, never a class; the sidecar states this. A JSON sidecar
+(``<output>.json``) names the classes, the rule, the inputs and outputs and the opset the file
+holds. The graph is written by the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, no
+TorchScript) at opset :data:`DEFAULT_OPSET`, or any opset from :data:`MIN_OPSET` to the newest
+the installed ``onnx`` knows (others are refused before anything runs: below 18 the exporter's
+down-conversion fails and it silently writes 18); the batch dimension is dynamic. The output is
+never written inside a run directory, nor over an existing file unless ``overwrite=True``
+(``--overwrite``). Needs the ``onnx`` extra (onnx, onnxscript, onnxruntime).
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from emdloss.decoding import RULES
+from emdloss.vocabulary import RULES
 
 __all__ = [
     "DEFAULT_OPSET",
     "FORMATS",
+    "INVALID_LABEL",
+    "MIN_OPSET",
     "decode_exportable",
     "export_onnx",
     "read_sidecar",
@@ -49,6 +57,8 @@ __all__ = [
 
 #: ONNX opset of the exported graphs.
 DEFAULT_OPSET = 18
+#: Oldest opset exported: the dynamo exporter builds at 18 and cannot convert down reliably.
+MIN_OPSET = 18
 #: Export formats of ``emdloss export``.
 FORMATS: tuple[str, ...] = ("onnx",)
 
@@ -140,8 +150,11 @@ class _TableModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     def forward(self, numeric: Tensor, categorical: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        probs: Tensor = self.task.predict_proba(self.encode(numeric, categorical))
-        return probs, _decode(self.task, probs, self.rule)
+        x = self.encode(numeric, categorical)
+        # predict refuses a non-finite cell and one whose standardised value overflows float32
+        valid = torch.isfinite(x).all(dim=1)
+        probs: Tensor = self.task.predict_proba(x)
+        return _flag_invalid(probs, _decode(self.task, probs, self.rule), valid)
 
 
 class _ImageModel(nn.Module):
@@ -155,8 +168,20 @@ class _ImageModel(nn.Module):
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         x = image.mean(dim=1, keepdim=True) if self.channels == 1 else image
+        valid = torch.isfinite(image).flatten(1).all(dim=1)
         probs: Tensor = self.task.predict_proba(x)
-        return probs, _decode(self.task, probs, self.rule)
+        return _flag_invalid(probs, _decode(self.task, probs, self.rule), valid)
+
+
+#: The ``label`` of a row that ``emdloss predict`` refuses (stated in the sidecar).
+INVALID_LABEL = -1
+
+
+def _flag_invalid(probs: Tensor, label: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows that predict refuses get label :data:`INVALID_LABEL` and NaN probabilities."""
+    valid = valid & torch.isfinite(probs).all(dim=1)
+    nan = torch.full_like(probs, float("nan"))
+    return torch.where(valid[:, None], probs, nan), torch.where(valid, label, INVALID_LABEL)
 
 
 def _decode(task: Any, probs: Tensor, rule: str) -> Tensor:
@@ -164,7 +189,9 @@ def _decode(task: Any, probs: Tensor, rule: str) -> Tensor:
     if rule == "bayes":
         return decode_exportable(probs, rule, ground_distance=task.decision_cost)
     if rule == "expected" and task.positions is not None:
-        return decode_exportable(probs, rule, positions=task.positions)
+        # the run keeps its positions as a list of floats (data.json): a graph constant here
+        positions = torch.tensor(task.positions, dtype=torch.float64)
+        return decode_exportable(probs, rule, positions=positions)
     return decode_exportable(probs, rule)
 
 
@@ -229,6 +256,7 @@ def export_onnx(
     *,
     rule: str | None = None,
     opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Export the best checkpoint of a run to ONNX, with a JSON sidecar.
 
@@ -241,7 +269,10 @@ def export_onnx(
     rule : str, optional
         Prediction rule of the ``label`` output; default the run's ``monitor_rule``.
     opset : int
-        ONNX opset (default :data:`DEFAULT_OPSET`).
+        ONNX opset (default :data:`DEFAULT_OPSET`), from :data:`MIN_OPSET` to
+        ``onnx.defs.onnx_opset_version()``.
+    overwrite : bool
+        Replace existing files at ``output`` and its sidecar (else refused).
 
     Returns
     -------
@@ -251,17 +282,26 @@ def export_onnx(
     from emdloss._atomic import write_bytes, write_json
     from emdloss.errors import UserError
     from emdloss.training import load_task
-    from emdloss.training.rundir import read_config
+    from emdloss.training.rundir import check_output, read_config
 
     try:
-        import onnx  # noqa: F401
+        import onnx
         import onnxscript  # noqa: F401
     except ImportError as error:
         raise UserError(
             f"ONNX export needs the onnx extra ({error.name} is missing): "
             "pip install 'emdloss[onnx]'"
         ) from None
-    config = read_config(run_dir)
+    newest = int(onnx.defs.onnx_opset_version())
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise UserError(
+            f"--opset {opset}: expected an ONNX opset from {MIN_OPSET} to {newest} (the newest "
+            f"the installed onnx {onnx.__version__} knows); the default is {DEFAULT_OPSET}"
+        )
+    config = read_config(run_dir)  # first: a folder that is no run is named as such
+    # Before the slow part: nothing inside a run directory, nothing over a file unasked.
+    check_output(output, overwrite=overwrite, run_dir=run_dir)
+    check_output(sidecar_path(output), overwrite=overwrite, run_dir=run_dir)
     rule = config.monitor_rule if rule is None else rule
     if rule not in RULES:
         raise UserError(f"rule must be one of {', '.join(RULES)}, got {rule!r}")
@@ -316,12 +356,13 @@ def export_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp) / "model.onnx"
         program.save(str(staging))
-        path = write_bytes(output, staging.read_bytes())
+        written = _written_opset(staging, opset)
+        path = write_bytes(output, staging.read_bytes(), overwrite=overwrite)
     from emdloss import __version__
 
     sidecar = {
         "format": "onnx",
-        "opset": opset,
+        "opset": written,
         "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__}",
         "emdloss_version": __version__,
         "run_dir": str(Path(run_dir).resolve()),
@@ -343,11 +384,45 @@ def export_onnx(
                 "dtype": "int64",
                 "shape": ["batch"],
                 "meaning": f"index into class_names chosen by the {rule!r} rule",
+                "invalid_label": INVALID_LABEL,
+                "invalid_rows": _INVALID_ROWS[record["kind"]],
             },
         ],
     }
-    side = write_json(sidecar_path(output), sidecar)
+    side = write_json(sidecar_path(output), sidecar, overwrite=overwrite)
     return path, side
+
+
+_INVALID_ROWS = {
+    "tabular": (
+        f"label {INVALID_LABEL} and NaN probabilities for a row that emdloss predict refuses: a "
+        "numeric value that is NaN or infinite, or so far outside the training range that its "
+        "standardised value overflows float32"
+    ),
+    "image": (
+        f"label {INVALID_LABEL} and NaN probabilities for an image holding a NaN or infinite "
+        "value (or whose probabilities are not finite)"
+    ),
+}
+
+
+def _written_opset(model: Path, requested: int) -> int:
+    """The default-domain opset ``model`` holds; an InputWarning when it is not ``requested``."""
+    import onnx
+
+    from emdloss.errors import InputWarning
+
+    proto = onnx.load(str(model), load_external_data=False)
+    versions = [int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    written = versions[0] if versions else requested
+    if written != requested:
+        warnings.warn(
+            f"the exporter wrote opset {written}, not the {requested} asked for; the sidecar "
+            "states the opset written",
+            InputWarning,
+            stacklevel=3,
+        )
+    return written
 
 
 def sidecar_path(output: str | os.PathLike[str]) -> Path:

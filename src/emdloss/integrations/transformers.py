@@ -66,6 +66,32 @@ def _logits(outputs: Any) -> Tensor:
     raise TypeError(f"cannot find logits in a model output of type {type(outputs).__name__}")
 
 
+def _items_in_batch(num_items_in_batch: int | Tensor, count: int) -> float:
+    """``num_items_in_batch`` as a number, checked against this micro-batch's ``count`` labels.
+
+    It counts the non-ignored labels of every micro-batch of the optimiser step, so it is at
+    least ``count``; 0, a negative or a smaller count would make the loss inf or negative
+    (HF's own losses divide silently), so it is refused with a ValueError naming the value.
+    """
+    if isinstance(num_items_in_batch, Tensor):
+        if num_items_in_batch.numel() != 1:
+            raise ValueError(
+                f"num_items_in_batch must be a single count, got a tensor of shape "
+                f"{tuple(num_items_in_batch.shape)}"
+            )
+        value = num_items_in_batch.item()
+    else:
+        value = num_items_in_batch
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"num_items_in_batch must be a count, got {type(value).__name__}")
+    if not (value >= count and value < float("inf")):
+        raise ValueError(
+            f"num_items_in_batch must count the labels other than -100 over the whole "
+            f"accumulated batch, at least the {count} of this micro-batch, got {value!r}"
+        )
+    return float(value)
+
+
 class OrdinalLossFunc:
     """A ``compute_loss_func`` for ``Trainer``: a registry loss, normalised for accumulation.
 
@@ -167,7 +193,7 @@ class OrdinalLossFunc:
         mean: Tensor = self.criterion(logits[valid], labels[valid], features=feats)
         if num_items_in_batch is None:
             return mean
-        total = torch.as_tensor(num_items_in_batch, dtype=mean.dtype, device=mean.device)
+        total = _items_in_batch(num_items_in_batch, count)
         return mean * count / total
 
     def step_epoch(self) -> None:
@@ -300,7 +326,8 @@ def ordinal_compute_metrics(
     >>> out["accuracy"], out["mae"], out["one_off_accuracy"]
     (0.3333333333333333, 0.6666666666666666, 1.0)
     """
-    from emdloss.decoding import RULES, decode
+    from emdloss.decoding import decode
+    from emdloss.vocabulary import RULES
 
     if rule not in RULES or rule == "bayes":
         raise ValueError(f"rule must be 'median', 'argmax' or 'expected', got {rule!r}")

@@ -33,6 +33,7 @@ from emdloss.metrics.confmat import (
     root_mean_squared_error_from_confmat,
     spearman_from_confmat,
 )
+from emdloss.vocabulary import METRICS
 
 __all__ = [
     "AverageMAE",
@@ -42,16 +43,8 @@ __all__ = [
     "RankedProbabilityScore",
 ]
 
-ORDINAL_METRIC_KEYS: tuple[str, ...] = (
-    "accuracy",
-    "one_off_accuracy",
-    "mae",
-    "rmse",
-    "qwk",
-    "rps",
-    "amae",
-    "spearman",
-)
+#: The keys of :meth:`OrdinalMetrics.compute` (:data:`emdloss.vocabulary.METRICS`).
+ORDINAL_METRIC_KEYS: tuple[str, ...] = tuple(METRICS)
 
 
 def _decode(scores: Any, num_classes: int) -> Tensor:

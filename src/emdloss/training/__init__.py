@@ -21,8 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from emdloss.training._names import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 from emdloss.training.config import TrainConfig
+from emdloss.vocabulary import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 
 if TYPE_CHECKING:
     from emdloss.training._build import load_data, quiet_lightning_logs
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._loss_base import TrainingLoss
     from emdloss.training._predict import predict
-    from emdloss.training._train import run_deferred_test, train
+    from emdloss.training._train import run_deferred_test, train, write_run_plots
     from emdloss.training.datamodule import OrdinalDataModule
+    from emdloss.training.grouped import group_key, train_group, why_not_grouped
     from emdloss.training.losses import build_loss
     from emdloss.training.module import OrdinalTask
     from emdloss.training.rundir import RunResult
@@ -52,6 +53,7 @@ __all__ = [
     "conformal_summary",
     "distribution_baseline_scores",
     "evaluate",
+    "group_key",
     "load_data",
     "load_run_calibrator",
     "load_task",
@@ -59,6 +61,9 @@ __all__ = [
     "quiet_lightning_logs",
     "run_deferred_test",
     "train",
+    "train_group",
+    "why_not_grouped",
+    "write_run_plots",
 ]
 
 # Name -> module of the names that need Lightning, imported on first access.
@@ -73,6 +78,9 @@ _LAZY = {
     "calibrate_run": "emdloss.training._calibrate",
     "conformal_summary": "emdloss.training._calibrate",
     "evaluate": "emdloss.training._evaluate",
+    "group_key": "emdloss.training.grouped",
+    "train_group": "emdloss.training.grouped",
+    "why_not_grouped": "emdloss.training.grouped",
     "load_data": "emdloss.training._build",
     "load_run_calibrator": "emdloss.training._calibrate",
     "load_task": "emdloss.training._evaluate",
@@ -80,6 +88,7 @@ _LAZY = {
     "quiet_lightning_logs": "emdloss.training._build",
     "run_deferred_test": "emdloss.training._train",
     "train": "emdloss.training._train",
+    "write_run_plots": "emdloss.training._train",
 }
 
 

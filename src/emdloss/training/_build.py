@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "make_datamodule",
     "make_trainer",
     "quiet_lightning_logs",
+    "without_cuda_probe",
 ]
 
 
@@ -204,7 +206,6 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
     distribution = bool(getattr(dataset, "distribution_targets", False))
     if distribution:
         refuse_distribution_targets(loss, config.dataset)
-    monitor, mode = config.selection(distribution)
     model_name = config.model or default_model(dataset)
     with _user_options(f"--model {model_name}"):
         model = build_model(
@@ -224,17 +225,7 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
         num_classes=num_classes,
         positions=dataset.positions,
         decision_cost=decision_cost,
-        optimizer=config.optimizer,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        scheduler=config.scheduler,
-        lr_decay=config.lr_decay,
-        epochs=config.epochs,
-        seed=config.seed,
-        monitor_rule=config.monitor_rule,
-        monitor=monitor,
-        monitor_mode=mode,
+        config=config,
         tta=config.tta and image,
         input_mean=dataset.mean if image and dataset.mean is not None else None,
         input_std=dataset.std if image and dataset.std is not None else None,
@@ -320,11 +311,38 @@ def make_trainer(
         kwargs.update(devices=1, strategy="auto", num_nodes=1, enable_checkpointing=False)
     try:
         trainer = pl.Trainer(**kwargs)
-    except MisconfigurationException as error:  # bad --accelerator, --devices, --precision, ...
+    except (MisconfigurationException, ValueError) as error:
+        # Lightning's answer to a bad --accelerator, --devices, --precision or --strategy (its
+        # other arguments are emdloss's own).
         raise UserError(str(error)) from error
     if fitting:
         apply_timeout(trainer, config.dist_timeout)  # a DDP strategy that "auto" chose
     return trainer
+
+
+#: Set by ``import lightning`` so that CUDA checks do not poison forks; with torch 2.14 each
+#: ``torch.cuda.is_available()`` then tries to load the NVIDIA driver library, twice per
+#: optimiser step (issue 20: 502 us against 222 us per step of a toy model).
+_NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
+@contextlib.contextmanager
+def without_cuda_probe(trainer: pl.Trainer) -> Iterator[None]:
+    """On a CPU trainer, leave out Lightning's NVML-based CUDA check inside the block.
+
+    The check only keeps a CUDA driver out of the processes that fork; a CPU run uses none.
+    """
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    value = os.environ.get(_NVML_CHECK)
+    if value is None or not isinstance(trainer.accelerator, CPUAccelerator):
+        yield
+        return
+    del os.environ[_NVML_CHECK]
+    try:
+        yield
+    finally:
+        os.environ[_NVML_CHECK] = value
 
 
 def evaluate_checkpoint(
@@ -334,21 +352,32 @@ def evaluate_checkpoint(
     *,
     progress: bool,
     splits: tuple[str, ...] = ("val", "test"),
+    task: OrdinalTask | None = None,
+    datamodule: OrdinalDataModule | None = None,
 ) -> tuple[dict[str, Any], OrdinalTask]:
     """Metrics of ``checkpoint`` on ``splits`` (validation and test by default), and the task
-    that holds its test outputs when the test split is among them."""
-    task = build_task(config, dataset)
-    task.load_state_dict(checkpoint["state_dict"])
+    that holds its test outputs when the test split is among them.
+
+    ``task`` and ``datamodule``: those of the training that wrote the checkpoint (``train``
+    passes them, so a run builds its network and data module once); the checkpoint's weights
+    and buffers replace the task's. Else both are built. The trainer is always a new one:
+    evaluation runs in one process, whatever devices the training used.
+    """
+    from emdloss.training import rundir
+
+    task = build_task(config, dataset) if task is None else task
+    rundir.load_weights(task, checkpoint)
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
-    datamodule = make_datamodule(config, dataset)
+    datamodule = make_datamodule(config, dataset) if datamodule is None else datamodule
     metrics: dict[str, Any] = {}
-    if "val" in splits:
-        trainer.validate(task, datamodule=datamodule, verbose=False)
-        metrics["val"] = task.results["val"]
-    if "test" in splits:
-        trainer.test(task, datamodule=datamodule, verbose=False)
-        metrics["test"] = task.results["test"]
+    with without_cuda_probe(trainer):
+        if "val" in splits:
+            trainer.validate(task, datamodule=datamodule, verbose=False)
+            metrics["val"] = task.results["val"]
+        if "test" in splits:
+            trainer.test(task, datamodule=datamodule, verbose=False)
+            metrics["test"] = task.results["test"]
     if task.distribution:
         # The distribution measures of the same splits (keys named after the measures).
         metrics["distribution"] = {part: task.distribution_results[part] for part in splits}

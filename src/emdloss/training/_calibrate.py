@@ -85,7 +85,7 @@ def split_probabilities(
     """Class probabilities (float64, rows renormalised) and targets of the best checkpoint on
     each of ``splits``, through the run's own test loop (one process)."""
     task = build_task(config, dataset)
-    task.load_state_dict(checkpoint["state_dict"])
+    rundir.load_weights(task, checkpoint)
     task.on_load_checkpoint(checkpoint)
     trainer = make_trainer(config, config.run_dir, [], fitting=False, progress=progress)
     out: dict[str, tuple[Tensor, Tensor]] = {}

@@ -99,7 +99,7 @@ def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, A
     record = rundir.read_data_record(path)
     best = rundir.load_checkpoint(path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     task = build_task(config, _DatasetStub(record))
-    task.load_state_dict(best["state_dict"])
+    rundir.load_weights(task, best, path / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
     task.eval()
     return task, record
 

@@ -102,7 +102,7 @@ def refuse_distribution_targets(loss: TrainingLoss, dataset: str) -> None:
     if loss.supports_soft_targets:
         return
     from emdloss.errors import UserError
-    from emdloss.training._names import DISTRIBUTION_LOSS_NAMES
+    from emdloss.vocabulary import DISTRIBUTION_LOSS_NAMES
 
     raise UserError(
         f"loss {loss.name!r} takes class labels only, not the distribution targets of {dataset}; "

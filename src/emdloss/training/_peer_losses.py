@@ -8,6 +8,7 @@ peer loss is built, with a message naming the extra to install when one is missi
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,6 +53,24 @@ class _PeerSoftmax(TrainingLoss):
 
 
 # ---------------------------------------------------------------------------- cumulative
+def _tracing() -> bool:
+    """Whether ``torch.compile`` / ``torch.export`` traces (``emdloss export`` included)."""
+    return torch.compiler.is_compiling()
+
+
+def _running(op: Callable[[Tensor, Tensor], Tensor], t: Tensor) -> Tensor:
+    """``op`` accumulated along dim 1 with one elementwise op per column.
+
+    What the tracers take where ``torch.cummin`` (no ONNX lowering) and ``torch.cumprod``
+    (``prims.prod``) fail: the ONNX export of ``coral`` and ``corn`` runs. The same values,
+    in the same order of operations; the column count is fixed when tracing.
+    """
+    columns = [t[:, 0]]
+    for k in range(1, t.shape[1]):
+        columns.append(op(columns[-1], t[:, k]))
+    return torch.stack(columns, dim=1)
+
+
 def cumulative_to_probabilities(exceed: Tensor) -> Tensor:
     r"""Class probabilities from exceedance probabilities :math:`S_k = P(y > k)`, k < C - 1.
 
@@ -78,7 +97,7 @@ def cumulative_to_probabilities(exceed: Tensor) -> Tensor:
     >>> cumulative_to_probabilities(torch.tensor([[0.9, 0.6, 0.7]]))
     tensor([[0.1000, 0.3000, 0.0000, 0.6000]])
     """
-    monotone = torch.cummin(exceed, dim=1).values
+    monotone = _running(torch.minimum, exceed) if _tracing() else torch.cummin(exceed, 1).values
     ones = torch.ones_like(monotone[:, :1])
     upper = torch.cat([ones, monotone], dim=1)
     lower = torch.cat([monotone, torch.zeros_like(ones)], dim=1)
@@ -137,4 +156,7 @@ class _Corn(TrainingLoss):
 
     def probabilities(self, outputs: Tensor) -> Tensor:
         # CORN's outputs are conditional: P(y > k | y > k - 1); their running product is P(y > k).
-        return cumulative_to_probabilities(torch.cumprod(torch.sigmoid(outputs), dim=1))
+        conditional = torch.sigmoid(outputs)
+        if _tracing():
+            return cumulative_to_probabilities(_running(torch.mul, conditional))
+        return cumulative_to_probabilities(torch.cumprod(conditional, dim=1))

@@ -13,11 +13,16 @@ from torch import Tensor
 
 from emdloss._atomic import atomic_write
 from emdloss.conformal import format_set
-from emdloss.decoding import RULES
 from emdloss.errors import InputWarning, UserError
 from emdloss.training._calibrate import load_run_calibrator
 from emdloss.training._evaluate import load_task
-from emdloss.training.rundir import prediction_column, predictions_csv
+from emdloss.training.rundir import (
+    check_output,
+    prediction_column,
+    predictions_csv,
+    read_config,
+)
+from emdloss.vocabulary import RULES
 
 __all__ = ["SET_COLUMN", "predict"]
 
@@ -73,6 +78,7 @@ def predict(
     *,
     output: str | os.PathLike[str] | None = None,
     batch_size: int = 256,
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict the classes of new inputs with the best checkpoint of a run.
 
@@ -84,9 +90,12 @@ def predict(
         Image files or folders of images (image runs), or CSV files of rows with the training
         feature columns (tabular runs; other columns are ignored).
     output : path-like, optional
-        Write the predictions as CSV there (atomically).
+        Write the predictions as CSV there (atomically); never inside a run directory, nor over
+        an existing file unless ``overwrite`` (:func:`emdloss.training.rundir.check_output`).
     batch_size : int
         Inference batch size.
+    overwrite : bool
+        Replace an existing ``output`` file.
 
     Returns
     -------
@@ -103,6 +112,9 @@ def predict(
         :mod:`emdloss.data.conform`): grey or colour images converted, images resized, category
         values not seen in training.
     """
+    if output is not None:  # before the slow part, once the run is known to be one
+        read_config(run_dir)
+        check_output(output, overwrite=overwrite, run_dir=run_dir)
     task, record = load_task(run_dir)
     calibration = load_run_calibrator(run_dir)
     paths = _expand_inputs(inputs)
@@ -145,5 +157,9 @@ def predict(
             row[SET_COLUMN] = format_set(int(sets[0][i]), int(sets[1][i]), names)
         results.append(row)
     if output is not None:
-        atomic_write(output, lambda handle: handle.write(predictions_csv(results).encode()))
+        atomic_write(
+            output,
+            lambda handle: handle.write(predictions_csv(results).encode()),
+            overwrite=overwrite,
+        )
     return results

@@ -3,21 +3,24 @@ the run's files through :mod:`emdloss.training.rundir`."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
+import signal
+import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 
 from emdloss import _ordinal
 from emdloss._atomic import remove_stale_temporaries
-from emdloss.errors import UserError
+from emdloss.errors import RunInterrupted, UserError
 from emdloss.training import rundir
 from emdloss.training._build import (
     build_task,
@@ -29,7 +32,9 @@ from emdloss.training._build import (
     make_datamodule,
     make_trainer,
     opened_run,
+    without_cuda_probe,
 )
+from emdloss.training._checkpoint import RunCheckpoints
 from emdloss.training._context import (
     announce_data,
     baseline_scores,
@@ -42,7 +47,7 @@ from emdloss.training._distributed import explain_timeouts
 from emdloss.training.config import RESUMABLE_CHANGES, TrainConfig
 from emdloss.training.module import SELECT_KEY, OrdinalTask
 
-__all__ = ["launched_rank", "run_deferred_test", "train"]
+__all__ = ["launched_rank", "run_deferred_test", "train", "write_run_plots"]
 
 
 def _int_env(environ: Mapping[str, str], key: str) -> int | None:
@@ -80,35 +85,6 @@ def launched_rank(environ: Mapping[str, str] | None = None) -> int:
     if tasks is not None and tasks > 1 and env.get("SLURM_JOB_ID"):
         return _int_env(env, "SLURM_PROCID") or 0
     return 0
-
-
-class _RunCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose state follows its run directory when the directory moves.
-
-    Lightning drops the best score of a resumed checkpoint callback whose directory path changed
-    (a run copied, moved or mounted elsewhere), and the next epoch then replaces ``best.ckpt``
-    whatever its score. The files of a run have fixed names inside ``checkpoints/``, so the saved
-    paths are re-rooted into the current directory instead.
-    """
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Re-root the saved paths into this callback's directory, then load them."""
-        saved_dir = state_dict.get("dirpath")
-        if self.dirpath is not None and saved_dir and saved_dir != self.dirpath:
-            here = self.dirpath
-
-            def move(path: Any) -> Any:
-                return os.path.join(here, os.path.basename(path)) if path else path
-
-            state_dict = dict(state_dict, dirpath=here)
-            for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
-                if key in state_dict:
-                    state_dict[key] = move(state_dict[key])
-            if isinstance(state_dict.get("best_k_models"), dict):
-                state_dict["best_k_models"] = {
-                    move(path): score for path, score in state_dict["best_k_models"].items()
-                }
-        super().load_state_dict(state_dict)
 
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -187,12 +163,48 @@ def train(config: TrainConfig, *, callbacks: Sequence[Callback] = ()) -> rundir.
         if ckpt_path is not None:
             # Refuse a checkpoint that is corrupt or holds more than plain data before Lightning
             # reads it (one clear error, whatever Lightning's own loader would do).
-            rundir.load_checkpoint(ckpt_path)
+            if rundir.load_checkpoint(ckpt_path).get("emdloss_engine") == "grouped":
+                raise UserError(
+                    f"cannot resume {run_dir}: its checkpoint was written by compare's grouped "
+                    "engine, which keeps no training-loop state; train it again (--overwrite)"
+                )
             if launched_rank() == 0:
                 # The temporaries of the write that the interruption cut short.
                 remove_stale_temporaries(run_dir)
-        with _ordinal.implementation(config.implementation), kept_threads():
-            return _train(config, run_dir, ckpt_path, callbacks)
+        try:
+            with _ordinal.implementation(config.implementation), kept_threads():
+                return _train(config, run_dir, ckpt_path, callbacks)
+        except RunInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise RunInterrupted(_interrupted(run_dir)) from None
+
+
+def _interrupted(run_dir: Path) -> str:
+    """What to say when Ctrl-C stops the run in ``run_dir``."""
+    last = run_dir / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT
+    if last.is_file():
+        kept = "its finished epochs are kept in checkpoints/last.ckpt"
+    else:
+        kept = "it had not finished an epoch"
+    return f"run {run_dir} stopped ({kept}); continue it with: emdloss train --output {run_dir} --resume"
+
+
+@contextlib.contextmanager
+def _interrupts_as_keyboard_interrupt(trainer: pl.Trainer) -> Iterator[None]:
+    """Lightning turns Ctrl-C into ``sys.exit(1)`` (and ignores SIGINT from then on): turn it
+    back into a KeyboardInterrupt, and restore the SIGINT handler."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit as error:
+        if error.code == 1 and trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if main and previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _train(
@@ -203,6 +215,19 @@ def _train(
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
     datamodule = make_datamodule(config, dataset)
+    # The trainer before anything is written: a bad --devices, --accelerator or --precision
+    # leaves no run directory behind. The checkpoints of the best and of the latest epoch stay
+    # in memory; best.ckpt and last.ckpt are written at an interval and at the end.
+    checkpoints = RunCheckpoints(
+        run_dir / rundir.CHECKPOINT_DIR, monitor=SELECT_KEY, mode=task.monitor_mode
+    )
+    trainer = make_trainer(
+        config,
+        run_dir,
+        [checkpoints, *callbacks],
+        fitting=True,
+        progress=config.progress,
+    )
     description = describe_data(config, dataset)
     if launched_rank() == 0:
         if ckpt_path is None:
@@ -212,40 +237,12 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / rundir.CONFIG_FILE)
         rundir.write_data_record(run_dir, dataset, description=description)
-
-    # Two callbacks: Lightning 2.6 writes "last" only in epochs that also wrote a top-k file.
-    # "best" comes first so that last.ckpt holds the updated best score (exact resumes).
-    checkpoints = str(run_dir / rundir.CHECKPOINT_DIR)
-    best_checkpoint = _RunCheckpoint(
-        dirpath=checkpoints,
-        filename=Path(rundir.BEST_CHECKPOINT).stem,
-        monitor=SELECT_KEY,
-        mode=task.monitor_mode,
-        save_top_k=1,
-        save_last=False,
-        save_on_train_epoch_end=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    last_checkpoint = _RunCheckpoint(
-        dirpath=checkpoints,
-        filename=Path(rundir.LAST_CHECKPOINT).stem,
-        monitor=None,
-        save_top_k=1,
-        save_last=False,
-        save_on_train_epoch_end=True,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    trainer = make_trainer(
-        config,
-        run_dir,
-        [best_checkpoint, last_checkpoint, *callbacks],
-        fitting=True,
-        progress=config.progress,
-    )
     # A collective that waits past dist_timeout (a stopped or hung process) ends in one line.
-    with explain_timeouts(config.dist_timeout):
+    with (
+        explain_timeouts(config.dist_timeout),
+        _interrupts_as_keyboard_interrupt(trainer),
+        without_cuda_probe(trainer),
+    ):
         trainer.fit(task, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     rank = trainer.global_rank
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -258,9 +255,31 @@ def _train(
     history: list[dict[str, float]] = last.get("emdloss_history", [])
     splits = ("val", "test") if config.evaluate_test else ("val",)
     metrics, eval_task = evaluate_checkpoint(
-        config, dataset, best, progress=config.progress, splits=splits
+        config,
+        dataset,
+        best,
+        progress=config.progress,
+        splits=splits,
+        task=task,
+        datamodule=datamodule,
     )
     best_epoch = int(best["epoch"]) + 1
+    return write_finished_run(config, dataset, threads, history, best_epoch, metrics, eval_task)
+
+
+def write_finished_run(
+    config: TrainConfig,
+    dataset: Any,
+    threads: int,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    evaluated: dict[str, Any],
+    eval_task: OrdinalTask,
+) -> rundir.RunResult:
+    """Write a fitted run's files from its history and its best state's evaluation (``val``
+    and, unless the test is deferred, ``test``): history, predictions, plots, ``metrics.json``
+    last. The per-run path and the grouped engine (:mod:`emdloss.training.grouped`) share it."""
+    run_dir = config.run_dir
     train_seconds = float(sum(row.get("epoch_seconds", 0.0) for row in history))
     metrics = {
         "dataset": config.dataset,
@@ -270,20 +289,22 @@ def _train(
         "best_epoch": best_epoch,
         "epochs": len(history),
         "train_seconds": train_seconds,
-        "monitor": f"val_{task.monitor}",
+        "monitor": f"val_{eval_task.monitor}",
         "monitor_rule": config.monitor_rule,
         "class_names": list(dataset.class_names),
         "threads": threads,
-        **metrics,
+        **evaluated,
         # The constant predictors on the same splits: has the model learned anything?
         "baselines": baseline_scores(dataset),
         **distribution_record(dataset, config.distribution_monitor, baselines=config.ldl_baselines),
     }
     rundir.write_history(run_dir, history)
     if config.evaluate_test:
-        _write_test_outputs(run_dir, eval_task, dataset, history, best_epoch)
-    else:  # the test split stays unread: learning curves and ground distance only
-        _write_plots(run_dir, eval_task, dataset, history, None, None, best_epoch=best_epoch)
+        _write_test_outputs(run_dir, eval_task, dataset, history, best_epoch, plots=config.plots)
+    elif config.plots:  # the test split stays unread: learning curves and ground distance only
+        _write_plots(
+            run_dir, eval_task.criterion, dataset.class_names, history, None, None, best_epoch
+        )
     # Last: a complete metrics.json marks a finished run (compare skips those on resume).
     rundir.write_metrics(run_dir, metrics)
     return rundir.RunResult(run_dir, config, metrics, best_epoch, train_seconds)
@@ -327,15 +348,49 @@ def run_deferred_test(
     if "distribution" in metrics:
         content.setdefault("distribution", {})["test"] = metrics["distribution"]["test"]
     best_epoch = int(content.get("best_epoch", int(best["epoch"]) + 1))
-    _write_test_outputs(path, task, dataset, rundir.read_history(path), best_epoch)
+    history = rundir.read_history(path)
+    _write_test_outputs(path, task, dataset, history, best_epoch, plots=config.plots)
     rundir.write_metrics(path, content)
     return content
 
 
+def write_run_plots(run_dir: str | os.PathLike[str]) -> None:
+    """Draw the plots of a finished run from its files, as training draws them at its end.
+
+    ``emdloss compare`` trains its runs with ``plots=False`` and draws them here once, for the
+    reported runs, when the comparison ends (``--plots end``): the learning curves from
+    ``history.csv``, the confusion matrix from ``predictions_test.csv`` (when the run was
+    tested) and the learned ground distance from ``best.ckpt``.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A finished run directory (its ``metrics.json`` names the best epoch).
+    """
+    from emdloss.training._evaluate import load_task
+
+    path = Path(run_dir)
+    task, record = load_task(path)
+    content = rundir.read_metrics(path) or {}
+    predictions = rundir.read_predictions(path, "argmax")
+    targets = preds = None
+    if predictions is not None:
+        targets, preds = (torch.as_tensor(values) for values in predictions)
+    history = rundir.read_history(path)
+    best_epoch = int(content.get("best_epoch", 0))
+    _write_plots(path, task.criterion, record["class_names"], history, targets, preds, best_epoch)
+
+
 def _write_test_outputs(
-    run_dir: Path, task: OrdinalTask, dataset: Any, history: list[dict[str, float]], best_epoch: int
+    run_dir: Path,
+    task: OrdinalTask,
+    dataset: Any,
+    history: list[dict[str, float]],
+    best_epoch: int,
+    *,
+    plots: bool,
 ) -> None:
-    """``predictions.csv`` and the plots, from the test outputs the task holds."""
+    """``predictions.csv`` and (when ``plots``) the plots, from the test outputs of the task."""
     probs, targets = _test_outputs(task)
     decoded = task.decode_all(probs)
     ids = list(getattr(dataset.test, "ids", range(len(targets))))
@@ -343,12 +398,16 @@ def _write_test_outputs(
     rundir.write_predictions(
         run_dir, targets.tolist(), probs, decoded, dataset.class_names, ids, target_probs
     )
-    _write_plots(run_dir, task, dataset, history, targets, decoded["argmax"], best_epoch=best_epoch)
-    if target_probs is not None and len(target_probs):
+    if plots and target_probs is not None and len(target_probs):
         from emdloss.plots import plot_distributions
 
         plot_distributions(
             probs, target_probs, list(dataset.class_names), run_dir / rundir.PLOT_FILES[3], ids=ids
+        )
+    if plots:
+        names = dataset.class_names
+        _write_plots(
+            run_dir, task.criterion, names, history, targets, decoded["argmax"], best_epoch
         )
 
 
@@ -362,18 +421,17 @@ def _test_outputs(task: OrdinalTask) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _write_plots(
     run_dir: Path,
-    task: OrdinalTask,
-    dataset: Any,
+    criterion: Any,
+    class_names: Any,
     history: list[dict[str, float]],
     targets: torch.Tensor | None,
     preds: torch.Tensor | None,
-    *,
     best_epoch: int,
 ) -> None:
     from emdloss.metrics import confusion_matrix
     from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
 
-    names = list(dataset.class_names)
+    names = list(class_names)
     series = {}
     for key in (
         "train_loss",
@@ -388,7 +446,7 @@ def _write_plots(
         if values:
             series[key] = values
     if series:
-        recipe = getattr(task.criterion, "recipe", None)
+        recipe = getattr(criterion, "recipe", None)
         plot_learning_curves(
             series,
             run_dir / rundir.PLOT_FILES[0],
@@ -396,10 +454,10 @@ def _write_plots(
             warmup_epochs=getattr(recipe, "warmup_epochs", None),
         )
     if preds is not None and targets is not None:  # None: the test split was not evaluated
-        confusion = confusion_matrix(preds, targets, num_classes=dataset.num_classes)
+        confusion = confusion_matrix(preds, targets, num_classes=len(names))
         plot_confusion_matrix(
             confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
         )
-    matrix = task.criterion.ground_distance()
+    matrix = criterion.ground_distance()
     if matrix is not None:
         plot_ground_distance(matrix, names, run_dir / rundir.PLOT_FILES[2])

@@ -50,7 +50,7 @@ Class probabilities of the non-softmax losses:
 
 Split by job: :class:`~emdloss.training.TrainingLoss` is defined in
 :mod:`emdloss.training._loss_base`, the loss names (:data:`emdloss.training.LOSS_NAMES`) in
-:mod:`emdloss.training._names` and the peer-loss wrappers in
+:mod:`emdloss.vocabulary` and the peer-loss wrappers in
 :mod:`emdloss.training._peer_losses`; this module keeps the registry and emdloss's own losses.
 """
 
@@ -65,11 +65,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from emdloss import _validation as V
-from emdloss._deprecation import moved_attribute
-from emdloss.errors import UserError
 
 # Imported as modules, not names: their public names warn when read from here (see _MOVED).
-from emdloss.training import _loss_base, _names
+from emdloss import vocabulary
+from emdloss._deprecation import moved_attribute
+from emdloss.errors import UserError
+from emdloss.training import _loss_base
 from emdloss.training._peer_losses import _Coral, _Corn, _peer, _PeerSoftmax
 
 __all__ = ["build_loss", "regression_to_probabilities"]
@@ -427,8 +428,8 @@ def build_loss(
     >>> float(loss(torch.tensor([[1.5]]), torch.tensor([2])))
     0.25
     """
-    if name not in _names.LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(_names.LOSS_NAMES)}")
+    if name not in vocabulary.LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(vocabulary.LOSS_NAMES)}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     pos = None

@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from emdloss.decoding import RULES, decode
+from emdloss.decoding import decode
 from emdloss.metrics import OrdinalMetrics
 from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
+from emdloss.training.config import TrainConfig
+from emdloss.vocabulary import RULES
 
 __all__ = ["OrdinalTask"]
 
@@ -65,26 +67,17 @@ class OrdinalTask(pl.LightningModule):
         Class positions (``expected`` rule, position-unit metrics).
     decision_cost : Tensor (C, C), optional
         Cost matrix of the ``bayes`` rule; default :math:`|x_i - x_j|`.
-    optimizer : {"adamw", "sgd"}
-        SGD uses Nesterov momentum.
-    lr, momentum, weight_decay : float
-        Optimiser settings.
-    scheduler : {"exponential", "cosine", "none"}
-        Learning-rate schedule per epoch.
-    lr_decay : float
-        Factor per epoch of the exponential schedule.
-    epochs : int
-        Total epochs (the cosine schedule's length).
-    seed : int
-        Run seed (per-epoch reseeding).
-    monitor_rule : str
-        The rule whose validation metrics are logged under plain names (``val_mae`` ...).
-    monitor, monitor_mode : str
-        The validation metric of model selection and ``"min"``/``"max"``; logged as
-        ``val_select``, which is the worst value in epochs the loss rules out (the recipe's
-        cross-entropy warm-up).
-    tta : bool
-        Average the probabilities of each image and its horizontal mirror at evaluation.
+    config : TrainConfig, optional
+        The run's options (default ``TrainConfig()``); the task reads the optimiser (SGD with
+        Nesterov momentum, or AdamW), ``lr``, ``momentum``, ``weight_decay``, the schedule
+        (``scheduler``, ``lr_decay``, ``epochs``), ``seed`` (per-epoch reseeding),
+        ``monitor_rule`` (whose validation metrics are logged under plain names, ``val_mae``
+        ...), ``monitor`` (logged as ``val_select``, the worst value in epochs the loss rules
+        out, such as the recipe's cross-entropy warm-up) and ``tta``.
+    tta : bool, optional
+        Average the probabilities of each image and its horizontal mirror at evaluation;
+        default ``config.tta`` (:func:`emdloss.training._build.build_task` turns it off for
+        tables).
     input_mean, input_std : sequence of float, optional
         Per-channel normalisation of image inputs, applied inside the module so that saved
         checkpoints predict from raw [0, 1] images.
@@ -121,25 +114,14 @@ class OrdinalTask(pl.LightningModule):
         num_classes: int,
         positions: Sequence[float] | None = None,
         decision_cost: Tensor | None = None,
-        optimizer: str = "adamw",
-        lr: float = 1e-3,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        scheduler: str = "exponential",
-        lr_decay: float = 0.995,
-        epochs: int = 30,
-        seed: int = 0,
-        monitor_rule: str = "argmax",
-        monitor: str = "mae",
-        monitor_mode: str = "min",
-        tta: bool = False,
+        config: TrainConfig | None = None,
+        tta: bool | None = None,
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
         distribution: bool = False,
     ) -> None:
         super().__init__()
-        if monitor_rule not in RULES:
-            raise ValueError(f"monitor_rule must be one of {RULES}, got {monitor_rule!r}")
+        config = TrainConfig() if config is None else config
         if loss.num_classes != num_classes:
             raise ValueError(f"loss has {loss.num_classes} classes, expected {num_classes}")
         self.model = model
@@ -158,20 +140,19 @@ class OrdinalTask(pl.LightningModule):
         std = torch.ones(0) if input_std is None else torch.tensor(list(input_std))
         self.register_buffer("input_mean", mean.to(torch.float32))
         self.register_buffer("input_std", std.to(torch.float32))
-        self.optimizer_name = optimizer
-        self.lr = float(lr)
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
-        self.scheduler_name = scheduler
-        self.lr_decay = float(lr_decay)
-        self.epochs = int(epochs)
-        self.seed = int(seed)
-        self.monitor_rule = monitor_rule
-        self.monitor = monitor
-        self.monitor_mode = monitor_mode
-        if monitor_mode not in ("min", "max"):
-            raise ValueError(f"monitor_mode must be 'min' or 'max', got {monitor_mode!r}")
-        self.tta = bool(tta)
+        # The options the task reads (checked by TrainConfig).
+        self.optimizer_name = config.optimizer
+        self.lr = config.lr
+        self.momentum = config.momentum
+        self.weight_decay = config.weight_decay
+        self.scheduler_name = config.scheduler
+        self.lr_decay = config.lr_decay
+        self.epochs = config.epochs
+        self.seed = config.seed
+        self.monitor_rule = config.monitor_rule
+        # Distribution targets select on config.distribution_monitor (TrainConfig.selection).
+        self.monitor, self.monitor_mode = config.selection(bool(distribution))
+        self.tta = config.tta if tta is None else bool(tta)
         self.val_metrics = self._rule_metrics()
         self.test_metrics = self._rule_metrics()
         self.distribution = bool(distribution)
@@ -193,6 +174,7 @@ class OrdinalTask(pl.LightningModule):
         self.history: list[dict[str, float]] = []
         self._pending: dict[str, float] = {}
         self._epoch_start = time.perf_counter()
+        self._log_steps = True
         self.test_outputs: list[tuple[Tensor, Tensor]] = []
         self.results: dict[str, dict[str, dict[str, float]]] = {}
 
@@ -231,21 +213,26 @@ class OrdinalTask(pl.LightningModule):
             probs = 0.5 * (probs + mirrored)
         return probs
 
-    def decode_all(self, probs: Tensor) -> dict[str, Tensor]:
-        """Predicted classes of every rule of :data:`emdloss.decoding.RULES`."""
-        out = {}
-        for rule in RULES:
-            if rule == "bayes":
-                out[rule] = decode(probs, rule, ground_distance=self.decision_cost.to(probs))
-            elif rule == "expected" and self.positions is not None:
-                out[rule] = decode(probs, rule, positions=self.positions)
-            else:
-                out[rule] = decode(probs, rule)
-        return out
+    def decode_all(self, probs: Tensor, rules: Sequence[str] = RULES) -> dict[str, Tensor]:
+        """Predicted classes of every rule of :data:`emdloss.vocabulary.RULES` (or of
+        ``rules``)."""
+        return {rule: self.decode_rule(probs, rule) for rule in rules}
+
+    def decode_rule(self, probs: Tensor, rule: str) -> Tensor:
+        """Predicted classes of one rule (with this task's decision cost and positions)."""
+        if rule == "bayes":
+            return decode(probs, rule, ground_distance=self.decision_cost.to(probs))
+        if rule == "expected" and self.positions is not None:
+            return decode(probs, rule, positions=self.positions)
+        return decode(probs, rule)
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        return self.make_optimizer([p for p in self.parameters() if p.requires_grad])
+
+    def make_optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        """This task's optimiser over ``params`` (its own, or the grouped engine's stacked ones:
+        AdamW and SGD update elementwise)."""
         if self.optimizer_name == "sgd":
             return torch.optim.SGD(
                 params,
@@ -266,7 +253,8 @@ class OrdinalTask(pl.LightningModule):
         >>> from emdloss.training.losses import build_loss
         >>> net = nn.Sequential(nn.Linear(1, 2))
         >>> net.features, net.head = (lambda x: x), net[0]
-        >>> task = OrdinalTask(net, build_loss("ce", 2), num_classes=2, lr=1.0, lr_decay=0.5)
+        >>> config = TrainConfig(lr=1.0, lr_decay=0.5)
+        >>> task = OrdinalTask(net, build_loss("ce", 2), num_classes=2, config=config)
         >>> task.lr_at(2)
         0.25
         """
@@ -284,6 +272,9 @@ class OrdinalTask(pl.LightningModule):
             for group in optimizer.param_groups:
                 group["lr"] = self.lr_at(epoch)
         self.train_loss_mean.reset()
+        # The per-step loss is logged only for a progress bar to show (a log call per step
+        # costs more than the step of a small network).
+        self._log_steps = self.trainer.progress_bar_callback is not None
 
     def _unpack(self, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor | None]:
         x, y = batch[0], batch[1]
@@ -299,7 +290,8 @@ class OrdinalTask(pl.LightningModule):
         )
         self._note_loss(loss, batch_idx)
         self.train_loss_mean.update(loss.detach(), weight=x.shape[0])
-        self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+        if self._log_steps:
+            self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def _note_loss(self, loss: Tensor, batch_idx: int) -> None:
@@ -347,13 +339,20 @@ class OrdinalTask(pl.LightningModule):
         self.history.append(row)
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate(self, batch: Sequence[Tensor], metrics: nn.ModuleDict, part: str) -> Tensor:
+    def _evaluate(
+        self,
+        batch: Sequence[Tensor],
+        metrics: nn.ModuleDict,
+        rules: Sequence[str] = RULES,
+        *,
+        part: str | None = None,
+    ) -> Tensor:
         x, y, dist = self._unpack(batch)
         outputs = self(x)
         probs = self.predict_proba(x) if self.tta else self.criterion.probabilities(outputs)
-        for rule, preds in self.decode_all(probs).items():
+        for rule, preds in self.decode_all(probs, rules).items():
             _metric(metrics, rule).update(probs, y, preds)
-        if self.distribution:
+        if self.distribution and part is not None:
             if dist is None:
                 raise ValueError("distribution=True needs items (x, y, dist)")
             self._distribution_metric(part).update(probs, dist)
@@ -371,6 +370,12 @@ class OrdinalTask(pl.LightningModule):
         self.distribution_results[part] = results
         return results
 
+    def _validation_rules(self) -> tuple[str, ...]:
+        """While fitting, only the monitored rule: model selection and ``history.csv`` read
+        nothing else, and the best state is evaluated on every rule once, after fitting."""
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        return (self.monitor_rule,) if fitting else RULES
+
     def on_validation_epoch_start(self) -> None:
         self.val_loss_mean.reset()
         for rule in self.val_metrics:
@@ -380,14 +385,14 @@ class OrdinalTask(pl.LightningModule):
 
     def validation_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
         x, y, dist = self._unpack(batch)
-        self._evaluate(batch, self.val_metrics, "val")
+        self._evaluate(batch, self.val_metrics, self._validation_rules(), part="val")
         # The recipe's warm-up and learned matrix apply here too; features are only used to
         # learn from training data, so none are passed.
         loss = self.criterion(self(x), y, dist, None)
         self.val_loss_mean.update(loss.detach(), weight=x.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        results = _compute(self.val_metrics)
+        results = _compute(self.val_metrics, self._validation_rules())
         val_loss = float(self.val_loss_mean.compute())
         self.results["val"] = results
         chosen = dict(results[self.monitor_rule])
@@ -413,7 +418,7 @@ class OrdinalTask(pl.LightningModule):
             self._distribution_metric("test").reset()
 
     def test_step(self, batch: Sequence[Tensor], batch_idx: int) -> None:
-        probs = self._evaluate(batch, self.test_metrics, "test")
+        probs = self._evaluate(batch, self.test_metrics, part="test")
         self.test_outputs.append((probs.detach().cpu(), batch[1].detach().cpu().long()))
         if self.distribution:
             self.test_targets.append(batch[2].detach().cpu())
@@ -454,10 +459,12 @@ def _metric(metrics: nn.ModuleDict, rule: str) -> OrdinalMetrics:
     return metric
 
 
-def _compute(metrics: nn.ModuleDict) -> dict[str, dict[str, float]]:
+def _compute(
+    metrics: nn.ModuleDict, rules: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
     return {
         rule: {key: float(value) for key, value in _metric(metrics, rule).compute().items()}
-        for rule in metrics
+        for rule in (metrics if rules is None else rules)
     }
 
 

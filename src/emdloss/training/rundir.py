@@ -19,6 +19,15 @@ This module is light on purpose (the standard library; torch and numpy only insi
 that need them; never Lightning), so that tools that only read runs (compare, calibration,
 export) start at once. Checkpoints are read with
 ``torch.load(weights_only=True)``: nothing in a run directory is ever executed.
+
+Every reader checks what it reads against the layout above (a tampered, damaged or
+other-version file is one :class:`~emdloss.errors.UserError` naming the file, the key, the value
+and what was expected; never a traceback or a silently wrong model): :func:`read_config` (plain
+YAML through :func:`emdloss._yaml.load_yaml`, then :class:`TrainConfig`'s checks),
+:func:`read_data_record`, :func:`read_calibration` and :func:`load_checkpoint` (a zip archive of
+finite tensors with the keys a run writes; :func:`load_weights` names missing or unexpected
+weights). Files a user asks a command to write (``export``, ``predict``) go through
+:func:`check_output`: never inside a run directory, never over a file unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -29,13 +38,14 @@ import json
 import math
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from emdloss._atomic import write_json, write_text
+from emdloss._atomic import check_target, write_json, write_text
 from emdloss.errors import UserError
 from emdloss.training.config import TrainConfig
 
@@ -57,8 +67,11 @@ __all__ = [
     "RUN_FILES",
     "TARGET_COLUMN",
     "RunResult",
+    "check_output",
     "data_record",
+    "enclosing_run",
     "load_checkpoint",
+    "load_weights",
     "prediction_column",
     "predictions_csv",
     "read_calibration",
@@ -163,7 +176,74 @@ def read_config(run_dir: str | os.PathLike[str]) -> TrainConfig:
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: {CONFIG_FILE} not found")
-    return TrainConfig.from_yaml(path)
+    try:
+        return TrainConfig.from_yaml(path)
+    except UserError:
+        raise
+    except ValueError as error:  # TrainConfig's checks: the option, its value, what it takes
+        raise UserError(f"{path}: {error}") from None
+
+
+# ---------------------------------------------------------------------------- outputs
+def enclosing_run(path: str | os.PathLike[str]) -> Path | None:
+    """The run directory that ``path`` is in (or is), or ``None``.
+
+    A run directory is a folder holding ``config.yaml`` and ``checkpoints/`` (a project folder
+    with a ``config.yaml`` and a ``data.json`` of its own is not one). Symbolic links are
+    resolved first: a link into a run counts as inside it.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> run = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (run / CONFIG_FILE).write_text("loss: ce")
+    >>> (run / CHECKPOINT_DIR).mkdir()
+    >>> enclosing_run(run / CHECKPOINT_DIR / BEST_CHECKPOINT) == run.resolve()
+    True
+    """
+    target = Path(path).resolve()
+    for folder in (target, *target.parents):
+        if (folder / CONFIG_FILE).is_file() and (folder / CHECKPOINT_DIR).is_dir():
+            return folder
+    return None
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    run_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Check a file a user asks a command to write (``export --output``, ``predict --output``).
+
+    Refused: a path inside a run directory (``--output RUN/checkpoints/best.ckpt`` would
+    destroy the run), a target that is not a regular file (``/dev/null``, a FIFO, a folder), and
+    an existing file unless ``overwrite``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to write.
+    overwrite : bool
+        Whether an existing regular file may be replaced.
+    run_dir : path-like, optional
+        The run the command reads: a path inside it is refused whatever the folder holds.
+
+    Raises
+    ------
+    UserError
+        Naming the path and the reason.
+    """
+    run = enclosing_run(path)
+    if run is None and run_dir is not None:
+        target, folder = Path(path).resolve(), Path(run_dir).resolve()
+        run = folder if target == folder or folder in target.parents else None
+    if run is not None:
+        raise UserError(
+            f"refusing to write {path}: it is inside the run directory {run}, whose files "
+            "only training writes; choose a path outside it"
+        )
+    return check_target(path, overwrite=overwrite)
 
 
 # ---------------------------------------------------------------------------- data.json
@@ -213,11 +293,93 @@ def read_data_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(run_dir) / DATA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; the run directory is incomplete")
-    try:
-        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
+    record = _read_json_object(path)
+    _check_data_record(record, path)
     return record
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        first = " ".join(str(error).split())[:200]
+        raise UserError(f"{path} is not valid JSON: {first}") from None
+    if not isinstance(content, dict):
+        raise UserError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    return content
+
+
+def _bad(path: Path, key: str, value: Any, expected: str) -> UserError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 80 else shown[:77] + "..."
+    return UserError(f"{path}: {key} = {shown}: expected {expected}")
+
+
+def _text_list(path: Path, key: str, value: Any, *, min_len: int = 0) -> list[str]:
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise _bad(path, key, value, "a list of names")
+    if len(value) < min_len:
+        raise _bad(path, key, value, f"at least {min_len} names")
+    return value
+
+
+def _numbers(
+    path: Path, key: str, value: Any, length: int, *, positive: bool = False
+) -> list[float]:
+    ok = isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value
+    )
+    if not ok or len(value) != length or (positive and any(v <= 0 for v in value)):
+        kind = "positive finite numbers" if positive else "finite numbers"
+        raise _bad(path, key, value, f"a list of {length} {kind}")
+    return value
+
+
+def _check_data_record(record: dict[str, Any], path: Path) -> None:
+    """Check ``data.json`` against the layout :func:`data_record` writes (see the module)."""
+    missing = [k for k in ("kind", "class_names", "input_shape") if k not in record]
+    if missing:
+        raise UserError(f"{path}: missing key(s) {', '.join(missing)}; the file is damaged")
+    kind = record["kind"]
+    if kind not in ("tabular", "image"):
+        raise _bad(path, "kind", kind, "'tabular' or 'image'")
+    names = _text_list(path, "class_names", record["class_names"], min_len=2)
+    shape = record["input_shape"]
+    rank = 1 if kind == "tabular" else 3
+    if not (
+        isinstance(shape, list)
+        and len(shape) == rank
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+    ):
+        raise _bad(path, "input_shape", shape, f"a list of {rank} positive integers")
+    if record.get("positions") is not None:
+        _numbers(path, "positions", record["positions"], len(names))
+    if kind == "image":
+        for key in ("mean", "std"):
+            if record.get(key) is not None:
+                _numbers(path, key, record[key], shape[0], positive=key == "std")
+        return
+    table = record.get("table")
+    if not isinstance(table, dict):
+        raise _bad(path, "table", table, "an object (a tabular run's column encoding)")
+    keys = ("numeric_columns", "categorical_columns", "feature_mean", "feature_scale")
+    absent = [k for k in (*keys, "categories") if k not in table]
+    if absent:
+        raise UserError(f"{path}: table lacks the key(s) {', '.join(absent)}; the file is damaged")
+    numeric = _text_list(path, "table.numeric_columns", table["numeric_columns"])
+    categorical = _text_list(path, "table.categorical_columns", table["categorical_columns"])
+    _numbers(path, "table.feature_mean", table["feature_mean"], len(numeric))
+    _numbers(path, "table.feature_scale", table["feature_scale"], len(numeric), positive=True)
+    categories = table["categories"]
+    if not isinstance(categories, dict):
+        raise _bad(path, "table.categories", categories, "an object of category lists")
+    width = len(numeric)
+    for name in categorical:
+        width += len(_text_list(path, f"table.categories.{name}", categories.get(name), min_len=1))
+    if width != shape[0]:
+        raise _bad(
+            path, "input_shape", shape, f"[{width}] (the encoded width of the table's columns)"
+        )
 
 
 # ---------------------------------------------------------------------------- metrics.json
@@ -252,13 +414,49 @@ def read_calibration(run_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     path = Path(run_dir) / CALIBRATOR_FILE
     if not path.is_file():
         return None
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(content, dict):
-        raise UserError(f"{path} must hold a JSON object, got {type(content).__name__}")
+    content = _read_json_object(path)
+    _check_calibration(content, path, run_dir)
     return content
+
+
+def _check_calibration(record: dict[str, Any], path: Path, run_dir: Any) -> None:
+    """Check ``calibrator.json``: the keys :func:`emdloss.training.calibrate_run` writes, and
+    the classes of this run (a file copied from another run is refused)."""
+    missing = [
+        k
+        for k in ("calibrator", "split", "checkpoint", "class_names", "evaluation")
+        if k not in record
+    ]
+    if missing:
+        raise UserError(
+            f"{path}: missing key(s) {', '.join(missing)}; run `emdloss calibrate` again"
+        )
+    for key in ("calibrator", "checkpoint", "evaluation"):
+        if not isinstance(record[key], dict):
+            raise _bad(path, key, record[key], "an object")
+    if record["split"] not in ("val", "test"):
+        raise _bad(path, "split", record["split"], "'val' or 'test'")
+    evaluation = record["evaluation"]
+    lacking = [k for k in ("split", "n", "coverage", "mean_set_size") if k not in evaluation]
+    if lacking:
+        raise UserError(
+            f"{path}: evaluation lacks {', '.join(lacking)}; run `emdloss calibrate` again"
+        )
+    if not isinstance(record["checkpoint"].get("sha256"), str):
+        raise _bad(path, "checkpoint.sha256", record["checkpoint"].get("sha256"), "a SHA-256 text")
+    names = _text_list(path, "class_names", record["class_names"], min_len=2)
+    stored = record["calibrator"].get("num_classes")
+    if stored != len(names):
+        raise _bad(
+            path, "calibrator.num_classes", stored, f"{len(names)} (the number of class_names)"
+        )
+    data = Path(run_dir) / DATA_FILE
+    if data.is_file():
+        run_names = read_data_record(run_dir)["class_names"]
+        if names != run_names:
+            raise _bad(
+                path, "class_names", names, f"this run's classes {run_names} (it is another run's)"
+            )
 
 
 # ---------------------------------------------------------------------------- history.csv
@@ -395,6 +593,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"no checkpoint {file}: the run has not finished an epoch")
+    if not zipfile.is_zipfile(file):  # what torch.save writes; anything else is not ours
+        raise UserError(
+            f"cannot read checkpoint {file}: truncated or corrupt, or not a checkpoint (not the "
+            "zip archive torch.save writes)"
+        )
     try:
         loaded = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -402,9 +605,61 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(
             f"refusing to load {file}: it holds objects that are not plain data ({first[:200]})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except (
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        IndexError,
+        KeyError,
+        struct.error,
+        UnicodeDecodeError,
+    ) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot read checkpoint {file}: truncated or corrupt ({first})") from None
+    _check_checkpoint(loaded, file)
+    return loaded
+
+
+def _check_checkpoint(loaded: Any, file: Path) -> None:
+    """A checkpoint a run writes: ``epoch`` (int >= 0) and ``state_dict`` (names to finite
+    tensors)."""
+    import torch
+
     if not isinstance(loaded, dict) or "state_dict" not in loaded:
         raise UserError(f"{file} is not an emdloss checkpoint (no state_dict)")
-    return loaded
+    epoch = loaded.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise _bad(file, "epoch", epoch, "an integer >= 0")
+    state = loaded["state_dict"]
+    if not isinstance(state, dict) or not state:
+        raise _bad(file, "state_dict", type(state).__name__, "a mapping of weights")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise _bad(file, f"state_dict[{name!r}]", type(tensor).__name__, "a tensor")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(
+                f"{file}: weight {name!r} holds NaN or infinite values; the checkpoint is "
+                "damaged (or the run diverged): train the run again"
+            )
+
+
+def load_weights(module: Any, checkpoint: Mapping[str, Any], file: Any = BEST_CHECKPOINT) -> None:
+    """Load ``checkpoint["state_dict"]`` into ``module`` (strict), naming what does not fit.
+
+    Raises
+    ------
+    UserError
+        Listing the missing and unexpected weights, or the first one whose shape differs (a
+        checkpoint of another run or another emdloss version).
+    """
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())
+        detail = detail.split("state_dict for ", 1)[-1]
+        raise UserError(
+            f"checkpoint {file} does not fit the run's model ({detail[:300]}); it belongs to "
+            "another run or version"
+        ) from None

@@ -1,0 +1,204 @@
+"""Wall time per run of ``emdloss compare``: per-run path, grouped path and a plain PyTorch loop.
+
+Two suites (issue 20):
+
+* ``default``: what ``emdloss compare`` runs without options, 4 tables (era, esl6, lev, swd) x
+  4 losses (ce, emd2, xemd1, l2) x 3 seeds = 48 runs, 20 epochs of the mlp, batch 64;
+* ``holdouts``: 7 losses (ce, emd2, xemd1, xemd2, sord, corn, coral) x 30 hold-outs on LEV =
+  210 runs, the suite of docs/results.md's 30-hold-out section.
+
+For each suite it prints, side by side, the wall time per run of
+
+(a) the per-run path (``compare --engine per-run``: Lightning, one run at a time);
+(b) the grouped path (``compare --engine grouped``, the default: runs that share a shape
+    trained as one vectorised model), with the suite's total wall time;
+(c) a plain PyTorch loop over the same runs: the same network, data, batch size, AdamW,
+    validation (MAE) every epoch and loss, no run directory, no metrics beyond the MAE.
+
+Times start after the imports (torch, Lightning and emdloss are imported first) and include
+everything compare does (data, training, evaluation, run directories, results.csv, summary.md,
+plots); baselines are left out (``--no-baselines``) since they do not depend on the engine.
+The per-run path costs minutes on a suite; by default it runs on a sample of each suite's
+runs (``--per-run-sample``, one run per loss and seed, round-robin) and reports the time per
+run of that sample; ``--per-run-sample 0`` runs the whole suite. Run::
+
+    python benchmarks/compare_speed.py                 # both suites (several minutes)
+    python benchmarks/compare_speed.py --quick         # reduced suites, about a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+SUITES: dict[str, dict[str, Any]] = {
+    "default": {
+        "datasets": ("era", "esl6", "lev", "swd"),
+        "losses": ("ce", "emd2", "xemd1", "l2"),
+        "seeds": 3,
+    },
+    "holdouts": {
+        "datasets": ("lev",),
+        "losses": ("ce", "emd2", "xemd1", "xemd2", "sord", "corn", "coral"),
+        "seeds": 30,
+    },
+}
+QUICK: dict[str, dict[str, Any]] = {
+    "default": {"datasets": ("lev", "swd"), "losses": ("ce", "emd2"), "seeds": 2},
+    "holdouts": {"datasets": ("lev",), "losses": ("ce", "emd2", "xemd1", "l2"), "seeds": 5},
+}
+
+
+def _compare(
+    suite: dict[str, Any], output: Path, engine: str, epochs: int | None
+) -> tuple[float, float]:
+    from emdloss.compare import compare
+
+    options = {} if epochs is None else {"epochs": epochs}
+    start, cpu = time.perf_counter(), time.process_time()
+    result = compare(
+        list(suite["datasets"]),
+        list(suite["losses"]),
+        suite["seeds"],
+        output,
+        progress=False,
+        baselines=False,
+        train_options=options,
+        engine=engine,
+    )
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    failed = result.failed
+    if failed:
+        raise SystemExit(f"{len(failed)} run(s) failed, e.g. {failed[0].error}")
+    return seconds, cpu
+
+
+def _per_run_sample(suite: dict[str, Any], sample: int) -> list[tuple[str, str, int]]:
+    runs = [
+        (dataset, loss, seed)
+        for seed in range(suite["seeds"])
+        for dataset in suite["datasets"]
+        for loss in suite["losses"]
+    ]
+    return runs if sample <= 0 else runs[:sample]
+
+
+def _plain_loop(runs: Sequence[tuple[str, str, int]], epochs: int | None) -> tuple[float, float]:
+    """The same runs as a plain loop: data, mlp, AdamW, loss, validation MAE every epoch."""
+    import torch
+
+    from emdloss.compare import DATASET_DEFAULTS
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+    from emdloss.training.losses import build_loss
+
+    torch.set_num_threads(1)
+    start, cpu = time.perf_counter(), time.process_time()
+    for dataset_name, loss_name, seed in runs:
+        defaults = dict(DATASET_DEFAULTS["tabular"])
+        if epochs is not None:
+            defaults["epochs"] = epochs
+        config = TrainConfig(dataset=dataset_name, loss=loss_name, seed=seed, **defaults)
+        torch.manual_seed(seed)
+        data = load_data(config)
+        x = torch.stack([data.train[i][0] for i in range(len(data.train))]).float()
+        y = torch.as_tensor([int(data.train[i][1]) for i in range(len(data.train))])
+        xv = torch.stack([data.val[i][0] for i in range(len(data.val))]).float()
+        yv = torch.as_tensor([int(data.val[i][1]) for i in range(len(data.val))])
+        loss = build_loss(loss_name, data.num_classes, train_targets=y)
+        head = loss.make_head(128) or torch.nn.Linear(128, loss.num_outputs)
+        net = torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(x[0].numel(), 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 128),
+            torch.nn.ReLU(),
+            head,
+        )
+        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+        for epoch in range(config.epochs):
+            order = torch.randperm(len(y))
+            for begin in range(0, len(y), config.batch_size):
+                index = order[begin : begin + config.batch_size]
+                optimizer.zero_grad()
+                loss(net(x[index]), y[index]).backward()
+                optimizer.step()
+            with torch.no_grad():
+                predicted = loss.probabilities(net(xv)).argmax(1)
+                float((predicted - yv).abs().float().mean())
+            del epoch
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced suites (about a minute)")
+    parser.add_argument("--suites", default="default,holdouts", help="comma-separated")
+    parser.add_argument(
+        "--per-run-sample",
+        type=int,
+        default=8,
+        help="runs of each suite timed on the per-run path (0: the whole suite)",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="override the 20 epochs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+    # Imports first: the times below are after them.
+    import lightning.pytorch  # noqa: F401
+    import torch  # noqa: F401
+
+    import emdloss.compare
+    import emdloss.training._build  # noqa: F401
+    from emdloss.training import quiet_lightning_logs
+
+    quiet_lightning_logs()
+    suites = QUICK if args.quick else SUITES
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores; "
+          f"load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
+    header = f"{'suite':<10} {'runs':>5} {'clock':>5} {'(a) per-run':>12} {'(b) grouped':>12} "
+    header += f"{'(c) plain':>10} {'a/b':>6} {'b/c':>6} {'(b) suite':>10}"
+    lines = [header]
+    for name in args.suites.split(","):
+        suite = suites[name]
+        total = len(suite["datasets"]) * len(suite["losses"]) * suite["seeds"]
+        sample = _per_run_sample(suite, args.per_run_sample)
+        work = Path(tempfile.mkdtemp(prefix=f"compare_speed_{name}_"))
+        try:
+            grouped = _compare(suite, work / "grouped", "grouped", args.epochs)
+            per_run_suite = {
+                "datasets": sorted({d for d, _, _ in sample}),
+                "losses": sorted({loss for _, loss, _ in sample}),
+                "seeds": sorted({s for _, _, s in sample}),
+            }
+            per_runs = (
+                len(per_run_suite["datasets"])
+                * len(per_run_suite["losses"])
+                * len(per_run_suite["seeds"])
+            )
+            per_run = _compare(per_run_suite, work / "per_run", "per-run", args.epochs)
+            plain = _plain_loop(sample, args.epochs)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for clock in (0, 1):  # wall, then the process's CPU time (less moved by other jobs)
+            a, b = per_run[clock] / per_runs, grouped[clock] / total
+            c = plain[clock] / len(sample)
+            lines.append(
+                f"{name:<10} {total:>5} {('wall', 'cpu')[clock]:>5} {a:>11.3f}s {b:>11.3f}s "
+                f"{c:>9.3f}s {a / b:>6.1f} {b / c:>6.2f} {grouped[clock]:>9.1f}s"
+            )
+        print("\n".join(lines), flush=True)
+        lines = lines[:1]
+    print(f"load average {os.getloadavg()[0]:.1f} at the end; (a) on {args.per_run_sample or 'all'}"
+          " runs per suite (seconds per run), (b) on every run")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

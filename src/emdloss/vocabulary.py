@@ -1,0 +1,134 @@
+"""The names emdloss's layers share, each stated once: losses, prediction rules, metrics with
+their direction, conformity scores, loss implementations, and compare's policies.
+
+Imports nothing (not even torch), so that the command line's parser and help, the training
+config, the metrics, the decoders and ``compare`` read the same tuples. A new loss, rule, metric
+or method is added here first; see docs/architecture.md ("Where to add ..."). The defaults of
+``emdloss compare`` are here too, so that its ``--help`` needs none of its modules.
+
+Examples
+--------
+>>> "emd2" in LOSS_NAMES, RULES[0], METRIC_MODES["qwk"], "mae" in HIGHER_IS_BETTER
+(True, 'argmax', 'max', False)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "CONFORMAL_METHODS",
+    "DEFAULT_DATASETS",
+    "DEFAULT_LOSSES",
+    "DEFAULT_OUTPUT",
+    "DEFAULT_SEEDS",
+    "DISTRIBUTION_LOSS_NAMES",
+    "DISTRIBUTION_MONITORS",
+    "ENGINES",
+    "EXECUTORS",
+    "HIGHER_IS_BETTER",
+    "IMPLEMENTATIONS",
+    "LOSS_NAMES",
+    "METRICS",
+    "METRIC_MODES",
+    "OUR_LOSS_NAMES",
+    "PEER_LOSS_NAMES",
+    "REPORTED_METRICS",
+    "RULES",
+    "SOFT_TARGET_POLICIES",
+]
+
+# ---------------------------------------------------------------------------- losses
+#: Losses implemented by emdloss (plus the cross-entropy and L2 baselines).
+OUR_LOSS_NAMES: tuple[str, ...] = ("ce", "emd2", "w1", "xemd1", "xemd2", "ground", "l2", "nima")
+#: Losses taken from peer packages (``pip install 'emdloss[peers]'``).
+PEER_LOSS_NAMES: tuple[str, ...] = ("dlordinal_emd", "triangular", "sord", "corn", "coral")
+#: Every valid ``loss`` name of the training registry (:mod:`emdloss.training.losses`).
+LOSS_NAMES: tuple[str, ...] = OUR_LOSS_NAMES + PEER_LOSS_NAMES
+#: The losses that take a distribution target (N, C) (``TrainingLoss.supports_soft_targets``;
+#: ``tests/test_distribution_targets.py`` checks this list against the registry).
+DISTRIBUTION_LOSS_NAMES: tuple[str, ...] = (
+    "ce",
+    "emd2",
+    "w1",
+    "xemd1",
+    "xemd2",
+    "ground",
+    "l2",
+    "nima",
+    "dlordinal_emd",
+)
+#: The distribution measures and their directions (``emdloss.metrics.distribution.
+#: DISTRIBUTION_METRIC_MODES``, kept here torch-free for the option checks; a test holds the
+#: two equal): what a run on distribution targets can select on.
+DISTRIBUTION_MONITORS: Mapping[str, str] = {
+    "chebyshev": "min",
+    "clark": "min",
+    "canberra": "min",
+    "kl": "min",
+    "cosine": "max",
+    "intersection": "max",
+    "emd2": "min",
+    "nima_emd": "min",
+    "mean_mae": "min",
+    "mean_rmse": "min",
+    "lcc": "max",
+    "srcc": "max",
+    "mode_accuracy": "max",
+}
+
+#: Implementations of the EMD losses (:func:`emdloss._ordinal.implementation`).
+IMPLEMENTATIONS: tuple[str, ...] = ("fused", "cpp", "library", "reference")
+
+# ---------------------------------------------------------------------------- decoding
+#: Prediction rules of :func:`emdloss.decoding.decode`, in the order runs report them.
+RULES: tuple[str, ...] = ("argmax", "median", "expected", "bayes")
+
+# ---------------------------------------------------------------------------- metrics
+#: The metrics of :class:`emdloss.metrics.OrdinalMetrics`, in the order every table shows
+#: them, and whether a larger value is better (``"max"``) or worse (``"min"``).
+METRICS: Mapping[str, str] = {
+    "accuracy": "max",
+    "one_off_accuracy": "max",
+    "mae": "min",
+    "rmse": "min",
+    "qwk": "max",
+    "rps": "min",
+    "amae": "min",
+    "spearman": "max",
+}
+#: The metrics in result tables (the CLI's, ``results.csv``, ``summary.md``): all but
+#: ``spearman``, which runs record in ``metrics.json`` only.
+REPORTED_METRICS: tuple[str, ...] = tuple(name for name in METRICS if name != "spearman")
+#: What model selection may monitor (``--monitor``): a metric or the validation loss.
+METRIC_MODES: Mapping[str, str] = {**METRICS, "loss": "min"}
+#: The metrics where larger is better.
+HIGHER_IS_BETTER: frozenset[str] = frozenset(
+    name for name, mode in METRIC_MODES.items() if mode == "max"
+)
+
+# ---------------------------------------------------------------------------- conformal
+#: Conformity scores of :func:`emdloss.conformal.calibrate`; the first is the default.
+CONFORMAL_METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
+
+# ---------------------------------------------------------------------------- compare
+#: What ``compare`` does when the data has soft targets and some loss can use only labels.
+SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
+#: ``compare --plots``: each run's plots (learning curves, confusion matrix, ground distance)
+#: drawn once at the end of the comparison for the reported runs, not at all, or by each run.
+RUN_PLOTS: tuple[str, ...] = ("end", "none", "each")
+#: Where ``compare`` runs its runs: local processes or Ray tasks.
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: How ``compare`` trains its runs: runs that share a shape as one vectorised model
+#: (:mod:`emdloss.training.grouped`; the default), or one at a time.
+ENGINES: tuple[str, ...] = ("grouped", "per-run")
+#: ``compare``'s built-in default: TOC-UCO's tabular benchmarks shipped with ``skordinal``;
+#: ESL in its 6-class regrouping (``esl6``), the grouping TOC-UCO's published rows use.
+DEFAULT_DATASETS: tuple[str, ...] = ("era", "esl6", "lev", "swd")
+#: Cross-entropy, our exact squared EMD, the learned ground distance recipe, L2 regression.
+DEFAULT_LOSSES: tuple[str, ...] = ("ce", "emd2", "xemd1", "l2")
+#: Seeds 0, 1, 2.
+DEFAULT_SEEDS = 3
+#: Output directory of ``emdloss compare`` without arguments.
+DEFAULT_OUTPUT = Path("runs") / "compare-default"

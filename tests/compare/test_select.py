@@ -1,0 +1,507 @@
+"""`emdloss compare` is fair (issue 11): a grid chosen on validation data only, the same grid for
+every loss, baselines beside the losses, paired verdicts that respect noise, soft targets
+checked, timing without the start-up, train's data flags, and the Ray executor.
+
+The harness tests inject a fake training function that writes a run directory whose metrics
+depend on (loss, seed, lr) only, so that selection and verdicts can be planted.
+
+Named for emdloss.compare._select (the choice on validation data); also covers _stats, _verdict,
+_summary, _baselines, _plan's grid and _runner's Ray executor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+# compare is part of the train extra; its oracles are SciPy and scikit-learn.
+pytest.importorskip("yaml")
+pytest.importorskip("lightning")
+pytest.importorskip("scipy")
+pytest.importorskip("sklearn")
+pytest.importorskip("skordinal")
+
+from emdloss.compare import DEFAULT_DATASETS, METRIC_KEYS, add_arguments, compare, run
+from emdloss.compare._plan import parse_grid
+from emdloss.compare._stats import paired_difference, welch_difference
+from emdloss.reference_results import reference_tables
+
+# lr -> (validation MAE, test MAE): 0.1 is the best setting on test and the worst on validation.
+PLANTED = {0.1: (0.9, 0.01), 0.01: (0.3, 0.5), 0.001: (0.5, 0.4)}
+
+
+def planted_train(config: Any) -> SimpleNamespace:
+    """A run directory whose MAE depends on lr as in PLANTED, plus a small per-seed jitter."""
+    run_dir = Path(config.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([config.seed, sum(map(ord, config.loss))])
+    val_mae, test_mae = PLANTED.get(float(config.lr), (0.6, 0.6))
+    jitter = float(rng.uniform(-0.01, 0.01))
+
+    def split(mae: float) -> dict[str, dict[str, float]]:
+        values = {k: 0.5 for k in METRIC_KEYS}
+        values["mae"] = mae + jitter
+        return {"argmax": values, "median": dict(values)}
+
+    metrics: dict[str, Any] = {"val": split(val_mae), "train_seconds": 0.25}
+    if getattr(config, "evaluate_test", True):
+        metrics["test"] = split(test_mae)
+    else:  # a grid run: its test metrics appear only if planted_test is called for it
+        metrics["_planted_test"] = split(test_mae)
+    # history.csv: a slow first epoch (start-up), then steady ones.
+    (run_dir / "history.csv").write_text(
+        "epoch,epoch_seconds\n1,3.0\n2,0.5\n3,0.7\n", encoding="utf-8"
+    )
+    (run_dir / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return SimpleNamespace(run_dir=run_dir, metrics=metrics, train_seconds=0.25)
+
+
+def planted_test(run_dir: Path) -> None:
+    """The deferred test evaluation of a planted run (compare's ``test_fn``)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["test"] = metrics.pop("_planted_test")
+    path.write_text(json.dumps(metrics), encoding="utf-8")
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------------------- statistics
+def test_paired_interval_matches_scipy() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1.0, 0.2, 20), rng.normal(1.05, 0.2, 20)
+    d = paired_difference(dict(enumerate(a)), dict(enumerate(b)))
+    low, high = stats.t.interval(0.95, 19, loc=np.mean(a - b), scale=stats.sem(a - b))
+    assert (d.mean, d.se, d.n) == pytest.approx((np.mean(a - b), stats.sem(a - b), 20))
+    assert (d.low, d.high) == pytest.approx((low, high))
+    # Only the seeds both sides have are paired.
+    assert paired_difference({0: 1.0, 1: 2.0, 5: 9.0}, {0: 0.0, 1: 0.5}).n == 2
+
+
+def test_welch_interval_matches_scipy() -> None:
+    from scipy import stats
+
+    w = welch_difference(0.40, 0.03, 30, 0.45, 0.05, 3)
+    test = stats.ttest_ind_from_stats(0.40, 0.03, 30, 0.45, 0.05, 3, equal_var=False)
+    half = abs(w.mean) / abs(test.statistic) * stats.t.ppf(0.975, _welch_df(0.03, 30, 0.05, 3))
+    assert w.high - w.mean == pytest.approx(half)
+    assert w.excludes_zero() == (test.pvalue < 0.05)
+
+
+def _welch_df(s1: float, n1: int, s2: float, n2: int) -> float:
+    a, b = s1**2 / n1, s2**2 / n2
+    return (a + b) ** 2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1))
+
+
+def test_verdict_within_noise_reads_tie_and_a_clear_gap_beats() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.7, 0.03, 30)
+    noisy = base + rng.normal(0.0, 0.02, 30)  # no systematic difference
+    clear = base - 0.05 + rng.normal(0.0, 0.005, 30)
+    tie = paired_difference(dict(enumerate(noisy)), dict(enumerate(base)))
+    assert not tie.excludes_zero() and tie.outcome("mae") == "ties with"
+    win = paired_difference(dict(enumerate(clear)), dict(enumerate(base)))
+    assert win.outcome("mae") == "beats" and win.outcome("accuracy") == "loses to"
+    assert paired_difference({0: 1.0}, {0: 2.0}).outcome("mae") == "cannot be judged against"
+
+
+def test_summary_verdict_tie_and_beats(tmp_path: Path) -> None:
+    # emd2 = ce + tiny noise on every seed: a tie; xemd1 0.2 better on every seed: beats.
+    def train(config: Any) -> SimpleNamespace:
+        shift = {"ce": 0.0, "emd2": 0.0, "xemd1": -0.2}[config.loss]
+        noise = 0.01 * math.sin(config.seed * 7 + len(config.loss))
+        config = SimpleNamespace(**{**vars(config), "lr": 0.0})
+        out = planted_train(config)
+        metrics = out.metrics
+        for part in ("val", "test"):
+            for rule in metrics[part].values():
+                rule["mae"] = 0.6 + 0.05 * math.cos(config.seed) + shift + noise
+        (Path(config.output) / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+        return out
+
+    tie = compare("lev", "ce,emd2", 6, tmp_path / "a", train_fn=train, progress=False)
+    assert "emd2 ties with cross-entropy on MAE" in tie.summary
+    win = compare("lev", "ce,xemd1", 6, tmp_path / "b", train_fn=train, progress=False)
+    assert "xemd1 beats cross-entropy on MAE" in win.summary
+
+
+# ------------------------------------------------------------------------------- the grid
+def test_grid_chooses_on_validation_only(tmp_path: Path) -> None:
+    calls: list[tuple[str, float, int]] = []
+
+    def train(config: Any) -> SimpleNamespace:
+        calls.append((config.loss, float(config.lr), config.seed))
+        return planted_train(config)
+
+    tested: list[Path] = []
+
+    def test(run_dir: Path) -> None:
+        tested.append(Path(run_dir))
+        planted_test(run_dir)
+
+    grid = ["lr=0.1,0.01,0.001"]
+    result = compare(
+        "lev", "ce,sord", 2, tmp_path, train_fn=train, progress=False, grid=grid, test_fn=test
+    )
+    # The test split is read once per chosen run and never for the other settings.
+    assert len(tested) == 2 * 2 and all("lr=0.01" in str(p) for p in tested)
+    for path in tmp_path.glob("runs/**/metrics.json"):
+        assert ("test" in json.loads(path.read_text())) == ("lr=0.01" in str(path)), path
+    # Peers get exactly the grid ours get: every loss x setting x seed.
+    assert sorted(calls) == sorted(
+        (loss, lr, seed) for loss in ("ce", "sord") for lr in PLANTED for seed in (0, 1)
+    )
+    for loss in ("ce", "sord"):
+        chosen = result.selections[("lev", loss)].chosen
+        assert chosen == (("lr", "0.01"),)  # best validation MAE, not lr=0.1 (best on test)
+    rows = [r for r in _csv(tmp_path / "results.csv") if not r["loss"].startswith("baseline:")]
+    assert {r["setting"] for r in rows} == {"lr=0.01"}
+    assert {round(float(r["mae"]), 1) for r in rows} == {0.5}  # the chosen runs' test MAE
+    grid_rows = _csv(tmp_path / "grid.csv")
+    assert len(grid_rows) == 2 * 3 * 2
+    assert {r["setting"] for r in grid_rows if r["chosen"] == "1"} == {"lr=0.01"}
+    assert "test" not in grid_rows[0]  # validation scores only
+    assert "Grid: every loss ran every setting" in result.summary
+    assert "**0.300 (2)**" in result.summary.replace("0.29", "0.30").replace("0.31", "0.30") or (
+        "(2)**" in result.summary
+    )
+
+
+def test_selection_never_reads_test_metrics() -> None:
+    from emdloss.compare import RunRecord
+    from emdloss.compare._plan import RunSpec
+    from emdloss.compare._select import choose_settings, validation_scores
+
+    def record(lr: str, val: float) -> RunRecord:
+        spec = RunSpec("d", "ce", 0, setting=(("lr", lr),))
+        # test metrics that would pick the other setting
+        test = {"argmax": {k: 1.0 - val for k in METRIC_KEYS}}
+        return RunRecord(spec, Path("x"), "done", test, val={"argmax": {"mae": val}})
+
+    records = [record("a", 0.2), record("b", 0.8)]
+    chosen = choose_settings(validation_scores(records, "mae"), "mae")[("d", "ce")].chosen
+    assert chosen == (("lr", "a"),)
+    chosen = choose_settings(validation_scores(records, "qwk"), "qwk")[("d", "ce")]
+    assert chosen.chosen == (("lr", "a"),) and math.isnan(chosen.scores[chosen.chosen][0])
+
+
+def test_parse_grid_errors() -> None:
+    assert len(parse_grid(["lr=1,2", "weight_decay=0,1e-4", "loss_options.mu=0.1,0.2"])) == 8
+    with pytest.raises(ValueError, match="expected KEY=V1,V2"):
+        parse_grid(["lr"])
+    with pytest.raises(ValueError, match="set by compare itself"):
+        parse_grid(["seed=1,2"])
+    with pytest.raises(ValueError, match="unknown train option 'lrr'"):
+        parse_grid(["lrr=1"], ["lr"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_grid(["lr=1", "lr=2"])
+
+
+def test_bad_grid_value_fails_before_any_run(tmp_path: Path) -> None:
+    calls: list[Any] = []
+    with pytest.raises(ValueError, match="epochs"):
+        compare("lev", "ce", 1, tmp_path, train_fn=calls.append, grid=["epochs=2,two"])
+    assert calls == []
+
+
+# ------------------------------------------------------------------------------- baselines
+def test_baselines_in_results_and_summary(tmp_path: Path) -> None:
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score, mean_absolute_error
+
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    result = compare("swd", "ce,emd2", 2, tmp_path, train_fn=planted_train, progress=False)
+    rows = _csv(tmp_path / "results.csv")
+    names = {r["loss"] for r in rows if r["loss"].startswith("baseline:")}
+    assert names == {"baseline:prior", "baseline:logreg", "baseline:ordinal_logit"}
+    for name in names:
+        assert f"| {name.replace('baseline:', 'baseline: ')}" in result.summary
+    assert "**Against the baselines (swd):** the best loss" in result.summary
+    # Oracle: the prior under argmax is scikit-learn's most-frequent dummy, under median the
+    # median training class, on the same split as the runs.
+    data = load_data(TrainConfig(dataset="swd", seed=1, model="mlp"))
+    y_train, y_test = data.train.targets, data.test.targets
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), y_train)
+    most = dummy.predict(np.zeros((len(y_test), 1)))
+    median = int(np.searchsorted(np.cumsum(np.bincount(y_train)) / len(y_train), 0.5))
+    prior = {r["rule"]: r for r in rows if r["loss"] == "baseline:prior" and r["seed"] == "1"}
+    assert float(prior["argmax"]["accuracy"]) == pytest.approx(accuracy_score(y_test, most))
+    expected = mean_absolute_error(y_test, np.full(len(y_test), median))
+    assert float(prior["median"]["mae"]) == pytest.approx(expected)
+    # ... and the rows are those of emdloss.metrics.trivial_baselines, metric for metric.
+    from emdloss.metrics import trivial_baselines
+
+    trivial = trivial_baselines(y_train, y_test, num_classes=data.num_classes)
+    for rule, name in (("argmax", "most_common"), ("median", "median")):
+        for key in METRIC_KEYS:
+            assert float(prior[rule][key]) == pytest.approx(trivial[name][key], abs=1e-6), key
+
+
+def test_logreg_baseline_matches_scikit_learn() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import mean_absolute_error
+
+    from emdloss.compare._baselines import LOGREG_C, baseline_metrics
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    data = load_data(TrainConfig(dataset="lev", seed=0, model="mlp"))
+    x = {p: torch.stack([s.input(i) for i in range(len(s))]).double().numpy()
+         for p, s in (("train", data.train), ("val", data.val), ("test", data.test))}  # fmt: skip
+    best = min(
+        (LogisticRegression(C=c, max_iter=5000).fit(x["train"], data.train.targets)
+         for c in LOGREG_C),
+        key=lambda m: mean_absolute_error(data.val.targets, m.predict(x["val"])),
+    )  # fmt: skip
+    metrics, errors = baseline_metrics(data, "mae")
+    assert errors == {}
+    expected = mean_absolute_error(data.test.targets, best.predict(x["test"]))
+    assert metrics["baseline:logreg"]["argmax"]["mae"] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------------------- soft targets
+def _soft(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emdloss.compare import _compare as compare_module
+
+    real = compare_module._load_info
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        dataset, options = real(*args, **kwargs)
+        dataset.train.dists = torch.full((len(dataset.train), dataset.num_classes), 0.25)
+        return dataset, options
+
+    monkeypatch.setattr(compare_module, "_load_info", load)
+
+
+def test_soft_targets_with_a_hard_label_peer_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _soft(monkeypatch)
+    calls: list[Any] = []
+    with pytest.raises(ValueError, match="sord can only use class labels"):
+        compare("swd", "emd2,sord", 1, tmp_path, train_fn=calls.append, progress=False)
+    assert calls == []
+
+
+def test_hard_for_all_trains_every_loss_on_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _soft(monkeypatch)
+    configs: list[Any] = []
+
+    def train(config: Any) -> SimpleNamespace:
+        configs.append(config)
+        return planted_train(config)
+
+    result = compare("swd", "emd2,sord", 1, tmp_path, train_fn=train, progress=False,
+                     soft_targets="hard-for-all", baselines=False)  # fmt: skip
+    assert {c.soft_targets for c in configs} == {False}
+    assert "hard class labels for every loss (--soft-targets hard-for-all)" in result.summary
+
+
+def test_soft_targets_false_drops_the_distributions(monkeypatch: pytest.MonkeyPatch) -> None:
+    import emdloss.data as data_module
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    real = data_module.load_dataset
+
+    def soft(*args: Any, **kwargs: Any) -> Any:
+        dataset = real(*args, **kwargs)
+        for part in (dataset.train, dataset.val, dataset.test):
+            part.dists = torch.full((len(part), dataset.num_classes), 0.25)
+        return dataset
+
+    monkeypatch.setattr(data_module, "load_dataset", soft)
+    assert load_data(TrainConfig(dataset="swd")).soft
+    hard = load_data(TrainConfig(dataset="swd", soft_targets=False))
+    assert not hard.soft and len(hard.train[0]) == 2
+
+
+# ------------------------------------------------------------------------------- timing, flags
+def test_timing_reports_the_first_epoch_apart(tmp_path: Path) -> None:
+    compare("lev", "ce", 1, tmp_path, train_fn=planted_train, progress=False, baselines=False)
+    row = next(r for r in _csv(tmp_path / "results.csv") if r["rule"] == "argmax")
+    assert float(row["first_epoch_seconds"]) == 3.0
+    assert float(row["epoch_seconds"]) == pytest.approx(0.6)  # mean of the later epochs
+
+
+def test_compare_takes_trains_data_flags() -> None:
+    from emdloss._cli_parser import build_parser
+    from emdloss.compare._cli import _options_from_args
+
+    argv = ["compare", "--target", "grade", "--classes", "a,b,c", "--data-option", "bins=5"]
+    args = build_parser().parse_args([*argv, "--data-option", "limit=9", "--grid", "lr=1,2"])
+    options = _options_from_args(args)
+    assert options["target"] == "grade" and options["classes"] == "a,b,c"
+    assert options["data_options"] == {"bins": 5, "limit": 9}
+    assert args.grid == ["lr=1,2"]
+    assert "esl6" in DEFAULT_DATASETS and "esl" not in DEFAULT_DATASETS
+
+
+def test_published_rows_show_their_runs_and_spread() -> None:
+    tables = {t.source: t for t in reference_tables("retinamnist")}
+    plus = tables["MedMNIST+"]
+    assert plus.repetitions == 3
+    assert [(r.metrics["accuracy"], r.spread["accuracy"]) for r in plus.rows] == [
+        (0.5417, 0.0077),
+        (0.5425, 0.0108),
+    ]
+    assert "pretrained" in plus.protocol.lower()
+
+
+# ------------------------------------------------------------------------------- Ray
+@pytest.mark.slow
+def test_ray_executor_matches_local_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ray")
+    # The Ray workers import this module by its dotted name (tests.compare.test_select under
+    # --import-mode=importlib) to unpickle the training function: put the directory that name
+    # starts from on their path.
+    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
+    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
+    kwargs: dict[str, Any] = dict(
+        train_fn=planted_train, test_fn=planted_test, progress=False, grid=["lr=0.1,0.01"]
+    )
+    local = compare("lev", "ce,emd2", 2, tmp_path / "local", **kwargs)
+    remote = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
+    assert [r.status for r in remote.records] == ["done"] * 8
+    for name in ("results.csv", "grid.csv"):
+        a = (tmp_path / "local" / name).read_text(encoding="utf-8")
+        assert a == (tmp_path / "ray" / name).read_text(encoding="utf-8"), name
+    assert local.summary.replace("local", "ray") == remote.summary
+    # Resume: remove one finished run; only it is trained again, by Ray.
+    victim = tmp_path / "ray" / "runs" / "lev" / "emd2" / "lr=0.01" / "seed1" / "metrics.json"
+    victim.unlink()
+    again = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
+    assert sorted(r.status for r in again.records) == ["done"] + ["skipped"] * 7
+    assert (tmp_path / "ray" / "results.csv").read_text(encoding="utf-8") == (
+        tmp_path / "local" / "results.csv"
+    ).read_text(encoding="utf-8")
+
+
+def test_cli_run_passes_the_new_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emdloss.compare import _compare as compare_module
+
+    seen: dict[str, Any] = {}
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return SimpleNamespace(
+            summary="", table="", records=[], files=[], wall_seconds=0.0, failed=[]
+        )
+
+    monkeypatch.setattr(compare_module, "compare", fake)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(["--output", str(tmp_path)])) == 0
+    assert seen["plots"] == "end"  # each run's plots drawn once, when the runs are done
+    argv = ["--grid", "lr=1,2", "--select", "qwk", "--soft-targets", "hard-for-all",
+            "--executor", "ray", "--ray-address", "auto", "--no-baselines", "--plots", "none"]  # fmt: skip
+    assert run(parser.parse_args([*argv, "--output", str(tmp_path)])) == 0
+    assert seen["plots"] == "none"
+    assert seen["grid"] == ["lr=1,2"] and seen["select"] == "qwk"
+    assert seen["soft_targets"] == "hard-for-all" and seen["baselines"] is False
+    assert (seen["executor"], seen["ray_address"]) == ("ray", "auto")
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "word"), [(0.60, "is better than"), (0.545, "within the noise")]
+)
+def test_better_than_published_only_beyond_both_noises(accuracy: float, word: str) -> None:
+    from emdloss.compare import RunRecord
+    from emdloss.compare._plan import RunSpec
+    from emdloss.compare._rows import DatasetInfo
+    from emdloss.compare._summary import render_summary
+
+    records = []
+    for seed in range(10):
+        values = {k: 0.5 for k in METRIC_KEYS}
+        values["accuracy"] = accuracy + 0.01 * (seed % 3 - 1)  # sd 0.009
+        spec = RunSpec("retinamnist", "ce", seed)
+        records.append(RunRecord(spec, Path("o") / spec.relative_dir, "done", {"argmax": values}))
+    info = DatasetInfo("retinamnist", 5, "image", (1080, 120, 400), {"model": "cnn"}, tuple(range(10)),
+                       None, ("ce",))  # fmt: skip
+    summary = render_summary(records, [info], output="o")
+    line = next(
+        x for x in summary.splitlines() if "(ViT-B/16 linear probe, 0.542 ± 0.011, 3 runs)" in x
+    )
+    assert word in line and "10 runs" in line
+    # MedMNIST v2 publishes no spread: nothing is claimed against it.
+    assert "not judged: the source publishes no spread" in summary
+
+
+def test_the_best_of_several_variants_is_tested_with_bonferroni() -> None:
+    """A gap that a single 95 % test calls a win (p about 0.03) is a tie once it is the best of
+    five variants picked by their means: then it is tested at 5 % / 5."""
+    from emdloss.compare._rows import VERDICT_METRICS
+    from emdloss.compare._verdict import _verdict
+
+    n = 20
+    pattern = np.resize([1.0, -1.0], n) * np.linspace(0.5, 1.5, n)  # mean 0, sd about 0.9
+    pattern = pattern / pattern.std(ddof=1)
+    base = 0.7 + 0.05 * np.cos(np.arange(n))
+
+    def rows(shifts: dict[str, float]) -> list[dict[str, Any]]:
+        out = []
+        for loss, shift in shifts.items():
+            noise = 0.0 if loss == "ce" else 0.01 * np.roll(pattern, len(loss))
+            for seed in range(n):
+                value = float(base[seed] + shift + (noise[seed] if loss != "ce" else 0.0))
+                row = {"dataset": "lev", "loss": loss, "rule": "argmax", "seed": seed, "fold": None}
+                out.append(row | {metric: value for metric in VERDICT_METRICS})
+        return out
+
+    # mean paired difference -0.0055, se 0.01/sqrt(20): t = 2.46, between t(0.975, 19) = 2.09
+    # and t(1 - 0.025/5, 19) = 3.17.
+    alone = _verdict("lev", ["ce", "emd2"], rows({"ce": 0.0, "emd2": -0.0055}))
+    assert "emd2 beats cross-entropy on MAE" in alone and "Bonferroni" not in alone
+    five = {"ce": 0.0, "emd2": -0.0055, "xemd1": 0.0, "xemd2": 0.0, "w1": 0.0, "ground": 0.0}
+    picked = _verdict("lev", list(five), rows(five))
+    assert "emd2 ties with cross-entropy on MAE" in picked
+    assert "best of 5 EMD variants is tested at 5%/5" in picked and "99% CI" in picked
+
+
+def test_paired_plot_shows_bonferroni_intervals_against_ce(tmp_path: Path) -> None:
+    """plots/<dataset>/paired_vs_ce.png: each loss minus ce, paired by seed, with intervals
+    corrected for the number of losses (the highest-mean bar of metrics.png is not a verdict)."""
+    from emdloss.compare._plots import paired_to_reference, plot_paired
+    from emdloss.compare._stats import selection_level
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(0.7, 0.05, 12)
+    shifts = {"ce": 0.0, "emd2": -0.05, "sord": 0.0, "corn": 0.01}
+    rows = [
+        {"dataset": "lev", "loss": loss, "rule": "argmax", "seed": s, "fold": None}
+        | {"mae": float(base[s] + shift + rng.normal(0, 0.01)), "qwk": 0.5}
+        for loss, shift in shifts.items()
+        for s in range(12)
+    ]
+    intervals = paired_to_reference(rows, "lev", list(shifts), ("mae", "qwk"), rules=("argmax",))
+    assert {loss for loss, _, _ in intervals} == {"emd2", "sord", "corn"}
+    d = intervals[("emd2", "argmax", "mae")]
+    mine = {r["seed"]: r["mae"] for r in rows if r["loss"] == "emd2"}
+    ref = {r["seed"]: r["mae"] for r in rows if r["loss"] == "ce"}
+    assert d == paired_difference(mine, ref, level=selection_level(3))
+    assert d.outcome("mae") == "beats" and d.level == pytest.approx(1 - 0.05 / 3)
+    path = plot_paired(tmp_path / "paired.png", "lev", intervals)
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot_paired(tmp_path / "none.png", "lev", {}) is None
