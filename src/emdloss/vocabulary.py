@@ -47,7 +47,7 @@ PEER_LOSS_NAMES: tuple[str, ...] = ("dlordinal_emd", "triangular", "sord", "corn
 #: Every valid ``loss`` name of the training registry (:mod:`emdloss.training.losses`).
 LOSS_NAMES: tuple[str, ...] = OUR_LOSS_NAMES + PEER_LOSS_NAMES
 #: The losses that take a distribution target (N, C) (``TrainingLoss.supports_soft_targets``;
-#: ``tests/test_distribution_targets.py`` checks this list against the registry).
+#: ``tests/training/test_distribution_targets.py`` checks this list against the registry).
 DISTRIBUTION_LOSS_NAMES: tuple[str, ...] = (
     "ce",
     "emd2",

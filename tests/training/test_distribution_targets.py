@@ -17,7 +17,7 @@ from emdloss.errors import UserError
 from emdloss.training.losses import build_loss
 from emdloss.vocabulary import DISTRIBUTION_LOSS_NAMES, LOSS_NAMES
 
-DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[3] / "shared/data"))
 C = 5
 
 

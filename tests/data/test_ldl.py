@@ -21,7 +21,7 @@ from emdloss.data.distributions import (
 )
 from emdloss.errors import InputWarning, UserError
 
-DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+DATA = Path(os.environ.get("EMDLOSS_DATA", Path(__file__).resolve().parents[3] / "shared/data"))
 
 
 def _mat(tmp_path: Path, n: int = 60, c: int = 4, *, labels=None, seed: int = 0) -> Path:
