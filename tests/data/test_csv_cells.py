@@ -9,6 +9,7 @@ a Latin-1 file's error did not name the file.
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -186,7 +187,8 @@ def test_fuzz_every_outcome_is_a_correct_table_or_one_line_naming_a_cell(
         named = [
             (r, c, v)
             for r, c, v in injections
-            if f"line {r + 2}" in message and f"column {header[c]!r}" in message
+            # "line 2" must not match "line 20": the number ends where the word does
+            if re.search(rf"\bline {r + 2}\b", message) and f"column {header[c]!r}" in message
         ]
         assert named, message
         v = named[0][2]

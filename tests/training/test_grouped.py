@@ -275,7 +275,7 @@ def test_cli_engine_option(
 
     def fake(*args: Any, **kwargs: Any) -> Any:
         seen.update(kwargs)
-        return SimpleNamespace(summary="", files=[], wall_seconds=0.0, failed=[], rows=[])
+        return SimpleNamespace(summary="", files=[], wall_seconds=0.0, failed=[], rows=[], table="")
 
     monkeypatch.setattr(compare_module, "compare", fake)
     parser = argparse.ArgumentParser()
