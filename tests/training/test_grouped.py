@@ -275,7 +275,9 @@ def test_cli_engine_option(
 
     def fake(*args: Any, **kwargs: Any) -> Any:
         seen.update(kwargs)
-        return SimpleNamespace(summary="", files=[], wall_seconds=0.0, failed=[], rows=[], table="")
+        return SimpleNamespace(
+            summary="", table="", records=[], files=[], wall_seconds=0.0, failed=[], rows=[]
+        )
 
     monkeypatch.setattr(compare_module, "compare", fake)
     parser = argparse.ArgumentParser()
