@@ -15,7 +15,7 @@ model refitted on nothing else (it keeps the fit on ``x_train``, as the networks
   from the targets plus :math:`\frac\lambda2 \|W\|^2`, :math:`\lambda` chosen on validation.
 
 The validation measure is any key of
-:data:`emdloss.metrics.distribution.DISTRIBUTION_METRIC_MODES` (default ``"kl"``), with its
+:data:`emdloss.vocabulary.DISTRIBUTION_METRIC_MODES` (default ``"kl"``), with its
 direction. Needs numpy (all) and SciPy (``linear_kl``).
 """
 

@@ -14,7 +14,6 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
@@ -24,7 +23,7 @@ __all__ = [
     "DEFAULT_OUTPUT",
     "DEFAULT_SEEDS",
     "DISTRIBUTION_LOSS_NAMES",
-    "DISTRIBUTION_MONITORS",
+    "DISTRIBUTION_METRIC_MODES",
     "ENGINES",
     "EXECUTORS",
     "HIGHER_IS_BETTER",
@@ -59,10 +58,10 @@ DISTRIBUTION_LOSS_NAMES: tuple[str, ...] = (
     "nima",
     "dlordinal_emd",
 )
-#: The distribution measures and their directions (``emdloss.metrics.distribution.
-#: DISTRIBUTION_METRIC_MODES``, kept here torch-free for the option checks; a test holds the
-#: two equal): what a run on distribution targets can select on.
-DISTRIBUTION_MONITORS: Mapping[str, str] = {
+#: The keys of :func:`emdloss.metrics.distribution_metrics` in order, and whether a larger value
+#: is better (``"max"``) or worse (``"min"``): the one table of the distribution measures'
+#: names, and what a run on distribution targets can select on.
+DISTRIBUTION_METRIC_MODES: dict[str, str] = {
     "chebyshev": "min",
     "clark": "min",
     "canberra": "min",
@@ -88,7 +87,7 @@ RULES: tuple[str, ...] = ("argmax", "median", "expected", "bayes")
 # ---------------------------------------------------------------------------- metrics
 #: The metrics of :class:`emdloss.metrics.OrdinalMetrics`, in the order every table shows
 #: them, and whether a larger value is better (``"max"``) or worse (``"min"``).
-METRICS: Mapping[str, str] = {
+METRICS: dict[str, str] = {
     "accuracy": "max",
     "one_off_accuracy": "max",
     "mae": "min",
@@ -102,7 +101,7 @@ METRICS: Mapping[str, str] = {
 #: ``spearman``, which runs record in ``metrics.json`` only.
 REPORTED_METRICS: tuple[str, ...] = tuple(name for name in METRICS if name != "spearman")
 #: What model selection may monitor (``--monitor``): a metric or the validation loss.
-METRIC_MODES: Mapping[str, str] = {**METRICS, "loss": "min"}
+METRIC_MODES: dict[str, str] = {**METRICS, "loss": "min"}
 #: The metrics where larger is better.
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
     name for name, mode in METRIC_MODES.items() if mode == "max"

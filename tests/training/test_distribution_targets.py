@@ -139,13 +139,6 @@ def test_hard_only_losses_refuse_distribution_targets_in_one_line(tmp_path, name
     assert "\n" not in str(info.value)
 
 
-def test_config_measures_are_the_metric_module_s():
-    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_MODES
-    from emdloss.vocabulary import DISTRIBUTION_MONITORS
-
-    assert DISTRIBUTION_MONITORS == DISTRIBUTION_METRIC_MODES
-
-
 # ---------------------------------------------------------------------------- end to end
 def _table(tmp_path: Path, n: int = 90) -> Path:
     """A small table whose vote histograms depend on two features."""

@@ -21,7 +21,7 @@ from typing import Any
 from emdloss.compare._records import RunRecord, _read_metrics
 from emdloss.compare._rows import DatasetInfo, Stat
 from emdloss.compare._stats import paired_difference, selection_level
-from emdloss.vocabulary import DISTRIBUTION_MONITORS
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
 
 __all__ = [
     "DISTRIBUTION_FILE",
@@ -44,7 +44,7 @@ NOISE_FLOOR = "noise floor"
 def _measures(values: Any) -> dict[str, float] | None:
     if not isinstance(values, Mapping):
         return None
-    kept = {k: float(values[k]) for k in DISTRIBUTION_MONITORS if k in values}
+    kept = {k: float(values[k]) for k in DISTRIBUTION_METRIC_MODES if k in values}
     return kept or None
 
 
@@ -103,7 +103,7 @@ def baseline_rows(
 
 def distribution_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     """``distribution_results.csv``: one line per row of :func:`distribution_rows`."""
-    columns = ["dataset", "loss", "seed", "fold", *DISTRIBUTION_MONITORS]
+    columns = ["dataset", "loss", "seed", "fold", *DISTRIBUTION_METRIC_MODES]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -123,7 +123,7 @@ def _pairs(
 
 
 def _sign(measure: str) -> float:
-    return 1.0 if DISTRIBUTION_MONITORS[measure] == "max" else -1.0
+    return 1.0 if DISTRIBUTION_METRIC_MODES[measure] == "max" else -1.0
 
 
 def _mean(values: Mapping[Any, float]) -> float:
@@ -156,15 +156,15 @@ def distribution_section(rows: Sequence[Mapping[str, Any]], infos: Sequence[Data
         names = list(dict.fromkeys(r["loss"] for r in mine))
         losses = [n for n in names if not n.startswith(BASELINE_PREFIX) and n != NOISE_FLOOR]
         baselines = [n for n in names if n.startswith(BASELINE_PREFIX)]
-        measures = [m for m in DISTRIBUTION_MONITORS if all(m in r for r in mine)]
+        measures = [m for m in DISTRIBUTION_METRIC_MODES if all(m in r for r in mine)]
         parts += [f"### Distribution targets: {info.spec}", ""]
         runs = len({(r["seed"], r["fold"]) for r in mine})
         parts.append(
             f"Test measures over {runs} seed(s){' x folds' if info.folds else ''} (mean ± sd); "
             "lower is better for "
-            + ", ".join(m for m in measures if DISTRIBUTION_MONITORS[m] == "min")
+            + ", ".join(m for m in measures if DISTRIBUTION_METRIC_MODES[m] == "min")
             + "; higher for "
-            + ", ".join(m for m in measures if DISTRIBUTION_MONITORS[m] == "max")
+            + ", ".join(m for m in measures if DISTRIBUTION_METRIC_MODES[m] == "max")
             + ". Baselines are fitted on each run's training split; the noise floor is what "
             "the true distribution itself would score against histograms of this many votes."
         )

@@ -24,7 +24,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from emdloss.vocabulary import DISTRIBUTION_MONITORS, METRIC_MODES
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, METRIC_MODES
 
 __all__ = [
     "LEVEL",
@@ -97,7 +97,7 @@ class Interval:
             return "cannot be judged against"
         if not self.excludes_zero():
             return "ties with"
-        mode = METRIC_MODES.get(metric, DISTRIBUTION_MONITORS.get(metric))
+        mode = METRIC_MODES.get(metric, DISTRIBUTION_METRIC_MODES.get(metric))
         better = self.mean > 0 if mode == "max" else self.mean < 0
         return "beats" if better else "loses to"
 

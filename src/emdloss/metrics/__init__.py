@@ -20,7 +20,6 @@ from emdloss.metrics.baselines import BASELINES, class_prior, trivial_baselines
 from emdloss.metrics.confmat import confusion_matrix
 from emdloss.metrics.distribution import (
     DISTRIBUTION_METRIC_KEYS,
-    DISTRIBUTION_METRIC_MODES,
     DistributionMetrics,
     NoiseFloor,
     canberra,
@@ -62,6 +61,7 @@ from emdloss.metrics.stateful import (
     QuadraticWeightedKappa,
     RankedProbabilityScore,
 )
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
 
 __all__ = [
     "BASELINES",

@@ -3,7 +3,7 @@ r"""Measures for distribution targets (vote histograms): functional and stateful
 A prediction ``probs`` and a target ``target`` are both distributions over :math:`C` ordered
 levels, tensors of shape ``(N, C)`` whose rows are non-negative and sum to 1. Every measure is
 computed per item and averaged over items, except ``mean_rmse``, ``lcc`` and ``srcc``, which are
-computed over all items at once. :data:`DISTRIBUTION_METRIC_MODES` is the one table of the keys
+computed over all items at once. :data:`emdloss.vocabulary.DISTRIBUTION_METRIC_MODES` is the one table of the keys
 and their directions:
 
 ================= ========= =========================================================
@@ -66,10 +66,10 @@ from torchmetrics import Metric
 from emdloss import _validation as V
 from emdloss.errors import UserError
 from emdloss.metrics._checks import _as_tensor, check_positions, check_probs
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
 
 __all__ = [
     "DISTRIBUTION_METRIC_KEYS",
-    "DISTRIBUTION_METRIC_MODES",
     "EPS",
     "MODE_TOLERANCE",
     "DistributionMetrics",
@@ -94,23 +94,6 @@ __all__ = [
     "srcc",
 ]
 
-#: The keys of :func:`distribution_metrics` in order, and whether a larger value is better
-#: (``"max"``) or worse (``"min"``): the one table of the distribution measures' names.
-DISTRIBUTION_METRIC_MODES: dict[str, str] = {
-    "chebyshev": "min",
-    "clark": "min",
-    "canberra": "min",
-    "kl": "min",
-    "cosine": "max",
-    "intersection": "max",
-    "emd2": "min",
-    "nima_emd": "min",
-    "mean_mae": "min",
-    "mean_rmse": "min",
-    "lcc": "max",
-    "srcc": "max",
-    "mode_accuracy": "max",
-}
 DISTRIBUTION_METRIC_KEYS: tuple[str, ...] = tuple(DISTRIBUTION_METRIC_MODES)
 
 #: Lower clip of Clark, Canberra and KL, as ``pyldl.metrics`` (``np.finfo(np.float64).eps``).

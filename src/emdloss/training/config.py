@@ -24,7 +24,7 @@ from emdloss._atomic import write_text
 from emdloss.errors import UserError
 from emdloss.training._distributed import DEFAULT_DIST_TIMEOUT
 from emdloss.vocabulary import (
-    DISTRIBUTION_MONITORS,
+    DISTRIBUTION_METRIC_MODES,
     IMPLEMENTATIONS,
     LOSS_NAMES,
     METRIC_MODES,
@@ -329,7 +329,10 @@ class TrainConfig:
         "kl",
         help="validation measure of model selection on distribution targets (kl, emd2, "
         "nima_emd, cosine, intersection, ...); KL is the LDL literature's headline measure",
-        check=(lambda v: v in DISTRIBUTION_MONITORS, "one of " + ", ".join(DISTRIBUTION_MONITORS)),
+        check=(
+            lambda v: v in DISTRIBUTION_METRIC_MODES,
+            "one of " + ", ".join(DISTRIBUTION_METRIC_MODES),
+        ),
     )
     ldl_baselines: bool = _option(
         True,
@@ -577,7 +580,7 @@ class TrainConfig:
         (('mae', 'min'), ('kl', 'min'))
         """
         if distribution:
-            return self.distribution_monitor, DISTRIBUTION_MONITORS[self.distribution_monitor]
+            return self.distribution_monitor, DISTRIBUTION_METRIC_MODES[self.distribution_monitor]
         return self.monitor, self.monitor_mode()
 
     def differences(self, other: TrainConfig) -> list[str]:
