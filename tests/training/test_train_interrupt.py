@@ -41,12 +41,14 @@ def test_ctrl_c_mid_training_names_the_run_exits_130_and_resumes(tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    last = run / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT
+    # data.json is written just before fitting; the checkpoints only every CHECKPOINT_SECONDS of
+    # training and when fitting stops, so the interrupt itself must leave last.ckpt behind.
+    started = run / rundir.DATA_FILE
     deadline = time.monotonic() + 120
-    while not last.is_file() and process.poll() is None and time.monotonic() < deadline:
+    while not started.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert last.is_file(), process.communicate()[1][-2000:] if process.poll() is not None else ""
-    time.sleep(0.5)  # mid-epoch, some epochs later
+    assert started.is_file(), process.communicate()[1][-2000:] if process.poll() is not None else ""
+    time.sleep(5.0)  # mid-epoch, some epochs into fitting
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err[-3000:]
@@ -56,6 +58,8 @@ def test_ctrl_c_mid_training_names_the_run_exits_130_and_resumes(tmp_path: Path)
     assert str(run) in lines[0] and f"emdloss train --output {run} --resume" in lines[0]
     assert not (run / rundir.METRICS_FILE).exists()
     # Nothing lost: the last finished epoch is a whole checkpoint, and the run resumes from it.
+    last = run / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT
+    assert last.is_file(), err[-3000:]
     epoch = rundir.load_checkpoint(last)["epoch"]
     command = [sys.executable, "-m", "emdloss", "train", "--output", str(run), "--resume"]
     resumed = subprocess.run(
