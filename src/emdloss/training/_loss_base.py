@@ -30,7 +30,7 @@ class TrainingLoss(nn.Module):
     supports_soft_targets : bool
         Whether the loss takes a distribution target (N, C) (a vote histogram, an LDL target,
         a soft label) and uses it; otherwise it needs the class index, and training it on data
-        with distribution targets is refused (:func:`refuse_distribution_targets`).
+        with distribution targets is refused (``refuse_distribution_targets``).
     """
 
     needs_features: bool = False
