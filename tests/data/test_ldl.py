@@ -9,6 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("lightning")  # emdloss.data: the train extra
+pytest.importorskip("scipy")  # writes the .mat files
+
 import scipy.io
 
 from emdloss.data import load_dataset

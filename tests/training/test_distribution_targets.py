@@ -10,8 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import scipy.stats
 import torch
+
+pytest.importorskip("lightning")  # emdloss.training: the train extra
+pytest.importorskip("scipy")  # oracle
+
+import scipy.stats
 
 from emdloss.errors import UserError
 from emdloss.training.losses import build_loss

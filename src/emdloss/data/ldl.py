@@ -93,6 +93,7 @@ def load_ldl(
         TypeError,
         OSError,
         NotImplementedError,
+        IndexError,  # SciPy < 1.11 on a file shorter than a .mat header
         scipy.io.matlab.MatReadError,
     ) as error:
         raise UserError(f"cannot read {path} as a MATLAB .mat file: {error}") from None
