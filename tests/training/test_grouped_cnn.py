@@ -203,3 +203,46 @@ def test_what_cannot_be_grouped_on_images_says_why(tmp_path: Path) -> None:
     assert why_not_grouped(dropout) == "cnn with dropout (per-run random masks are not vectorised)"
     with pytest.raises(ValueError, match="dropout"):
         train_group([dropout])
+
+
+def _vote_images(root: Path) -> Path:
+    """A tiny ``images:`` set with vote counts (a distribution target per image), 8 px."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    lines = ["path,votes_1,votes_2,votes_3"]
+    for i in range(48):
+        votes = torch.randint(0, 5, (3,), generator=generator)
+        votes[i % 3] += 3
+        pixels = (torch.rand(8, 8, 3, generator=generator) * 255).to(torch.uint8)
+        pixels[..., i % 3] = 40 + 80 * (i % 3)  # a colour that goes with the votes
+        Image.fromarray(pixels.numpy()).save(root / f"{i}.png")
+        lines.append(f"{i}.png," + ",".join(str(int(v)) for v in votes))
+    csv_path = root / "votes.csv"
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return csv_path
+
+
+@pytest.mark.slow
+def test_compare_groups_image_sets_with_the_per_run_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emdloss.compare import compare
+    from tests.training.test_grouped import _rows
+
+    (tmp_path / "images").mkdir()
+    spec = f"images:{_vote_images(tmp_path / 'images')}"
+    data = {"count_columns": "votes_", "image_size": 8}
+    small = {"epochs": 2, "batch_size": 16, "model_options": {"width": 4}, "data_options": data}
+    retina = {k: BUDGET[k] for k in ("model_options", "limit_train", "limit_val", "limit_test")}
+    for name, dataset, options in (("votes", spec, small), ("retina", "retinamnist", retina)):
+        kwargs: dict[str, Any] = dict(progress=False, baselines=False, plots="none")
+        kwargs["train_options"] = {"epochs": 2, **options}
+        compare(dataset, "ce,emd2", 2, tmp_path / name / "per", engine="per-run", **kwargs)
+        capsys.readouterr()
+        grouped = compare(dataset, "ce,emd2", 2, tmp_path / name / "grp", **kwargs)
+        assert "per-run engine" not in capsys.readouterr().err  # the cnn named, grouped
+        assert [r.status for r in grouped.records] == ["done"] * 4
+        assert _rows(tmp_path / name / "per") == _rows(tmp_path / name / "grp")
+        for record in grouped.records:
+            assert_same_run(tmp_path / name / "per" / record.spec.relative_dir, record.run_dir)

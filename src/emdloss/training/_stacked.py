@@ -20,9 +20,12 @@ for selection and checkpoints. Bodies:
   convolution with ``groups=R`` and one batch norm over ``R*C`` channels per stage (one kernel
   for all runs: the accelerators' choice).
 
-Heads of one kind and shape are stacked too: linear heads with several outputs run as one
-batched product; the others (``l2``'s one output, whose one-column product takes another BLAS
-path, and CORAL's layer) run each run's own head module on its slice of the features.
+Heads of one kind and shape are stacked too: behind an mlp, linear heads with several outputs
+run as one batched product; the others (``l2``'s one output, whose one-column product takes
+another BLAS path, and CORAL's layer), and every head behind a cnn in mode ``"loop"``, run each
+run's own head module on its slice of the features (the batched product equals ``F.linear``
+bit for bit at the mlp's batch sizes, not at every size: a last batch of a few rows can
+differ in the last bit; next to a cnn's convolutions a head costs nothing).
 Image inputs are normalised per run with the task's ``input_mean`` and ``input_std``, as
 :meth:`emdloss.training.module.OrdinalTask.features` does.
 """
@@ -380,6 +383,10 @@ class StackedNet:
             [m.body for m in models], getattr(models[0], "name", ""), device, mode
         )
         self.mean, self.std = _normalisation(tasks, device)
+        # A cnn's head costs little next to its convolutions: on the CPU each run's own head
+        # (F.linear, bit for bit at every batch size; the batched product equals it at the
+        # sizes of the mlp's batches, yet not at every size, e.g. a last batch of a few rows).
+        self.batched_heads = not (isinstance(self.body, CnnBody) and self.body.mode == "loop")
         kinds: dict[tuple[Any, ...], list[int]] = {}
         for r, model in enumerate(models):
             head = model.head
@@ -416,7 +423,8 @@ class StackedNet:
             index = torch.tensor(members, device=features.device)
             f = features if len(members) == self.size else features.index_select(0, index)
             linear = isinstance(self.modules[members[0]], nn.Linear)
-            if linear and names == ["weight", "bias"] and params[0].shape[1] > 1:
+            batched = linear and names == ["weight", "bias"] and params[0].shape[1] > 1
+            if batched and self.batched_heads:
                 # unbind: one backward for all slices (indexing would cost R full-size zeros)
                 stacked = stacked_linear(f, params[0], params[1])
                 for r, o in zip(members, stacked.unbind(0), strict=True):

@@ -2,8 +2,11 @@
 
 A comparison trains the same small network on the same kind of data many times: seeds, folds,
 hold-outs, losses. :func:`train_group` trains such runs together. Their weights are stacked
-(one ``(R, out, in)`` tensor per layer) and every step is one batched matrix product per layer
-for all runs, yet each run keeps what makes it a run of its own:
+(one ``(R, ...)`` tensor per parameter; the stacked networks are in
+:mod:`emdloss.training._stacked`): for the ``mlp`` every step is one batched matrix product
+per layer for all runs; for the ``cnn`` (conv-BN-ReLU stages) each run's convolutions run on
+its slice on the CPU and as one grouped convolution elsewhere. Each run keeps what makes it a
+run of its own:
 
 - its initial weights: the run's network is built exactly as :func:`emdloss.training.train`
   builds it under the run's seed, then stacked;
@@ -14,6 +17,9 @@ for all runs, yet each run keeps what makes it a run of its own:
 - its optimiser state: Adam(W) and SGD are elementwise, so one optimiser over the stacked tensors
   is each run's optimiser (the runs of a group share the optimiser settings, see
   :func:`group_key`);
+- its batch statistics (a cnn's batch norms normalise each run's batch by its own statistics)
+  and running statistics (updated in training, used in validation and evaluation), and its
+  input normalisation (an image set's channel statistics, per run);
 - its model selection (the best validation epoch by the same rule as the per-run path's
   checkpoint callback) and its failure: a run whose loss becomes non-finite fails alone (its
   slice stops counting; the other runs' numbers do not depend on it);
@@ -22,19 +28,26 @@ for all runs, yet each run keeps what makes it a run of its own:
   by the same writers with the same keys; evaluation uses the same task and metric code.
 
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
-per-run path's bit for bit (``tests/training/test_grouped.py``). That needs the backward of the
-stacked linear layer to form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward
-does), and heads other than a linear layer with several outputs (``l2``'s one output, whose
-one-column product takes another BLAS path, and CORAL's layer) to run each run's own head
-module on its slice of the features. The checkpoints hold the model's ``state_dict``,
+per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
+``tests/training/test_grouped_cnn.py``). That needs the backward of the stacked linear layer to
+form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), heads other
+than a linear layer with several outputs (``l2``'s one output, whose one-column product takes
+another BLAS path, and CORAL's layer) to run each run's own head module on its slice of the
+features, and the cnn's layers to be each run's own calls (see
+:mod:`emdloss.training._stacked`). The grouped convolution of the accelerators sums in another
+order: equal up to float32 rounding after a step, which training amplifies (measured on the
+CPU: 2e-7 relative after an epoch, 1e-5 after three, and on one slice a moved decision). Mirror
+test-time augmentation (``tta``) averages each validation image with its mirror, as the per-run
+path's validation does. The checkpoints hold the model's ``state_dict``,
 ``epoch`` and the history that :func:`emdloss.training.evaluate` reads; they carry no Lightning
 loop state, so a run of a group that was interrupted is trained again from the start rather
 than resumed.
 
 What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
-per-run path): networks other than the plain ``mlp`` (dropout or batch norm included), the
-authors' extra feature pass, precisions other than ``32-true``, several devices or nodes, and a
-resume.
+per-run path): networks other than the plain ``mlp`` and the ``cnn`` (dropout, whose per-run
+random masks are not drawn, or an mlp's batch norm included; the torchvision backbones), the
+weighted draws of ``vote_weights``, the authors' extra feature pass, precisions other than
+``32-true``, several devices or nodes, and a resume.
 """
 
 from __future__ import annotations
