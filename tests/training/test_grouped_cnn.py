@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("yaml")
 pytest.importorskip("lightning")
 
-from tests.training.test_grouped import assert_same_run
+from tests.training.test_grouped import _rows, assert_same_run
 
 from emdloss.training import TrainConfig, rundir, train
 from emdloss.training.grouped import train_group, why_not_grouped
@@ -107,15 +107,26 @@ def test_mirror_tta_and_an_mlp_on_images_equal_their_runs_alone(tmp_path: Path) 
         assert_same_run(tmp_path / "mlp" / "alone" / name, tmp_path / "mlp" / "group" / name)
 
 
-def test_cnn_runs_keep_their_own_state_whatever_their_company(tmp_path: Path) -> None:
+def test_cnn_runs_keep_their_own_state_whatever_their_company(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emdloss.training import grouped
+
     runs = [("ce", 0), ("emd2", 1), ("ce", 2)]
     train_group([_config(tmp_path / "abc", loss, seed, epochs=2) for loss, seed in runs])
     train_group([_config(tmp_path / "cba", loss, seed, epochs=2) for loss, seed in runs[::-1]])
     train_group([_config(tmp_path / "a", "ce", 2, epochs=2)])
+    # A group over its data budget trains in parts (here: one run each), with the same numbers.
+    monkeypatch.setattr(grouped, "GROUP_BYTES", 1)
+    fit, sizes = grouped._fit, []
+    monkeypatch.setattr(grouped, "_fit", lambda group, device: (sizes.append(len(group)), fit(group, device)))  # fmt: skip
+    train_group([_config(tmp_path / "parts", loss, seed, epochs=2) for loss, seed in runs])
+    assert sizes == [1, 1, 1]
     for loss, seed in runs:
         name = f"{loss}_{seed}"
-        assert_same_run(tmp_path / "abc" / name, tmp_path / "cba" / name)
-        _assert_same_batch_norm(tmp_path / "abc" / name, tmp_path / "cba" / name)
+        for other in ("cba", "parts"):
+            assert_same_run(tmp_path / "abc" / name, tmp_path / other / name)
+            _assert_same_batch_norm(tmp_path / "abc" / name, tmp_path / other / name)
     assert_same_run(tmp_path / "abc" / "ce_2", tmp_path / "a" / "ce_2")
     _assert_same_batch_norm(tmp_path / "abc" / "ce_2", tmp_path / "a" / "ce_2")
     # Different seeds are different runs: weights and batch-norm statistics differ.
@@ -228,7 +239,6 @@ def test_compare_groups_image_sets_with_the_per_run_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from emdloss.compare import compare
-    from tests.training.test_grouped import _rows
 
     (tmp_path / "images").mkdir()
     spec = f"images:{_vote_images(tmp_path / 'images')}"
