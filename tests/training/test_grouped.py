@@ -173,7 +173,6 @@ def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
         why_not_grouped(_config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1}))
     )
     assert "resnet18" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="resnet18")))
-    assert "vote_weights" in str(why_not_grouped(_config(tmp_path, "ce", 0, vote_weights=True)))
     # Seeds and losses vary inside a group; the budget does not.
     assert group_key(_config(tmp_path, "ce", 0)) == group_key(_config(tmp_path / "x", "l2", 3))
     assert group_key(_config(tmp_path, "ce", 0)) != group_key(_config(tmp_path, "ce", 0, lr=0.1))

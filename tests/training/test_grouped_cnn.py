@@ -256,3 +256,21 @@ def test_compare_groups_image_sets_with_the_per_run_numbers(
         assert _rows(tmp_path / name / "per") == _rows(tmp_path / name / "grp")
         for record in grouped.records:
             assert_same_run(tmp_path / name / "per" / record.spec.relative_dir, record.run_dir)
+
+
+def test_vote_weighted_draws_on_vote_histograms_equal_their_runs_alone(tmp_path: Path) -> None:
+    # vote_weights: each run draws its batches with replacement in proportion to the votes (its
+    # own EpochWeightedSampler); a plain shuffle instead would change every number.
+    (tmp_path / "images").mkdir()
+    options: dict[str, Any] = {
+        "dataset": f"images:{_vote_images(tmp_path / 'images')}",
+        "data_options": {"count_columns": "votes_", "image_size": 8},
+        "limit_train": None,
+        "limit_val": None,
+        "limit_test": None,
+        "batch_size": 16,
+        "epochs": 2,
+        "vote_weights": True,
+    }
+    assert why_not_grouped(_config(tmp_path, "ce", 0, **options)) is None
+    _check_group(tmp_path, [("ce", 0), ("emd2", 1)], **options)

@@ -10,8 +10,10 @@ run of its own:
 
 - its initial weights: the run's network is built exactly as :func:`emdloss.training.train`
   builds it under the run's seed, then stacked;
-- its batch order: the permutation of :class:`~emdloss.training._sampling.EpochShuffleSampler`
-  for ``(seed, epoch)``, and its own split of the data (seed, fold);
+- its batch order: the items its own sampler draws for ``(seed, epoch)`` (the permutation of
+  :class:`~emdloss.training._sampling.EpochShuffleSampler`, or with ``vote_weights`` the
+  weighted draws of :class:`~emdloss.training._sampling.EpochWeightedSampler`), and its own
+  split of the data (seed, fold);
 - its loss: each run's own loss object is called on its slice of the outputs (a loss with state,
   such as the learned ground distance of ``xemd1``, keeps its own state; a group may mix losses);
 - its optimiser state: Adam(W) and SGD are elementwise, so one optimiser over the stacked tensors
@@ -46,7 +48,7 @@ than resumed.
 What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
 per-run path): networks other than the plain ``mlp`` and the ``cnn`` (dropout, whose per-run
 random masks are not drawn, or an mlp's batch norm included; the torchvision backbones), the
-weighted draws of ``vote_weights``, the authors' extra feature pass, precisions other than
+authors' extra feature pass, precisions other than
 ``32-true``, several devices or nodes, and a resume.
 """
 
@@ -111,8 +113,6 @@ def why_not_grouped(config: TrainConfig) -> str | None:
         return f"{model} with dropout (per-run random masks are not vectorised)"
     if options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
-    if config.vote_weights:
-        return "vote_weights (the weighted sampler's draws are not vectorised)"
     if config.loss_options.get("feature_pass") == "extra":
         return "the extra feature pass of the learned ground distance"
     if str(config.precision) != "32-true":
@@ -151,6 +151,8 @@ class _Run:
     pending: dict[str, float] = field(default_factory=dict)
     select_value: float = math.nan
     error: BaseException | None = None
+    #: The per-run path's training sampler (a shuffle, or vote_weights' weighted draws).
+    sampler: Any = None
 
 
 def _split_tensors(
@@ -181,7 +183,7 @@ def _prepare(config: TrainConfig, device: torch.device) -> _Run:
     """Exactly the per-run path's set-up: seed, data, threads, task, run directory."""
     import lightning.pytorch as pl
 
-    from emdloss.training._build import build_task, default_model, load_data
+    from emdloss.training._build import build_task, default_model, load_data, make_datamodule
     from emdloss.training._context import announce_data, describe_data, use_threads
     from emdloss.training._train import _prepare_run_dir
 
@@ -190,12 +192,13 @@ def _prepare(config: TrainConfig, device: torch.device) -> _Run:
     dataset = load_data(config)
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
+    sampler = make_datamodule(config, dataset).train_dataloader().sampler
     description = describe_data(config, dataset)
     announce_data(description, verbose=config.progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / rundir.CONFIG_FILE)
     rundir.write_data_record(run_dir, dataset, description=description)
-    run = _Run(config, run_dir, dataset, task, threads, description)
+    run = _Run(config, run_dir, dataset, task, threads, description, sampler=sampler)
     task.to(device)
     for part in ("train", "val", "test"):
         run.tensors[part] = _split_tensors(task, getattr(dataset, part), device)
@@ -317,7 +320,6 @@ def _conv_mode(device: torch.device) -> str:
 
 # ---------------------------------------------------------------------------- training
 def _fit(runs: list[_Run], device: torch.device) -> None:
-    from emdloss.training._sampling import epoch_seed
 
     config = runs[0].config
     net = StackedNet([run.task for run in runs], device, _conv_mode(device))
@@ -339,12 +341,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
         lr = runs[0].task.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        orders = []
-        for run in runs:
-            generator = torch.Generator()
-            generator.manual_seed(epoch_seed(run.config.seed, epoch, stream=0))
-            orders.append(torch.randperm(n, generator=generator))
-        order = torch.stack(orders).to(device)
+        order = torch.stack([_epoch_order(run, epoch) for run in runs]).to(device)
         # torchmetrics' MeanMetric, run by run: sum of value * weight, sum of weights (float32).
         loss_sum = torch.zeros(size, device=device)
         weight_sum = torch.zeros(size, device=device)
@@ -407,6 +404,12 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
             run.task.history = list(run.history)
             net.copy_into(r, run.task.model)
             _write_checkpoint(run, rundir.LAST_CHECKPOINT, _checkpoint(run, net, r, optimizer))
+
+
+def _epoch_order(run: _Run, epoch: int) -> Tensor:
+    """The training items of ``epoch`` in the order the run's own sampler draws them."""
+    run.sampler.set_epoch(epoch)
+    return torch.tensor(list(run.sampler), dtype=torch.long)
 
 
 def _train_loss_weights(runs: list[_Run]) -> Tensor:
