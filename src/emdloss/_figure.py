@@ -23,6 +23,53 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
+def _text_inches(text: str, fontsize: float) -> float:
+    """A generous estimate of the width of one line of ``text`` in DejaVu Sans (inches)."""
+    return 0.62 * fontsize / 72.0 * len(text)
+
+
+def _fixed_grid(
+    rows: int,
+    cols: int,
+    panel: tuple[float, float],
+    *,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    wgap: float,
+    hgap: float,
+    sharey: bool = False,
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows x cols`` panels of ``panel`` inches with margins and gaps fixed in
+    inches, and its axes (a 2-D array).
+
+    No layout engine measures the text at draw time: a figure of many small panels costs about
+    half of a constrained layout's (issue 20), so the figures drawn for every comparison use
+    this, with margins computed from the lengths of their labels. A placeholder layout engine
+    marks the figure as laid out, so :func:`emdloss.plots.save_figure` writes it as it is.
+    """
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.layout_engine import PlaceHolderLayoutEngine
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
+    width = left + right + cols * panel[0] + (cols - 1) * wgap
+    height = top + bottom + rows * panel[1] + (rows - 1) * hgap
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1.0 - right / width,
+        bottom=bottom / height,
+        top=1.0 - top / height,
+        wspace=wgap / panel[0],
+        hspace=hgap / panel[1],
+    )
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
+    fig.set_layout_engine(PlaceHolderLayoutEngine(adjust_compatible=True, colorbar_gridspec=True))
+    return fig, axes
+
+
 def _as_matrix(values: Any, name: str) -> np.ndarray:
     if hasattr(values, "detach"):
         values = values.detach().cpu().numpy()

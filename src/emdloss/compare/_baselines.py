@@ -181,7 +181,7 @@ def _logit_model() -> Any:
     from scipy.special import expit
     from statsmodels.miscmodels.ordinal_model import OrderedModel
 
-    class _LogitOrderedModel(OrderedModel):  # type: ignore[misc]
+    class _LogitOrderedModel(OrderedModel):
         def cdf(self, x: Any) -> Any:
             x = np.asarray(x)
             return expit(np.asarray(x, dtype=np.promote_types(x.dtype, np.float64)))
