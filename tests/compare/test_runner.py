@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -227,8 +227,8 @@ class _Pool:
     """A ProcessPoolExecutor stand-in that runs each submitted piece of work at once and
     records how many workers it was asked for and what they ran."""
 
-    made: list[int] = []
-    ran: list[list[str]] = []
+    made: ClassVar[list[int]] = []
+    ran: ClassVar[list[list[str]]] = []
 
     def __init__(self, workers: int, *args: Any) -> None:
         _Pool.made.append(workers)
