@@ -5,6 +5,7 @@ matplotlib is imported only when a figure is made, so importing this module cost
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +47,12 @@ def _fixed_grid(
 
     No layout engine measures the text at draw time: a figure of many small panels costs about
     half of a constrained layout's (issue 20), so the figures drawn for every comparison use
-    this, with margins computed from the lengths of their labels. A placeholder layout engine
-    marks the figure as laid out, so :func:`emdloss.plots.save_figure` writes it as it is.
+    this, with margins computed from the lengths of their labels. The figure is recorded in
+    :data:`_FIXED`, so :func:`emdloss.plots.save_figure` writes it as it is (a layout engine,
+    even a placeholder, would make ``savefig`` draw the figure twice).
     """
     try:
         from matplotlib.figure import Figure
-        from matplotlib.layout_engine import PlaceHolderLayoutEngine
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
     width = left + right + cols * panel[0] + (cols - 1) * wgap
@@ -66,8 +67,17 @@ def _fixed_grid(
         hspace=hgap / panel[1],
     )
     axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
-    fig.set_layout_engine(PlaceHolderLayoutEngine(adjust_compatible=True, colorbar_gridspec=True))
+    _FIXED.add(fig)
     return fig, axes
+
+
+#: The figures laid out by :func:`_fixed_grid` (written without a "tight" bounding box).
+_FIXED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _laid_out(fig: Figure) -> bool:
+    """Whether ``fig`` is laid out already (a layout engine or :func:`_fixed_grid`)."""
+    return fig.get_layout_engine() is not None or fig in _FIXED
 
 
 def _as_matrix(values: Any, name: str) -> np.ndarray:

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emdloss._atomic import atomic_write
-from emdloss._figure import _as_matrix, _check_names, _fixed_grid, _new_figure, _text_inches
+from emdloss._figure import (
+    _as_matrix,
+    _check_names,
+    _fixed_grid,
+    _laid_out,
+    _new_figure,
+    _text_inches,
+)
 from emdloss.vocabulary import HIGHER_IS_BETTER
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +76,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     dest = Path(path)
     # A figure laid out by a layout engine (this module's are) is written as it is: a "tight"
     # bounding box would measure every text again (about a tenth of the cost, issue 20).
-    tight = "tight" if fig.get_layout_engine() is None else None
+    tight = None if _laid_out(fig) else "tight"
     atomic_write(
         dest, lambda handle: fig.savefig(handle, format="png", dpi=_DPI, bbox_inches=tight)
     )
