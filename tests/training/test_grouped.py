@@ -285,16 +285,13 @@ def test_cli_engine_option(
 
 
 def test_groups_are_cut_for_parallel_workers_only_when_needed() -> None:
-    from emdloss.compare._runner import _split_groups
+    from emdloss.compare._runner import MIN_PIECE_RUNS, _split_groups
 
-    works = [("group", list(range(10))), ("run", [10])]
+    n = MIN_PIECE_RUNS  # the fewest runs of a piece (tests/compare/test_runner.py: --jobs)
+    works = [("group", list(range(2 * n))), ("run", [2 * n])]
     assert _split_groups(works, 2) == works  # already two pieces of work for two workers
-    assert _split_groups([("group", list(range(10)))], 2) == [
-        ("group", [0, 1, 2, 3, 4]),
-        ("group", [5, 6, 7, 8, 9]),
+    assert _split_groups([("group", list(range(2 * n)))], 2) == [
+        ("group", list(range(n))),
+        ("group", list(range(n, 2 * n))),
     ]
-    assert _split_groups([("group", [0, 1, 2])], 4) == [
-        ("group", [0]),
-        ("group", [1]),
-        ("group", [2]),
-    ]
+    assert _split_groups([("group", [0, 1, 2])], 4) == [("group", [0, 1, 2])]

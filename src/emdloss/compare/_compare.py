@@ -219,10 +219,12 @@ def compare(
         ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
-    plots : {"end", "none", "each"}
-        The plots of each run (learning curves, confusion matrix, ground distance): drawn once
-        when the runs are done, for the reported runs (default); not drawn; or drawn by every
-        run as it ends (``emdloss train``'s way, the slowest).
+    plots : {"end", "runs", "none", "each"}
+        The figures of the runs (:data:`emdloss.vocabulary.RUN_PLOTS` says what each draws):
+        by default one overview per data set (``plots/<dataset>/confusion_matrices.png`` and
+        ``learning_curves.png``) and no run's own PNGs; ``"runs"`` adds each reported run's own
+        figures at the end; ``"each"`` has every run draw its own as it ends (``emdloss
+        train``'s way, the slowest). ``emdloss plot RUN_DIR`` draws a run's own on request.
     engine : {"grouped", "per-run"}
         ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
         vectorised model, each with its own numbers equal to the per-run path's
@@ -298,7 +300,7 @@ def compare(
         )
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
-    # Per-run plots cost more than training a small run: drawn once at the end (--plots).
+    # A run's own PNGs cost more than training a small run: only with --plots each.
     user.setdefault("plots", plots == "each")
     # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
     # in every run.
@@ -378,7 +380,7 @@ def compare(
         ]
         # Now, and only for the chosen runs, the test split: once per run.
         reported = test_untested(reported, test_fn)
-        if plots == "end":
+        if plots == "runs":
             from emdloss.compare._plots import write_run_plots
 
             write_run_plots(reported)
@@ -425,6 +427,10 @@ def compare(
         from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
 
         files += write_plots(out, reported, rows, infos) + conformal_files
+        if plots != "none":  # the runs at a glance, per data set
+            from emdloss.compare._plots import write_overview
+
+            files += write_overview(out, reported, infos)
         summary = render_summary(
             reported,
             infos,

@@ -156,15 +156,25 @@ class _Run:
 
 
 def _split_tensors(
-    task: Any, split: Any, device: torch.device
+    task: Any, batch: Sequence[Tensor], device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A whole split as the data loader collates it and the task unpacks it: inputs, targets
-    (class indices, or whatever the task's ``_unpack`` makes of them) and distributions."""
-    from torch.utils.data import default_collate
-
-    batch = default_collate([split[i] for i in range(len(split))])
+    """A whole split as the data loader collates it (:func:`_collated`) and the task unpacks
+    it: inputs, targets (class indices, or whatever the task's ``_unpack`` makes of them) and
+    distributions."""
     x, y, dist = task._unpack([part.to(device) for part in batch])
     return x, y, dist
+
+
+def _collated(split: Any) -> list[Tensor]:
+    from torch.utils.data import default_collate
+
+    collated: list[Tensor] = default_collate([split[i] for i in range(len(split))])
+    return collated
+
+
+#: What :func:`emdloss.training._build.load_data` reads of a config besides the options that a
+#: group shares (:func:`group_key`): the runs of a group with equal values load equal data.
+_DATA_VARYING = ("seed", "fold")
 
 
 def _shape(run: _Run) -> tuple[Any, ...]:
@@ -179,8 +189,14 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(config: TrainConfig, device: torch.device) -> _Run:
-    """Exactly the per-run path's set-up: seed, data, threads, task, run directory."""
+def _prepare(config: TrainConfig, device: torch.device, loaded: dict[Any, Any]) -> _Run:
+    """Exactly the per-run path's set-up: seed, data, threads, task, run directory.
+
+    ``loaded`` holds the data sets (and their collated splits) that earlier runs of the group
+    loaded: the runs of one seed and fold (the losses of a comparison) read their data once
+    (issue 20: the loads were a sixth of a tabular group's time). Loading the data draws
+    nothing from the global random state, so the run's initial weights are the same.
+    """
     import lightning.pytorch as pl
 
     from emdloss.training._build import build_task, default_model, load_data, make_datamodule
@@ -189,7 +205,11 @@ def _prepare(config: TrainConfig, device: torch.device) -> _Run:
 
     config, run_dir, _ = _prepare_run_dir(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    dataset = load_data(config)
+    key = tuple(repr(getattr(config, name)) for name in _DATA_VARYING)
+    if key not in loaded:
+        data = load_data(config)
+        loaded[key] = (data, {p: _collated(getattr(data, p)) for p in ("train", "val", "test")})
+    dataset, collated = loaded[key]
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
     sampler = make_datamodule(config, dataset).train_dataloader().sampler
@@ -201,7 +221,7 @@ def _prepare(config: TrainConfig, device: torch.device) -> _Run:
     run = _Run(config, run_dir, dataset, task, threads, description, sampler=sampler)
     task.to(device)
     for part in ("train", "val", "test"):
-        run.tensors[part] = _split_tensors(task, getattr(dataset, part), device)
+        run.tensors[part] = _split_tensors(task, collated[part], device)
     return run
 
 
@@ -242,23 +262,26 @@ def train_group(configs: Sequence[TrainConfig]) -> list[rundir.RunResult | BaseE
     with warnings.catch_warnings(), kept_threads():
         ignore_expected_warnings()
         with _ordinal.implementation(configs[0].implementation):
-            # Runs are loaded, trained and finished in parts of at most GROUP_BYTES of data, so
-            # that a long suite of image runs does not hold every run's splits at once (a
-            # run's numbers do not depend on the other runs of its part).
+            # Runs are loaded, trained and finished in parts of at most GROUP_BYTES of data (as
+            # _fit stacks it: each run's copy counts), so that a long suite of image runs does
+            # not hold every run's splits at once (a run's numbers do not depend on the other
+            # runs of its part); the data loaded for a part is let go with it.
             runs: list[tuple[int, _Run]] = []
-            loaded = 0
+            loaded: dict[Any, Any] = {}
+            held = 0
             for i, config in enumerate(configs):
                 try:
-                    run = _prepare(config, device)
+                    run = _prepare(config, device, loaded)
                     _check_vectorisable(run.task)
                 except Exception as error:
                     results[i] = error
                     continue
                 runs.append((i, run))
-                loaded += _data_bytes(run)
-                if loaded >= GROUP_BYTES:
+                held += _data_bytes(run)
+                if held >= GROUP_BYTES:
                     _train_part(runs, device, results)
-                    runs, loaded = [], 0
+                    runs, held = [], 0
+                    loaded.clear()
             _train_part(runs, device, results)
     return [r if r is not None else RuntimeError("not trained") for r in results]
 
