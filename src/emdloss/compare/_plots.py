@@ -160,6 +160,7 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
         axis.set_title(
             f"{METRIC_LABELS[metric]} ({'higher' if higher else 'lower'} is better)", fontsize=9
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     for axis in list(axes.flat)[len(metrics) :]:
@@ -265,6 +266,7 @@ def plot_paired(
             f"({'right' if higher else 'left'} favours the loss)",
             fontsize=9,
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -276,6 +278,14 @@ def plot_paired(
         fontsize=10,
     )
     return _save(figure, path)
+
+
+def _few_ticks() -> Any:
+    """At most five ticks on a value axis: each tick is a handful of artists to build and lay
+    out (the largest part of these small panels' cost)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
 
 
 def _save(figure: Any, path: Path) -> Path:
