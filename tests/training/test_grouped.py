@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -169,7 +168,12 @@ def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
     assert "dropout" in str(
         why_not_grouped(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1}))
     )
-    assert "cnn" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")))
+    assert why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")) is None
+    assert "cnn with dropout" in str(
+        why_not_grouped(_config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1}))
+    )
+    assert "resnet18" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="resnet18")))
+    assert "vote_weights" in str(why_not_grouped(_config(tmp_path, "ce", 0, vote_weights=True)))
     # Seeds and losses vary inside a group; the budget does not.
     assert group_key(_config(tmp_path, "ce", 0)) == group_key(_config(tmp_path / "x", "l2", 3))
     assert group_key(_config(tmp_path, "ce", 0)) != group_key(_config(tmp_path, "ce", 0, lr=0.1))
@@ -222,13 +226,8 @@ def test_compare_grouped_equals_per_run_and_resumes(
 
 
 @pytest.mark.slow
-def test_ray_sends_groups_and_matches_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("ray")
-    # Ray's workers import this module by its dotted name: give them the directory it hangs from.
-    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
-    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
+def test_ray_sends_groups_and_matches_local(tmp_path: Path, ray_session: None) -> None:
+    # ray_session (conftest): one local cluster for the Ray tests, joined by compare.
     kwargs: dict[str, Any] = dict(progress=False, baselines=False, train_options=BUDGET)
     compare("lev", "ce,emd2", 2, tmp_path / "local", **kwargs)
     remote = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)

@@ -131,6 +131,11 @@ def _load_info(
         raise UserError(f"--dataset {spec}: {error}") from error
     resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
     resolved.update(options)
+    if resolved.get("model") is None:
+        # Named (the data's default network): the grouped engine groups runs by their model.
+        from emdloss.training import default_model
+
+        resolved["model"] = default_model(dataset)
     return dataset, resolved
 
 
