@@ -227,8 +227,9 @@ def _vote_images(root: Path) -> Path:
 def test_compare_groups_image_sets_with_the_per_run_numbers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from emdloss.compare import compare
     from tests.training.test_grouped import _rows
+
+    from emdloss.compare import compare
 
     (tmp_path / "images").mkdir()
     spec = f"images:{_vote_images(tmp_path / 'images')}"
