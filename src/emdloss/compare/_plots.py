@@ -30,11 +30,13 @@ from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = [
     "class_mae_by_loss",
+    "draw_figures",
     "paired_to_reference",
     "per_class_mae",
     "plot_metrics",
     "plot_paired",
     "read_predictions",
+    "warm_up",
     "write_overview",
     "write_plots",
     "write_run_plots",
@@ -452,6 +454,30 @@ def write_overview(
             )
             files.append(path)
     return files
+
+
+def draw_figures(
+    out: Path,
+    records: Sequence[RunRecord],
+    rows: Sequence[Mapping[str, Any]],
+    infos: Sequence[DatasetInfo],
+    overview: bool,
+) -> tuple[list[Path], list[Path]]:
+    """The figures of the data sets ``infos``: :func:`write_plots`'s and, with ``overview``,
+    :func:`write_overview`'s (the files of each, in that order)."""
+    drawn = write_plots(out, records, rows, infos)
+    return drawn, write_overview(out, records, infos) if overview else []
+
+
+def warm_up() -> None:
+    """Import matplotlib and load its fonts (a process that will draw figures, before)."""
+    import io
+
+    from emdloss._figure import _new_figure
+
+    figure = _new_figure((1.0, 1.0))
+    figure.suptitle("0.5")
+    figure.savefig(io.BytesIO(), format="png")
 
 
 def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
