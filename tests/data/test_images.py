@@ -214,7 +214,7 @@ def test_image_cache_gives_the_same_pixels_and_reads_each_file_once(tmp_path: Pa
     for i in range(3):
         assert torch.equal(cached.input(i), first[i])
         assert cached.input(i).dtype == torch.float32
-    with pytest.raises(Exception, match="0.png"):
+    with pytest.raises(Exception, match=r"0\.png"):
         plain.input(0)
     paths = [_image(tmp_path / f"{i}.png", 30 * i, size=(9, 7)) for i in range(3)]
     Image.fromarray(np.arange(63 * 3, dtype=np.uint8).reshape(7, 9, 3)).save(paths[2])

@@ -279,9 +279,7 @@ def test_image_baselines_fit_on_averaged_pixels(tmp_path):
     image = ds.test.input(3).double()
     block = image[:, 4:8, 8:12].mean(dim=(1, 2))
     np.testing.assert_allclose(x[3].reshape(3, 16, 16)[:, 1, 2], block.numpy(), rtol=1e-12)
-    small = load_dataset(
-        f"images:{tmp_path / 'ratings.csv'}", count_columns="votes_", image_size=6
-    )
+    small = load_dataset(f"images:{tmp_path / 'ratings.csv'}", count_columns="votes_", image_size=6)
     assert baseline_features(small.val, small.kind).shape == (15, 3 * 6 * 6)
 
 
@@ -313,9 +311,42 @@ def test_movie_smoke_run_writes_the_measures(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
+@pytest.mark.skipif(
+    not (DATA / "mebeauty/ratings.csv").is_file(), reason="MEBeauty images not present"
+)
+@pytest.mark.filterwarnings("ignore:.*official split")
+def test_mebeauty_images_smoke_run_writes_the_measures(tmp_path, capsys):
+    """The issue's command on the real faces, at 16 x 16 for one epoch (about 20 s)."""
+    from emdloss.cli import main
+
+    out = tmp_path / "mebeauty"
+    args = ["train", "--dataset", f"images:{DATA / 'mebeauty/ratings.csv'}"]
+    args += ["--data-option", "count_columns=votes_", "--loss", "emd2", "--epochs", "1"]
+    code = main([*args, "--data-option", "image_size=16", "--output", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "baseline: linear_kl" in printed and "noise floor (24.3 votes/item)" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distribution_baselines"]["test"]["mean"]["lcc"] == 0.0
+    assert 0.3 < metrics["distribution"]["test"]["kl"] < 0.8  # the training mean scores 0.458
+    header = (out / "predictions_test.csv").read_text().splitlines()[0].split(",")
+    assert "prob_10" in header and "target_prob_10" in header
+    assert len((out / "predictions_test.csv").read_text().splitlines()) == 1 + 506
+
+
+@pytest.mark.slow
+def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path, monkeypatch):
+    import emdloss.training
     from emdloss.compare import compare
 
+    fits = []
+    fit = emdloss.training.distribution_baseline_scores
+
+    def counted(dataset, *args):
+        fits.append(dataset)
+        return fit(dataset, *args)
+
+    monkeypatch.setattr(emdloss.training, "distribution_baseline_scores", counted)
     out = tmp_path / "cmp"
     result = compare(
         f"csv:{_table(tmp_path)}",
@@ -331,6 +362,7 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
     assert losses.count("ce") == 2 and losses.count("emd2") == 2
     assert losses.count("noise floor") == 2  # once per seed, paired like the losses
     assert losses.count("baseline:aa_knn") == 2 and losses.count("baseline:linear_kl") == 2
+    assert len(fits) == 1  # the official split is the same for both seeds: fitted once
     # Fitted once per seed by compare, not in every run.
     run = json.loads(next(out.rglob("metrics.json")).read_text())
     assert "distribution_baselines" not in run and "noise_floor" in run
