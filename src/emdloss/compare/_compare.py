@@ -538,6 +538,7 @@ def _baselines(
     distribution: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
+    fitted: dict[tuple[Any, ...], dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as unused:
         for seed in seeds:
             for fold in fold_ids:
@@ -547,6 +548,11 @@ def _baselines(
                 errors.update(failed)
                 rows += baseline_rows(spec, seed, fold, metrics)
                 if dataset.distribution_targets:
-                    scores = distribution_baseline_scores(dataset, config.distribution_monitor)
-                    distribution += distribution_baseline_rows(spec, seed, fold, scores["test"])
+                    # An official split is the same for every seed: fit the baselines once.
+                    key = tuple(tuple(getattr(dataset, p).ids) for p in ("train", "val", "test"))
+                    if key not in fitted:
+                        fitted[key] = distribution_baseline_scores(
+                            dataset, config.distribution_monitor
+                        )["test"]
+                    distribution += distribution_baseline_rows(spec, seed, fold, fitted[key])
     return rows, errors, distribution
