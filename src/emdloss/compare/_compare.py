@@ -303,8 +303,8 @@ def compare(
     user.setdefault("progress", False)
     # A run's own PNGs cost more than training a small run: only with --plots each.
     user.setdefault("plots", plots == "each")
-    # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
-    # in every run.
+    # The LDL baselines of distribution targets are fitted once per distinct split (below),
+    # not in every run.
     user.setdefault("ldl_baselines", False)
     out = Path(output)
     infos: list[DatasetInfo] = []
