@@ -33,7 +33,7 @@ from emdloss.compare._protocol import (
 from emdloss.compare._protocol import (
     protocol as _protocol,
 )
-from emdloss.compare._records import METRIC_KEYS, RunRecord
+from emdloss.compare._records import METRIC_KEYS, RunRecord, finished_record
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
 from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
@@ -360,7 +360,9 @@ def compare(
         ]
         # The work that waits for no run (the baselines) goes to a second process now, where
         # there is an idle core (compare._side); it is done here if that process cannot.
-        side = side_process(jobs, executor, mp_context) if baselines or len(infos) > 1 else None
+        unfinished = sum(finished_record(s, out / s.relative_dir, "skipped") is None for s in specs)
+        wanted = baselines or len(infos) > 1
+        side = side_process(jobs, executor, mp_context, unfinished) if wanted else None
         try:
             fits: dict[str, Any] = {}
             if side is not None and baselines:
