@@ -17,7 +17,7 @@ import importlib.util
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -206,3 +206,25 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run(shared_run: Path, tmp_path: Path) -> Path:
     """A private copy of the shared run."""
     return copy_run(shared_run, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray cluster for every Ray test: starting one costs several seconds, and
+    ``compare(executor="ray")`` joins a running session instead of starting its own."""
+    ray = pytest.importorskip("ray")
+    # Ray's workers unpickle test functions by their dotted names (``tests.compare...``): the
+    # directory those names hang from goes on the workers' path before the cluster starts.
+    root = str(Path(__file__).resolve().parents[1])
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = root + os.pathsep + os.pathsep.join(sys.path)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved

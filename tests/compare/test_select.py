@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -490,15 +489,8 @@ def test_published_rows_show_their_runs_and_spread() -> None:
 
 # ------------------------------------------------------------------------------- Ray
 @pytest.mark.slow
-def test_ray_executor_matches_local_and_resumes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("ray")
-    # The Ray workers import this module by its dotted name (tests.compare.test_select under
-    # --import-mode=importlib) to unpickle the training function: put the directory that name
-    # starts from on their path.
-    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
-    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
+def test_ray_executor_matches_local_and_resumes(tmp_path: Path, ray_session: None) -> None:
+    # ray_session (conftest): one local cluster for the Ray tests, joined by compare.
     kwargs: dict[str, Any] = dict(
         train_fn=planted_train, test_fn=planted_test, progress=False, grid=["lr=0.1,0.01"]
     )

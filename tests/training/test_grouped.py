@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -223,13 +222,8 @@ def test_compare_grouped_equals_per_run_and_resumes(
 
 
 @pytest.mark.slow
-def test_ray_sends_groups_and_matches_local(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    pytest.importorskip("ray")
-    # Ray's workers import this module by its dotted name: give them the directory it hangs from.
-    root = str(Path(__file__).resolve().parents[len(__name__.split(".")) - 1])
-    monkeypatch.setenv("PYTHONPATH", root + ":" + ":".join(sys.path))
+def test_ray_sends_groups_and_matches_local(tmp_path: Path, ray_session: None) -> None:
+    # ray_session (conftest): one local cluster for the Ray tests, joined by compare.
     kwargs: dict[str, Any] = dict(progress=False, baselines=False, train_options=BUDGET)
     compare("lev", "ce,emd2", 2, tmp_path / "local", **kwargs)
     remote = compare("lev", "ce,emd2", 2, tmp_path / "ray", executor="ray", **kwargs)
