@@ -70,10 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     log: list[str] = []
     result = None
     with ProcessPoolExecutor(1) as pool:
-        # The baselines need the splits only: fitted beside the networks, for every seed.
-        fitting = pool.submit(
-            _baselines, args.dataset, data_options, list(range(args.seeds)), args.folds, measure
+        # The baselines need the splits only: fitted beside the networks, seed by seed with
+        # folds (one fit serves every seed without them); a seed that never trains is
+        # cancelled before its fit starts.
+        seed_lists = (
+            [[seed] for seed in range(args.seeds)] if args.folds else [list(range(args.seeds))]
         )
+        fitting = [
+            pool.submit(_baselines, args.dataset, data_options, seeds, args.folds, measure)
+            for seeds in seed_lists
+        ]
         for n in range(1, args.seeds + 1):
             if _past(args.deadline):
                 log.append(f"deadline {args.deadline} UTC reached: stopped after {n - 1} seed(s)")
@@ -96,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
             log.append(f"seed {n - 1}: {time.perf_counter() - t0:.0f} s")
             print(log[-1], flush=True)
         t0 = time.perf_counter()
-        fitted, fit_seconds = fitting.result()
+        trained = {r.spec.seed for r in result.records if r.status != "failed"} if result else set()
+        fitted: list[dict[str, Any]] = []
+        fit_seconds = 0.0
+        for seeds, future in zip(seed_lists, fitting, strict=True):
+            if args.folds and seeds[0] not in trained:
+                future.cancel()
+                continue
+            rows_of_seed, seconds = future.result()
+            fitted += rows_of_seed
+            fit_seconds += seconds
     log.append(
         f"LDL baselines: {fit_seconds:.0f} s in a second process, "
         f"{time.perf_counter() - t0:.0f} s of it after the networks"
