@@ -71,6 +71,10 @@ CASES: list[tuple[list[str], str]] = [
     (["export", "{tmp}/missing", "--output", "{out}"], "not a run directory"),
     (["export", "{run}", "--output", "{out}", "--rule", "nope"], "rule must be one of argmax"),
     (["export", "{run}", "--output", "{out}", "--opset", "0"], "--opset 0: expected an ONNX opset"),
+    # plot: every folder is checked before any figure is drawn (the run stays untouched)
+    (["plot", "{tmp}/missing"], "missing is not a finished run directory: expected config.yaml"),
+    (["plot", "{tmp}"], "is not a finished run directory"),
+    (["plot", "{run}", "{tmp}/missing"], "missing is not a finished run directory"),
     # compare: the values of issue 19, then train options passed through or set
     (["compare", "--losses", "nope", "--output", "{out}"], "unknown loss 'nope'"),
     (["compare", "--losses", "ce,,w1", "--output", "{out}"], "--losses: empty name"),
@@ -108,6 +112,9 @@ USAGE_CASES: list[list[str]] = [
     ["predict", "{run}"],
     ["export", "{run}"],
     ["export", "{run}", "--output", "{out}", "--format", "pdf"],
+    ["plot"],
+    ["plot", "{run}", "--nope"],
+    ["compare", "--plots", "nope"],
     ["compare", "--jobs", "two"],
     ["compare", "--select", "nope"],
     ["compare", "--executor", "nope"],

@@ -140,6 +140,66 @@ def test_per_class_mae_bars(tmp_path: Path) -> None:
     np.testing.assert_allclose(heights, per_class["ce"] + per_class["emd2"])
 
 
+def test_confusion_matrices_are_row_normalised_per_panel_on_one_scale(tmp_path: Path) -> None:
+    """Oracle: scikit-learn's confusion_matrix(normalize="true") of each group's predictions."""
+    from sklearn.metrics import confusion_matrix
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 5, 200)
+    preds = {
+        "ce": rng.integers(0, 5, 200),
+        "emd2": np.clip(target + rng.integers(-1, 2, 200), 0, 4),
+    }
+    counts = {k: confusion_matrix(target, p, labels=range(5)) for k, p in preds.items()}
+    out = tmp_path / "cms.png"
+    fig = plots.plot_confusion_matrices(counts, NAMES, out)
+    assert_png(out)
+    axes = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in axes] == ["ce", "emd2"]
+    for ax, p in zip(axes, preds.values(), strict=True):
+        expected = confusion_matrix(target, p, labels=range(5), normalize="true")
+        shown = np.array([float(t.get_text()) for t in ax.texts]).reshape(5, 5)
+        np.testing.assert_allclose(shown, expected, atol=0.005)  # written with 2 decimals
+        np.testing.assert_allclose(ax.images[0].get_array(), expected)
+    # One colour scale for every panel, so that equal shares look equal.
+    assert len({ax.images[0].get_clim() for ax in axes}) == 1
+    counted = plots.plot_confusion_matrices({"ce": counts["ce"]}, NAMES, normalize=None)
+    assert counted.axes[0].texts[0].get_text() == str(counts["ce"][0, 0])
+    with pytest.raises(ValueError, match="one shape"):
+        plots.plot_confusion_matrices({"a": np.eye(2), "b": np.eye(3)}, ["x", "y"])
+    with pytest.raises(ValueError, match="empty"):
+        plots.plot_confusion_matrices({}, NAMES)
+
+
+def test_runs_by_group_draws_a_line_per_run_and_marks_the_selected_epoch(tmp_path: Path) -> None:
+    curves = {
+        "ce": {"seed0": [0.9, 0.7, 0.8], "seed1": [0.8, 0.6, 0.65]},
+        "emd2": {"seed0": [0.7, float("nan"), 0.5]},
+    }
+    marks = {"ce": {"seed0": 2, "seed1": 3}, "emd2": {"seed0": 3}}
+    out = tmp_path / "curves.png"
+    fig = plots.plot_runs_by_group(curves, out, marks=marks, ylabel="validation MAE")
+    assert_png(out)
+    ce, emd2 = fig.axes[:2]
+    lines = [line for line in ce.get_lines() if line.get_linestyle() != "None"]
+    assert [list(line.get_xdata()) for line in lines] == [[1, 2, 3], [1, 2, 3]]
+    dots = [line for line in ce.get_lines() if line.get_linestyle() == "None"]
+    assert [(d.get_xdata()[0], d.get_ydata()[0]) for d in dots] == [(2, 0.7), (3, 0.65)]
+    assert ce.get_shared_y_axes().joined(ce, emd2)  # one y scale across losses
+    assert ce.get_ylabel() == "validation MAE"
+
+
+def test_figures_with_a_layout_are_written_uncropped(tmp_path: Path) -> None:
+    """A laid-out figure is saved at its own size: no second text measurement for a "tight"
+    bounding box (issue 20), so the PNG is exactly figsize x dpi."""
+    fig = plots.plot_per_class_mae({"ce": [0.2, 0.9]}, ["0", "1"])
+    out = tmp_path / "mae.png"
+    plots.save_figure(fig, out)
+    width, height = assert_png(out)
+    expected = np.round(fig.get_size_inches() * plots._DPI).astype(int)
+    assert (width, height) == tuple(expected)
+
+
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.figure import Figure
 

@@ -264,6 +264,32 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from emdloss.training import write_run_plots
+    from emdloss.training.rundir import (
+        BEST_CHECKPOINT,
+        CHECKPOINT_DIR,
+        CONFIG_FILE,
+        METRICS_FILE,
+        read_metrics,
+    )
+
+    runs = [Path(run) for run in args.run_dirs]
+    for run in runs:  # every folder is checked before any figure is drawn
+        needed = (run / CONFIG_FILE, run / CHECKPOINT_DIR / BEST_CHECKPOINT)
+        if not all(path.is_file() for path in needed) or read_metrics(run) is None:
+            raise UserError(
+                f"{run} is not a finished run directory: expected {CONFIG_FILE}, {METRICS_FILE} "
+                f"and {CHECKPOINT_DIR}/{BEST_CHECKPOINT} in it"
+            )
+    for run in runs:
+        written = write_run_plots(run)
+        print(f"{run}: {', '.join(path.name for path in written) or 'nothing to draw'}")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
     from emdloss import compare as compare_module
 

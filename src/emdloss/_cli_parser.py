@@ -189,6 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace existing --output and sidecar files"
     )
 
+    plot = commands.add_parser(
+        "plot",
+        help="draw the figures of finished runs from their files",
+        description=(
+            "Draw each run's figures into its directory from the run's files: learning\n"
+            "curves (history.csv), the test confusion matrix (predictions_test.csv) and, for\n"
+            "a learned ground distance, its matrix (best checkpoint). compare draws them only\n"
+            "with --plots runs or each; this draws them for the runs you pick."
+        ),
+        **sub,
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories")
+
     compare = commands.add_parser(
         "compare",
         help="run many losses x seeds under one protocol and summarise",
@@ -196,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         **sub,
     )
     add_compare_arguments(compare)
-    for command in (train, evaluate, calibrate, predict, export, compare):
+    for command in (train, evaluate, calibrate, predict, export, plot, compare):
         # So that main() can answer an unknown option with this command's usage.
         command.set_defaults(_parser=command)
 

@@ -5,6 +5,7 @@ matplotlib is imported only when a figure is made, so importing this module cost
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,62 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
     return Figure(figsize=figsize, layout="constrained")
+
+
+def _text_inches(text: str, fontsize: float) -> float:
+    """A generous estimate of the width of one line of ``text`` in DejaVu Sans (inches)."""
+    return 0.62 * fontsize / 72.0 * len(text)
+
+
+def _fixed_grid(
+    rows: int,
+    cols: int,
+    panel: tuple[float, float],
+    *,
+    left: float,
+    right: float,
+    top: float,
+    bottom: float,
+    wgap: float,
+    hgap: float,
+    sharey: bool = False,
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows x cols`` panels of ``panel`` inches with margins and gaps fixed in
+    inches, and its axes (a 2-D array).
+
+    No layout engine measures the text at draw time: a figure of many small panels costs about
+    half of a constrained layout's (issue 20), so the figures drawn for every comparison use
+    this, with margins computed from the lengths of their labels. The figure is recorded in
+    :data:`_FIXED`, so :func:`emdloss.plots.save_figure` writes it as it is (a layout engine,
+    even a placeholder, would make ``savefig`` draw the figure twice).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("emdloss.plots needs matplotlib: pip install 'emdloss[train]'") from exc
+    width = left + right + cols * panel[0] + (cols - 1) * wgap
+    height = top + bottom + rows * panel[1] + (rows - 1) * hgap
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1.0 - right / width,
+        bottom=bottom / height,
+        top=1.0 - top / height,
+        wspace=wgap / panel[0],
+        hspace=hgap / panel[1],
+    )
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey)
+    _FIXED.add(fig)
+    return fig, axes
+
+
+#: The figures laid out by :func:`_fixed_grid` (written without a "tight" bounding box).
+_FIXED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _laid_out(fig: Figure) -> bool:
+    """Whether ``fig`` is laid out already (a layout engine or :func:`_fixed_grid`)."""
+    return fig.get_layout_engine() is not None or fig in _FIXED
 
 
 def _as_matrix(values: Any, name: str) -> np.ndarray:

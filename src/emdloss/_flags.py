@@ -201,10 +201,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plots",
         choices=RUN_PLOTS,
-        default="end",
-        help="each run's plots (learning curves, confusion matrix): drawn once when the runs "
-        "are done, for the reported runs (end, default), not at all (none), or by every run "
-        "as it ends (each)",
+        default=next(iter(RUN_PLOTS)),
+        help="figures of the runs: "
+        + "; ".join(f"{choice}: {what}" for choice, what in RUN_PLOTS.items())
+        + " (default: end). A run's own figures any time: emdloss plot RUN_DIR",
     )
     parser.add_argument(
         "--executor",

@@ -1,4 +1,5 @@
-"""The ``emdloss`` command: ``train``, ``evaluate``, ``calibrate``, ``predict`` and ``compare``.
+"""The ``emdloss`` command: ``train``, ``evaluate``, ``calibrate``, ``predict``, ``plot`` and
+``compare``.
 
 Every option of ``emdloss train`` is a field of :class:`emdloss.training.TrainConfig`; a
 ``--config`` YAML file takes the same names as keys (dashes or underscores), and flags given on
@@ -31,6 +32,7 @@ from emdloss._cli_commands import (
     _compare,
     _evaluate,
     _export,
+    _plot,
     _predict,
     _spell_flags,
     _train,
@@ -155,6 +157,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         "calibrate": _calibrate,
         "predict": _predict,
         "export": _export,
+        "plot": _plot,
         "compare": _compare,
         "build-kernel": _build_kernel,
     }

@@ -122,9 +122,17 @@ CONFORMAL_METHODS: tuple[str, ...] = ("cdf", "ordinal_aps")
 # ---------------------------------------------------------------------------- compare
 #: What ``compare`` does when the data has soft targets and some loss can use only labels.
 SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
-#: ``compare --plots``: each run's plots (learning curves, confusion matrix, ground distance)
-#: drawn once at the end of the comparison for the reported runs, not at all, or by each run.
-RUN_PLOTS: tuple[str, ...] = ("end", "none", "each")
+#: ``compare --plots``: the figures of the runs, each choice with what it draws (the first is
+#: the default). The comparison's own figures (metrics, paired differences, per-class MAE)
+#: are drawn under every choice; a run's own figures are also ``emdloss plot RUN_DIR``.
+RUN_PLOTS: dict[str, str] = {
+    "end": "per data set, one figure of the losses' confusion matrices and one of the runs' "
+    "learning curves, drawn when the runs are done",
+    "runs": "as end, and each reported run's own figures (learning curves, confusion matrix, "
+    "ground distance) in its directory",
+    "none": "no figure of the runs",
+    "each": "as end, and each run's own figures drawn by the run as it ends (the slowest)",
+}
 #: Where ``compare`` runs its runs: local processes or Ray tasks.
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: How ``compare`` trains its runs: runs that share a shape as one vectorised model

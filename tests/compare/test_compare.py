@@ -155,11 +155,13 @@ def test_cli_compare_on_a_skordinal_table(
     # Every run directory is the training's own, with identical options except loss and seed.
     configs = sorted((tmp_path / "runs" / "lev").glob("*/seed*/config.yaml"))
     assert len(configs) == 4
-    # --plots end (the default): the runs trained without plots; compare drew each run's once.
+    # --plots end (the default): the runs trained without plots and none drew its own PNGs;
+    # the data set's overview figures show them (test_plots_end_runs_and_the_plot_command).
     for config in configs:
         assert yaml.safe_load(config.read_text())["plots"] is False
-        for name in ("learning_curves.png", "confusion_matrix.png"):
-            assert (config.parent / name).read_bytes()[:8] == PNG_MAGIC, config.parent
+        assert not list(config.parent.glob("*.png")), config.parent
+    for name in ("confusion_matrices.png", "learning_curves.png"):
+        assert (tmp_path / "plots" / "lev" / name).read_bytes()[:8] == PNG_MAGIC
 
     # Rerunning finds every run finished and trains nothing.
     metrics = sorted((tmp_path / "runs").rglob("metrics.json"))
@@ -167,6 +169,125 @@ def test_cli_compare_on_a_skordinal_table(
     assert run(parser.parse_args(argv)) == 0
     assert "0 trained now, 4 finished earlier" in capsys.readouterr().out
     assert [p.stat().st_mtime_ns for p in metrics] == stamps
+
+
+def test_plots_end_runs_and_the_plot_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: ``--plots end`` (the default) draws no run's own PNGs but, per data set, the
+    losses' pooled test confusion matrices and the runs' monitored validation curves;
+    ``--plots runs`` adds each run's own figures; ``emdloss plot RUN_DIR`` draws one run's."""
+    from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+
+    from emdloss.cli import main
+    from emdloss.compare._plots import OVERVIEW_FILES
+    from emdloss.plots import plot_confusion_matrices, plot_runs_by_group
+    from emdloss.training import rundir
+
+    drawn: dict[str, Any] = {}
+
+    def spy(function: Any) -> Any:
+        def wrapped(data: Any, *args: Any, **kwargs: Any) -> Any:
+            drawn[function.__name__] = (data, kwargs)
+            return function(data, *args, **kwargs)
+
+        return wrapped
+
+    options = {"epochs": 3, "batch_size": 128}
+    kwargs: dict[str, Any] = {"train_options": options, "progress": False, "baselines": False}
+    out = tmp_path / "end"
+    import emdloss.plots as plots_module
+
+    with pytest.MonkeyPatch.context() as patch:
+        for function in (plot_confusion_matrices, plot_runs_by_group):
+            patch.setattr(plots_module, function.__name__, spy(function))
+        compare("lev", "ce,xemd1", 2, out, **kwargs)
+    runs = sorted(p.parent for p in (out / "runs").rglob("metrics.json"))
+    assert len(runs) == 4
+    assert all(not list(run.glob("*.png")) for run in runs)
+    for name in OVERVIEW_FILES:
+        assert (out / "plots" / "lev" / name).read_bytes()[:8] == PNG_MAGIC
+    # Oracle: each loss's panel is its runs' test predictions pooled (scikit-learn's counts).
+    matrices = drawn["plot_confusion_matrices"][0]
+    assert list(matrices) == ["ce", "xemd1"]
+    for loss, counts in matrices.items():
+        pairs = [rundir.read_predictions(run, "argmax") for run in runs if run.parent.name == loss]
+        target = np.concatenate([t for t, _ in pairs])  # type: ignore[index]
+        preds = np.concatenate([p for _, p in pairs])  # type: ignore[index]
+        expected = sk_confusion_matrix(target, preds, labels=range(counts.shape[0]))
+        np.testing.assert_array_equal(counts, expected)
+    curves, options_drawn = drawn["plot_runs_by_group"]
+    for loss in ("ce", "xemd1"):
+        for seed in (0, 1):
+            run = out / "runs" / "lev" / loss / f"seed{seed}"
+            history = rundir.read_history(run)
+            assert curves[loss][f"seed{seed}"] == [row["val_mae"] for row in history]
+            best = json.loads((run / "metrics.json").read_text())["best_epoch"]
+            assert options_drawn["marks"][loss][f"seed{seed}"] == best
+    assert "emdloss plot RUN_DIR" in (out / "summary.md").read_text(encoding="utf-8")
+
+    # --plots runs: the same, plus each reported run's own figures.
+    compare("lev", "ce,xemd1", 2, tmp_path / "runs", plots="runs", **kwargs)
+    for run in sorted((tmp_path / "runs" / "runs").rglob("metrics.json")):
+        names = {"learning_curves.png", "confusion_matrix.png"}
+        names |= {"ground_distance.png"} if run.parent.parent.name == "xemd1" else set()
+        assert {p.name for p in run.parent.glob("*.png")} == names, run.parent
+
+    # --plots none: no figure of the runs (the comparison's own figures stay).
+    compare("lev", "ce", 2, tmp_path / "none", plots="none", **kwargs)
+    assert not (tmp_path / "none" / "plots" / "lev" / OVERVIEW_FILES[0]).exists()
+    assert (tmp_path / "none" / "plots" / "lev" / "metrics.png").is_file()
+
+    # emdloss plot RUN_DIR: one run's own figures on request, written atomically.
+    run = out / "runs" / "lev" / "xemd1" / "seed1"
+    capsys.readouterr()
+    assert main(["plot", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        printed.strip() == f"{run}: learning_curves.png, confusion_matrix.png, ground_distance.png"
+    )
+    for name in ("learning_curves.png", "confusion_matrix.png", "ground_distance.png"):
+        assert (run / name).read_bytes()[:8] == PNG_MAGIC
+    assert not [p for p in run.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_the_side_process_gives_the_comparison_this_process_gives_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: with an idle core, the baselines are fitted in a second process while the runs
+    train, and half of the data sets' figures are drawn there: the same rows, summary and files
+    as without it (and the side process did deliver them)."""
+    from emdloss.compare import _compare as compare_module
+    from emdloss.compare._rows import TIME_KEYS
+    from emdloss.compare._side import SideProcess
+
+    if available_cores() < 2:
+        pytest.skip("the side process needs a second core")
+    delivered: list[str] = []
+    real = SideProcess.result
+
+    def spy(future: Any, fn: Any, *args: Any) -> Any:
+        if future is not None and future.exception() is None:
+            delivered.append(fn.__name__)
+        return real(future, fn, *args)
+
+    options = {"epochs": 2, "batch_size": 128}
+    kwargs: dict[str, Any] = {"train_options": options, "progress": False}
+    monkeypatch.setattr(SideProcess, "result", staticmethod(spy))
+    side = compare("lev,swd", "ce,emd2", 2, tmp_path / "side", **kwargs)
+    assert delivered == ["_baselines", "_baselines", "draw_figures"]
+    monkeypatch.setattr(compare_module, "side_process", lambda *args: None)
+    alone = compare("lev,swd", "ce,emd2", 2, tmp_path / "alone", **kwargs)
+
+    def shown(result: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in result.rows]
+
+    assert shown(side) == shown(alone)
+    assert [p.relative_to(tmp_path / "side") for p in side.files] == [
+        p.relative_to(tmp_path / "alone") for p in alone.files
+    ]
+    for name in ("metrics.png", "paired_vs_ce.png", "confusion_matrices.png"):
+        assert (tmp_path / "side" / "plots" / "lev" / name).read_bytes()[:8] == PNG_MAGIC
 
 
 @pytest.mark.slow

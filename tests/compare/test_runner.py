@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -220,3 +220,90 @@ def test_a_lock_held_by_another_process_names_its_pid(tmp_path: Path) -> None:
     recorder = Recorder()
     compare("lev", "ce", 1, tmp_path, train_fn=recorder, progress=False)
     assert recorder.calls == [("ce", 0, False)]
+
+
+# ------------------------------------------------------------------------------- --jobs
+class _Pool:
+    """A ProcessPoolExecutor stand-in that runs each submitted piece of work at once and
+    records how many workers it was asked for and what they ran."""
+
+    made: ClassVar[list[int]] = []
+    ran: ClassVar[list[list[str]]] = []
+
+    def __init__(self, workers: int, *args: Any) -> None:
+        _Pool.made.append(workers)
+
+    def submit(self, fn: Any, kind: str, items: Any, train_fn: Any) -> Any:
+        from concurrent.futures import Future
+
+        _Pool.ran.append([spec.label for spec, *_ in items])
+        future: Future[Any] = Future()
+        future.set_result(fn(kind, items, train_fn))
+        return future
+
+    def shutdown(self, **kwargs: Any) -> None:
+        pass
+
+
+def _jobs(tmp_path: Path, count: int) -> list[Any]:
+    from emdloss.compare._plan import RunSpec
+
+    specs = [RunSpec("lev", "ce", seed, None) for seed in range(count)]
+    return [(spec, tmp_path / f"seed{spec.seed}", {}, 1) for spec in specs]
+
+
+@pytest.fixture
+def pool(monkeypatch: pytest.MonkeyPatch) -> type[_Pool]:
+    from emdloss.compare import _runner
+
+    _Pool.made, _Pool.ran = [], []
+    monkeypatch.setattr(_runner, "ProcessPoolExecutor", _Pool)
+    monkeypatch.setattr(_runner, "_worker_context", lambda context: None)
+    return _Pool
+
+
+def test_one_piece_of_work_starts_no_worker_and_no_fork_server(
+    tmp_path: Path, pool: type[_Pool]
+) -> None:
+    """Issue 20: --jobs 2 was slower than --jobs 1 when there was one group to train: a worker
+    (and its fork server's imports) for work this process does as fast."""
+    from emdloss.compare._runner import run_all
+
+    records = run_all(_jobs(tmp_path, 1), jobs=4, train_fn=fake_train, progress=False)
+    assert [r.status for r in records] == ["done"]
+    assert pool.made == []
+
+
+def test_this_process_trains_beside_jobs_minus_one_workers(
+    tmp_path: Path, pool: type[_Pool]
+) -> None:
+    """--jobs J: J - 1 workers (never more than the work for them) take work from the back of
+    the list while this process takes it from the front; every run once, in plan order."""
+    from emdloss.compare._runner import run_all
+
+    jobs = _jobs(tmp_path, 4)
+    records = run_all(jobs, jobs=2, train_fn=fake_train, progress=False)
+    assert pool.made == [1]
+    assert pool.ran == [["lev/ce/seed3"], ["lev/ce/seed2"]]  # the rest ran here
+    assert [r.spec for r in records] == [spec for spec, *_ in jobs]
+    assert [r.status for r in records] == ["done"] * 4
+    pool.made, pool.ran = [], []
+    run_all(_jobs(tmp_path / "b", 3), jobs=8, train_fn=fake_train, progress=False)
+    assert pool.made == [2]  # three pieces of work: two workers and this process
+
+
+def test_only_large_groups_are_cut_for_workers() -> None:
+    from emdloss.compare._runner import MIN_PIECE_RUNS, _split_groups
+
+    small = [("group", list(range(12)))]
+    assert _split_groups(small, 2) == small  # the default suite's groups: cheaper whole
+    large = [("group", list(range(2 * MIN_PIECE_RUNS)))]
+    assert _split_groups(large, 2) == [
+        ("group", list(range(MIN_PIECE_RUNS))),
+        ("group", list(range(MIN_PIECE_RUNS, 2 * MIN_PIECE_RUNS))),
+    ]
+    # Never a piece below MIN_PIECE_RUNS, whatever the number of processes.
+    pieces = _split_groups([("group", list(range(3 * MIN_PIECE_RUNS - 1)))], 8)
+    assert len(pieces) == 2 and all(len(m) >= MIN_PIECE_RUNS for _, m in pieces)
+    works = [("group", list(range(10 * MIN_PIECE_RUNS))), ("run", [999])]
+    assert _split_groups(works, 2) == works  # already two pieces of work for two processes

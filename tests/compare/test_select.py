@@ -396,6 +396,47 @@ def test_logreg_baseline_matches_scikit_learn() -> None:
     assert metrics["baseline:logreg"]["argmax"]["mae"] == pytest.approx(expected)
 
 
+def test_ordinal_logit_fit_equals_the_plain_statsmodels_fit_bit_for_bit() -> None:
+    """The fast logistic CDF (issue 20) changes the time of the fit, not one bit of it: the
+    same parameters and probabilities as ``OrderedModel(distr="logit")`` on a real table."""
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    from emdloss.compare._baselines import _logit_model
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    data = load_data(TrainConfig(dataset="swd", seed=2, model="mlp"))
+    x = torch.stack([data.train.input(i) for i in range(len(data.train))]).double().numpy()
+    x = x[:, x.std(axis=0) > 1e-12]
+    codes = np.searchsorted(np.unique(data.train.targets), data.train.targets)
+    fits = [
+        model(codes, x, distr="logit").fit(method="bfgs", maxiter=2000, disp=False)
+        for model in (OrderedModel, _logit_model())
+    ]
+    assert fits[1].model.cdf.__func__ is not OrderedModel.cdf  # the fast path was taken
+    np.testing.assert_array_equal(fits[0].params, fits[1].params)
+    probs = [np.asarray(f.model.predict(f.params, exog=x)) for f in fits]
+    np.testing.assert_array_equal(probs[0], probs[1])
+    edges = np.array([-np.inf, -3.0, 0.0, -0.0, 2.5, np.inf, np.nan])
+    np.testing.assert_array_equal(fits[0].model.cdf(edges), fits[1].model.cdf(edges))
+
+
+def test_reused_metric_objects_score_baselines_as_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baselines' metric objects are built once and reset (issue 20): the same numbers,
+    to the bit, as an object built for every score, on two splits in a row."""
+    from emdloss.compare import _baselines
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    splits = [load_data(TrainConfig(dataset="swd", seed=s, model="mlp")) for s in (0, 1)]
+    reused = [_baselines.baseline_metrics(data, "mae") for data in splits]
+    fresh = _baselines._metric.__wrapped__
+    monkeypatch.setattr(_baselines, "_metric", lambda n, p: fresh(n, p))
+    assert [_baselines.baseline_metrics(data, "mae") for data in splits] == reused
+
+
 # ------------------------------------------------------------------------------- soft targets
 def _soft(monkeypatch: pytest.MonkeyPatch) -> None:
     from emdloss.compare import _compare as compare_module

@@ -168,7 +168,11 @@ def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
     assert "dropout" in str(
         why_not_grouped(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1}))
     )
-    assert "cnn" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")))
+    assert why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")) is None
+    assert "cnn with dropout" in str(
+        why_not_grouped(_config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1}))
+    )
+    assert "resnet18" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="resnet18")))
     # Seeds and losses vary inside a group; the budget does not.
     assert group_key(_config(tmp_path, "ce", 0)) == group_key(_config(tmp_path / "x", "l2", 3))
     assert group_key(_config(tmp_path, "ce", 0)) != group_key(_config(tmp_path, "ce", 0, lr=0.1))
@@ -282,16 +286,13 @@ def test_cli_engine_option(
 
 
 def test_groups_are_cut_for_parallel_workers_only_when_needed() -> None:
-    from emdloss.compare._runner import _split_groups
+    from emdloss.compare._runner import MIN_PIECE_RUNS, _split_groups
 
-    works = [("group", list(range(10))), ("run", [10])]
+    n = MIN_PIECE_RUNS  # the fewest runs of a piece (tests/compare/test_runner.py: --jobs)
+    works = [("group", list(range(2 * n))), ("run", [2 * n])]
     assert _split_groups(works, 2) == works  # already two pieces of work for two workers
-    assert _split_groups([("group", list(range(10)))], 2) == [
-        ("group", [0, 1, 2, 3, 4]),
-        ("group", [5, 6, 7, 8, 9]),
+    assert _split_groups([("group", list(range(2 * n)))], 2) == [
+        ("group", list(range(n))),
+        ("group", list(range(n, 2 * n))),
     ]
-    assert _split_groups([("group", [0, 1, 2])], 4) == [
-        ("group", [0]),
-        ("group", [1]),
-        ("group", [2]),
-    ]
+    assert _split_groups([("group", [0, 1, 2])], 4) == [("group", [0, 1, 2])]

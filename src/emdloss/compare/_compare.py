@@ -44,6 +44,7 @@ from emdloss.compare._select import (
 from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
+from emdloss.compare._side import SideProcess, side_process
 from emdloss.compare._summary import render_summary
 from emdloss.compare._verdict import verdict_table
 from emdloss.errors import UserError
@@ -133,6 +134,11 @@ def _load_info(
         raise UserError(f"--dataset {spec}: {error}") from error
     resolved = dict(DATASET_DEFAULTS.get(spec, DATASET_DEFAULTS.get(dataset.kind, {})))
     resolved.update(options)
+    if resolved.get("model") is None:
+        # Named (the data's default network): the grouped engine groups runs by their model.
+        from emdloss.training import default_model
+
+        resolved["model"] = default_model(dataset)
     return dataset, resolved
 
 
@@ -220,10 +226,12 @@ def compare(
         ``test(run_dir)``, the deferred test evaluation of a run trained without it, in place of
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
-    plots : {"end", "none", "each"}
-        The plots of each run (learning curves, confusion matrix, ground distance): drawn once
-        when the runs are done, for the reported runs (default); not drawn; or drawn by every
-        run as it ends (``emdloss train``'s way, the slowest).
+    plots : {"end", "runs", "none", "each"}
+        The figures of the runs (:data:`emdloss.vocabulary.RUN_PLOTS` says what each draws):
+        by default one overview per data set (``plots/<dataset>/confusion_matrices.png`` and
+        ``learning_curves.png``) and no run's own PNGs; ``"runs"`` adds each reported run's own
+        figures at the end; ``"each"`` has every run draw its own as it ends (``emdloss
+        train``'s way, the slowest). ``emdloss plot RUN_DIR`` draws a run's own on request.
     engine : {"grouped", "per-run"}
         ``"grouped"``: the runs that share a shape (data set, model, budget) train as one
         vectorised model, each with its own numbers equal to the per-run path's
@@ -304,7 +312,7 @@ def compare(
     chosen_on: dict[str, str] = {}
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
-    # Per-run plots cost more than training a small run: drawn once at the end (--plots).
+    # A run's own PNGs cost more than training a small run: only with --plots each.
     user.setdefault("plots", plots == "each")
     # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
     # in every run.
@@ -342,6 +350,12 @@ def compare(
                 select=metric,
             )
         )
+    # The LDL baselines choose their k and L2 on the grid's measure where it is a distribution
+    # measure, else on the runs' distribution_monitor.
+    ldl_measure = {
+        spec: measure if measure in DISTRIBUTION_METRIC_MODES else None
+        for spec, measure in chosen_on.items()
+    }
     protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
     # One comparison per directory: a second one would train the same runs over this one's.
     with output_lock(out):
@@ -362,97 +376,133 @@ def compare(
             )
             for s in specs
         ]
-        records = run_all(
-            jobs_list,
-            jobs=jobs,
-            train_fn=train_fn,
-            progress=progress,
-            mp_context=mp_context,
-            executor=executor,
-            ray_address=ray_address,
-            engine=engine,
-        )
-        monitor_rule = str(user.get("monitor_rule", "argmax"))
-        # Selection reads validation metrics only; the chosen runs' test metrics are the results.
-        selections: dict[tuple[str, str], Selection] = {}
-        for spec in dataset_list:
-            mine = [r for r in records if r.spec.dataset == spec]
-            scores = validation_scores(mine, chosen_on[spec], monitor_rule)
-            selections.update(choose_settings(scores, chosen_on[spec], monitor_rule))
-        reported = [
-            r
-            for r in records
-            if r.status == "failed"
-            or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
-        ]
-        # Now, and only for the chosen runs, the test split: once per run.
-        reported = test_untested(reported, test_fn)
-        if plots == "end":
-            from emdloss.compare._plots import write_run_plots
+        # The work that waits for no run (the baselines) goes to a second process now, where
+        # there is an idle core (compare._side); it is done here if that process cannot.
+        side = side_process(jobs, executor, mp_context) if baselines or len(infos) > 1 else None
+        try:
+            fits: dict[str, Any] = {}
+            if side is not None and baselines:
+                for spec in dataset_list:
+                    fits[spec] = side.submit(
+                        _baselines,
+                        spec,
+                        options_by_dataset[spec],
+                        seed_list,
+                        folds,
+                        metric,
+                        loss_list[0],
+                        ldl_measure[spec],
+                    )
+            if side is not None and len(infos) > 1:
+                from emdloss.compare._plots import warm_up
 
-            write_run_plots(reported)
-        rows = result_rows(reported)
-        errors: dict[str, dict[str, str]] = {}
-        fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
-        if baselines:
+                side.submit(warm_up)
+            records = run_all(
+                jobs_list,
+                jobs=jobs,
+                train_fn=train_fn,
+                progress=progress,
+                mp_context=mp_context,
+                executor=executor,
+                ray_address=ray_address,
+                engine=engine,
+            )
+            monitor_rule = str(user.get("monitor_rule", "argmax"))
+            # Selection reads validation metrics only; the chosen runs' test metrics are the results.
+            selections: dict[tuple[str, str], Selection] = {}
             for spec in dataset_list:
-                extra, errors[spec], ldl = _baselines(
-                    spec,
-                    options_by_dataset[spec],
-                    seed_list,
-                    folds,
-                    metric,
-                    loss_list[0],
-                    chosen_on[spec] if chosen_on[spec] in DISTRIBUTION_METRIC_MODES else None,
+                of_spec = [r for r in records if r.spec.dataset == spec]
+                scores = validation_scores(of_spec, chosen_on[spec], monitor_rule)
+                selections.update(choose_settings(scores, chosen_on[spec], monitor_rule))
+            reported = [
+                r
+                for r in records
+                if r.status == "failed"
+                or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+            ]
+            # Now, and only for the chosen runs, the test split: once per run.
+            reported = test_untested(reported, test_fn)
+            if plots == "runs":
+                from emdloss.compare._plots import write_run_plots
+
+                write_run_plots(reported)
+            rows = result_rows(reported)
+            errors: dict[str, dict[str, str]] = {}
+            fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
+            if baselines:
+                for spec in dataset_list:
+                    extra, errors[spec], ldl = SideProcess.result(
+                        fits.get(spec),
+                        _baselines,
+                        spec,
+                        options_by_dataset[spec],
+                        seed_list,
+                        folds,
+                        metric,
+                        loss_list[0],
+                        ldl_measure[spec],
+                    )
+                    rows += extra
+                    fitted += ldl
+            section = ""
+            conformal_files: list[Path] = []
+            if conformal is not None:
+                from emdloss.compare import _conformal
+
+                # The reported runs (with a grid, the chosen setting's): calibrated on validation.
+                calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
+                _conformal.add_conformal_columns(rows, reported, calibrations)
+                section = _conformal.conformal_section(
+                    reported, calibrations, infos, conformal, conformal_method
                 )
-                rows += extra
-                fitted += ldl
-        section = ""
-        conformal_files: list[Path] = []
-        if conformal is not None:
-            from emdloss.compare import _conformal
+                conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
+            files = [write_text(out / "results.csv", results_csv(rows))]
+            from emdloss.compare import _distribution
 
-            # The reported runs (with a grid, the chosen setting's): calibrated on validation.
-            calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
-            _conformal.add_conformal_columns(rows, reported, calibrations)
-            section = _conformal.conformal_section(
-                reported, calibrations, infos, conformal, conformal_method
-            )
-            conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
-        files = [write_text(out / "results.csv", results_csv(rows))]
-        from emdloss.compare import _distribution
-
-        # Data with distribution targets: their measures, LDL baselines and noise floor.
-        distribution = _distribution.distribution_rows(reported) + fitted
-        if distribution:
-            files.append(
-                write_text(
-                    out / _distribution.DISTRIBUTION_FILE,
-                    _distribution.distribution_csv(distribution),
+            # Data with distribution targets: their measures, LDL baselines and noise floor.
+            distribution = _distribution.distribution_rows(reported) + fitted
+            if distribution:
+                files.append(
+                    write_text(
+                        out / _distribution.DISTRIBUTION_FILE,
+                        _distribution.distribution_csv(distribution),
+                    )
                 )
-            )
-            measures = _distribution.distribution_section(distribution, infos)
-            section = section.rstrip("\n") + "\n\n" + measures if section else measures
-        if len(settings) > 1:
-            files.append(write_text(out / "grid.csv", _grid_csv(records, monitor_rule, selections)))
-        from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
+                measures = _distribution.distribution_section(distribution, infos)
+                section = section.rstrip("\n") + "\n\n" + measures if section else measures
+            if len(settings) > 1:
+                files.append(
+                    write_text(out / "grid.csv", _grid_csv(records, monitor_rule, selections))
+                )
+            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
 
-        files += write_plots(out, reported, rows, infos) + conformal_files
-        summary = render_summary(
-            reported,
-            infos,
-            output=str(out),
-            rows=rows,
-            selections=selections,
-            baseline_errors=errors,
-        )
-        if section:
-            summary = summary.rstrip("\n") + "\n\n" + section
-        files.append(write_text(out / "summary.md", summary))
-        table = verdict_table(infos, rows)
-        return CompareResult(
-            out, records, rows, summary, files, time.perf_counter() - start, selections, table
-        )
+            # The first half of the data sets' figures in the side process, the rest here.
+            half = len(infos) // 2 if side is not None else 0
+            figures = (out, reported, rows, infos[:half], plots != "none")
+            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
+            mine = draw_figures(out, reported, rows, infos[half:], plots != "none")
+            done = SideProcess.result(theirs, draw_figures, *figures) if half else ([], [])
+            # Per data set: metrics, paired differences, per-class MAE; then the overviews.
+            files += done[0] + mine[0] + conformal_files + done[1] + mine[1]
+            summary = render_summary(
+                reported,
+                infos,
+                output=str(out),
+                rows=rows,
+                selections=selections,
+                baseline_errors=errors,
+            )
+            if section:
+                summary = summary.rstrip("\n") + "\n\n" + section
+            files.append(write_text(out / "summary.md", summary))
+            table = verdict_table(infos, rows)
+            return CompareResult(
+                out, records, rows, summary, files, time.perf_counter() - start, selections, table
+            )
+
+        finally:
+            if side is not None:
+                side.close()
 
 
 def _grid_measure(spec: str, dataset: Any, select: str | None, metric: str, config: Any) -> str:
@@ -526,6 +576,7 @@ def _baselines(
     distribution: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
+    fitted: dict[tuple[Any, ...], dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as unused:
         for seed in seeds:
             for fold in fold_ids:
@@ -535,8 +586,11 @@ def _baselines(
                 errors.update(failed)
                 rows += baseline_rows(spec, seed, fold, metrics)
                 if dataset.distribution_targets:
-                    scores = distribution_baseline_scores(
-                        dataset, measure or config.distribution_monitor
-                    )
-                    distribution += distribution_baseline_rows(spec, seed, fold, scores["test"])
+                    # An official split is the same for every seed: fit the baselines once.
+                    key = tuple(tuple(getattr(dataset, p).ids) for p in ("train", "val", "test"))
+                    if key not in fitted:
+                        fitted[key] = distribution_baseline_scores(
+                            dataset, measure or config.distribution_monitor
+                        )["test"]
+                    distribution += distribution_baseline_rows(spec, seed, fold, fitted[key])
     return rows, errors, distribution

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from emdloss._atomic import atomic_path
+from emdloss._figure import _fixed_grid, _text_inches
 from emdloss.compare._plan import dataset_slug
 from emdloss.compare._records import METRIC_KEYS, VALIDATED_RULE, RunRecord
 from emdloss.compare._rows import (
@@ -29,14 +30,20 @@ from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = [
     "class_mae_by_loss",
+    "draw_figures",
     "paired_to_reference",
     "per_class_mae",
     "plot_metrics",
     "plot_paired",
     "read_predictions",
+    "warm_up",
+    "write_overview",
     "write_plots",
     "write_run_plots",
 ]
+
+#: The overview figures of each data set (``plots/<dataset>/``), drawn by ``--plots end``.
+OVERVIEW_FILES = ("confusion_matrices.png", "learning_curves.png")
 
 
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -109,8 +116,8 @@ def class_mae_by_loss(
 def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]) -> Path:
     """One panel per metric: the mean over runs per loss with a one-standard-deviation bar.
 
-    A single figure (rather than one file per metric): rendering a PNG costs about as much as
-    the training of a small tabular run.
+    A single figure (rather than one file per metric), its margins fixed from the lengths of the
+    loss names (no layout engine measures the text: about half the cost, issue 20).
 
     Parameters
     ----------
@@ -125,14 +132,22 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
     -------
     pathlib.Path
     """
-    from matplotlib.figure import Figure
-
     losses = list(stats)
     metrics = [m for m in (*METRIC_KEYS, "train_seconds") if all(m in stats[k] for k in losses)]
     cols = 4
     rows = math.ceil(len(metrics) / cols)
-    figure = Figure(figsize=(3.0 * cols, 0.32 * len(losses) * rows + 1.3 * rows + 0.6))
-    axes = figure.subplots(rows, cols, squeeze=False)
+    label = max(_text_inches(loss, 8) for loss in losses) + 0.15
+    figure, axes = _fixed_grid(
+        rows,
+        cols,
+        (2.45, 0.32 * len(losses) + 0.5),
+        left=label + 0.1,
+        right=0.25,
+        top=0.75,
+        bottom=0.35,
+        wgap=label + 0.35,
+        hgap=0.6,
+    )
     y = np.arange(len(losses))
     for axis, metric in zip(axes.flat, metrics, strict=False):
         means = np.array([stats[loss][metric].mean for loss in losses])
@@ -147,15 +162,16 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
         axis.set_title(
             f"{METRIC_LABELS[metric]} ({'higher' if higher else 'lower'} is better)", fontsize=9
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     for axis in list(axes.flat)[len(metrics) :]:
         axis.set_visible(False)
     figure.suptitle(
-        f"{title}: test metrics, mean ± 1 sd over runs (argmax rule; highest mean in orange, "
-        "not a verdict: see paired_vs_ce.png)"
+        f"{title}: test metrics, mean ± 1 sd over runs (argmax rule)\nhighest mean in orange, "
+        "not a verdict: see paired_vs_ce.png",
+        fontsize=10,
     )
-    figure.tight_layout()
     return _save(figure, path)
 
 
@@ -202,16 +218,25 @@ def plot_paired(
     Green: the interval favours the loss; red: it favours the reference; grey: a tie (the
     interval contains 0). One marker per prediction rule. None when there is nothing to draw.
     """
-    from matplotlib.figure import Figure
-
     if not intervals:
         return None
     losses = list(dict.fromkeys(loss for loss, _, _ in intervals))
     rules = list(dict.fromkeys(rule for _, rule, _ in intervals))
     metrics = list(dict.fromkeys(metric for _, _, metric in intervals))
     level = next(iter(intervals.values())).level
-    figure = Figure(figsize=(3.6 * len(metrics), 0.3 * len(losses) * len(rules) + 1.6))
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    label = max(_text_inches(loss, 8) for loss in losses) + 0.15
+    grid, axes_grid = _fixed_grid(
+        1,
+        len(metrics),
+        (3.4, 0.3 * len(losses) * len(rules) + 0.6),
+        left=label + 0.1,
+        right=0.25,
+        top=0.85,
+        bottom=0.35,
+        wgap=label + 0.35,
+        hgap=0.0,
+    )
+    figure, axes = grid, axes_grid[0]
     offsets = np.linspace(-0.18, 0.18, len(rules)) if len(rules) > 1 else np.zeros(1)
     markers = ["o", "s", "^", "D"]
     for axis, metric in zip(axes, metrics, strict=True):
@@ -243,6 +268,7 @@ def plot_paired(
             f"({'right' if higher else 'left'} favours the loss)",
             fontsize=9,
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -250,16 +276,24 @@ def plot_paired(
         axes[0].legend(handles, labels, fontsize=7, title="rule", title_fontsize=7)
     figure.suptitle(
         f"{title}: test difference to {reference}, paired by seed, {100 * level:.4g}% intervals "
-        f"(Bonferroni over {len(losses)} losses); green/red: the interval excludes 0, grey: tie",
+        f"(Bonferroni over {len(losses)} losses)\ngreen/red: the interval excludes 0, grey: tie",
         fontsize=10,
     )
-    figure.tight_layout()
     return _save(figure, path)
 
 
+def _few_ticks() -> Any:
+    """At most five ticks on a value axis: each tick is a handful of artists to build and lay
+    out (the largest part of these small panels' cost)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
+
+
 def _save(figure: Any, path: Path) -> Path:
+    # The figures are laid out (fixed margins or a layout engine): written as they are.
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=110)
     return path
 
 
@@ -328,8 +362,126 @@ def write_plots(
     return files
 
 
+def _run_label(record: RunRecord) -> str:
+    spec = record.spec
+    return f"seed{spec.seed}" + ("" if spec.fold is None else f" fold{spec.fold}")
+
+
+def write_overview(
+    out: Path, records: Sequence[RunRecord], infos: Sequence[DatasetInfo]
+) -> list[Path]:
+    """Per data set, the runs at a glance: ``plots/<dataset>/confusion_matrices.png`` and
+    ``learning_curves.png`` (``--plots end``, the default, in place of every run's own PNGs).
+
+    ``confusion_matrices.png`` has a panel per loss: the test predictions (argmax rule) of the
+    loss's reported runs pooled into one confusion matrix, normalised over the true class
+    (:func:`emdloss.plots.plot_confusion_matrices`). ``learning_curves.png`` has a panel per
+    loss and a line per run: the validation metric that model selection monitored, per epoch,
+    the selected epoch marked (:func:`emdloss.plots.plot_runs_by_group`). A run's own figures
+    are ``emdloss plot RUN_DIR`` (or ``--plots runs``).
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Comparison directory.
+    records : sequence of RunRecord
+        The reported runs (failed and untested ones are left out).
+    infos : sequence of DatasetInfo
+        The data sets.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+    """
+    import torch
+
+    from emdloss.metrics import confusion_matrix
+    from emdloss.plots import plot_confusion_matrices, plot_runs_by_group
+
+    files: list[Path] = []
+    for info in infos:
+        folder = out / "plots" / dataset_slug(info.spec)
+        pooled: dict[str, Any] = {}
+        curves: dict[str, dict[str, list[float]]] = {}
+        marks: dict[str, dict[str, int]] = {}
+        monitors: set[str] = set()
+        for loss in info.losses:
+            for record in records:
+                spec = record.spec
+                if spec.dataset != info.spec or spec.loss != loss or record.status == "failed":
+                    continue
+                read = rundir.read_predictions(record.run_dir, "argmax") if record.tested else None
+                if read is not None:
+                    counts = confusion_matrix(
+                        torch.as_tensor(read[1]),
+                        torch.as_tensor(read[0]),
+                        num_classes=info.num_classes,
+                    ).numpy()
+                    pooled[loss] = pooled[loss] + counts if loss in pooled else counts
+                content = rundir.read_metrics(record.run_dir) or {}
+                monitor = str(content.get("monitor", ""))
+                history = rundir.read_history(record.run_dir)
+                if not monitor or not history or monitor not in history[0]:
+                    continue
+                monitors.add(monitor)
+                label = _run_label(record)
+                curves.setdefault(loss, {})[label] = [row[monitor] for row in history]
+                if "best_epoch" in content:
+                    marks.setdefault(loss, {})[label] = int(content["best_epoch"])
+        names = info.class_names or tuple(str(k) for k in range(info.num_classes))
+        if pooled:
+            path = folder / OVERVIEW_FILES[0]
+            plot_confusion_matrices(
+                pooled,
+                names,
+                path,
+                title=f"{info.spec}: test predictions (argmax rule) of each loss's runs, pooled",
+            )
+            files.append(path)
+        if curves and len(monitors) == 1:  # one monitored metric, one y axis
+            metric = monitors.pop().removeprefix("val_")
+            higher = metric in HIGHER_IS_BETTER
+            label = METRIC_LABELS.get(metric, metric)
+            path = folder / OVERVIEW_FILES[1]
+            plot_runs_by_group(
+                curves,
+                path,
+                marks=marks,
+                ylabel=f"validation {label} ({'higher' if higher else 'lower'} is better)",
+                title=f"{info.spec}: the monitored validation metric per epoch, each run "
+                "(selected epoch marked)",
+            )
+            files.append(path)
+    return files
+
+
+def draw_figures(
+    out: Path,
+    records: Sequence[RunRecord],
+    rows: Sequence[Mapping[str, Any]],
+    infos: Sequence[DatasetInfo],
+    overview: bool,
+) -> tuple[list[Path], list[Path]]:
+    """The figures of the data sets ``infos``: :func:`write_plots`'s and, with ``overview``,
+    :func:`write_overview`'s (the files of each, in that order)."""
+    drawn = write_plots(out, records, rows, infos)
+    return drawn, write_overview(out, records, infos) if overview else []
+
+
+def warm_up() -> None:
+    """Import matplotlib and load its fonts (a process that will draw figures, before)."""
+    import io
+
+    from emdloss._figure import _new_figure
+
+    figure = _new_figure((1.0, 1.0))
+    figure.suptitle("0.5")
+    figure.savefig(io.BytesIO(), format="png")
+
+
 def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:
-    """Draw the plots of each finished run that lacks them (``--plots end``).
+    """Draw the plots of each finished run that lacks them (``--plots runs``).
 
     The runs were trained with ``plots=False``; the plots are drawn here from each run's files
     (:func:`emdloss.training.write_run_plots`), so that a rerun draws only the new

@@ -36,6 +36,7 @@ __all__ = [
     "run_all",
     "run_work",
     "test_untested",
+    "worker_count",
 ]
 
 
@@ -411,7 +412,9 @@ def run_all(
         The runs in plan order; ``threads`` caps a run's torch threads (``None``: the
         process's, ``cores // jobs`` in a worker).
     jobs : int
-        Parallel processes (1: in this process). Each gets ``cores // jobs`` torch threads.
+        Parallel processes, this one included (1: only this one): at most ``jobs - 1`` workers,
+        never more than there is work for (:func:`worker_count`). Each gets ``cores // jobs``
+        torch threads.
     train_fn : callable or None
         Training function (must be picklable when ``jobs > 1``); given, every run trains with
         it, one at a time.
@@ -549,21 +552,45 @@ def grouped_line(works: Sequence[Work]) -> str:
     )
 
 
-def _split_groups(works: list[Work], workers: int) -> list[Work]:
-    """Groups cut into pieces so that ``workers`` processes have work (a run's numbers do not
-    depend on the other runs of its group)."""
+#: The fewest runs of a piece when a group is cut for parallel workers. A worker's start (its
+#: fork server imports torch and Lightning: seconds of CPU) costs more than training a dozen
+#: tabular runs as one group (issue 20: ``--jobs 2`` was 1.6x slower than ``--jobs 1`` on 8
+#: runs, cut into two pieces of 4): only large groups are worth cutting.
+MIN_PIECE_RUNS = 24
+
+
+def _split_groups(works: list[Work], processes: int) -> list[Work]:
+    """Groups cut into pieces so that ``processes`` processes have work (a run's numbers do not
+    depend on the other runs of its group), each piece at least :data:`MIN_PIECE_RUNS` runs."""
     groups = [w for w in works if w[0] == "group"]
-    if not groups or len(works) >= workers:
+    if not groups or len(works) >= processes:
         return works
-    pieces = math.ceil(workers / len(groups))
+    pieces = math.ceil(processes / len(groups))
     out: list[Work] = []
     for kind, members in works:
-        if kind != "group":
+        count = min(pieces, len(members) // MIN_PIECE_RUNS) if kind == "group" else 1
+        if count <= 1:
             out.append((kind, members))
             continue
-        size = math.ceil(len(members) / pieces)
+        size = math.ceil(len(members) / count)
         out += [(kind, members[i : i + size]) for i in range(0, len(members), size)]
     return out
+
+
+def worker_count(jobs: int, works: int) -> int:
+    """Worker processes to start for ``works`` pieces of work with ``--jobs jobs``.
+
+    This process trains too (it has torch and Lightning loaded already, and would otherwise
+    only wait), so ``jobs`` processes means ``jobs - 1`` workers; never more workers than there
+    is work for the others: one piece of work (or ``--jobs 1``) starts none, and no fork
+    server.
+
+    Examples
+    --------
+    >>> worker_count(1, 10), worker_count(2, 1), worker_count(2, 4), worker_count(8, 3)
+    (0, 0, 1, 2)
+    """
+    return max(0, min(jobs - 1, works - 1))
 
 
 def run_work(kind: str, items: Sequence[Job], train_fn: TrainFn | None) -> list[RunRecord]:
@@ -581,23 +608,41 @@ def _execute_many(
     train_fn: TrainFn | None,
     mp_context: str | None,
 ) -> Iterator[tuple[int, RunRecord]]:
-    if jobs == 1 or len(works) <= 1:
+    """Run the pieces of work: this process takes them from the front of the list, the
+    :func:`worker_count` workers (if any) from the back, so that a worker still starting never
+    holds up the work this process could do meanwhile."""
+    workers = worker_count(jobs, len(works))
+    if workers == 0:
         for kind, members in works:
             records = run_work(kind, [specs[i] for i in members], train_fn)
             yield from zip(members, records, strict=True)
         return
-    workers = min(jobs, len(works))
     threads = max(1, available_cores() // jobs)
+    # Here as in a worker: cores // jobs torch threads for a run that names none.
+    mine = [(s, d, o, t if t is not None else threads) for s, d, o, t in specs]
+    queue = list(works)
     executor = ProcessPoolExecutor(workers, _worker_context(mp_context), _init_worker, (threads,))
+    pending: dict[Future[list[RunRecord]], list[int]] = {}
+
+    def feed() -> None:  # every idle worker gets the last piece of work
+        while queue and len(pending) < workers:
+            kind, members = queue.pop()
+            future = executor.submit(run_work, kind, [specs[i] for i in members], train_fn)
+            pending[future] = members
+
     try:
-        pending: dict[Future[list[RunRecord]], list[int]] = {
-            executor.submit(run_work, kind, [specs[i] for i in members], train_fn): members
-            for kind, members in works
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        feed()
+        while queue or pending:
+            if queue:
+                kind, members = queue.pop(0)
+                records = run_work(kind, [mine[i] for i in members], train_fn)
+                yield from zip(members, records, strict=True)
+                done = {future for future in pending if future.done()}
+            else:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 yield from zip(pending.pop(future), future.result(), strict=True)
+            feed()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 

@@ -435,8 +435,11 @@ def render_summary(
     lines = [
         "# emdloss compare: summary",
         "",
-        f"Output: `{output}`. {run_counts(records)}. Plots: `plots/`; every run "
-        "and prediction rule: `results.csv`; each run's files: `runs/<dataset>/<loss>/seed<k>`.",
+        f"Output: `{output}`. {run_counts(records)}. Figures: `plots/<dataset>/` (metrics, "
+        "paired differences to ce, per-class MAE, and with `--plots end` or `runs` the losses' "
+        "confusion matrices and the runs' learning curves); every run and prediction rule: "
+        "`results.csv`; each run's files: `runs/<dataset>/<loss>/seed<k>` (its own figures: "
+        "`emdloss plot RUN_DIR`, or `--plots runs`).",
         "",
     ]
     for info in datasets:

@@ -25,7 +25,7 @@ from emdloss.training.config import TrainConfig
 from emdloss.vocabulary import LOSS_NAMES, OUR_LOSS_NAMES, PEER_LOSS_NAMES
 
 if TYPE_CHECKING:
-    from emdloss.training._build import load_data, quiet_lightning_logs
+    from emdloss.training._build import default_model, load_data, quiet_lightning_logs
     from emdloss.training._calibrate import calibrate_run, conformal_summary, load_run_calibrator
     from emdloss.training._context import baseline_rows, distribution_baseline_scores
     from emdloss.training._evaluate import evaluate, load_task
@@ -51,6 +51,7 @@ __all__ = [
     "build_loss",
     "calibrate_run",
     "conformal_summary",
+    "default_model",
     "distribution_baseline_scores",
     "evaluate",
     "group_key",
@@ -81,6 +82,7 @@ _LAZY = {
     "group_key": "emdloss.training.grouped",
     "train_group": "emdloss.training.grouped",
     "why_not_grouped": "emdloss.training.grouped",
+    "default_model": "emdloss.training._build",
     "load_data": "emdloss.training._build",
     "load_run_calibrator": "emdloss.training._calibrate",
     "load_task": "emdloss.training._evaluate",

@@ -354,18 +354,24 @@ def run_deferred_test(
     return content
 
 
-def write_run_plots(run_dir: str | os.PathLike[str]) -> None:
+def write_run_plots(run_dir: str | os.PathLike[str]) -> list[Path]:
     """Draw the plots of a finished run from its files, as training draws them at its end.
 
-    ``emdloss compare`` trains its runs with ``plots=False`` and draws them here once, for the
-    reported runs, when the comparison ends (``--plots end``): the learning curves from
+    ``emdloss compare`` trains its runs with ``plots=False``; ``emdloss plot RUN_DIR`` and
+    ``compare --plots runs`` draw them here from the run's files: the learning curves from
     ``history.csv``, the confusion matrix from ``predictions_test.csv`` (when the run was
-    tested) and the learned ground distance from ``best.ckpt``.
+    tested) and the learned ground distance from ``best.ckpt``. Each file is written
+    atomically.
 
     Parameters
     ----------
     run_dir : path-like
         A finished run directory (its ``metrics.json`` names the best epoch).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
     """
     from emdloss.training._evaluate import load_task
 
@@ -378,7 +384,9 @@ def write_run_plots(run_dir: str | os.PathLike[str]) -> None:
         targets, preds = (torch.as_tensor(values) for values in predictions)
     history = rundir.read_history(path)
     best_epoch = int(content.get("best_epoch", 0))
-    _write_plots(path, task.criterion, record["class_names"], history, targets, preds, best_epoch)
+    return _write_plots(
+        path, task.criterion, record["class_names"], history, targets, preds, best_epoch
+    )
 
 
 def _write_test_outputs(
@@ -427,7 +435,7 @@ def _write_plots(
     targets: torch.Tensor | None,
     preds: torch.Tensor | None,
     best_epoch: int,
-) -> None:
+) -> list[Path]:
     from emdloss.metrics import confusion_matrix
     from emdloss.plots import plot_confusion_matrix, plot_ground_distance, plot_learning_curves
 
@@ -443,21 +451,24 @@ def _write_plots(
         "val_emd2",
     ):
         values = [row.get(key, math.nan) for row in history]
-        if values:
+        if not all(math.isnan(v) for v in values):  # an empty panel says nothing, costs a tenth
             series[key] = values
+    written: list[Path] = []
     if series:
         recipe = getattr(criterion, "recipe", None)
+        written.append(run_dir / rundir.PLOT_FILES[0])
         plot_learning_curves(
             series,
-            run_dir / rundir.PLOT_FILES[0],
+            written[-1],
             best_epoch=best_epoch,
             warmup_epochs=getattr(recipe, "warmup_epochs", None),
         )
     if preds is not None and targets is not None:  # None: the test split was not evaluated
         confusion = confusion_matrix(preds, targets, num_classes=len(names))
-        plot_confusion_matrix(
-            confusion.numpy(), names, run_dir / rundir.PLOT_FILES[1], title="Test (argmax)"
-        )
+        written.append(run_dir / rundir.PLOT_FILES[1])
+        plot_confusion_matrix(confusion.numpy(), names, written[-1], title="Test (argmax)")
     matrix = criterion.ground_distance()
     if matrix is not None:
-        plot_ground_distance(matrix, names, run_dir / rundir.PLOT_FILES[2])
+        written.append(run_dir / rundir.PLOT_FILES[2])
+        plot_ground_distance(matrix, names, written[-1])
+    return written

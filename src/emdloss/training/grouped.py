@@ -2,18 +2,26 @@
 
 A comparison trains the same small network on the same kind of data many times: seeds, folds,
 hold-outs, losses. :func:`train_group` trains such runs together. Their weights are stacked
-(one ``(R, out, in)`` tensor per layer) and every step is one batched matrix product per layer
-for all runs, yet each run keeps what makes it a run of its own:
+(one ``(R, ...)`` tensor per parameter; the stacked networks are in
+:mod:`emdloss.training._stacked`): for the ``mlp`` every step is one batched matrix product
+per layer for all runs; for the ``cnn`` (conv-BN-ReLU stages) each run's convolutions run on
+its slice on the CPU and as one grouped convolution elsewhere. Each run keeps what makes it a
+run of its own:
 
 - its initial weights: the run's network is built exactly as :func:`emdloss.training.train`
   builds it under the run's seed, then stacked;
-- its batch order: the permutation of :class:`~emdloss.training._sampling.EpochShuffleSampler`
-  for ``(seed, epoch)``, and its own split of the data (seed, fold);
+- its batch order: the items its own sampler draws for ``(seed, epoch)`` (the permutation of
+  :class:`~emdloss.training._sampling.EpochShuffleSampler`, or with ``vote_weights`` the
+  weighted draws of :class:`~emdloss.training._sampling.EpochWeightedSampler`), and its own
+  split of the data (seed, fold);
 - its loss: each run's own loss object is called on its slice of the outputs (a loss with state,
   such as the learned ground distance of ``xemd1``, keeps its own state; a group may mix losses);
 - its optimiser state: Adam(W) and SGD are elementwise, so one optimiser over the stacked tensors
   is each run's optimiser (the runs of a group share the optimiser settings, see
   :func:`group_key`);
+- its batch statistics (a cnn's batch norms normalise each run's batch by its own statistics)
+  and running statistics (updated in training, used in validation and evaluation), and its
+  input normalisation (an image set's channel statistics, per run);
 - its model selection (the best validation epoch by the same rule as the per-run path's
   checkpoint callback) and its failure: a run whose loss becomes non-finite fails alone (its
   slice stops counting; the other runs' numbers do not depend on it);
@@ -22,24 +30,30 @@ for all runs, yet each run keeps what makes it a run of its own:
   by the same writers with the same keys; evaluation uses the same task and metric code.
 
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
-per-run path's bit for bit (``tests/training/test_grouped.py``). That needs the backward of the
-stacked linear layer to form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward
-does), and heads other than a linear layer with several outputs (``l2``'s one output, whose
-one-column product takes another BLAS path, and CORAL's layer) to run each run's own head
-module on its slice of the features. The checkpoints hold the model's ``state_dict``,
+per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
+``tests/training/test_grouped_cnn.py``). That needs the backward of the stacked linear layer to
+form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), heads other
+than a linear layer with several outputs (``l2``'s one output, whose one-column product takes
+another BLAS path, and CORAL's layer) to run each run's own head module on its slice of the
+features, and the cnn's layers to be each run's own calls (see
+:mod:`emdloss.training._stacked`). The grouped convolution of the accelerators sums in another
+order: equal up to float32 rounding after a step, which training amplifies (measured on the
+CPU: 2e-7 relative after an epoch, 1e-5 after three, and on one slice a moved decision). Mirror
+test-time augmentation (``tta``) averages each validation image with its mirror, as the per-run
+path's validation does. The checkpoints hold the model's ``state_dict``,
 ``epoch`` and the history that :func:`emdloss.training.evaluate` reads; they carry no Lightning
 loop state, so a run of a group that was interrupted is trained again from the start rather
 than resumed.
 
 What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
-per-run path): networks other than the plain ``mlp`` (dropout or batch norm included), the
-authors' extra feature pass, precisions other than ``32-true``, several devices or nodes, and a
-resume.
+per-run path): networks other than the plain ``mlp`` and the ``cnn`` (dropout, whose per-run
+random masks are not drawn, or an mlp's batch norm included; the torchvision backbones), the
+authors' extra feature pass, precisions other than
+``32-true``, several devices or nodes, and a resume.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -53,6 +67,7 @@ from torch import Tensor, nn
 
 from emdloss import _ordinal
 from emdloss.training import rundir
+from emdloss.training._stacked import StackedNet, body_reason
 from emdloss.training.config import TrainConfig
 
 __all__ = ["GROUP_VARYING", "group_key", "train_group", "why_not_grouped"]
@@ -86,14 +101,16 @@ def why_not_grouped(config: TrainConfig) -> str | None:
     Examples
     --------
     >>> why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce"))
-    >>> why_not_grouped(TrainConfig(dataset="lev", model="cnn", loss="ce"))
-    'model cnn (only the mlp is vectorised)'
+    >>> why_not_grouped(TrainConfig(dataset="retinamnist", model="cnn", loss="ce"))
+    >>> why_not_grouped(TrainConfig(dataset="lev", model="resnet18", loss="ce"))
+    'model resnet18 (only the mlp and the cnn are vectorised)'
     """
-    if config.model not in (None, "mlp"):
-        return f"model {config.model} (only the mlp is vectorised)"
+    model = config.model or "the data's default"
+    if config.model not in (None, "mlp", "cnn"):
+        return f"model {model} (only the mlp and the cnn are vectorised)"
     options = config.model_options
     if float(options.get("dropout", 0.0) or 0.0) > 0.0:
-        return "mlp with dropout (per-run random masks are not vectorised)"
+        return f"{model} with dropout (per-run random masks are not vectorised)"
     if options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
     if config.loss_options.get("feature_pass") == "extra":
@@ -116,167 +133,6 @@ def group_key(config: TrainConfig) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((k, repr(v)) for k, v in values.items() if k not in GROUP_VARYING))
 
 
-# ---------------------------------------------------------------------------- the stacked net
-class _StackedLinear(torch.autograd.Function):
-    """``x (R, B, in) @ W (R, out, in)^T + b (R, out)`` whose backward forms each run's gradient
-    with the products of ``F.linear``'s backward (bitwise equal per run on the CPU)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
-        return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
-
-
-def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    out: Tensor = _StackedLinear.apply(x, weight, bias)
-    return out
-
-
-def _layers(model: nn.Module) -> list[nn.Linear] | None:
-    """The linear layers of a plain mlp body (Flatten, [Linear, ReLU]...), else ``None``."""
-    body = getattr(model, "body", None)
-    if not isinstance(body, nn.Sequential) or not isinstance(
-        getattr(model, "head", None), nn.Module
-    ):
-        return None
-    modules = list(body)
-    if not modules or not isinstance(modules[0], nn.Flatten):
-        return None
-    linears: list[nn.Linear] = []
-    rest = modules[1:]
-    if len(rest) % 2:
-        return None
-    for linear, act in zip(rest[0::2], rest[1::2], strict=True):
-        if not isinstance(linear, nn.Linear) or linear.bias is None or not isinstance(act, nn.ReLU):
-            return None
-        linears.append(linear)
-    return linears or None
-
-
-class _Net:
-    """The stacked parameters of R mlps: shared body shapes, heads grouped by width."""
-
-    def __init__(self, tasks: Sequence[Any], device: torch.device) -> None:
-        bodies = []
-        for task in tasks:
-            layers = _layers(task.model)
-            if layers is None:
-                raise ValueError("train_group needs plain mlp models (Flatten, Linear, ReLU)")
-            bodies.append(layers)
-        self.body: list[tuple[Tensor, Tensor]] = []
-        for depth in range(len(bodies[0])):
-            weights = [layers[depth].weight.detach() for layers in bodies]
-            biases = [layers[depth].bias.detach() for layers in bodies]
-            self.body.append((_leaf(weights, device), _leaf(biases, device)))
-        # Heads of one kind and shape are stacked: linear heads with several outputs run as one
-        # batched product; the others (l2's one output, whose one-column product takes another
-        # BLAS path, and CORAL's layer) run each run's own head module on its slice.
-        kinds: dict[tuple[Any, ...], list[int]] = {}
-        for r, task in enumerate(tasks):
-            head = task.model.head
-            shapes = tuple((n, tuple(p.shape)) for n, p in head.named_parameters())
-            kinds.setdefault((type(head).__qualname__, shapes), []).append(r)
-        self.heads: list[tuple[list[int], list[str], list[Tensor]]] = []
-        for members in kinds.values():
-            heads = [tasks[r].model.head for r in members]
-            names = [n for n, _ in heads[0].named_parameters()]
-            params = [
-                _leaf([dict(h.named_parameters())[n].detach() for h in heads], device)
-                for n in names
-            ]
-            self.heads.append((members, names, params))
-        self.modules = [task.model.head for task in tasks]
-        self.size = len(tasks)
-
-    def parameters(self) -> list[Tensor]:
-        params = [p for pair in self.body for p in pair]
-        for _, _, stacked in self.heads:
-            params += stacked
-        return params
-
-    def features(self, x: Tensor) -> Tensor:
-        h = x.flatten(2)
-        for weight, bias in self.body:
-            h = torch.relu(_stacked_linear(h, weight, bias))
-        return h
-
-    def outputs(self, features: Tensor) -> list[Tensor]:
-        """Outputs of every run, in run order (each (B, outputs))."""
-        from torch.func import functional_call
-
-        out: list[Tensor | None] = [None] * self.size
-        for members, names, params in self.heads:
-            index = torch.tensor(members, device=features.device)
-            f = features if len(members) == self.size else features.index_select(0, index)
-            linear = isinstance(self.modules[members[0]], nn.Linear)
-            if linear and names == ["weight", "bias"] and params[0].shape[1] > 1:
-                # unbind: one backward for all slices (indexing would cost R full-size zeros)
-                stacked = _stacked_linear(f, params[0], params[1])
-                for r, o in zip(members, stacked.unbind(0), strict=True):
-                    out[r] = o
-                continue
-            slices = [p.unbind(0) for p in params]
-            for j, (r, fr) in enumerate(zip(members, f.unbind(0), strict=True)):
-                values = {n: s[j] for n, s in zip(names, slices, strict=True)}
-                out[r] = functional_call(self.modules[r], values, (fr,))
-        return [o for o in out if o is not None]
-
-    def _slots(self, r: int) -> list[tuple[str, Tensor, int]]:
-        """Run ``r``'s parameters in its model's order: (name, stacked tensor, row)."""
-        slots: list[tuple[str, Tensor, int]] = []
-        for depth, (weight, bias) in enumerate(self.body):
-            slots += [(f"{depth}.weight", weight, r), (f"{depth}.bias", bias, r)]
-        for members, names, params in self.heads:
-            if r in members:
-                j = members.index(r)
-                slots += [(f"head.{n}", p, j) for n, p in zip(names, params, strict=True)]
-        return slots
-
-    def copy_into(self, r: int, model: nn.Module) -> None:
-        """Write run ``r``'s weights into its own (per-run) model."""
-        layers = _layers(model)
-        assert layers is not None
-        head = model.head
-        assert isinstance(head, nn.Module)
-        by_name = dict(head.named_parameters())
-        with torch.no_grad():
-            for (weight, bias), layer in zip(self.body, layers, strict=True):
-                layer.weight.copy_(weight[r])
-                layer.bias.copy_(bias[r])
-            for name, stacked, row in self._slots(r):
-                if name.startswith("head."):
-                    by_name[name[len("head.") :]].copy_(stacked[row])
-
-    def optimizer_state(self, r: int, optimizer: torch.optim.Optimizer) -> Any:
-        """Run ``r``'s slice of the optimiser state, in the layout of a per-run optimiser."""
-        slots = self._slots(r)
-        state: dict[int, dict[str, Any]] = {}
-        for i, (_, param, row) in enumerate(slots):
-            entry = optimizer.state.get(param, {})
-            state[i] = {k: _row(v, row) for k, v in entry.items()}
-        groups = [
-            {**{k: v for k, v in g.items() if k != "params"}, "params": list(range(len(slots)))}
-            for g in optimizer.param_groups
-        ]
-        return {"state": state, "param_groups": groups}
-
-
-def _row(value: Any, row: int) -> Any:
-    if isinstance(value, Tensor):
-        return value[row].clone() if value.ndim > 0 else value.clone()
-    return copy.copy(value)
-
-
-def _leaf(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
-    return torch.stack([t.to(device) for t in tensors]).requires_grad_(True)
-
-
 # ---------------------------------------------------------------------------- one run's state
 @dataclass
 class _Run:
@@ -295,18 +151,30 @@ class _Run:
     pending: dict[str, float] = field(default_factory=dict)
     select_value: float = math.nan
     error: BaseException | None = None
+    #: The per-run path's training sampler (a shuffle, or vote_weights' weighted draws).
+    sampler: Any = None
 
 
 def _split_tensors(
-    task: Any, split: Any, device: torch.device
+    task: Any, batch: Sequence[Tensor], device: torch.device
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """A whole split as the data loader collates it and the task unpacks it: inputs, targets
-    (class indices, or whatever the task's ``_unpack`` makes of them) and distributions."""
-    from torch.utils.data import default_collate
-
-    batch = default_collate([split[i] for i in range(len(split))])
+    """A whole split as the data loader collates it (:func:`_collated`) and the task unpacks
+    it: inputs, targets (class indices, or whatever the task's ``_unpack`` makes of them) and
+    distributions."""
     x, y, dist = task._unpack([part.to(device) for part in batch])
     return x, y, dist
+
+
+def _collated(split: Any) -> list[Tensor]:
+    from torch.utils.data import default_collate
+
+    collated: list[Tensor] = default_collate([split[i] for i in range(len(split))])
+    return collated
+
+
+#: What :func:`emdloss.training._build.load_data` reads of a config besides the options that a
+#: group shares (:func:`group_key`): the runs of a group with equal values load equal data.
+_DATA_VARYING = ("seed", "fold")
 
 
 def _shape(run: _Run) -> tuple[Any, ...]:
@@ -321,45 +189,39 @@ def _device(config: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _prepare(
-    config: TrainConfig, device: torch.device, loaded: dict[tuple[Any, ...], Any] | None = None
-) -> _Run:
+def _prepare(config: TrainConfig, device: torch.device, loaded: dict[Any, Any]) -> _Run:
     """Exactly the per-run path's set-up: seed, data, threads, task, run directory.
 
-    ``loaded`` holds the data sets already loaded for the group by (seed, fold): the runs of
-    a group share every other option, so runs of one seed and fold (the losses of a
-    comparison) read the same data, loaded once and never modified (Movie's 1,869 columns took
-    2-10 s a load, and 50 copies 6 GB).
+    ``loaded`` holds the data sets (and their collated splits) that earlier runs of the group
+    loaded: the runs of one seed and fold (the losses of a comparison) read their data once
+    (issue 20: the loads were a sixth of a tabular group's time). Loading the data draws
+    nothing from the global random state, so the run's initial weights are the same.
     """
     import lightning.pytorch as pl
 
-    from emdloss.training._build import build_task, default_model, load_data
+    from emdloss.training._build import build_task, default_model, load_data, make_datamodule
     from emdloss.training._context import announce_data, describe_data, use_threads
     from emdloss.training._train import _prepare_run_dir
 
     config, run_dir, _ = _prepare_run_dir(config)
     pl.seed_everything(config.seed, workers=True, verbose=False)
-    key = (config.seed, config.fold)
-    dataset = loaded.get(key) if loaded is not None else None
-    if dataset is None:
-        dataset = load_data(config)
-        if loaded is not None:
-            loaded[key] = dataset
+    key = tuple(repr(getattr(config, name)) for name in _DATA_VARYING)
+    if key not in loaded:
+        data = load_data(config)
+        loaded[key] = (data, {p: _collated(getattr(data, p)) for p in ("train", "val", "test")})
+    dataset, collated = loaded[key]
     threads = use_threads(config, config.model or default_model(dataset))
     task = build_task(config, dataset)
+    sampler = make_datamodule(config, dataset).train_dataloader().sampler
     description = describe_data(config, dataset)
     announce_data(description, verbose=config.progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.save(run_dir / rundir.CONFIG_FILE)
     rundir.write_data_record(run_dir, dataset, description=description)
-    run = _Run(config, run_dir, dataset, task, threads, description)
+    run = _Run(config, run_dir, dataset, task, threads, description, sampler=sampler)
     task.to(device)
     for part in ("train", "val", "test"):
-        x, y, dist = _split_tensors(task, getattr(dataset, part), device)
-        if loaded is not None:  # the inputs of one data set: one tensor for its runs
-            shared = loaded.setdefault((key, part), x)
-            x = shared if shared.shape == x.shape and torch.equal(shared, x) else x
-        run.tensors[part] = (x, y, dist)
+        run.tensors[part] = _split_tensors(task, collated[part], device)
     return run
 
 
@@ -400,28 +262,60 @@ def train_group(configs: Sequence[TrainConfig]) -> list[rundir.RunResult | BaseE
     with warnings.catch_warnings(), kept_threads():
         ignore_expected_warnings()
         with _ordinal.implementation(configs[0].implementation):
+            # Runs are loaded, trained and finished in parts of at most GROUP_BYTES of data (as
+            # _fit stacks it: each run's copy counts), so that a long suite of image runs does
+            # not hold every run's splits at once (a run's numbers do not depend on the other
+            # runs of its part); the data loaded for a part is let go with it.
             runs: list[tuple[int, _Run]] = []
-            loaded: dict[tuple[Any, ...], Any] = {}
+            loaded: dict[Any, Any] = {}
+            held = 0
             for i, config in enumerate(configs):
                 try:
                     run = _prepare(config, device, loaded)
                     _check_vectorisable(run.task)
-                    runs.append((i, run))
                 except Exception as error:
                     results[i] = error
-            by_shape: dict[tuple[Any, ...], list[tuple[int, _Run]]] = {}
-            for i, run in runs:
-                by_shape.setdefault(_shape(run), []).append((i, run))
-            for members in by_shape.values():
-                group = [run for _, run in members]
-                try:
-                    _fit(group, device)
-                except Exception as error:  # of the group as a whole: each run reports it
-                    for run in group:
-                        run.error = run.error or error
-                for i, run in members:
-                    results[i] = run.error if run.error is not None else _finished(run)
+                    continue
+                runs.append((i, run))
+                held += _data_bytes(run)
+                if held >= GROUP_BYTES:
+                    _train_part(runs, device, results)
+                    runs, held = [], 0
+                    loaded.clear()
+            _train_part(runs, device, results)
     return [r if r is not None else RuntimeError("not trained") for r in results]
+
+
+#: The most bytes of data (every split of every run) a part of a group holds at once; a
+#: group with more trains in parts (the runs of RetinaMNIST at 28 px take 15 MB each).
+GROUP_BYTES = 1 << 30
+
+
+def _data_bytes(run: _Run) -> int:
+    return sum(
+        t.numel() * t.element_size() for part in run.tensors.values() for t in part if t is not None
+    )
+
+
+def _train_part(
+    runs: list[tuple[int, _Run]],
+    device: torch.device,
+    results: list[rundir.RunResult | BaseException | None],
+) -> None:
+    """Train the prepared runs (those of one split shape together), finish each, free its data."""
+    by_shape: dict[tuple[Any, ...], list[tuple[int, _Run]]] = {}
+    for i, run in runs:
+        by_shape.setdefault(_shape(run), []).append((i, run))
+    for members in by_shape.values():
+        group = [run for _, run in members]
+        try:
+            _fit(group, device)
+        except Exception as error:  # of the group as a whole: each run reports it
+            for run in group:
+                run.error = run.error or error
+        for i, run in members:
+            results[i] = run.error if run.error is not None else _finished(run)
+            run.tensors.clear()
 
 
 def _finished(run: _Run) -> rundir.RunResult | BaseException:
@@ -432,19 +326,26 @@ def _finished(run: _Run) -> rundir.RunResult | BaseException:
 
 
 def _check_vectorisable(task: Any) -> None:
-    if _layers(task.model) is None or task.tta:
-        raise ValueError("train_group needs a plain mlp on a table")
+    reason = body_reason(task.model)
+    if reason is not None:
+        raise ValueError(f"train_group cannot stack the model: {reason}")
     trained = [p for p in task.parameters() if p.requires_grad]
     if len(trained) != len(list(task.model.parameters())):
         raise ValueError(f"train_group: loss {task.criterion.name} has trainable parameters")
 
 
+def _conv_mode(device: torch.device) -> str:
+    """How the stacked cnn runs its convolutions: each run's own on the CPU (bit for bit the
+    per-run path's; one grouped convolution was no faster there), one grouped convolution for
+    all runs elsewhere (see :mod:`emdloss.training._stacked`)."""
+    return "loop" if device.type == "cpu" else "grouped"
+
+
 # ---------------------------------------------------------------------------- training
 def _fit(runs: list[_Run], device: torch.device) -> None:
-    from emdloss.training._sampling import epoch_seed
 
     config = runs[0].config
-    net = _Net([run.task for run in runs], device)
+    net = StackedNet([run.task for run in runs], device, _conv_mode(device))
     optimizer = runs[0].task.make_optimizer(net.parameters())
     size = len(runs)
     batch = int(config.batch_size)
@@ -475,12 +376,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
         lr = runs[0].task.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        orders = []
-        for run in runs:
-            generator = torch.Generator()
-            generator.manual_seed(epoch_seed(run.config.seed, epoch, stream=0))
-            orders.append(torch.randperm(n, generator=generator))
-        order = torch.stack(orders).to(device)
+        order = torch.stack([_epoch_order(run, epoch) for run in runs]).to(device)
         # torchmetrics' MeanMetric, run by run: sum of value * weight, sum of weights (float32).
         loss_sum = torch.zeros(size, device=device)
         weight_sum = torch.zeros(size, device=device)
@@ -490,7 +386,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
             xb = x_train[x_rows, index]
             yb = y_train[rows, index]
             db = None if d_train is None else d_train[rows, index]
-            features = net.features(xb)
+            features = net.features(xb, training=True)
             outputs = net.outputs(features)
             per_run = features.unbind(0) if needs_features else None
             losses: list[Tensor] = []
@@ -545,6 +441,12 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
             _write_checkpoint(run, rundir.LAST_CHECKPOINT, _checkpoint(run, net, r, optimizer))
 
 
+def _epoch_order(run: _Run, epoch: int) -> Tensor:
+    """The training items of ``epoch`` in the order the run's own sampler draws them."""
+    run.sampler.set_epoch(epoch)
+    return torch.tensor(list(run.sampler), dtype=torch.long)
+
+
 def _train_loss_weights(runs: list[_Run]) -> Tensor:
     # MeanMetric(nan_strategy="disable") weighs every update by one (torchmetrics ignores the
     # weight then); the fallback "warn" weighs by the batch size. As the task's metric does.
@@ -553,7 +455,7 @@ def _train_loss_weights(runs: list[_Run]) -> Tensor:
     )
 
 
-def _validate(runs: list[_Run], net: _Net, epoch: int, batch: int) -> None:
+def _validate(runs: list[_Run], net: StackedNet, epoch: int, batch: int) -> None:
     """Each run's validation metrics of its monitored rule and loss, batch by batch as the
     per-run path's loader gives them, with the task's own metric objects."""
     from emdloss.training.module import _compute
@@ -568,8 +470,9 @@ def _validate(runs: list[_Run], net: _Net, epoch: int, batch: int) -> None:
         weight_sum = [torch.zeros(()) for _ in runs]
         n = x_val.shape[1]
         for begin in range(0, n, batch):
-            features = net.features(x_val[:, begin : begin + batch])
-            outputs = net.outputs(features)
+            xb = x_val[:, begin : begin + batch]
+            outputs = net.outputs(net.features(xb))
+            mirrored = _mirrored_outputs(runs, net, xb)
             for r, run in enumerate(runs):
                 if run.error is not None:
                     continue
@@ -577,7 +480,7 @@ def _validate(runs: list[_Run], net: _Net, epoch: int, batch: int) -> None:
                 yb = y[begin : begin + batch]
                 db = None if dist is None else dist[begin : begin + batch]
                 task = run.task
-                probs = task.criterion.probabilities(outputs[r])
+                probs = _probabilities(task, outputs[r], None if mirrored is None else mirrored[r])
                 preds = task.decode_rule(probs, task.monitor_rule)
                 _metric_of(run).update(probs, yb, preds)
                 if task.distribution and db is not None:  # distribution targets' measures
@@ -602,6 +505,22 @@ def _validate(runs: list[_Run], net: _Net, epoch: int, batch: int) -> None:
         run.select_value = value
 
 
+def _mirrored_outputs(runs: list[_Run], net: StackedNet, x: Tensor) -> list[Tensor] | None:
+    """Every run's outputs for the horizontal mirrors of images ``x (R, B, C, H, W)`` when the
+    runs average them in (``tta``, shared by a group), else ``None``."""
+    if not runs[0].task.tta or x.ndim != 5:
+        return None
+    return net.outputs(net.features(torch.flip(x, dims=[-1])))
+
+
+def _probabilities(task: Any, outputs: Tensor, mirrored: Tensor | None) -> Tensor:
+    """The task's probabilities (``predict_proba``), from outputs already computed."""
+    probs: Tensor = task.criterion.probabilities(outputs)
+    if mirrored is not None:
+        probs = 0.5 * (probs + task.criterion.probabilities(mirrored))
+    return probs
+
+
 def _metric_of(run: _Run) -> Any:
     return run.task.val_metrics[run.task.monitor_rule]
 
@@ -610,7 +529,7 @@ def _rule_dict(run: _Run) -> nn.ModuleDict:
     return nn.ModuleDict({run.task.monitor_rule: _metric_of(run)})
 
 
-def _select(run: _Run, net: _Net, r: int, epoch: int) -> None:
+def _select(run: _Run, net: StackedNet, r: int, epoch: int) -> None:
     """The checkpoint callback's rule: the first epoch, then every strict improvement (a NaN
     counts as the worst value)."""
     task = run.task
@@ -629,7 +548,7 @@ def _select(run: _Run, net: _Net, r: int, epoch: int) -> None:
 
 
 def _checkpoint(
-    run: _Run, net: _Net | None, r: int, optimizer: torch.optim.Optimizer | None
+    run: _Run, net: StackedNet | None, r: int, optimizer: torch.optim.Optimizer | None
 ) -> dict[str, Any]:
     import lightning
 

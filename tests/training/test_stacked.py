@@ -1,0 +1,99 @@
+"""The stacked networks of the grouped engine against each run's own module.
+
+A :class:`~emdloss.training._stacked.StackedNet` of R cnns must compute, for every run, what the
+run's own ``OrdinalModel`` computes: features and outputs, gradients, batch-norm running
+statistics in training mode, and the running statistics' use in evaluation mode. Mode
+``"loop"`` (the CPU's) exactly; mode ``"grouped"`` (one grouped convolution for all runs) up to
+float32 rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from emdloss.models import build_model
+from emdloss.training._stacked import StackedNet, body_reason
+
+# An odd batch of a few rows (as the last batch of an epoch can be).
+RUNS, BATCH, SHAPE = 3, 5, (3, 12, 12)
+
+
+def _tasks(models: list[nn.Module], normalise: bool) -> list[Any]:
+    tasks = []
+    for r, model in enumerate(models):
+        mean = torch.tensor([0.1 * r, 0.2, 0.3]) if normalise else torch.zeros(0)
+        std = torch.tensor([0.5, 0.25 + 0.1 * r, 1.0]) if normalise else torch.ones(0)
+        tasks.append(SimpleNamespace(model=model, input_mean=mean, input_std=std))
+    return tasks
+
+
+def _own_outputs(task: Any, x: torch.Tensor) -> torch.Tensor:
+    """What the task computes (OrdinalTask._normalise, then the model)."""
+    if task.input_mean.numel():
+        x = (x - task.input_mean.view(1, -1, 1, 1)) / task.input_std.view(1, -1, 1, 1)
+    out: torch.Tensor = task.model(x)
+    return out
+
+
+@pytest.mark.parametrize(("mode", "exact"), [("loop", True), ("grouped", False)])
+def test_a_stacked_cnn_computes_each_run_s_own_cnn(mode: str, exact: bool) -> None:
+    models = []
+    for r in range(RUNS):
+        torch.manual_seed(r)
+        models.append(build_model("cnn", num_outputs=4, input_shape=SHAPE, width=4))
+    tasks = _tasks(models, normalise=True)
+    own = [copy.deepcopy(task) for task in tasks]
+    net = StackedNet(tasks, torch.device("cpu"), mode)
+    x = torch.rand(RUNS, BATCH, *SHAPE)
+
+    def check(a: torch.Tensor, b: torch.Tensor) -> None:
+        if exact:
+            assert torch.equal(a, b)
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    for _ in range(2):  # training mode: batch statistics, running statistics updated
+        outputs = net.outputs(net.features(x, training=True))
+        sum(o.square().mean() for o in outputs).backward()  # type: ignore[union-attr]
+        expected = [_own_outputs(task, x[r]) for r, task in enumerate(own)]
+        sum(o.square().mean() for o in expected).backward()  # type: ignore[union-attr]
+        for a, b in zip(outputs, expected, strict=True):
+            check(a, b)
+    stacked = dict(zip([n for n, _, _ in net._slots(0)], net.parameters(), strict=False))
+    assert len(stacked) == 11  # three convolutions, three batch norms (weight, bias), the head
+    for r, task in enumerate(own):
+        for (_, param, row), (name, mine) in zip(
+            net._slots(r), task.model.named_parameters(), strict=True
+        ):
+            assert param.grad is not None and mine.grad is not None, name
+            check(param.grad[row], mine.grad)
+        copied = copy.deepcopy(models[r])
+        net.copy_into(r, copied)
+        for (key, a), b in zip(copied.state_dict().items(), task.model.state_dict().values(), strict=True):  # fmt: skip
+            if key.endswith("num_batches_tracked"):
+                assert int(a) == int(b) == 2
+            else:
+                check(a, b)
+    # Evaluation mode: the running statistics.
+    with torch.no_grad():
+        outputs = net.outputs(net.features(x))
+        for r, task in enumerate(own):
+            task.model.eval()
+            check(outputs[r], _own_outputs(task, x[r]))
+
+
+def test_what_cannot_be_stacked_says_why() -> None:
+    assert body_reason(build_model("cnn", num_outputs=3, input_shape=SHAPE)) is None
+    assert body_reason(build_model("mlp", num_outputs=3, input_shape=(5,))) is None
+    dropout = build_model("cnn", num_outputs=3, input_shape=SHAPE, dropout=0.1)
+    assert "Flatten, Dropout" in str(body_reason(dropout))
+    batchnorm = build_model("mlp", num_outputs=3, input_shape=(5,), batchnorm=True)
+    assert "not a plain mlp" in str(body_reason(batchnorm))
+    with pytest.raises(ValueError, match="cannot stack"):
+        StackedNet([SimpleNamespace(model=dropout)], torch.device("cpu"))
