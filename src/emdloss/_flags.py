@@ -29,8 +29,8 @@ from emdloss.vocabulary import (
     DEFAULT_SEEDS,
     ENGINES,
     EXECUTORS,
-    REPORTED_METRICS,
     RUN_PLOTS,
+    SELECT_MODES,
     SOFT_TARGET_POLICIES,
 )
 
@@ -178,10 +178,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--select",
-        choices=REPORTED_METRICS,
+        choices=tuple(SELECT_MODES),
         default=None,
-        help="validation metric that chooses grid settings and validated rules (default: the "
-        "runs' monitor, mae)",
+        help="validation metric that chooses grid settings (and the baselines' settings and "
+        "validated rules): a reported metric, or on distribution targets a distribution "
+        "measure (kl, emd2, cosine, ...); default: the runs' distribution_monitor (kl) on "
+        "distribution targets, else their monitor (mae)",
     )
     parser.add_argument(
         "--no-baselines",

@@ -35,6 +35,7 @@ __all__ = [
     "PEER_LOSS_NAMES",
     "REPORTED_METRICS",
     "RULES",
+    "SELECT_MODES",
     "SOFT_TARGET_POLICIES",
 ]
 
@@ -102,6 +103,13 @@ METRICS: dict[str, str] = {
 REPORTED_METRICS: tuple[str, ...] = tuple(name for name in METRICS if name != "spearman")
 #: What model selection may monitor (``--monitor``): a metric or the validation loss.
 METRIC_MODES: dict[str, str] = {**METRICS, "loss": "min"}
+#: What ``compare --select`` chooses grid settings on, with its direction: a reported metric
+#: (under the runs' ``monitor_rule``), or, on data with distribution targets, a measure of the
+#: predicted distribution (:data:`DISTRIBUTION_METRIC_MODES`; no names are shared).
+SELECT_MODES: dict[str, str] = {
+    **{name: METRICS[name] for name in REPORTED_METRICS},
+    **DISTRIBUTION_METRIC_MODES,
+}
 #: The metrics where larger is better.
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
     name for name, mode in METRIC_MODES.items() if mode == "max"

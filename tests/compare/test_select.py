@@ -33,6 +33,7 @@ pytest.importorskip("skordinal")
 from emdloss.compare import DEFAULT_DATASETS, METRIC_KEYS, add_arguments, compare, run
 from emdloss.compare._plan import parse_grid
 from emdloss.compare._stats import paired_difference, welch_difference
+from emdloss.errors import UserError
 from emdloss.reference_results import reference_tables
 
 # lr -> (validation MAE, test MAE): 0.1 is the best setting on test and the worst on validation.
@@ -197,6 +198,126 @@ def test_selection_never_reads_test_metrics() -> None:
     assert chosen == (("lr", "a"),)
     chosen = choose_settings(validation_scores(records, "qwk"), "qwk")[("d", "ce")]
     assert chosen.chosen == (("lr", "a"),) and math.isnan(chosen.scores[chosen.chosen][0])
+
+
+# lr -> (validation KL, test KL, validation MAE): lr=0.01 has the best validation KL, 0.1 the
+# best test KL and the best validation MAE, 0.001 the best validation intersection (higher is
+# better: planted as the KL, so a choice in the wrong direction picks 0.1).
+PLANTED_KL = {0.1: (0.9, 0.01, 0.1), 0.01: (0.3, 0.5, 0.9), 0.001: (0.5, 0.4, 0.5)}
+PLANTED_INTERSECTION = {0.1: 0.6, 0.01: 0.4, 0.001: 0.8}
+
+
+def _tiny_ldl(path: Path) -> str:
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    labels = rng.dirichlet(np.ones(4), size=60)
+    scipy.io.savemat(path, {"features": x, "labels": labels})
+    return f"ldl:{path}"
+
+
+def planted_distribution_train(config: Any) -> SimpleNamespace:
+    """planted_train with the distribution measures of a run on distribution targets."""
+    from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
+
+    val_kl, test_kl, val_mae = PLANTED_KL[float(config.lr)]
+    jitter = 0.001 * config.seed
+
+    def measures(kl: float, intersection: float) -> dict[str, float]:
+        out = dict.fromkeys(DISTRIBUTION_METRIC_MODES, 0.5)
+        return {**out, "kl": kl + jitter, "intersection": intersection}
+
+    out = planted_train(config)
+    metrics = out.metrics
+    for rule in metrics["val"].values():
+        rule["mae"] = val_mae + jitter
+    metrics["distribution"] = {
+        "val": measures(val_kl, PLANTED_INTERSECTION[float(config.lr)]),
+        "test": measures(test_kl, 0.5),
+    }
+    if not getattr(config, "evaluate_test", True):  # planted_test moves the test part back in
+        metrics["_planted_distribution"] = metrics["distribution"].pop("test")
+    (Path(config.output) / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    return out
+
+
+def planted_distribution_test(run_dir: Path) -> None:
+    planted_test(run_dir)
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["distribution"]["test"] = metrics.pop("_planted_distribution")
+    path.write_text(json.dumps(metrics), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("select", "chosen"),
+    [(None, "0.01"), ("kl", "0.01"), ("intersection", "0.001"), ("mae", "0.1")],
+)
+def test_grid_on_distribution_targets_chooses_on_a_validation_measure(
+    tmp_path: Path, select: str | None, chosen: str
+) -> None:
+    """On distribution targets the grid is chosen on the runs' distribution monitor (KL) by
+    default, or on any measure in its own direction, from validation only; the test split of
+    the other settings is never read."""
+    spec = _tiny_ldl(tmp_path / "toy.mat")
+    tested: list[Path] = []
+
+    def test(run_dir: Path) -> None:
+        tested.append(Path(run_dir))
+        planted_distribution_test(run_dir)
+
+    result = compare(
+        spec,
+        "ce,emd2",
+        2,
+        tmp_path / "cmp",
+        train_fn=planted_distribution_train,
+        progress=False,
+        grid=["lr=0.1,0.01,0.001"],
+        select=select,
+        test_fn=test,
+    )
+    for loss in ("ce", "emd2"):
+        selection = result.selections[(spec, loss)]
+        assert selection.chosen == (("lr", chosen),)
+        assert selection.metric == (select or "kl")
+        # The mean validation value over the two seeds, per setting.
+        if selection.metric == "kl":
+            assert selection.scores[(("lr", "0.01"),)] == (pytest.approx(0.3005), 2)
+    assert len(tested) == 2 * 2 and all(f"lr={chosen}" in str(p) for p in tested)
+    for path in (tmp_path / "cmp").glob("runs/**/metrics.json"):
+        content = json.loads(path.read_text())
+        assert ("test" in content) == (f"lr={chosen}" in str(path)), path
+        assert ("test" in content.get("distribution", {})) == (f"lr={chosen}" in str(path))
+    rows = _csv(tmp_path / "cmp" / "distribution_results.csv")
+    kl = {round(float(r["kl"]), 2) for r in rows if r["loss"] in ("ce", "emd2")}
+    assert kl == {round(PLANTED_KL[float(chosen)][1], 2)}  # the chosen runs' test KL
+    grid_rows = _csv(tmp_path / "cmp" / "grid.csv")
+    assert f"val_{select or 'kl'}" in grid_rows[0] and len(grid_rows) == 2 * 3 * 2
+    assert {r["setting"] for r in grid_rows if r["chosen"] == "1"} == {f"lr={chosen}"}
+    if select is None:
+        assert "validation KL (of the predicted distribution" in result.summary or (
+            "validation kl (of the predicted distribution" in result.summary
+        )
+
+
+def test_a_distribution_measure_needs_distribution_targets(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--select kl: a measure of distribution targets"):
+        compare("lev", "ce", 1, tmp_path, train_fn=planted_train, progress=False, select="kl")
+
+
+def test_select_names_and_directions_are_stated_once() -> None:
+    from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, METRICS, SELECT_MODES
+
+    assert set(METRIC_KEYS).isdisjoint(DISTRIBUTION_METRIC_MODES)
+    assert SELECT_MODES == {
+        **{m: METRICS[m] for m in METRIC_KEYS},
+        **DISTRIBUTION_METRIC_MODES,
+    }
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert parser.parse_args(["--select", "cosine"]).select == "cosine"
 
 
 def test_parse_grid_errors() -> None:

@@ -8,11 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# emdloss.data.inspection ranks with SciPy (the train extra).
+# SciPy is the oracle of the ranks (the train extra).
 pytest.importorskip("scipy")
 
 from emdloss.data import load_csv
-from emdloss.data.inspection import inspect_columns, inspect_split, monotone_accuracy
+from emdloss.data.inspection import (
+    _spearman,
+    inspect_columns,
+    inspect_split,
+    monotone_accuracy,
+)
 
 
 def _wine_like(path: Path, n: int = 200, seed: int = 0) -> Path:
@@ -114,6 +119,41 @@ def test_monotone_accuracy_matches_brute_force(seed: int) -> None:
     x = rng.integers(0, 6, n).astype(float)  # ties included
     y = rng.integers(0, k, n)
     assert monotone_accuracy(x, y, k) == pytest.approx(_brute_force_monotone(x, y, k))
+
+
+def _dynamic_programme_by_group(x: np.ndarray, y: np.ndarray, k: int) -> float:
+    # The recursion of the docstring, one group at a time (the implementation before it was
+    # vectorised over the groups).
+    _, group = np.unique(x, return_inverse=True)
+    counts = np.zeros((int(group.max()) + 1, k), dtype=np.int64)
+    np.add.at(counts, (group, y), 1)
+    best = np.zeros(k, dtype=np.int64)
+    for row in counts:
+        best = np.maximum.accumulate(best + row)
+    return float(best[-1]) / x.size
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_monotone_accuracy_matches_the_recursion_group_by_group_on_large_columns(
+    seed: int,
+) -> None:
+    rng = np.random.default_rng(seed)
+    n, k = 3000, int(rng.integers(2, 11))
+    x = rng.normal(size=n) if seed % 2 else rng.integers(0, 40, n).astype(float)
+    y = np.clip((x > 0) * 2 + rng.integers(-1, 2, n), 0, k - 1)  # a relation, with noise
+    assert monotone_accuracy(x, y, k) == _dynamic_programme_by_group(x, y, k)
+    assert monotone_accuracy(x, k - 1 - y, k) == _dynamic_programme_by_group(x, k - 1 - y, k)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_spearman_matches_scipy_with_ties(seed: int) -> None:
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 30, 500).astype(float) if seed % 2 else rng.normal(size=500)
+    y = np.clip(np.round(x / 10 + rng.normal(size=500)), 0, 4).astype(np.int64)
+    assert _spearman(x, y) == pytest.approx(float(spearmanr(x, y).statistic), abs=1e-12)
+    assert _spearman(np.ones(5), np.arange(5)) == 0.0  # a constant side: 0, not NaN
 
 
 def test_tiny_validation_split_warns_with_the_option(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ pytest.importorskip("lightning")
 
 from emdloss.compare import compare
 from emdloss.compare._rows import TIME_KEYS
-from emdloss.compare._runner import plan_work
+from emdloss.compare._runner import grouped_line, plan_work
 from emdloss.training import TrainConfig, rundir, train
 from emdloss.training.grouped import group_key, train_group, why_not_grouped
 
@@ -195,6 +195,7 @@ def test_plan_work_groups_and_names_the_fallbacks(tmp_path: Path) -> None:
     assert note.count("\n") == 0
     assert "per-run engine for 2 run(s) for mlp with dropout" in note and "lev/emd2/seed0" in note
     assert plan_work(jobs, [0, 1], "per-run") == ([("run", [0]), ("run", [1])], "")
+    assert grouped_line(works) == "compare: grouped engine for 4 run(s) in 1 group(s) of 4"
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

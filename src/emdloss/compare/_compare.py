@@ -33,7 +33,7 @@ from emdloss.compare._protocol import (
 from emdloss.compare._protocol import (
     protocol as _protocol,
 )
-from emdloss.compare._records import METRIC_KEYS, RunRecord
+from emdloss.compare._records import METRIC_KEYS, RunRecord, finished_record
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
 from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
@@ -53,9 +53,11 @@ from emdloss.vocabulary import (
     DEFAULT_LOSSES,
     DEFAULT_OUTPUT,
     DEFAULT_SEEDS,
+    DISTRIBUTION_METRIC_MODES,
     ENGINES,
     EXECUTORS,
     RUN_PLOTS,
+    SELECT_MODES,
     SOFT_TARGET_POLICIES,
 )
 
@@ -205,7 +207,11 @@ def compare(
         ``select`` metric is reported.
     select : str, optional
         Validation metric that chooses grid settings and the baselines' hyper-parameters and
-        validated rule (default: the runs' ``monitor``, else ``mae``).
+        validated rule: a key of :data:`emdloss.vocabulary.SELECT_MODES`. A reported metric
+        (default: the runs' ``monitor``, else ``mae``), or, for data with distribution targets,
+        a measure of the predicted distribution (``kl``, ``emd2``, ``cosine``, ...), which is
+        the default there (the runs' ``distribution_monitor``, ``kl`` unless set); the
+        ordinal baselines and validated rules then keep the runs' ``monitor``.
     baselines : bool, default True
         Fit and report the baselines (class prior; logistic and ordinal logistic regression on
         tables) on every seed's splits.
@@ -293,18 +299,23 @@ def compare(
                 f"train option {key!r} is set by compare itself for every run; use the "
                 "compare arguments (datasets, losses, seeds, output, folds) instead"
             )
-    metric = select or str(user.get("monitor", "mae"))
+    if select is not None and select not in SELECT_MODES:
+        raise UserError(f"--select: expected one of {', '.join(SELECT_MODES)}, got {select!r}")
+    # The ordinal metric (the baselines' choice, the validated rule, the verdicts) ...
+    metric = select if select in METRIC_KEYS else str(user.get("monitor", "mae"))
     if metric not in METRIC_KEYS:
         given = "" if select else " (the runs' monitor; give --select)"
         raise UserError(
             f"--select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}{given}"
         )
+    # ... and, per data set, what chooses the grid's setting (a distribution measure there).
+    chosen_on: dict[str, str] = {}
     # compare shows its own progress bar over runs; per-run bars would interleave.
     user.setdefault("progress", False)
     # A run's own PNGs cost more than training a small run: only with --plots each.
     user.setdefault("plots", plots == "each")
-    # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
-    # in every run.
+    # The LDL baselines of distribution targets are fitted once per distinct split (below),
+    # not in every run.
     user.setdefault("ldl_baselines", False)
     out = Path(output)
     infos: list[DatasetInfo] = []
@@ -321,6 +332,7 @@ def compare(
             )
         config = build_config(RunSpec(spec, loss_list[0], seed_list[0], None), out, options)
         options = {key: getattr(config, key) for key in options}
+        chosen_on[spec] = _grid_measure(spec, dataset, select, metric, config)
         options_by_dataset[spec] = options
         infos.append(
             DatasetInfo(
@@ -338,6 +350,12 @@ def compare(
                 select=metric,
             )
         )
+    # The LDL baselines choose their k and L2 on the grid's measure where it is a distribution
+    # measure, else on the runs' distribution_monitor.
+    ldl_measure = {
+        spec: measure if measure in DISTRIBUTION_METRIC_MODES else None
+        for spec, measure in chosen_on.items()
+    }
     protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
     # One comparison per directory: a second one would train the same runs over this one's.
     with output_lock(out):
@@ -360,7 +378,9 @@ def compare(
         ]
         # The work that waits for no run (the baselines) goes to a second process now, where
         # there is an idle core (compare._side); it is done here if that process cannot.
-        side = side_process(jobs, executor, mp_context) if baselines or len(infos) > 1 else None
+        unfinished = sum(finished_record(s, out / s.relative_dir, "skipped") is None for s in specs)
+        wanted = baselines or len(infos) > 1
+        side = side_process(jobs, executor, mp_context, unfinished) if wanted else None
         try:
             fits: dict[str, Any] = {}
             if side is not None and baselines:
@@ -373,6 +393,7 @@ def compare(
                         folds,
                         metric,
                         loss_list[0],
+                        ldl_measure[spec],
                     )
             if side is not None and len(infos) > 1:
                 from emdloss.compare._plots import warm_up
@@ -390,9 +411,11 @@ def compare(
             )
             monitor_rule = str(user.get("monitor_rule", "argmax"))
             # Selection reads validation metrics only; the chosen runs' test metrics are the results.
-            selections = choose_settings(
-                validation_scores(records, metric, monitor_rule), metric, monitor_rule
-            )
+            selections: dict[tuple[str, str], Selection] = {}
+            for spec in dataset_list:
+                of_spec = [r for r in records if r.spec.dataset == spec]
+                scores = validation_scores(of_spec, chosen_on[spec], monitor_rule)
+                selections.update(choose_settings(scores, chosen_on[spec], monitor_rule))
             reported = [
                 r
                 for r in records
@@ -406,6 +429,15 @@ def compare(
 
                 write_run_plots(reported)
             rows = result_rows(reported)
+            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
+
+            # The figures read the runs' rows only (not the baselines' or conformal columns):
+            # drawn now, the first half of the data sets' in the side process (once it has
+            # fitted the baselines), the rest here.
+            half = len(infos) // 2 if side is not None else 0
+            figures = (out, reported, list(rows), infos[:half], plots != "none")
+            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
+            mine = draw_figures(out, reported, list(rows), infos[half:], plots != "none")
             errors: dict[str, dict[str, str]] = {}
             fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
             if baselines:
@@ -419,6 +451,7 @@ def compare(
                         folds,
                         metric,
                         loss_list[0],
+                        ldl_measure[spec],
                     )
                     rows += extra
                     fitted += ldl
@@ -450,17 +483,8 @@ def compare(
                 section = section.rstrip("\n") + "\n\n" + measures if section else measures
             if len(settings) > 1:
                 files.append(
-                    write_text(
-                        out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections)
-                    )
+                    write_text(out / "grid.csv", _grid_csv(records, monitor_rule, selections))
                 )
-            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
-
-            # The first half of the data sets' figures in the side process, the rest here.
-            half = len(infos) // 2 if side is not None else 0
-            figures = (out, reported, rows, infos[:half], plots != "none")
-            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
-            mine = draw_figures(out, reported, rows, infos[half:], plots != "none")
             done = SideProcess.result(theirs, draw_figures, *figures) if half else ([], [])
             # Per data set: metrics, paired differences, per-class MAE; then the overviews.
             files += done[0] + mine[0] + conformal_files + done[1] + mine[1]
@@ -483,6 +507,21 @@ def compare(
         finally:
             if side is not None:
                 side.close()
+
+
+def _grid_measure(spec: str, dataset: Any, select: str | None, metric: str, config: Any) -> str:
+    """What chooses the grid's setting on data set ``spec``: ``--select`` when given (a
+    distribution measure only where the targets are distributions), else the runs'
+    ``distribution_monitor`` on distribution targets and the ordinal ``metric`` elsewhere."""
+    distribution = bool(getattr(dataset, "distribution_targets", False))
+    if select in DISTRIBUTION_METRIC_MODES and not distribution:
+        raise UserError(
+            f"--select {select}: a measure of distribution targets, but {spec} has class "
+            f"labels; choose one of {', '.join(METRIC_KEYS)}"
+        )
+    if select is not None:
+        return select
+    return str(config.distribution_monitor) if distribution else metric
 
 
 def _soft_target_policy(
@@ -525,9 +564,12 @@ def _baselines(
     folds: int | None,
     metric: str,
     loss: str,
+    measure: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, str], list[dict[str, Any]]]:
     """Baseline rows of every seed (and fold), on the splits the runs used, and the rows of
-    the LDL baselines on data with distribution targets (:mod:`._distribution`)."""
+    the LDL baselines on data with distribution targets (:mod:`._distribution`), their
+    hyper-parameters chosen on validation ``measure`` (default: the runs'
+    ``distribution_monitor``)."""
     import tempfile
 
     from emdloss.compare._baselines import baseline_metrics
@@ -552,7 +594,7 @@ def _baselines(
                     key = tuple(tuple(getattr(dataset, p).ids) for p in ("train", "val", "test"))
                     if key not in fitted:
                         fitted[key] = distribution_baseline_scores(
-                            dataset, config.distribution_monitor
+                            dataset, measure or config.distribution_monitor
                         )["test"]
                     distribution += distribution_baseline_rows(spec, seed, fold, fitted[key])
     return rows, errors, distribution

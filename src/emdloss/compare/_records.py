@@ -12,7 +12,7 @@ from typing import Any
 
 from emdloss.compare._plan import RunSpec
 from emdloss.training.rundir import METRICS_FILE, read_history
-from emdloss.vocabulary import HIGHER_IS_BETTER, REPORTED_METRICS
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, HIGHER_IS_BETTER, REPORTED_METRICS
 
 #: The test metrics every run reports, per prediction rule.
 METRIC_KEYS: tuple[str, ...] = REPORTED_METRICS
@@ -56,6 +56,11 @@ class RunRecord:
         Whether the run's test split has been evaluated. A grid run is trained without it
         (``evaluate_test=False``) and tested only if its setting is chosen on validation data;
         until then ``metrics`` is empty.
+    val_distribution : dict
+        On distribution targets, the validation measures of the predicted distribution
+        (``{"kl": ..., "emd2": ...}``, keys of
+        :data:`emdloss.vocabulary.DISTRIBUTION_METRIC_MODES`); empty otherwise. A grid may
+        choose its setting on them (``--select kl``).
     """
 
     spec: RunSpec
@@ -68,6 +73,7 @@ class RunRecord:
     first_epoch_seconds: float = math.nan
     epoch_seconds: float = math.nan
     tested: bool = True
+    val_distribution: dict[str, float] = field(default_factory=dict)
 
 
 def _is_metric_dict(value: Any) -> bool:
@@ -143,6 +149,23 @@ def extract_val_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, float
     }
 
 
+def extract_val_distribution(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The validation measures of distribution targets from ``metrics.json`` content.
+
+    Examples
+    --------
+    >>> extract_val_distribution({"distribution": {"val": {"kl": 0.3, "note": "x"}}})
+    {'kl': 0.3}
+    >>> extract_val_distribution({"val": {}})
+    {}
+    """
+    part = (metrics.get("distribution") or {}) if isinstance(metrics, Mapping) else {}
+    val = part.get("val") if isinstance(part, Mapping) else None
+    if not isinstance(val, Mapping):
+        return {}
+    return {k: float(val[k]) for k in DISTRIBUTION_METRIC_MODES if k in val}
+
+
 def _epoch_times(run_dir: Path) -> tuple[float, float]:
     # The first epoch carries the start-up; the later ones measure the loss alike for all.
     seconds = [row.get("epoch_seconds", math.nan) for row in read_history(run_dir)]
@@ -175,6 +198,7 @@ def finished_record(spec: RunSpec, run_dir: Path, status: str) -> RunRecord | No
         first_epoch_seconds=first,
         epoch_seconds=later,
         tested=bool(test),
+        val_distribution=extract_val_distribution(content),
     )
 
 

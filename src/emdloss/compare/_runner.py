@@ -460,8 +460,9 @@ def run_all(
         if todo and records:
             bar.set_postfix_str(f"{len(specs) - len(todo)} already done")
         works, note = plan_work(specs, todo, engine if train_fn is None else "per-run")
-        if note:
-            print(note, file=sys.stderr)
+        for line in (grouped_line(works), note):
+            if line:
+                print(line, file=sys.stderr)
         if executor == "local" and jobs > 1:
             works = _split_groups(works, jobs)
         many = (
@@ -532,6 +533,23 @@ def plan_work(specs: Sequence[Job], todo: Sequence[int], engine: str) -> tuple[l
             parts.append(f"{len(labels)} run(s) for {reason} ({shown})")
         note = "compare: per-run engine for " + "; ".join(parts)
     return works, note
+
+
+def grouped_line(works: Sequence[Work]) -> str:
+    """One line saying how many runs train grouped, in how many groups (``""``: none).
+
+    Examples
+    --------
+    >>> grouped_line([("group", [0, 1, 2]), ("group", [3, 4]), ("run", [5])])
+    'compare: grouped engine for 5 run(s) in 2 group(s) of 3, 2'
+    """
+    sizes = [len(members) for kind, members in works if kind == "group"]
+    if not sizes:
+        return ""
+    return (
+        f"compare: grouped engine for {sum(sizes)} run(s) in {len(sizes)} group(s) of "
+        + ", ".join(map(str, sizes))
+    )
 
 
 #: The fewest runs of a piece when a group is cut for parallel workers. A worker's start (its

@@ -1,9 +1,12 @@
 """Choosing a grid setting per loss on validation data only.
 
 Every loss runs every setting of the ``--grid`` on every seed. Per data set and loss, the chosen
-setting is the one with the best mean validation score (``--select``, on the validation rule the
-runs monitor) over the seeds and folds; ties keep the earlier setting of the grid. Selection is
-handed the validation metrics alone (:attr:`RunRecord.val`), never a test metric: the test
+setting is the one with the best mean validation score (``--select``) over the seeds and folds;
+ties keep the earlier setting of the grid. The score is a reported metric under the validation
+rule the runs monitor, or, on data with distribution targets, a measure of the predicted
+distribution (``kl``, ``emd2``, ``cosine``, ...; no rule applies). The names and directions are
+:data:`emdloss.vocabulary.SELECT_MODES`. Selection is handed the validation metrics alone
+(:attr:`RunRecord.val`, :attr:`RunRecord.val_distribution`), never a test metric: the test
 scores of the chosen runs are the only ones the results report.
 """
 
@@ -15,10 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from emdloss.compare._plan import Setting, setting_label
-from emdloss.compare._records import METRIC_KEYS, RunRecord
-from emdloss.vocabulary import METRIC_MODES
+from emdloss.compare._records import RunRecord
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, SELECT_MODES
 
-__all__ = ["Selection", "choose_settings", "grid_csv", "validation_scores"]
+__all__ = ["Selection", "choose_settings", "grid_csv", "validation_scores", "validation_value"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,8 @@ class Selection:
     scores : dict
         ``{setting: (mean validation score, runs)}`` in grid order.
     metric, rule : str
-        What was compared (validation ``metric`` under prediction ``rule``).
+        What was compared (validation ``metric`` under prediction ``rule``; ``rule`` is ``""``
+        for a measure of the predicted distribution).
     """
 
     chosen: Setting
@@ -41,16 +45,25 @@ class Selection:
     rule: str
 
 
+def validation_value(record: RunRecord, metric: str, rule: str = "argmax") -> float | None:
+    """A run's validation ``metric``: a distribution measure from
+    :attr:`RunRecord.val_distribution`, else the metric under ``rule`` from
+    :attr:`RunRecord.val` (``None`` when the run has none)."""
+    if metric in DISTRIBUTION_METRIC_MODES:
+        return record.val_distribution.get(metric)
+    return record.val.get(rule, {}).get(metric)
+
+
 def validation_scores(
     records: Sequence[RunRecord], metric: str, rule: str = "argmax"
 ) -> dict[tuple[str, str], dict[Setting, list[float]]]:
     """``{(dataset, loss): {setting: [validation score per run]}}`` from finished runs.
 
-    Reads :attr:`RunRecord.val` only.
+    Reads :attr:`RunRecord.val` and :attr:`RunRecord.val_distribution` only.
     """
     out: dict[tuple[str, str], dict[Setting, list[float]]] = {}
     for record in records:
-        value = record.val.get(rule, {}).get(metric)
+        value = validation_value(record, metric, rule)
         per_loss = out.setdefault((record.spec.dataset, record.spec.loss), {})
         values = per_loss.setdefault(record.spec.setting, [])
         if value is not None and not math.isnan(value):
@@ -70,10 +83,11 @@ def choose_settings(
     scores : Mapping
         :func:`validation_scores` output: validation values only.
     metric : str
-        A metric of :data:`METRIC_KEYS`; its direction comes from
-        :data:`emdloss.vocabulary.METRIC_MODES`.
+        A key of :data:`emdloss.vocabulary.SELECT_MODES` (a reported metric or a distribution
+        measure), which gives its direction.
     rule : str
-        The prediction rule the scores were read under (recorded in the result).
+        The prediction rule the scores were read under (recorded in the result; ``""`` for a
+        distribution measure).
 
     Returns
     -------
@@ -86,10 +100,14 @@ def choose_settings(
     >>> a, b = (("lr", "0.1"),), (("lr", "0.01"),)
     >>> choose_settings({("d", "ce"): {a: [0.5, 0.7], b: [0.4, 0.5]}}, "mae")[("d", "ce")].chosen
     (('lr', '0.01'),)
+    >>> choose_settings({("d", "ce"): {a: [0.9, 0.8], b: [0.7, 0.8]}}, "cosine")[("d", "ce")].chosen
+    (('lr', '0.1'),)
     """
-    if metric not in METRIC_KEYS:
-        raise ValueError(f"select: expected one of {', '.join(METRIC_KEYS)}, got {metric!r}")
-    sign = -1.0 if METRIC_MODES[metric] == "max" else 1.0
+    if metric not in SELECT_MODES:
+        raise ValueError(f"select: expected one of {', '.join(SELECT_MODES)}, got {metric!r}")
+    sign = -1.0 if SELECT_MODES[metric] == "max" else 1.0
+    if metric in DISTRIBUTION_METRIC_MODES:
+        rule = ""
     out: dict[tuple[str, str], Selection] = {}
     for key, per_setting in scores.items():
         means = {
@@ -104,20 +122,26 @@ def choose_settings(
 
 def grid_csv(
     records: Sequence[RunRecord],
-    metric: str,
     rule: str,
     selections: Mapping[tuple[str, str], Selection],
 ) -> str:
-    """Validation score of every run of every setting, and whether its setting was chosen."""
+    """Validation score of every run of every setting, and whether its setting was chosen.
+
+    One ``val_<metric>`` column per metric the selections chose on (one, unless data sets with
+    distribution targets and others are compared together); each run fills its data set's.
+    """
     import csv
     import io
 
+    metrics = list(dict.fromkeys(sel.metric for sel in selections.values()))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["dataset", "loss", "setting", "seed", "fold", f"val_{metric}", "chosen"])
+    header = ["dataset", "loss", "setting", "seed", "fold", *(f"val_{m}" for m in metrics)]
+    writer.writerow([*header, "chosen"])
     for r in records:
-        value = r.val.get(rule, {}).get(metric)
-        chosen = selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+        selection = selections[(r.spec.dataset, r.spec.loss)]
+        value = validation_value(r, selection.metric, rule)
+        cells = ["" if m != selection.metric or value is None else value for m in metrics]
         fold = "" if r.spec.fold is None else r.spec.fold
         writer.writerow(
             [
@@ -126,8 +150,8 @@ def grid_csv(
                 setting_label(r.spec.setting),
                 r.spec.seed,
                 fold,
-                "" if value is None else value,
-                int(chosen),
+                *cells,
+                int(selection.chosen == r.spec.setting),
             ]
         )
     return buffer.getvalue()

@@ -242,9 +242,10 @@ def _grid_section(
         body.append(cells)
     return [
         f"Grid: every loss ran every setting on every seed; per loss, the setting with the best "
-        f"mean validation {METRIC_LABELS.get(first.metric, first.metric)} ({first.rule} rule; "
-        "bold, runs in brackets) is the one reported below. Test metrics of the other settings "
-        "are never read.",
+        f"mean validation {METRIC_LABELS.get(first.metric, first.metric)} "
+        + (f"({first.rule} rule; " if first.rule else "(of the predicted distribution; ")
+        + "bold, runs in brackets) is the one reported below. Test metrics of the other "
+        "settings are never read.",
         "",
         *_table(header, body),
         "",

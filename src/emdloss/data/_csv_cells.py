@@ -16,9 +16,11 @@ import csv
 import math
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
+
+import numpy as np
 
 from emdloss.errors import UserError
 
@@ -137,6 +139,24 @@ def read_csv_rows(
     return header, rows, lines
 
 
+def _finite_values(cells: Sequence[str]) -> np.ndarray | None:
+    """The cells as float64 when every one is a finite number (as :func:`_number` judges
+    each), else ``None``."""
+    try:
+        values = np.fromiter(map(float, cells), dtype=np.float64, count=len(cells))
+    except ValueError:
+        return None
+    return values if bool(np.isfinite(values).all()) else None
+
+
+def _column_values(cells: Sequence[str]) -> np.ndarray:
+    """A numeric column's cells as float64, NaN for a missing cell (every other cell is a
+    finite number: :func:`_classify_columns` checked)."""
+    if MISSING_TOKENS.isdisjoint(cells):
+        return np.fromiter(map(float, cells), dtype=np.float64, count=len(cells))
+    return np.array([math.nan if v in MISSING_TOKENS else float(v) for v in cells])
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -158,7 +178,7 @@ def _classify_columns(
     path: Path,
     forced: set[str],
     invalid: str,
-) -> tuple[list[int], list[int]]:
+) -> tuple[list[int], list[int], dict[int, np.ndarray]]:
     """Split feature columns into numeric and categorical ones; refuse the ambiguous ones.
 
     A column is numeric when every present cell is a finite number, categorical when none is
@@ -167,19 +187,32 @@ def _classify_columns(
     changed its encoding and the model's input width; now it is an error that names the first
     odd cell, unless ``invalid="missing"`` and numbers are the majority: then the odd cells are
     missing values (dropped or imputed as ``missing`` says). Modifies ``rows`` in that case.
+
+    Returns the numeric and the categorical columns, and the values of each numeric column
+    (float64 over all rows, NaN for a missing cell), read once (512 columns of 2,400 rows
+    were parsed three times, 1 s of a 2 s load).
     """
     numeric, categorical = [], []
+    values: dict[int, np.ndarray] = {}
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     for c in columns:
         name = header[c]
         if name in forced:
             categorical.append(c)
             continue
-        present = [r for r, cells in enumerate(rows) if cells[c] not in MISSING_TOKENS]
+        cells = by_column[c]
+        parsed = _finite_values(cells) if MISSING_TOKENS.isdisjoint(cells) else None
+        if parsed is not None:  # the common case: every cell a number, none missing
+            numeric.append(c)
+            values[c] = parsed
+            continue
+        present = [r for r, cell in enumerate(cells) if cell not in MISSING_TOKENS]
+        if _finite_values([cells[r] for r in present]) is not None:
+            numeric.append(c)
+            values[c] = _column_values(cells)
+            continue
         finite = [r for r in present if _number(rows[r][c]) is not None]
         odd = [r for r in present if _number(rows[r][c]) is None]
-        if not odd:
-            numeric.append(c)
-            continue
         if not finite and not any(_is_number(rows[r][c]) for r in odd):
             categorical.append(c)  # text only: a categorical column
             continue
@@ -188,6 +221,7 @@ def _classify_columns(
             for r in odd:
                 rows[r][c] = ""
             numeric.append(c)
+            values[c] = _column_values([row[c] for row in rows])
             continue
         r = odd[0]
         value = rows[r][c]
@@ -208,4 +242,4 @@ def _classify_columns(
             f"{_where(path, lines[example], example + 1)} holds the number "
             f"{rows[example][c]!r}: the column mixes numbers with other cells; {fixes}"
         )
-    return numeric, categorical
+    return numeric, categorical, values

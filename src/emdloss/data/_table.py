@@ -67,14 +67,15 @@ def encode_table(
     medians = np.zeros(numeric.shape[1])
     if numeric.shape[1]:
         train_block = numeric[train]
-        for j in range(numeric.shape[1]):
-            present = train_block[~np.isnan(train_block[:, j]), j]
-            if present.size == 0:
-                raise UserError(
-                    f"column {numeric_names[j]!r} has no value in the training rows; "
-                    "cannot impute or standardise it"
-                )
-            medians[j] = float(np.median(present))
+        gaps = np.isnan(train_block)
+        empty = np.flatnonzero(gaps.all(axis=0))
+        if empty.size:
+            raise UserError(
+                f"column {numeric_names[int(empty[0])]!r} has no value in the training rows; "
+                "cannot impute or standardise it"
+            )
+        # Every column at once (a loop over Movie's 1,869 columns took 7 s of a 10 s load).
+        medians = np.nanmedian(train_block, axis=0) if gaps.any() else np.median(train_block, 0)
         numeric = np.where(np.isnan(numeric), medians, numeric)
         # Exact power-of-two prescaling (see above): a column of 1e308s stays finite.
         peak = np.abs(numeric[train]).max(axis=0)

@@ -397,7 +397,7 @@ def load_csv(
     for name in forced:
         column_index(name, "categorical")
     # Before the missing-value pass: under invalid="missing" odd cells become missing ones.
-    numeric_cols, categorical_cols = _classify_columns(
+    numeric_cols, categorical_cols, numeric_values = _classify_columns(
         header, rows, lines, feature_cols, path=path, forced=forced, invalid=invalid
     )
 
@@ -456,13 +456,9 @@ def load_csv(
         )
     labels, class_names = target_encoding.labels, target_encoding.class_names
 
-    numeric = np.array(
-        [
-            [np.nan if cells[c] in MISSING_TOKENS else float(cells[c]) for c in numeric_cols]
-            for cells in rows
-        ],
-        dtype=np.float64,
-    ).reshape(len(rows), len(numeric_cols))
+    numeric = np.empty((len(rows), len(numeric_cols)), dtype=np.float64)
+    for j, c in enumerate(numeric_cols):
+        numeric[:, j] = numeric_values[c][kept]
     categorical_values = [
         [None if cells[c] in MISSING_TOKENS else cells[c] for cells in rows]
         for c in categorical_cols

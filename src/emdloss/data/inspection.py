@@ -102,12 +102,10 @@ class DataReport:
 
 
 def _numbers(values: Sequence[str]) -> NDArray[np.float64] | None:
-    out = np.empty(len(values))
-    for i, text in enumerate(values):
-        try:
-            out[i] = float(text)
-        except ValueError:
-            return None
+    try:  # one pass at C speed; float() is the judge of what a number is
+        out = np.fromiter(map(float, values), dtype=np.float64, count=len(values))
+    except ValueError:
+        return None
     return out if np.isfinite(out).all() else None
 
 
@@ -137,11 +135,17 @@ def monotone_accuracy(x: ArrayLike, y: ArrayLike, num_classes: int | None = None
         raise ValueError(f"x and y must be non-empty and of equal length, got {xs.size}, {ys.size}")
     k = int(ys.max()) + 1 if num_classes is None else int(num_classes)
     _, group = np.unique(xs, return_inverse=True)
-    counts = np.zeros((int(group.max()) + 1, k), dtype=np.int64)
-    np.add.at(counts, (group.reshape(-1), ys), 1)
-    best = np.zeros(k, dtype=np.int64)
-    for row in counts:
-        best = np.maximum.accumulate(best + row)
+    groups = int(group.max()) + 1
+    counts = np.bincount(group.reshape(-1) * k + ys, minlength=groups * k).reshape(groups, k)
+    # The same recursion class by class, vectorised over the groups: with S_k(g) the rows of
+    # class k in groups 1..g, D_g(k) = max(D_g(k-1), D_{g-1}(k) + n_gk) unrolls to
+    # D_g(k) = S_k(g) + max_{g' <= g} (D_{g'}(k-1) - S_k(g')), a running maximum (O(G K) in
+    # numpy instead of G steps in Python: 512 columns of 1,700 rows took 4 s).
+    cumulative = np.zeros((groups + 1, k), dtype=np.int64)
+    np.cumsum(counts, axis=0, out=cumulative[1:])
+    best = cumulative[:, 0]
+    for j in range(1, k):
+        best = np.maximum.accumulate(best - cumulative[:, j]) + cumulative[:, j]
     return float(best[-1]) / xs.size
 
 
@@ -154,13 +158,21 @@ def _purity(values: Sequence[str], y: NDArray[np.int64], k: int) -> float:
     return float(counts.max(axis=1).sum()) / len(values)
 
 
-def _spearman(x: NDArray[np.float64], y: NDArray[np.int64]) -> float:
-    from scipy.stats import spearmanr
+def _mid_ranks(x: NDArray[Any]) -> NDArray[np.float64]:
+    """1-based ranks, ties sharing their mean rank (as ``scipy.stats.rankdata``)."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks: NDArray[np.float64] = (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
+    return ranks
 
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    rho = float(spearmanr(x, y).statistic)
-    return 0.0 if math.isnan(rho) else rho
+
+def _spearman(x: NDArray[np.float64], y: NDArray[np.int64]) -> float:
+    """Spearman's rho (``scipy.stats.spearmanr``; 0 where a side is constant), in numpy: the
+    SciPy import alone cost 2.7 s of loading a table."""
+    a, b = _mid_ranks(x), _mid_ranks(y)
+    da, db = a - a.mean(), b - b.mean()
+    scale = math.sqrt(float(da @ da) * float(db @ db))
+    return 0.0 if scale == 0.0 else max(-1.0, min(1.0, float(da @ db) / scale))
 
 
 def _leak(
@@ -264,6 +276,7 @@ def inspect_columns(
     numeric, categorical = set(numeric), set(categorical)
     forced, ignored, missing = set(forced), set(ignored), set(missing)
     report = DataReport()
+    by_column = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     targets = {target_column} if isinstance(target_column, str) else set(target_column)
     for j, name in enumerate(header):
         if name in targets:
@@ -276,10 +289,12 @@ def inspect_columns(
             why = "ignore option" if name in ignored else "not listed in the features option"
             report.columns.append(ColumnInfo(name, "ignored", why))
             continue
-        cells = [row[j] for row in rows]
-        keep = [i for i, v in enumerate(cells) if v not in missing]
-        present = [cells[i] for i in keep]
-        yk = y[keep]
+        cells = by_column[j]
+        if missing.isdisjoint(cells):  # the common case, without a pass in Python
+            present, yk = list(cells), y
+        else:
+            keep = [i for i, v in enumerate(cells) if v not in missing]
+            present, yk = [cells[i] for i in keep], y[keep]
         x = _numbers(present)
         if name in numeric:
             reason = "every value is a number"

@@ -32,7 +32,9 @@ run of its own:
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
 per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
 ``tests/training/test_grouped_cnn.py``). That needs the backward of the stacked linear layer to
-form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), heads other
+form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), batches of
+fewer than 16 rows (a split's last batch, where BLAS takes other kernels) to run each run's
+product alone, heads other
 than a linear layer with several outputs (``l2``'s one output, whose one-column product takes
 another BLAS path, and CORAL's layer) to run each run's own head module on its slice of the
 features, and the cnn's layers to be each run's own calls (see
@@ -349,7 +351,19 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
     optimizer = runs[0].task.make_optimizer(net.parameters())
     size = len(runs)
     batch = int(config.batch_size)
-    x_train = torch.stack([run.tensors["train"][0] for run in runs])
+    # Runs that share their inputs (one data set, several losses) share one stacked copy:
+    # run r reads the inputs of x_train[x_rows[r]].
+    inputs: list[Tensor] = []
+    which: list[int] = []
+    for run in runs:
+        x = run.tensors["train"][0]
+        found = next((k for k, other in enumerate(inputs) if other is x), None)
+        if found is None:
+            inputs.append(x)
+            found = len(inputs) - 1
+        which.append(found)
+    x_train = torch.stack(inputs)
+    x_rows = torch.tensor(which, device=device)[:, None]
     y_train = torch.stack([run.tensors["train"][1] for run in runs])
     dists = [run.tensors["train"][2] for run in runs]
     d_train = None if dists[0] is None else torch.stack([d for d in dists if d is not None])
@@ -371,7 +385,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
         unit = _train_loss_weights(runs)
         for step, begin in enumerate(range(0, n, batch)):
             index = order[:, begin : begin + batch]
-            xb = x_train[rows, index]
+            xb = x_train[x_rows, index]
             yb = y_train[rows, index]
             db = None if d_train is None else d_train[rows, index]
             features = net.features(xb, training=True)
