@@ -134,9 +134,12 @@ def test_summary_verdict_tie_and_beats(tmp_path: Path) -> None:
         (Path(config.output) / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
         return out
 
-    tie = compare("lev", "ce,emd2", 6, tmp_path / "a", train_fn=train, progress=False)
+    # The verdict needs no baselines or figures (they cost most of this test's time: 12 runs
+    # start compare's side process for them).
+    kwargs: dict[str, Any] = dict(train_fn=train, progress=False, baselines=False, plots="none")
+    tie = compare("lev", "ce,emd2", 6, tmp_path / "a", **kwargs)
     assert "emd2 ties with cross-entropy on MAE" in tie.summary
-    win = compare("lev", "ce,xemd1", 6, tmp_path / "b", train_fn=train, progress=False)
+    win = compare("lev", "ce,xemd1", 6, tmp_path / "b", **kwargs)
     assert "xemd1 beats cross-entropy on MAE" in win.summary
 
 
