@@ -34,7 +34,8 @@ BUDGET: dict[str, Any] = {"epochs": 3, "limit_train": 320, "model": "mlp", "lr":
 
 
 def _config(root: Path, loss: str, seed: int, **extra: Any) -> TrainConfig:
-    options = {**BUDGET, **extra}
+    # No figures (most of a small run's time): test_a_mixed_group_... checks that they match.
+    options = {"plots": False, **BUDGET, **extra}
     return TrainConfig(
         dataset="lev", loss=loss, seed=seed, progress=False, output=str(root / f"{loss}_{seed}"),
         **options,
@@ -83,9 +84,9 @@ def _train_alone(configs: Sequence[TrainConfig]) -> None:
         train(config)
 
 
-def _check_group(tmp_path: Path, runs: Sequence[tuple[str, int]]) -> None:
-    _train_alone([_config(tmp_path / "alone", loss, seed) for loss, seed in runs])
-    results = train_group([_config(tmp_path / "group", loss, seed) for loss, seed in runs])
+def _check_group(tmp_path: Path, runs: Sequence[tuple[str, int]], **extra: Any) -> None:
+    _train_alone([_config(tmp_path / "alone", loss, seed, **extra) for loss, seed in runs])
+    results = train_group([_config(tmp_path / "group", loss, seed, **extra) for loss, seed in runs])
     assert all(isinstance(r, rundir.RunResult) for r in results), results
     for loss, seed in runs:
         name = f"{loss}_{seed}"
@@ -95,7 +96,8 @@ def _check_group(tmp_path: Path, runs: Sequence[tuple[str, int]]) -> None:
 def test_a_mixed_group_equals_each_run_alone(tmp_path: Path) -> None:
     # Two seeds of ce (different splits, initial weights and batch orders), a one-output head
     # (l2), and a loss with per-run state (xemd1's learned ground distance and warm-up).
-    _check_group(tmp_path, [("ce", 0), ("ce", 1), ("l2", 0), ("xemd1", 1)])
+    # The figures too (the same files; the other tests leave them out).
+    _check_group(tmp_path, [("ce", 0), ("ce", 1), ("l2", 0), ("xemd1", 1)], plots=True)
 
 
 @pytest.mark.slow
