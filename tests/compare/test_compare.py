@@ -259,7 +259,7 @@ def test_the_side_process_gives_the_comparison_this_process_gives_alone(
     as without it (and the side process did deliver them)."""
     from emdloss.compare import _compare as compare_module
     from emdloss.compare._rows import TIME_KEYS
-    from emdloss.compare._side import SideProcess
+    from emdloss.compare._side import SideProcess, side_process
 
     if available_cores() < 2:
         pytest.skip("the side process needs a second core")
@@ -271,13 +271,18 @@ def test_the_side_process_gives_the_comparison_this_process_gives_alone(
             delivered.append(fn.__name__)
         return real(future, fn, *args)
 
-    options = {"epochs": 2, "batch_size": 128}
+    options = {"epochs": 1, "batch_size": 128}
     kwargs: dict[str, Any] = {"train_options": options, "progress": False}
     monkeypatch.setattr(SideProcess, "result", staticmethod(spy))
-    side = compare("lev,swd", "ce,emd2", 2, tmp_path / "side", **kwargs)
+    side = compare("lev,swd", "ce,emd2", 3, tmp_path / "side", **kwargs)  # 12 runs: MIN_RUNS
     assert delivered == ["_baselines", "_baselines", "draw_figures"]
     monkeypatch.setattr(compare_module, "side_process", lambda *args: None)
-    alone = compare("lev,swd", "ce,emd2", 2, tmp_path / "alone", **kwargs)
+    alone = compare("lev,swd", "ce,emd2", 3, tmp_path / "alone", **kwargs)
+    # A rerun trains nothing: no side process for the figures and baselines of finished runs.
+    delivered.clear()
+    monkeypatch.setattr(compare_module, "side_process", side_process)
+    compare("lev,swd", "ce,emd2", 3, tmp_path / "side", **kwargs)
+    assert delivered == []
 
     def shown(result: Any) -> list[dict[str, Any]]:
         return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in result.rows]

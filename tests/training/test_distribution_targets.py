@@ -347,6 +347,8 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path, mon
         return fit(dataset, *args)
 
     monkeypatch.setattr(emdloss.training, "distribution_baseline_scores", counted)
+    # Fitted here, where the fits are counted, not in compare's side process.
+    monkeypatch.setattr("emdloss.compare._compare.side_process", lambda *args: None)
     out = tmp_path / "cmp"
     result = compare(
         f"csv:{_table(tmp_path)}",

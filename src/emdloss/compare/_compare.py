@@ -33,7 +33,7 @@ from emdloss.compare._protocol import (
 from emdloss.compare._protocol import (
     protocol as _protocol,
 )
-from emdloss.compare._records import METRIC_KEYS, RunRecord
+from emdloss.compare._records import METRIC_KEYS, RunRecord, finished_record
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
 from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
 from emdloss.compare._select import (
@@ -314,8 +314,8 @@ def compare(
     user.setdefault("progress", False)
     # A run's own PNGs cost more than training a small run: only with --plots each.
     user.setdefault("plots", plots == "each")
-    # The LDL baselines of distribution targets are fitted once per seed and fold (below), not
-    # in every run.
+    # The LDL baselines of distribution targets are fitted once per distinct split (below),
+    # not in every run.
     user.setdefault("ldl_baselines", False)
     out = Path(output)
     infos: list[DatasetInfo] = []
@@ -378,7 +378,9 @@ def compare(
         ]
         # The work that waits for no run (the baselines) goes to a second process now, where
         # there is an idle core (compare._side); it is done here if that process cannot.
-        side = side_process(jobs, executor, mp_context) if baselines or len(infos) > 1 else None
+        unfinished = sum(finished_record(s, out / s.relative_dir, "skipped") is None for s in specs)
+        wanted = baselines or len(infos) > 1
+        side = side_process(jobs, executor, mp_context, unfinished) if wanted else None
         try:
             fits: dict[str, Any] = {}
             if side is not None and baselines:
@@ -427,6 +429,15 @@ def compare(
 
                 write_run_plots(reported)
             rows = result_rows(reported)
+            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
+
+            # The figures read the runs' rows only (not the baselines' or conformal columns):
+            # drawn now, the first half of the data sets' in the side process (once it has
+            # fitted the baselines), the rest here.
+            half = len(infos) // 2 if side is not None else 0
+            figures = (out, reported, list(rows), infos[:half], plots != "none")
+            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
+            mine = draw_figures(out, reported, list(rows), infos[half:], plots != "none")
             errors: dict[str, dict[str, str]] = {}
             fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
             if baselines:
@@ -474,13 +485,6 @@ def compare(
                 files.append(
                     write_text(out / "grid.csv", _grid_csv(records, monitor_rule, selections))
                 )
-            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
-
-            # The first half of the data sets' figures in the side process, the rest here.
-            half = len(infos) // 2 if side is not None else 0
-            figures = (out, reported, rows, infos[:half], plots != "none")
-            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
-            mine = draw_figures(out, reported, rows, infos[half:], plots != "none")
             done = SideProcess.result(theirs, draw_figures, *figures) if half else ([], [])
             # Per data set: metrics, paired differences, per-class MAE; then the overviews.
             files += done[0] + mine[0] + conformal_files + done[1] + mine[1]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["SideProcess", "side_process"]
+__all__ = ["MIN_RUNS", "SideProcess", "side_process"]
 
 T = TypeVar("T")
 
@@ -63,12 +63,19 @@ class SideProcess:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def side_process(jobs: int, executor: str, mp_context: str | None) -> SideProcess | None:
-    """The side process of a comparison, or ``None`` where it would not help: ``--jobs`` above
-    1 (the workers use the cores), another executor, or a single core."""
+#: The fewest runs to train for which a comparison starts its side process: fewer train in less
+#: time than the process takes to start (its fork server imports torch and Lightning, about
+#: 5 s of CPU; a test's comparison of a few runs would only pay for it).
+MIN_RUNS = 12
+
+
+def side_process(jobs: int, executor: str, mp_context: str | None, runs: int) -> SideProcess | None:
+    """The side process of a comparison of ``runs`` runs to train, or ``None`` where it would
+    not help: ``--jobs`` above 1 (the workers use the cores), another executor, a single core,
+    or fewer than :data:`MIN_RUNS` runs."""
     from emdloss.compare._runner import _worker_context, available_cores
 
-    if jobs != 1 or executor != "local" or available_cores() < 2:
+    if jobs != 1 or executor != "local" or runs < MIN_RUNS or available_cores() < 2:
         return None
     try:
         return SideProcess(_worker_context(mp_context))

@@ -74,6 +74,11 @@ class Body(Protocol):
 
 
 # ---------------------------------------------------------------------------- mlp
+#: Batches of fewer rows (a split's last batch) run each run's product alone: the CPU's BLAS
+#: takes other kernels for a few rows, and only ``F.linear``'s own calls are then bitwise equal.
+_SMALL_BATCH = 16
+
+
 class _StackedLinear(torch.autograd.Function):
     """``x (R, B, in) @ W (R, out, in)^T + b (R, out)`` whose backward forms each run's gradient
     with the products of ``F.linear``'s backward (bitwise equal per run on the CPU)."""
@@ -81,11 +86,23 @@ class _StackedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
         ctx.save_for_backward(x, weight)
+        if x.shape[1] < _SMALL_BATCH:  # BLAS takes other kernels for a few rows: run by run
+            return torch.stack(
+                [F.linear(a.clone(), w, b) for a, w, b in zip(x, weight, bias, strict=True)]
+            )
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         x, weight = ctx.saved_tensors
+        if x.shape[1] < _SMALL_BATCH:
+            grad_x = (
+                torch.stack([g.mm(w) for g, w in zip(grad, weight, strict=True)])
+                if ctx.needs_input_grad[0]
+                else None
+            )
+            grad_w = torch.stack([g.t().mm(a) for g, a in zip(grad, x, strict=True)])
+            return grad_x, grad_w, grad.sum(1)
         grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
         return grad_x, torch.bmm(grad.transpose(1, 2), x), grad.sum(1)
 

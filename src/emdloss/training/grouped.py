@@ -32,7 +32,9 @@ run of its own:
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
 per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
 ``tests/training/test_grouped_cnn.py``). That needs the backward of the stacked linear layer to
-form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), heads other
+form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), batches of
+fewer than 16 rows (a split's last batch, where BLAS takes other kernels) to run each run's
+product alone, heads other
 than a linear layer with several outputs (``l2``'s one output, whose one-column product takes
 another BLAS path, and CORAL's layer) to run each run's own head module on its slice of the
 features, and the cnn's layers to be each run's own calls (see
