@@ -227,7 +227,7 @@ def compare(
         :func:`emdloss.training.run_deferred_test` (tests). With a grid, every run is trained
         with ``evaluate_test=False`` and only the runs of the chosen settings are tested.
     plots : {"end", "runs", "none", "each"}
-        The figures of the runs (:data:`emdloss.vocabulary.RUN_PLOTS` says what each draws):
+        The figures of the runs (``emdloss.vocabulary.RUN_PLOTS`` says what each draws):
         by default one overview per data set (``plots/<dataset>/confusion_matrices.png`` and
         ``learning_curves.png``) and no run's own PNGs; ``"runs"`` adds each reported run's own
         figures at the end; ``"each"`` has every run draw its own as it ends (``emdloss

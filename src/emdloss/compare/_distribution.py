@@ -160,7 +160,9 @@ def distribution_section(rows: Sequence[Mapping[str, Any]], infos: Sequence[Data
         parts += [f"### Distribution targets: {info.spec}", ""]
         runs = len({(r["seed"], r["fold"]) for r in mine})
         parts.append(
-            f"Test measures over {runs} seed(s){' x folds' if info.folds else ''} (mean ± sd); "
+            f"Test measures over {runs} "
+            + ("(seed, fold) pair(s)" if info.folds else "seed(s)")
+            + " (mean ± sd); "
             "lower is better for "
             + ", ".join(m for m in measures if DISTRIBUTION_METRIC_MODES[m] == "min")
             + "; higher for "

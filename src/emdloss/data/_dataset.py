@@ -264,7 +264,7 @@ class ImageFileSplit(OrdinalSplit):
     A file that cannot be decoded raises a ValueError naming it when its item is read;
     :meth:`verify` scans every file up front. With ``cache=True`` each image is decoded once
     per process and kept, resized, as 8 bits (the same tensor as without the cache, bit for
-    bit); the loaders turn it on when the whole data set fits :data:`IMAGE_CACHE_BYTES`.
+    bit); the loaders turn it on when the whole data set fits ``IMAGE_CACHE_BYTES``.
     """
 
     def __init__(
