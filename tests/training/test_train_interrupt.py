@@ -27,6 +27,10 @@ from emdloss.training import rundir
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_mid_training_names_the_run_exits_130_and_resumes(tmp_path: Path) -> None:
     data = tmp_path / "grades.csv"
@@ -40,6 +44,9 @@ def test_ctrl_c_mid_training_names_the_run_exits_130_and_resumes(tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A suite started in the background (`make test &`, nohup) inherits an ignored SIGINT,
+        # which Python keeps: the child would never see the Ctrl-C.
+        preexec_fn=_default_sigint,
     )
     # data.json is written just before fitting; the checkpoints only every CHECKPOINT_SECONDS of
     # training and when fitting stops, so the interrupt itself must leave last.ckpt behind.
