@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 __all__ = ["MIN_RUNS", "SideProcess", "side_process"]
@@ -40,13 +40,19 @@ class SideProcess:
 
     def __init__(self, context: Any) -> None:
         self._pool = ProcessPoolExecutor(1, context, _init_side)
+        # The pool's first submit starts the fork server and waits for its imports (seconds):
+        # a thread hands the work over, so this process trains meanwhile.
+        self._handover = ThreadPoolExecutor(1, thread_name_prefix="emdloss-side")
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T] | None:
         """Queue ``fn(*args)`` in the side process; ``None`` when it cannot take work."""
         try:
-            return self._pool.submit(fn, *args)
-        except Exception:  # a broken pool: the work is done here instead
+            return self._handover.submit(self._run, fn, *args)
+        except Exception:  # a closed hand-over: the work is done here instead
             return None
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._pool.submit(fn, *args).result()
 
     @staticmethod
     def result(future: Future[T] | None, fn: Callable[..., T], *args: Any) -> T:
@@ -60,6 +66,7 @@ class SideProcess:
 
     def close(self) -> None:
         """Stop the process; queued work is dropped, running work ends on its own."""
+        self._handover.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
