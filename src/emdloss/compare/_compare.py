@@ -383,18 +383,21 @@ def compare(
         side = side_process(jobs, executor, mp_context, unfinished) if wanted else None
         try:
             fits: dict[str, Any] = {}
+            fit_args = {
+                spec: (
+                    spec,
+                    options_by_dataset[spec],
+                    seed_list,
+                    folds,
+                    metric,
+                    loss_list[0],
+                    ldl_measure[spec],
+                )
+                for spec in dataset_list
+            }
             if side is not None and baselines:
                 for spec in dataset_list:
-                    fits[spec] = side.submit(
-                        _baselines,
-                        spec,
-                        options_by_dataset[spec],
-                        seed_list,
-                        folds,
-                        metric,
-                        loss_list[0],
-                        ldl_measure[spec],
-                    )
+                    fits[spec] = side.submit(_baselines, *fit_args[spec])
             if side is not None and len(infos) > 1:
                 from emdloss.compare._plots import warm_up
 
@@ -443,15 +446,7 @@ def compare(
             if baselines:
                 for spec in dataset_list:
                     extra, errors[spec], ldl = SideProcess.result(
-                        fits.get(spec),
-                        _baselines,
-                        spec,
-                        options_by_dataset[spec],
-                        seed_list,
-                        folds,
-                        metric,
-                        loss_list[0],
-                        ldl_measure[spec],
+                        fits.get(spec), _baselines, *fit_args[spec]
                     )
                     rows += extra
                     fitted += ldl
