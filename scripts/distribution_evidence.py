@@ -105,15 +105,11 @@ def _baselines(
         for fold in [None] if folds is None else range(folds):
             extra = {} if fold is None else {"fold": fold, "num_folds": folds}
             dataset = load_dataset(spec, seed=seed, **extra, **data_options)
-            split = dataset.info.get("split_indices", {})
-            key = tuple(tuple(split.get(p, ())) for p in ("train", "val", "test"))
-            if key not in cache:  # an official split: the same fit for every seed
+            # An official split is the same for every seed: the same fit for every seed.
+            key = tuple(tuple(getattr(dataset, p).ids) for p in ("train", "val", "test"))
+            if key not in cache:
                 cache[key] = distribution_baseline_scores(dataset)["test"]
             rows += _distribution.baseline_rows(spec, seed, fold, cache[key])
-            if fold is None and "official" in dataset.protocol:
-                for other in seeds[seeds.index(seed) + 1 :]:
-                    rows += _distribution.baseline_rows(spec, other, None, cache[key])
-                return rows
     return rows
 
 

@@ -251,6 +251,45 @@ def test_plots_end_runs_and_the_plot_command(
     assert not [p for p in run.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
 
+def test_the_side_process_gives_the_comparison_this_process_gives_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20: with an idle core, the baselines are fitted in a second process while the runs
+    train, and half of the data sets' figures are drawn there: the same rows, summary and files
+    as without it (and the side process did deliver them)."""
+    from emdloss.compare import _compare as compare_module
+    from emdloss.compare._rows import TIME_KEYS
+    from emdloss.compare._side import SideProcess
+
+    if available_cores() < 2:
+        pytest.skip("the side process needs a second core")
+    delivered: list[str] = []
+    real = SideProcess.result
+
+    def spy(future: Any, fn: Any, *args: Any) -> Any:
+        if future is not None and future.exception() is None:
+            delivered.append(fn.__name__)
+        return real(future, fn, *args)
+
+    options = {"epochs": 2, "batch_size": 128}
+    kwargs: dict[str, Any] = {"train_options": options, "progress": False}
+    monkeypatch.setattr(SideProcess, "result", staticmethod(spy))
+    side = compare("lev,swd", "ce,emd2", 2, tmp_path / "side", **kwargs)
+    assert delivered == ["_baselines", "_baselines", "draw_figures"]
+    monkeypatch.setattr(compare_module, "side_process", lambda *args: None)
+    alone = compare("lev,swd", "ce,emd2", 2, tmp_path / "alone", **kwargs)
+
+    def shown(result: Any) -> list[dict[str, Any]]:
+        return [{k: v for k, v in row.items() if k not in TIME_KEYS} for row in result.rows]
+
+    assert shown(side) == shown(alone)
+    assert [p.relative_to(tmp_path / "side") for p in side.files] == [
+        p.relative_to(tmp_path / "alone") for p in alone.files
+    ]
+    for name in ("metrics.png", "paired_vs_ce.png", "confusion_matrices.png"):
+        assert (tmp_path / "side" / "plots" / "lev" / name).read_bytes()[:8] == PNG_MAGIC
+
+
 @pytest.mark.slow
 def test_compare_on_retinamnist(tmp_path: Path, data_dir: Path) -> None:
     limits = {"limit_train": 96, "limit_val": 40, "limit_test": 80}

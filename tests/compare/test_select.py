@@ -300,6 +300,22 @@ def test_ordinal_logit_fit_equals_the_plain_statsmodels_fit_bit_for_bit() -> Non
     np.testing.assert_array_equal(fits[0].model.cdf(edges), fits[1].model.cdf(edges))
 
 
+def test_reused_metric_objects_score_baselines_as_fresh_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baselines' metric objects are built once and reset (issue 20): the same numbers,
+    to the bit, as an object built for every score, on two splits in a row."""
+    from emdloss.compare import _baselines
+    from emdloss.training import TrainConfig
+    from emdloss.training._build import load_data
+
+    splits = [load_data(TrainConfig(dataset="swd", seed=s, model="mlp")) for s in (0, 1)]
+    reused = [_baselines.baseline_metrics(data, "mae") for data in splits]
+    fresh = _baselines._metric.__wrapped__
+    monkeypatch.setattr(_baselines, "_metric", lambda n, p: fresh(n, p))
+    assert [_baselines.baseline_metrics(data, "mae") for data in splits] == reused
+
+
 # ------------------------------------------------------------------------------- soft targets
 def _soft(monkeypatch: pytest.MonkeyPatch) -> None:
     from emdloss.compare import _compare as compare_module

@@ -165,6 +165,66 @@ def test_image_csv_labels_and_bad_input(tmp_path: Path) -> None:
         load_dataset(f"images:{path}", classes="a,b,c")
 
 
+def _vote_csv(tmp_path: Path, header_path: str = "image") -> Path:
+    """MEBeauty's layout: an ``image`` column, the official ``split`` (one row outside it) and
+    ``votes_1`` .. ``votes_10`` (ordered by number, not as text)."""
+    lines = [f"{header_path},split,n_ratings," + ",".join(f"votes_{k}" for k in range(1, 11))]
+    parts = ["train"] * 6 + ["val"] * 2 + ["test"] * 2 + [""]
+    for i, part in enumerate(parts):
+        _image(tmp_path / "faces" / f"{i}.jpg", 20 * i, size=(12, 12))
+        votes = [0] * 10
+        votes[i % 10], votes[(i + 3) % 10] = 2, 1
+        lines.append(f"faces/{i}.jpg,{part},3," + ",".join(map(str, votes)))
+    path = tmp_path / "ratings.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_image_csv_finds_an_image_column_and_the_official_split(tmp_path: Path) -> None:
+    path = _vote_csv(tmp_path)
+    with pytest.warns(UserWarning, match="1 row\\(s\\) have no value in the official split"):
+        ds = load_dataset(f"images:{path}", count_columns="votes_", image_size=8)
+    assert ds.class_names == [str(k) for k in range(1, 11)]
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (6, 2, 2)
+    assert ds.test.ids == ["faces/8.jpg", "faces/9.jpg"] and "official" in ds.protocol
+    x, _, dist = ds.train[1]
+    assert tuple(x.shape) == (3, 8, 8) and ds.input_shape == (3, 8, 8)
+    assert dist[1] == pytest.approx(2 / 3) and dist[4] == pytest.approx(1 / 3)
+    assert ds.train.votes is not None and ds.train.votes.tolist() == [3.0] * 6
+    # path= still wins when both exist; neither is one line that says how to name it.
+    path.write_text(path.read_text().replace("image,split", "other,split", 1))
+    with pytest.raises(ValueError, match="no image path column 'path' or 'image'; name it with"):
+        load_dataset(f"images:{path}", count_columns="votes_", split_column="none")
+    with pytest.warns(UserWarning, match="official split"):
+        ds = load_dataset(f"images:{path}", count_columns="votes_", path_column="other")
+    assert len(ds.test) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*official split")
+def test_image_cache_gives_the_same_pixels_and_reads_each_file_once(tmp_path: Path) -> None:
+    from emdloss.data._dataset import ImageFileSplit
+
+    paths = [_image(tmp_path / f"{i}.png", 30 * i, size=(9, 7)) for i in range(3)]
+    Image.fromarray(np.arange(63 * 3, dtype=np.uint8).reshape(7, 9, 3)).save(paths[2])
+    plain = ImageFileSplit(paths, [0, 1, 1], image_size=5)
+    cached = ImageFileSplit(paths, [0, 1, 1], image_size=5, cache=True)
+    first = [cached.input(i) for i in range(3)]
+    for path in paths:
+        path.unlink()  # from memory now
+    for i in range(3):
+        assert torch.equal(cached.input(i), first[i])
+        assert cached.input(i).dtype == torch.float32
+    with pytest.raises(Exception, match=r"0\.png"):
+        plain.input(0)
+    paths = [_image(tmp_path / f"{i}.png", 30 * i, size=(9, 7)) for i in range(3)]
+    Image.fromarray(np.arange(63 * 3, dtype=np.uint8).reshape(7, 9, 3)).save(paths[2])
+    for i in range(3):  # bit for bit what an uncached read gives
+        assert torch.equal(plain.input(i), first[i])
+    # The loaders cache a small data set, not one over the budget.
+    ds = load_dataset(f"images:{_vote_csv(tmp_path)}", count_columns="votes_", image_size=8)
+    assert isinstance(ds.train, ImageFileSplit) and ds.train.cache
+
+
 def test_image_csv_scores_need_bins(tmp_path: Path) -> None:
     path = _scores_csv(tmp_path, [1.0, 2.0, 3.0, 4.0])
     with pytest.raises(ValueError, match="bins=K or bin_edges"):

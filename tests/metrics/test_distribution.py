@@ -202,6 +202,29 @@ def test_correlations_are_zero_not_nan_when_a_side_is_constant() -> None:
     assert single["chebyshev"] == pytest.approx(float((pred[0] - target[0]).abs().max()))
 
 
+def test_one_distribution_for_every_item_scores_zero_correlation_despite_rounding() -> None:
+    """Regression: the training-mean baseline's mean scores differ in the last bit between rows
+    (the matrix product rounds them differently), which gave MEBeauty's mean baseline an lcc of
+    0.0038 and Movie's -0.007 +- 0.021: the correlation of rounding noise."""
+    rng = np.random.default_rng(1)
+    row = rng.dirichlet(np.ones(10))
+    pred = torch.as_tensor(np.tile(row, (506, 1)))
+    positions = torch.arange(1.0, 11.0, dtype=torch.float64)
+    scores = pred @ positions
+    assert float(scores.max() - scores.min()) > 0  # the rounding this test is about
+    target = torch.as_tensor(rng.dirichlet(np.ones(10), size=506))
+    for dtype in (torch.float64, torch.float32):
+        assert float(lcc(pred.to(dtype), target.to(dtype), positions=positions.to(dtype))) == 0.0
+        assert float(srcc(pred.to(dtype), target.to(dtype), positions=positions.to(dtype))) == 0.0
+    measures = distribution_metrics(pred, target, positions=positions.tolist())
+    assert measures["lcc"] == 0.0 and measures["srcc"] == 0.0
+    # Nearly but really constant scores are still correlated.
+    varied = pred.clone()
+    varied[:, 0] += 1e-6 * target[:, 0]
+    varied /= varied.sum(1, keepdim=True)
+    assert float(lcc(varied, target, positions=positions)) > 0.1
+
+
 def test_mode_accuracy_counts_tied_target_modes_and_matches_pyldl_without_ties() -> None:
     pred = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
     target = torch.tensor([[0.0, 0.5, 0.5], [0.2, 0.4, 0.4], [0.25, 0.25, 0.5]])

@@ -199,6 +199,90 @@ def test_train_end_to_end_on_a_vote_table(tmp_path):
     assert "val_kl" in history and "val_emd2" in history
 
 
+def _image_votes(tmp_path: Path, n: int = 90) -> Path:
+    """MEBeauty's layout in small: an ``image`` column relative to the CSV, the official
+    ``split``, ``votes_1`` .. ``votes_5``; each face's brightness sets where its votes fall."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    centre = rng.uniform(0, C - 1, size=n)
+    logits = -((np.arange(C)[None, :] - centre[:, None]) ** 2) / 2
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    parts = ["train"] * (n - 30) + ["val"] * 15 + ["test"] * 15
+    (tmp_path / "images").mkdir(exist_ok=True)
+    path = tmp_path / "ratings.csv"
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "split", *[f"votes_{k + 1}" for k in range(C)]])
+        for i in range(n):
+            grey = 30 + 45 * centre[i] + rng.normal(0, 8, size=(10, 10, 1))
+            pixels = np.clip(np.repeat(grey, 3, axis=2), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / f"{i}.png")
+            votes = rng.multinomial(20, probs[i])
+            writer.writerow([f"images/{i}.png", parts[i], *votes])
+    return path
+
+
+def test_train_end_to_end_on_an_image_vote_csv(tmp_path, capsys):
+    """The issue's command on images (`--data-option count_columns=votes_`, nothing else
+    about the file): the measures, the level order and vote summary, the three baselines on
+    pixels, the noise floor, target columns beside the predicted ones and the plot."""
+    from emdloss.cli import main
+    from emdloss.metrics.distribution import DISTRIBUTION_METRIC_KEYS
+
+    csv_path = _image_votes(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", f"images:{csv_path}", "--data-option", "count_columns=votes_"]
+    args += ["--data-option", "image_size=8", "--loss", "emd2", "--epochs", "2"]
+    code = main([*args, "--batch-size", "16", "--output", str(out)])
+    assert code == 0
+    captured = capsys.readouterr()
+    printed = captured.err + captured.out  # the data description goes to stderr
+    assert "classes in order: 1 < 2 < 3 < 4 < 5" in printed
+    assert "mean votes per item 20.0" in printed and "mean entropy" in printed
+    assert "inputs: images 3x8x8" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    for part in ("val", "test"):
+        assert list(metrics["distribution"][part]) == list(DISTRIBUTION_METRIC_KEYS)
+        assert list(metrics["distribution_baselines"][part]) == ["mean", "aa_knn", "linear_kl"]
+        assert set(metrics["noise_floor"][part]["mean"]) == set(DISTRIBUTION_METRIC_KEYS)
+    test = metrics["distribution_baselines"]["test"]
+    # The pixels carry the target: both fitted baselines beat the training mean on KL.
+    assert test["aa_knn"]["kl"] < test["mean"]["kl"]
+    assert test["linear_kl"]["kl"] < test["mean"]["kl"]
+    assert test["mean"]["lcc"] == 0.0  # one distribution for every face
+    for line in ("baseline: aa_knn", "baseline: linear_kl", "noise floor (20.0 votes/item)"):
+        assert line in printed
+    with (out / "predictions_test.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == [f"images/{i}.png" for i in range(75, 90)]
+    votes = {
+        f"images/{i}.png": line.split(",")[2:]
+        for i, line in enumerate(csv_path.read_text().splitlines()[1:])
+    }
+    for row in rows:
+        counts = np.asarray(votes[row["id"]], dtype=float)
+        target = [float(row[f"target_prob_{k + 1}"]) for k in range(C)]
+        np.testing.assert_allclose(target, counts / counts.sum(), atol=1e-5)
+        assert abs(sum(float(row[f"prob_{k + 1}"]) for k in range(C)) - 1) < 1e-4
+    assert (out / "distributions_test.png").stat().st_size > 0
+
+
+def test_image_baselines_fit_on_averaged_pixels(tmp_path):
+    from emdloss.data import load_dataset
+    from emdloss.training._context import BASELINE_PIXELS, baseline_features
+
+    ds = load_dataset(f"images:{_image_votes(tmp_path, n=40)}", count_columns="votes_")
+    x = baseline_features(ds.test, ds.kind)
+    assert ds.input_shape == (3, 64, 64) and x.shape == (15, 3 * BASELINE_PIXELS**2)
+    # Each feature is the mean of a 4 x 4 block of the 64 x 64 image.
+    image = ds.test.input(3).double()
+    block = image[:, 4:8, 8:12].mean(dim=(1, 2))
+    np.testing.assert_allclose(x[3].reshape(3, 16, 16)[:, 1, 2], block.numpy(), rtol=1e-12)
+    small = load_dataset(f"images:{tmp_path / 'ratings.csv'}", count_columns="votes_", image_size=6)
+    assert baseline_features(small.val, small.kind).shape == (15, 3 * 6 * 6)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (DATA / "ldl/Movie.mat").is_file(), reason="Movie.mat not present")
 def test_movie_smoke_run_writes_the_measures(tmp_path, capsys):
@@ -227,9 +311,42 @@ def test_movie_smoke_run_writes_the_measures(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
+@pytest.mark.skipif(
+    not (DATA / "mebeauty/ratings.csv").is_file(), reason="MEBeauty images not present"
+)
+@pytest.mark.filterwarnings("ignore:.*official split")
+def test_mebeauty_images_smoke_run_writes_the_measures(tmp_path, capsys):
+    """The issue's command on the real faces, at 16 x 16 for one epoch (about 20 s)."""
+    from emdloss.cli import main
+
+    out = tmp_path / "mebeauty"
+    args = ["train", "--dataset", f"images:{DATA / 'mebeauty/ratings.csv'}"]
+    args += ["--data-option", "count_columns=votes_", "--loss", "emd2", "--epochs", "1"]
+    code = main([*args, "--data-option", "image_size=16", "--output", str(out), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "baseline: linear_kl" in printed and "noise floor (24.3 votes/item)" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distribution_baselines"]["test"]["mean"]["lcc"] == 0.0
+    assert 0.3 < metrics["distribution"]["test"]["kl"] < 0.8  # the training mean scores 0.458
+    header = (out / "predictions_test.csv").read_text().splitlines()[0].split(",")
+    assert "prob_10" in header and "target_prob_10" in header
+    assert len((out / "predictions_test.csv").read_text().splitlines()) == 1 + 506
+
+
+@pytest.mark.slow
+def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path, monkeypatch):
+    import emdloss.training
     from emdloss.compare import compare
 
+    fits = []
+    fit = emdloss.training.distribution_baseline_scores
+
+    def counted(dataset, *args):
+        fits.append(dataset)
+        return fit(dataset, *args)
+
+    monkeypatch.setattr(emdloss.training, "distribution_baseline_scores", counted)
     out = tmp_path / "cmp"
     result = compare(
         f"csv:{_table(tmp_path)}",
@@ -245,6 +362,7 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path):
     assert losses.count("ce") == 2 and losses.count("emd2") == 2
     assert losses.count("noise floor") == 2  # once per seed, paired like the losses
     assert losses.count("baseline:aa_knn") == 2 and losses.count("baseline:linear_kl") == 2
+    assert len(fits) == 1  # the official split is the same for both seeds: fitted once
     # Fitted once per seed by compare, not in every run.
     run = json.loads(next(out.rglob("metrics.json")).read_text())
     assert "distribution_baselines" not in run and "noise_floor" in run

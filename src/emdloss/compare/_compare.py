@@ -44,6 +44,7 @@ from emdloss.compare._select import (
 from emdloss.compare._select import (
     grid_csv as _grid_csv,
 )
+from emdloss.compare._side import SideProcess, side_process
 from emdloss.compare._summary import render_summary
 from emdloss.compare._verdict import verdict_table
 from emdloss.errors import UserError
@@ -357,95 +358,131 @@ def compare(
             )
             for s in specs
         ]
-        records = run_all(
-            jobs_list,
-            jobs=jobs,
-            train_fn=train_fn,
-            progress=progress,
-            mp_context=mp_context,
-            executor=executor,
-            ray_address=ray_address,
-            engine=engine,
-        )
-        monitor_rule = str(user.get("monitor_rule", "argmax"))
-        # Selection reads validation metrics only; the chosen runs' test metrics are the results.
-        selections = choose_settings(
-            validation_scores(records, metric, monitor_rule), metric, monitor_rule
-        )
-        reported = [
-            r
-            for r in records
-            if r.status == "failed"
-            or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
-        ]
-        # Now, and only for the chosen runs, the test split: once per run.
-        reported = test_untested(reported, test_fn)
-        if plots == "runs":
-            from emdloss.compare._plots import write_run_plots
+        # The work that waits for no run (the baselines) goes to a second process now, where
+        # there is an idle core (compare._side); it is done here if that process cannot.
+        side = side_process(jobs, executor, mp_context) if baselines or len(infos) > 1 else None
+        try:
+            fits: dict[str, Any] = {}
+            if side is not None and baselines:
+                for spec in dataset_list:
+                    fits[spec] = side.submit(
+                        _baselines,
+                        spec,
+                        options_by_dataset[spec],
+                        seed_list,
+                        folds,
+                        metric,
+                        loss_list[0],
+                    )
+            if side is not None and len(infos) > 1:
+                from emdloss.compare._plots import warm_up
 
-            write_run_plots(reported)
-        rows = result_rows(reported)
-        errors: dict[str, dict[str, str]] = {}
-        fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
-        if baselines:
-            for spec in dataset_list:
-                extra, errors[spec], ldl = _baselines(
-                    spec, options_by_dataset[spec], seed_list, folds, metric, loss_list[0]
+                side.submit(warm_up)
+            records = run_all(
+                jobs_list,
+                jobs=jobs,
+                train_fn=train_fn,
+                progress=progress,
+                mp_context=mp_context,
+                executor=executor,
+                ray_address=ray_address,
+                engine=engine,
+            )
+            monitor_rule = str(user.get("monitor_rule", "argmax"))
+            # Selection reads validation metrics only; the chosen runs' test metrics are the results.
+            selections = choose_settings(
+                validation_scores(records, metric, monitor_rule), metric, monitor_rule
+            )
+            reported = [
+                r
+                for r in records
+                if r.status == "failed"
+                or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
+            ]
+            # Now, and only for the chosen runs, the test split: once per run.
+            reported = test_untested(reported, test_fn)
+            if plots == "runs":
+                from emdloss.compare._plots import write_run_plots
+
+                write_run_plots(reported)
+            rows = result_rows(reported)
+            errors: dict[str, dict[str, str]] = {}
+            fitted: list[dict[str, Any]] = []  # the LDL baselines of distribution targets
+            if baselines:
+                for spec in dataset_list:
+                    extra, errors[spec], ldl = SideProcess.result(
+                        fits.get(spec),
+                        _baselines,
+                        spec,
+                        options_by_dataset[spec],
+                        seed_list,
+                        folds,
+                        metric,
+                        loss_list[0],
+                    )
+                    rows += extra
+                    fitted += ldl
+            section = ""
+            conformal_files: list[Path] = []
+            if conformal is not None:
+                from emdloss.compare import _conformal
+
+                # The reported runs (with a grid, the chosen setting's): calibrated on validation.
+                calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
+                _conformal.add_conformal_columns(rows, reported, calibrations)
+                section = _conformal.conformal_section(
+                    reported, calibrations, infos, conformal, conformal_method
                 )
-                rows += extra
-                fitted += ldl
-        section = ""
-        conformal_files: list[Path] = []
-        if conformal is not None:
-            from emdloss.compare import _conformal
+                conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
+            files = [write_text(out / "results.csv", results_csv(rows))]
+            from emdloss.compare import _distribution
 
-            # The reported runs (with a grid, the chosen setting's): calibrated on validation.
-            calibrations = _conformal.calibrate_records(reported, conformal, conformal_method)
-            _conformal.add_conformal_columns(rows, reported, calibrations)
-            section = _conformal.conformal_section(
-                reported, calibrations, infos, conformal, conformal_method
-            )
-            conformal_files = _conformal.plot_set_sizes(out, reported, calibrations, infos)
-        files = [write_text(out / "results.csv", results_csv(rows))]
-        from emdloss.compare import _distribution
-
-        # Data with distribution targets: their measures, LDL baselines and noise floor.
-        distribution = _distribution.distribution_rows(reported) + fitted
-        if distribution:
-            files.append(
-                write_text(
-                    out / _distribution.DISTRIBUTION_FILE,
-                    _distribution.distribution_csv(distribution),
+            # Data with distribution targets: their measures, LDL baselines and noise floor.
+            distribution = _distribution.distribution_rows(reported) + fitted
+            if distribution:
+                files.append(
+                    write_text(
+                        out / _distribution.DISTRIBUTION_FILE,
+                        _distribution.distribution_csv(distribution),
+                    )
                 )
-            )
-            measures = _distribution.distribution_section(distribution, infos)
-            section = section.rstrip("\n") + "\n\n" + measures if section else measures
-        if len(settings) > 1:
-            files.append(
-                write_text(out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections))
-            )
-        from emdloss.compare._plots import write_plots  # numpy, matplotlib: only when drawing
+                measures = _distribution.distribution_section(distribution, infos)
+                section = section.rstrip("\n") + "\n\n" + measures if section else measures
+            if len(settings) > 1:
+                files.append(
+                    write_text(
+                        out / "grid.csv", _grid_csv(records, metric, monitor_rule, selections)
+                    )
+                )
+            from emdloss.compare._plots import draw_figures  # matplotlib: only when drawing
 
-        files += write_plots(out, reported, rows, infos) + conformal_files
-        if plots != "none":  # the runs at a glance, per data set
-            from emdloss.compare._plots import write_overview
+            # The first half of the data sets' figures in the side process, the rest here.
+            half = len(infos) // 2 if side is not None else 0
+            figures = (out, reported, rows, infos[:half], plots != "none")
+            theirs = side.submit(draw_figures, *figures) if side is not None and half else None
+            mine = draw_figures(out, reported, rows, infos[half:], plots != "none")
+            done = SideProcess.result(theirs, draw_figures, *figures) if half else ([], [])
+            # Per data set: metrics, paired differences, per-class MAE; then the overviews.
+            files += done[0] + mine[0] + conformal_files + done[1] + mine[1]
+            summary = render_summary(
+                reported,
+                infos,
+                output=str(out),
+                rows=rows,
+                selections=selections,
+                baseline_errors=errors,
+            )
+            if section:
+                summary = summary.rstrip("\n") + "\n\n" + section
+            files.append(write_text(out / "summary.md", summary))
+            table = verdict_table(infos, rows)
+            return CompareResult(
+                out, records, rows, summary, files, time.perf_counter() - start, selections, table
+            )
 
-            files += write_overview(out, reported, infos)
-        summary = render_summary(
-            reported,
-            infos,
-            output=str(out),
-            rows=rows,
-            selections=selections,
-            baseline_errors=errors,
-        )
-        if section:
-            summary = summary.rstrip("\n") + "\n\n" + section
-        files.append(write_text(out / "summary.md", summary))
-        table = verdict_table(infos, rows)
-        return CompareResult(
-            out, records, rows, summary, files, time.perf_counter() - start, selections, table
-        )
+        finally:
+            if side is not None:
+                side.close()
 
 
 def _soft_target_policy(
@@ -501,6 +538,7 @@ def _baselines(
     distribution: list[dict[str, Any]] = []
     errors: dict[str, str] = {}
     fold_ids: list[int | None] = [None] if folds is None else list(range(folds))
+    fitted: dict[tuple[Any, ...], dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as unused:
         for seed in seeds:
             for fold in fold_ids:
@@ -510,6 +548,11 @@ def _baselines(
                 errors.update(failed)
                 rows += baseline_rows(spec, seed, fold, metrics)
                 if dataset.distribution_targets:
-                    scores = distribution_baseline_scores(dataset, config.distribution_monitor)
-                    distribution += distribution_baseline_rows(spec, seed, fold, scores["test"])
+                    # An official split is the same for every seed: fit the baselines once.
+                    key = tuple(tuple(getattr(dataset, p).ids) for p in ("train", "val", "test"))
+                    if key not in fitted:
+                        fitted[key] = distribution_baseline_scores(
+                            dataset, config.distribution_monitor
+                        )["test"]
+                    distribution += distribution_baseline_rows(spec, seed, fold, fitted[key])
     return rows, errors, distribution

@@ -30,11 +30,13 @@ from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = [
     "class_mae_by_loss",
+    "draw_figures",
     "paired_to_reference",
     "per_class_mae",
     "plot_metrics",
     "plot_paired",
     "read_predictions",
+    "warm_up",
     "write_overview",
     "write_plots",
     "write_run_plots",
@@ -160,6 +162,7 @@ def plot_metrics(path: Path, title: str, stats: Mapping[str, Mapping[str, Stat]]
         axis.set_title(
             f"{METRIC_LABELS[metric]} ({'higher' if higher else 'lower'} is better)", fontsize=9
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     for axis in list(axes.flat)[len(metrics) :]:
@@ -265,6 +268,7 @@ def plot_paired(
             f"({'right' if higher else 'left'} favours the loss)",
             fontsize=9,
         )
+        axis.xaxis.set_major_locator(_few_ticks())
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="x", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -276,6 +280,14 @@ def plot_paired(
         fontsize=10,
     )
     return _save(figure, path)
+
+
+def _few_ticks() -> Any:
+    """At most five ticks on a value axis: each tick is a handful of artists to build and lay
+    out (the largest part of these small panels' cost)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10])
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -442,6 +454,30 @@ def write_overview(
             )
             files.append(path)
     return files
+
+
+def draw_figures(
+    out: Path,
+    records: Sequence[RunRecord],
+    rows: Sequence[Mapping[str, Any]],
+    infos: Sequence[DatasetInfo],
+    overview: bool,
+) -> tuple[list[Path], list[Path]]:
+    """The figures of the data sets ``infos``: :func:`write_plots`'s and, with ``overview``,
+    :func:`write_overview`'s (the files of each, in that order)."""
+    drawn = write_plots(out, records, rows, infos)
+    return drawn, write_overview(out, records, infos) if overview else []
+
+
+def warm_up() -> None:
+    """Import matplotlib and load its fonts (a process that will draw figures, before)."""
+    import io
+
+    from emdloss._figure import _new_figure
+
+    figure = _new_figure((1.0, 1.0))
+    figure.suptitle("0.5")
+    figure.savefig(io.BytesIO(), format="png")
 
 
 def write_run_plots(records: Sequence[RunRecord]) -> list[Path]:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from ._dataset import ImageFileSplit, OrdinalDataset
+from ._dataset import IMAGE_CACHE_BYTES, ImageFileSplit, OrdinalDataset
 from ._options import as_bool, as_float, as_int, as_str_list
 from .csv_table import (
     MISSING_TOKENS,
@@ -29,6 +29,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 DEFAULT_IMAGE_SIZE = 64
+#: The columns an ``images:`` CSV's image paths are looked for in, in order, without
+#: ``path_column=`` (MEBeauty's ``ratings.csv`` names it ``image``).
+PATH_COLUMNS = ("path", "image")
 
 
 def image_dataset(
@@ -49,6 +52,7 @@ def image_dataset(
 ) -> OrdinalDataset:
     """Assemble an :class:`~emdloss.data.OrdinalDataset` of lazily loaded image files from a split."""
     parts = {}
+    cache = len(paths) * 3 * image_size**2 <= IMAGE_CACHE_BYTES
     for part in ("train", "val", "test"):
         rows = getattr(split, part)
         parts[part] = ImageFileSplit(
@@ -57,6 +61,7 @@ def image_dataset(
             image_size=image_size,
             ids=[ids[i] for i in rows],
             dists=None if dists is None else dists[rows],
+            cache=cache,
         )
         if votes is not None:
             parts[part].votes = torch.as_tensor(np.asarray(votes, dtype=np.float32)[rows])
@@ -227,7 +232,7 @@ def load_image_csv(
     seed: int = 0,
     fold: int | None = None,
     num_folds: int | None = None,
-    path_column: str = "path",
+    path_column: str | None = None,
     label_column: str | None = None,
     score_column: str | None = None,
     count_columns: Any = None,
@@ -270,8 +275,9 @@ def load_image_csv(
     ----------
     csv_path : str or PathLike
         The CSV (with a header row).
-    path_column : str
-        Column of image paths, relative to ``image_root`` (default: the CSV's folder).
+    path_column : str, optional
+        Column of image paths, relative to ``image_root`` (default: the CSV's folder); by
+        default the first of :data:`PATH_COLUMNS` (``path``, ``image``) that the file has.
     label_column, score_column : str, optional
         Target column; by default ``label`` or ``score``, whichever exists.
     count_columns : str or list of str, optional
@@ -323,6 +329,14 @@ def load_image_csv(
 
     if not rows:
         raise ValueError(f"{csv_path} has no data rows")
+    if path_column is None:
+        found = [c for c in PATH_COLUMNS if c in header]
+        if not found:
+            raise ValueError(
+                f"{csv_path} has no image path column {' or '.join(map(repr, PATH_COLUMNS))}; "
+                f"name it with path_column=; columns: {header}"
+            )
+        path_column = found[0]
     p_col = column_index(path_column, "path")
     counts_cols = (
         [

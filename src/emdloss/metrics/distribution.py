@@ -267,13 +267,24 @@ def _pearson(x: Tensor, y: Tensor) -> Tensor:
     xc = x - x.mean(dim=-1, keepdim=True)
     yc = y - y.mean(dim=-1, keepdim=True)
     den = ((xc * xc).sum(dim=-1) * (yc * yc).sum(dim=-1)).sqrt()
-    constant = (x.amax(dim=-1) == x.amin(dim=-1)) | (y.amax(dim=-1) == y.amin(dim=-1))
+    constant = _constant(x) | _constant(y)
     r = (xc * yc).sum(dim=-1) / torch.where(constant, torch.ones_like(den), den)
     return torch.where(constant, torch.zeros_like(r), r.clamp(-1.0, 1.0))
 
 
+def _constant(x: Tensor) -> Tensor:
+    """Whether ``x`` is constant along the last dim up to rounding: one distribution predicted
+    for every item gives mean scores that differ in the last bits (a matrix product rounds rows
+    differently), and their Pearson's r is then noise, not 0."""
+    span = x.amax(dim=-1) - x.amin(dim=-1)
+    scale = x.abs().amax(dim=-1).clamp(min=1.0)
+    return span <= 64 * torch.finfo(x.dtype).eps * scale
+
+
 def _spearman(x: Tensor, y: Tensor) -> Tensor:
-    return _pearson(_mid_ranks(x.detach()), _mid_ranks(y.detach()))
+    x, y = x.detach(), y.detach()
+    r = _pearson(_mid_ranks(x), _mid_ranks(y))
+    return torch.where(_constant(x) | _constant(y), torch.zeros_like(r), r)
 
 
 # --------------------------------------------------------------------------------------------
