@@ -47,6 +47,13 @@ path's validation does. The checkpoints hold the model's ``state_dict``,
 loop state, so a run of a group that was interrupted is trained again from the start rather
 than resumed.
 
+Each run's loss is one call on its slice (R calls a step). Batching the runs of one loss kind
+into one call would change the numbers in the last bit (cross-entropy's mean over a batch
+against a per-item loss averaged per run: 1343 of 2400 run-batches differed, R = 12, B = 64),
+and the stateful losses (the recipe's learned distance and warm-up) do not batch; the calls
+are a small part of a step (an eighth of a tabular group's fit under cProfile, which inflates
+Python calls; less next to a cnn), so they stay per run.
+
 What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
 per-run path): networks other than the plain ``mlp`` and the ``cnn`` (dropout, whose per-run
 random masks are not drawn, or an mlp's batch norm included; the torchvision backbones), the
