@@ -320,8 +320,13 @@ def compare(
     out = Path(output)
     infos: list[DatasetInfo] = []
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
+    # What an unset model stood for in a comparison stored before compare named it.
+    implied: dict[str, dict[str, Any]] = {}
     for spec in dataset_list:
         dataset, options = _load_info(spec, user, seed_list[0], folds)
+        from emdloss.training import default_model
+
+        implied[spec] = {"model": default_model(dataset)}
         targets = _soft_target_policy(spec, dataset, loss_list, soft_targets, options)
         # Build one config per data set and setting now: unknown options and bad values fail
         # here, and values given as strings (--set epochs=5) take the option's type (5), as
@@ -359,7 +364,7 @@ def compare(
     protocols = {spec: _protocol(options_by_dataset[spec], folds) for spec in dataset_list}
     # One comparison per directory: a second one would train the same runs over this one's.
     with output_lock(out):
-        merged = _check_protocol(out, protocols)
+        merged = _check_protocol(out, protocols, implied)
         write_json(out / _PROTOCOL_FILE, {"datasets": merged})
 
         # Tabular runs are overhead-bound: a second torch thread only spins. The default took

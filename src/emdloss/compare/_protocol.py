@@ -25,13 +25,27 @@ def protocol(options: Mapping[str, Any], folds: int | None) -> dict[str, Any]:
     return result
 
 
-def check_protocol(output: Path, protocols: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """The stored protocols merged with ``protocols``; a data set stored with others is an error."""
+def check_protocol(
+    output: Path,
+    protocols: Mapping[str, Mapping[str, Any]],
+    defaults: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The stored protocols merged with ``protocols``; a data set stored with others is an error.
+
+    ``defaults`` (per data set) are the values an option left unset (``None``) stood for: a
+    comparison written before compare named the data's default network stored ``model: None``,
+    which is the same protocol as that network named.
+    """
     path = output / PROTOCOL_FILE
     try:
         stored = json.loads(path.read_text(encoding="utf-8")).get("datasets", {})
     except (OSError, ValueError):
         stored = {}
+    for spec, implied in (defaults or {}).items():
+        if spec in stored:
+            stored[spec] = {
+                k: implied[k] if v is None and k in implied else v for k, v in stored[spec].items()
+            }
     for spec, current in protocols.items():
         if spec in stored and stored[spec] != current:
             keys = sorted(set(stored[spec]) | set(current))
