@@ -489,7 +489,7 @@ def _validate(runs: list[_Run], net: StackedNet, epoch: int, batch: int) -> None
                 yb = y[begin : begin + batch]
                 db = None if dist is None else dist[begin : begin + batch]
                 task = run.task
-                probs = _probabilities(task, outputs[r], None if mirrored is None else mirrored[r])
+                probs = task.probabilities(outputs[r], None if mirrored is None else mirrored[r])
                 preds = task.decode_rule(probs, task.monitor_rule)
                 _metric_of(run).update(probs, yb, preds)
                 if task.distribution and db is not None:  # distribution targets' measures
@@ -520,14 +520,6 @@ def _mirrored_outputs(runs: list[_Run], net: StackedNet, x: Tensor) -> list[Tens
     if not runs[0].task.tta or x.ndim != 5:
         return None
     return net.outputs(net.features(torch.flip(x, dims=[-1])))
-
-
-def _probabilities(task: Any, outputs: Tensor, mirrored: Tensor | None) -> Tensor:
-    """The task's probabilities (``predict_proba``), from outputs already computed."""
-    probs: Tensor = task.criterion.probabilities(outputs)
-    if mirrored is not None:
-        probs = 0.5 * (probs + task.criterion.probabilities(mirrored))
-    return probs
 
 
 def _metric_of(run: _Run) -> Any:

@@ -207,10 +207,15 @@ class OrdinalTask(pl.LightningModule):
 
     def predict_proba(self, x: Tensor) -> Tensor:
         """Class probabilities (N, C), with the mirror average when ``tta`` is on."""
-        probs = self.criterion.probabilities(self(x))
-        if self.tta and x.ndim == 4:
-            mirrored = self.criterion.probabilities(self(torch.flip(x, dims=[-1])))
-            probs = 0.5 * (probs + mirrored)
+        mirrored = self(torch.flip(x, dims=[-1])) if self.tta and x.ndim == 4 else None
+        return self.probabilities(self(x), mirrored)
+
+    def probabilities(self, outputs: Tensor, mirrored: Tensor | None = None) -> Tensor:
+        """Class probabilities from the model's ``outputs``, averaged with those of the
+        mirrored images' outputs when given (``tta``)."""
+        probs = self.criterion.probabilities(outputs)
+        if mirrored is not None:
+            probs = 0.5 * (probs + self.criterion.probabilities(mirrored))
         return probs
 
     def decode_all(self, probs: Tensor, rules: Sequence[str] = RULES) -> dict[str, Tensor]:
@@ -349,7 +354,8 @@ class OrdinalTask(pl.LightningModule):
     ) -> Tensor:
         x, y, dist = self._unpack(batch)
         outputs = self(x)
-        probs = self.predict_proba(x) if self.tta else self.criterion.probabilities(outputs)
+        mirrored = self(torch.flip(x, dims=[-1])) if self.tta and x.ndim == 4 else None
+        probs = self.probabilities(outputs, mirrored)
         for rule, preds in self.decode_all(probs, rules).items():
             _metric(metrics, rule).update(probs, y, preds)
         if self.distribution and part is not None:
