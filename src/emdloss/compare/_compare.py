@@ -322,10 +322,10 @@ def compare(
     options_by_dataset: dict[str, Mapping[str, Any]] = {}
     # What an unset model stood for in a comparison stored before compare named it.
     implied: dict[str, dict[str, Any]] = {}
+    from emdloss.training import default_model
+
     for spec in dataset_list:
         dataset, options = _load_info(spec, user, seed_list[0], folds)
-        from emdloss.training import default_model
-
         implied[spec] = {"model": default_model(dataset)}
         targets = _soft_target_policy(spec, dataset, loss_list, soft_targets, options)
         # Build one config per data set and setting now: unknown options and bad values fail
