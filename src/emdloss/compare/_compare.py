@@ -35,7 +35,7 @@ from emdloss.compare._protocol import (
 )
 from emdloss.compare._records import METRIC_KEYS, RunRecord, finished_record
 from emdloss.compare._rows import DatasetInfo, baseline_rows, result_rows, results_csv
-from emdloss.compare._runner import Job, TrainFn, build_config, run_all, test_untested
+from emdloss.compare._runner import Job, TrainFn, build_config, complete_deferred_tests, run_all
 from emdloss.compare._select import (
     Selection,
     choose_settings,
@@ -431,7 +431,7 @@ def compare(
                 or selections[(r.spec.dataset, r.spec.loss)].chosen == r.spec.setting
             ]
             # Now, and only for the chosen runs, the test split: once per run.
-            reported = test_untested(reported, test_fn)
+            reported = complete_deferred_tests(reported, test_fn)
             if plots == "runs":
                 from emdloss.compare._plots import write_run_plots
 

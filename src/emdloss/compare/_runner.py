@@ -31,11 +31,11 @@ from emdloss.vocabulary import ENGINES, EXECUTORS
 __all__ = [
     "TrainFn",
     "build_config",
+    "complete_deferred_tests",
     "execute_group",
     "plan_work",
     "run_all",
     "run_work",
-    "test_untested",
     "worker_count",
 ]
 
@@ -694,7 +694,7 @@ def _execute_ray(
             ray.shutdown()
 
 
-def test_untested(
+def complete_deferred_tests(
     records: Sequence[RunRecord], test_fn: Callable[[Path], Any] | None
 ) -> list[RunRecord]:
     """The records, each run trained without its test evaluation now tested (in order).
