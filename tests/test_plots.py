@@ -249,3 +249,22 @@ def test_heatmap_text_is_readable_on_its_cell() -> None:
     assert [t.get_color() for t in ground] == ["white", "black", "black", "white"]
     confusion = plots.plot_confusion_matrix([[0, 5], [5, 0]], ["a", "b"], normalize=None)
     assert [t.get_color() for t in confusion.axes[0].texts] == ["black", "white", "white", "black"]
+
+
+def test_distribution_panels_name_items_by_file_name_and_keep_both_ends() -> None:
+    # Long image ids used to keep only their last 28 characters, so a folder prefix survived
+    # and two ids differing at the start looked alike; now a path shows its file name, and a
+    # long name loses its middle.
+    ids = [
+        "/data/mebeauty/images/a_very_long_face_identifier_0001_cropped.jpg",
+        "images/short.png",
+        "C:\\faces\\w.jpg",
+    ]
+    p = [[0.5, 0.5], [0.2, 0.8], [0.9, 0.1]]
+    fig = plots.plot_distributions(p, p, ["lo", "hi"], ids=ids, items=3)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1:] == ["short.png", "w.jpg"]
+    assert len(titles[0]) == 28
+    assert titles[0].startswith("a_very_long_") and titles[0].endswith("_cropped.jpg")
+    assert "\u2026" in titles[0]
+    assert plots.plot_distributions(p, p, ["lo", "hi"], items=3).axes[2].get_title() == "2"

@@ -346,6 +346,19 @@ def plot_confusion_matrices(
     return _finish(fig, path)
 
 
+def _item_label(item: Any, width: int = 28) -> str:
+    """A panel title for an item: a path's file name, shortened in the middle to ``width``.
+
+    The middle goes because image ids often share a long prefix (a folder) and a suffix (the
+    extension), and differ in the characters between.
+    """
+    text = str(item).replace("\\", "/").rsplit("/", 1)[-1] or str(item)
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}\u2026{text[len(text) - (width - 1 - head) :]}"
+
+
 def plot_distributions(
     probs: Any,
     targets: Any,
@@ -370,7 +383,8 @@ def plot_distributions(
     path : str or PathLike, optional
         Write a PNG there (atomically).
     ids : sequence, optional
-        Item names for the panel titles (default the row numbers).
+        Item names for the panel titles (default the row numbers); a path is shown by its file
+        name, and a name longer than 28 characters loses its middle (``…``), not its start.
     items : int
         How many items to show (at most ``N``).
     title : str
@@ -405,8 +419,7 @@ def plot_distributions(
         ax.set_xticks(x)
         ax.set_xticklabels(names, fontsize=7)
         ax.set_ylim(0, 1)
-        label = ids[row] if ids is not None else row
-        ax.set_title(str(label)[-28:], fontsize=8)
+        ax.set_title(_item_label(ids[row] if ids is not None else row), fontsize=8)
     for ax in axes[len(rows) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
