@@ -12,7 +12,13 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from pathlib import Path
 from typing import Any
 
@@ -610,7 +616,13 @@ def _execute_many(
 ) -> Iterator[tuple[int, RunRecord]]:
     """Run the pieces of work: this process takes them from the front of the list, the
     :func:`worker_count` workers (if any) from the back, so that a worker still starting never
-    holds up the work this process could do meanwhile."""
+    holds up the work this process could do meanwhile.
+
+    The workers' first pieces are set aside before anything runs and handed over by a thread:
+    the pool's first ``submit`` waits for the fork server's imports (seconds), and this process
+    trains its first piece meanwhile. It takes the thread's futures after that piece, whatever
+    the timing, so which piece runs where depends on the plan and the workers' progress only.
+    """
     workers = worker_count(jobs, len(works))
     if workers == 0:
         for kind, members in works:
@@ -624,26 +636,39 @@ def _execute_many(
     executor = ProcessPoolExecutor(workers, _worker_context(mp_context), _init_worker, (threads,))
     pending: dict[Future[list[RunRecord]], list[int]] = {}
 
+    def submit(kind: str, members: list[int]) -> tuple[Future[list[RunRecord]], list[int]]:
+        return executor.submit(run_work, kind, [specs[i] for i in members], train_fn), members
+
     def feed() -> None:  # every idle worker gets the last piece of work
         while queue and len(pending) < workers:
-            kind, members = queue.pop()
-            future = executor.submit(run_work, kind, [specs[i] for i in members], train_fn)
+            future, members = submit(*queue.pop())
             pending[future] = members
 
+    first = [queue.pop() for _ in range(min(workers, len(queue) - 1))]
+    handover = ThreadPoolExecutor(1, thread_name_prefix="emdloss-handover")
+    handed: Future[list[tuple[Future[list[RunRecord]], list[int]]]] | None = handover.submit(
+        lambda: [submit(*piece) for piece in first]
+    )
     try:
-        feed()
-        while queue or pending:
+        while queue or pending or handed is not None:
             if queue:
                 kind, members = queue.pop(0)
                 records = run_work(kind, [mine[i] for i in members], train_fn)
                 yield from zip(members, records, strict=True)
+            if handed is not None:
+                pending.update(handed.result())  # re-raises what the hand-over raised
+                handed = None
+            if queue:
                 done = {future for future in pending if future.done()}
-            else:
+            elif pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            else:
+                done = set()
             for future in done:
                 yield from zip(pending.pop(future), future.result(), strict=True)
             feed()
     finally:
+        handover.shutdown(wait=True)
         executor.shutdown(wait=True, cancel_futures=True)
 
 
