@@ -35,11 +35,10 @@ BUDGET: dict[str, Any] = {"epochs": 3, "limit_train": 320, "model": "mlp", "lr":
 
 def _config(root: Path, loss: str, seed: int, **extra: Any) -> TrainConfig:
     # No figures (most of a small run's time): test_a_mixed_group_... checks that they match.
-    options = {"plots": False, **BUDGET, **extra}
+    options = {"dataset": "lev", "plots": False, **BUDGET, **extra}
     return TrainConfig(
-        dataset="lev", loss=loss, seed=seed, progress=False, output=str(root / f"{loss}_{seed}"),
-        **options,
-    )  # fmt: skip
+        loss=loss, seed=seed, progress=False, output=str(root / f"{loss}_{seed}"), **options
+    )
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
@@ -127,6 +126,55 @@ def test_group_order_and_company_do_not_change_a_run(tmp_path: Path) -> None:
     assert not any(torch.equal(a[k], b[k]) for k in a)
 
 
+#: The default mlp (two hidden layers, a dropout after each) at p = 0.5; 330 training rows
+#: make each epoch's last batch 10 rows, which the stacked layers run run by run.
+DROPOUT: dict[str, Any] = {"model_options": {"dropout": 0.5}, "limit_train": 330}
+
+
+def test_dropout_runs_equal_their_runs_alone_whatever_their_company(tmp_path: Path) -> None:
+    # Each run draws its masks as its per-run training draws them (the global generator,
+    # reseeded from (seed, epoch) at every epoch start, one draw per dropout layer and step): a
+    # run's masks taken from another run, from one generator shared by the group, or drawn in
+    # another order would change its every number. The recipe (xemd1) learns its distance from
+    # the features after the dropout.
+    runs = [("ce", 0), ("emd2", 1), ("xemd1", 0), ("ce", 2)]
+    _check_group(tmp_path, runs, **DROPOUT)
+    train_group([_config(tmp_path / "cba", loss, seed, **DROPOUT) for loss, seed in runs[::-1]])
+    train_group([_config(tmp_path / "a", "emd2", 1, **DROPOUT)])
+    for loss, seed in runs:
+        name = f"{loss}_{seed}"
+        assert_same_run(tmp_path / "alone" / name, tmp_path / "cba" / name)
+    assert_same_run(tmp_path / "alone" / "emd2_1", tmp_path / "a" / "emd2_1")
+    # The masks are drawn: without dropout the same run trains to other weights (the same
+    # parameters, numbered without the dropout layers).
+    train(_config(tmp_path / "plain", "emd2", 1, limit_train=330))
+    a, b = _weights(tmp_path / "alone" / "emd2_1"), _weights(tmp_path / "plain" / "emd2_1")
+    assert len(a) == len(b) == 6
+    assert not any(torch.equal(x, y) for x, y in zip(a.values(), b.values(), strict=True))
+
+
+def test_dropout_runs_on_distribution_targets_equal_their_runs_alone(tmp_path: Path) -> None:
+    # An ldl: file (a distribution per item; ce and emd2 train on the distributions, kl is
+    # measured), a one-layer mlp with dropout, batches of 32 with a last one of 8 rows.
+    scipy_io = pytest.importorskip("scipy.io")
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5))
+    logits = np.stack([x[:, 0], -x[:, 0], x[:, 1], np.zeros(len(x))], axis=1)
+    labels = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    scipy_io.savemat(tmp_path / "toy.mat", {"features": x, "labels": labels})
+    options = {
+        "dataset": f"ldl:{tmp_path / 'toy.mat'}",
+        "model_options": {"hidden_sizes": [16], "dropout": 0.5},
+        "limit_train": 200,
+        "batch_size": 32,
+    }
+    assert _config(tmp_path, "ce", 0, **options).dataset.startswith("ldl:")
+    _check_group(tmp_path, [("ce", 0), ("emd2", 1), ("emd2", 2)], **options)
+    assert "distribution" in _metrics(tmp_path / "group" / "emd2_1")
+
+
 def test_one_diverging_run_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from emdloss.training import losses
 
@@ -167,13 +215,12 @@ def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
     assert why_not_grouped(_config(tmp_path, "coral", 0)) is None  # its own head, run by run
     extra = _config(tmp_path, "xemd1", 0, loss_options={"feature_pass": "extra"})
     assert "extra feature pass" in str(why_not_grouped(extra))
-    assert "dropout" in str(
-        why_not_grouped(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1}))
-    )
+    assert why_not_grouped(_config(tmp_path, "ce", 0, model_options={"dropout": 0.1})) is None
     assert why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")) is None
-    assert "cnn with dropout" in str(
-        why_not_grouped(_config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1}))
-    )
+    dropout = _config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1})
+    assert why_not_grouped(dropout) is None
+    batchnorm = _config(tmp_path, "ce", 0, model_options={"batchnorm": True})
+    assert "batch norm" in str(why_not_grouped(batchnorm))
     assert "resnet18" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="resnet18")))
     # Seeds and losses vary inside a group; the budget does not.
     assert group_key(_config(tmp_path, "ce", 0)) == group_key(_config(tmp_path / "x", "l2", 3))
@@ -186,16 +233,16 @@ def test_plan_work_groups_and_names_the_fallbacks(tmp_path: Path) -> None:
     from emdloss.compare._plan import RunSpec
 
     options = {**BUDGET, "progress": False}
-    dropout = {**options, "model_options": {"dropout": 0.2}}
+    batchnorm = {**options, "model_options": {"batchnorm": True}}
     jobs = [
         (RunSpec("lev", loss, seed), tmp_path / loss / str(seed), opts, 1)
-        for loss, opts in (("ce", options), ("emd2", dropout), ("coral", options))
+        for loss, opts in (("ce", options), ("emd2", batchnorm), ("coral", options))
         for seed in (0, 1)
     ]
     works, note = plan_work(jobs, range(len(jobs)), "grouped")
     assert works == [("group", [0, 1, 4, 5]), ("run", [2]), ("run", [3])]
     assert note.count("\n") == 0
-    assert "per-run engine for 2 run(s) for mlp with dropout" in note and "lev/emd2/seed0" in note
+    assert "per-run engine for 2 run(s) for mlp with batch norm" in note and "lev/emd2/seed0" in note
     assert plan_work(jobs, [0, 1], "per-run") == ([("run", [0]), ("run", [1])], "")
     assert grouped_line(works) == "compare: grouped engine for 4 run(s) in 1 group(s) of 4"
 

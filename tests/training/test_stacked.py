@@ -91,12 +91,69 @@ def test_a_stacked_cnn_computes_each_run_s_own_cnn(mode: str, exact: bool) -> No
 def test_what_cannot_be_stacked_says_why() -> None:
     assert body_reason(build_model("cnn", num_outputs=3, input_shape=SHAPE)) is None
     assert body_reason(build_model("mlp", num_outputs=3, input_shape=(5,))) is None
-    dropout = build_model("cnn", num_outputs=3, input_shape=SHAPE, dropout=0.1)
-    assert "Flatten, Dropout" in str(body_reason(dropout))
+    assert body_reason(build_model("cnn", num_outputs=3, input_shape=SHAPE, dropout=0.1)) is None
+    assert body_reason(build_model("mlp", num_outputs=3, input_shape=(5,), dropout=0.1)) is None
+    # Another kind of dropout draws other masks (whole channels, or alpha dropout's).
+    odd = build_model("cnn", num_outputs=3, input_shape=SHAPE)
+    assert isinstance(odd.body, nn.Sequential)
+    odd.body.append(nn.Dropout1d(0.1))
+    assert "Flatten, Dropout1d" in str(body_reason(odd))
     batchnorm = build_model("mlp", num_outputs=3, input_shape=(5,), batchnorm=True)
     assert "not a plain mlp" in str(body_reason(batchnorm))
+    alpha = build_model("mlp", num_outputs=3, input_shape=(5,))
+    assert isinstance(alpha.body, nn.Sequential)
+    alpha.body.append(nn.AlphaDropout(0.1))
+    assert "not a plain mlp" in str(body_reason(alpha))
     with pytest.raises(ValueError, match="cannot stack"):
-        StackedNet([SimpleNamespace(model=dropout)], torch.device("cpu"))
+        StackedNet([SimpleNamespace(model=odd)], torch.device("cpu"))
+
+
+@pytest.mark.parametrize("rows", [5, 64])
+@pytest.mark.parametrize(
+    ("name", "shape", "options"),
+    [
+        ("mlp", (7,), {"hidden_sizes": (32, 16), "dropout": 0.5}),
+        ("cnn", SHAPE, {"width": 4, "dropout": 0.3}),
+    ],
+)
+def test_stacked_dropout_draws_each_run_s_own_masks(
+    name: str, shape: tuple[int, ...], options: dict[str, Any], rows: int
+) -> None:
+    # Run r's own model in training mode draws its masks from the global generator; the stacked
+    # net draws run r's from generators[r]. Seeded alike, every run's outputs and gradients
+    # are its own model's, bit for bit, step after step (the generators move on as the global
+    # one does), and a network without generators in training is an error, not a silent
+    # network without dropout.
+    models = []
+    for r in range(RUNS):
+        torch.manual_seed(r)
+        models.append(build_model(name, num_outputs=4, input_shape=shape, **options))
+    tasks = _tasks(models, normalise=False)
+    own = [copy.deepcopy(task) for task in tasks]
+    net = StackedNet(tasks, torch.device("cpu"), "loop")
+    x = torch.rand(RUNS, rows, *shape)
+    seeds = [11 + 7 * r for r in range(RUNS)]
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+    states = [torch.Generator().manual_seed(seed).get_state() for seed in seeds]
+    for _ in range(2):
+        outputs = net.outputs(net.features(x, training=True, generators=generators))
+        sum(o.square().mean() for o in outputs).backward()  # type: ignore[union-attr]
+        for r, task in enumerate(own):
+            torch.set_rng_state(states[r])
+            expected = _own_outputs(task, x[r])
+            expected.square().mean().backward()
+            states[r] = torch.get_rng_state()
+            assert torch.equal(outputs[r], expected)
+            assert torch.equal(generators[r].get_state(), states[r])
+    for r, task in enumerate(own):
+        for (_, param, row), (key, mine) in zip(
+            net._slots(r), task.model.named_parameters(), strict=True
+        ):
+            assert param.grad is not None and mine.grad is not None, key
+            assert torch.equal(param.grad[row], mine.grad), key
+    with pytest.raises(ValueError, match="one generator per run"):
+        net.features(x, training=True)
+    assert torch.equal(net.features(x), net.features(x))  # evaluation: no masks
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 15, 16, 64])

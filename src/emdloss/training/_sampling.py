@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import RandomSampler
 
-__all__ = ["EpochShuffleSampler", "EpochWeightedSampler", "epoch_seed", "seed_epoch"]
+__all__ = [
+    "EpochShuffleSampler",
+    "EpochWeightedSampler",
+    "epoch_seed",
+    "global_epoch_seed",
+    "seed_epoch",
+]
 
 _MASK = (1 << 63) - 1
 
@@ -46,6 +52,18 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return int(mixed.generate_state(1, dtype=np.uint64)[0]) & _MASK
 
 
+def global_epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of the global random state in ``epoch`` (:func:`seed_epoch`): what a training
+    step draws from it (dropout masks) starts from here.
+
+    Examples
+    --------
+    >>> global_epoch_seed(0, 1) == epoch_seed(0, 1, stream=1)
+    True
+    """
+    return epoch_seed(seed, epoch, stream=1)
+
+
 def seed_epoch(seed: int, epoch: int) -> None:
     """Reseed Python, NumPy and torch (CPU and CUDA) for one training epoch.
 
@@ -62,7 +80,7 @@ def seed_epoch(seed: int, epoch: int) -> None:
     >>> seed_epoch(0, 3); bool(torch.equal(a, torch.rand(1)))
     True
     """
-    value = epoch_seed(seed, epoch, stream=1)
+    value = global_epoch_seed(seed, epoch)
     random.seed(value)
     # The legacy global generator is what third-party augmentation code tends to draw from.
     np.random.seed(value % (2**32))  # noqa: NPY002

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CONV_MODES", "CnnBody", "MlpBody", "StackedNet", "body_reason"]
+__all__ = ["CONV_MODES", "CnnBody", "MlpBody", "StackedNet", "body_reason", "stacked_dropout"]
 
 #: How :class:`CnnBody` runs its convolutions (see the module's docstring).
 CONV_MODES = ("loop", "grouped")
@@ -66,7 +66,9 @@ class Body(Protocol):
 
     def parameters(self) -> list[Tensor]: ...
 
-    def features(self, x: Tensor, training: bool) -> Tensor: ...
+    def features(
+        self, x: Tensor, training: bool, generators: Sequence[torch.Generator] | None = None
+    ) -> Tensor: ...
 
     def slots(self, r: int) -> list[tuple[str, Tensor, int]]: ...
 
@@ -113,22 +115,62 @@ def stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return out
 
 
-def _mlp_layers(body: nn.Module) -> list[nn.Linear] | None:
-    """The linear layers of a plain mlp body (Flatten, [Linear, ReLU]...), else ``None``."""
+def _dropout_p(module: nn.Module | None) -> float | None:
+    """The ``p`` of a plain ``nn.Dropout`` in ``[0, 1)``, else ``None``."""
+    if type(module) is not nn.Dropout or not 0.0 <= module.p < 1.0:
+        return None
+    return float(module.p)
+
+
+def _mlp_layers(body: nn.Module) -> list[tuple[nn.Linear, float]] | None:
+    """The linear layers of a plain mlp body (Flatten, [Linear, ReLU, (Dropout)]...) with the
+    dropout probability after each (0: none), else ``None``."""
     if not isinstance(body, nn.Sequential):
         return None
     modules = list(body)
     if not modules or not isinstance(modules[0], nn.Flatten):
         return None
-    linears: list[nn.Linear] = []
-    rest = modules[1:]
-    if len(rest) % 2:
-        return None
-    for linear, act in zip(rest[0::2], rest[1::2], strict=True):
+    layers: list[tuple[nn.Linear, float]] = []
+    i = 1
+    while i < len(modules):
+        linear, act = [*modules[i : i + 2], None][:2]
         if not isinstance(linear, nn.Linear) or linear.bias is None or not isinstance(act, nn.ReLU):
             return None
-        linears.append(linear)
-    return linears or None
+        i += 2
+        p = _dropout_p(modules[i]) if i < len(modules) else None
+        if p is not None:
+            i += 1
+        layers.append((linear, p or 0.0))
+    return layers or None
+
+
+def stacked_dropout(h: Tensor, p: float, generators: Sequence[torch.Generator]) -> Tensor:
+    """``F.dropout(h[r], p)`` in training mode for every run ``r``, its mask drawn from
+    ``generators[r]``.
+
+    ATen's dropout on the CPU (``_dropout_impl``) draws ``noise = empty_like(x).bernoulli_(1 - p)``
+    from the global generator, divides it by ``1 - p`` and returns ``x * noise``; here run
+    ``r``'s noise is drawn by the same call from its own generator (a generator in the state the
+    per-run path's global one is in: the same mask), and the division and product are
+    elementwise (bit for bit the same on the stack).
+    """
+    noise = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    for row, generator in zip(noise, generators, strict=True):
+        row.bernoulli_(1 - p, generator=generator)
+    noise.div_(1 - p)
+    return h * noise
+
+
+def _mask_generators(
+    generators: Sequence[torch.Generator] | None, training: bool, p: float
+) -> Sequence[torch.Generator] | None:
+    """The generators a layer with dropout ``p`` draws its masks from (``None``: it draws none,
+    outside training or with ``p = 0``); a ``ValueError`` when it must draw and has none."""
+    if not training or p == 0.0:
+        return None
+    if generators is None:
+        raise ValueError("a stacked body with dropout needs one generator per run in training")
+    return generators
 
 
 class MlpBody:
@@ -137,12 +179,16 @@ class MlpBody:
     def __init__(self, bodies: Sequence[nn.Module], device: torch.device) -> None:
         layers = [_mlp_layers(body) for body in bodies]
         if any(found is None for found in layers):
-            raise ValueError("MlpBody needs plain mlp bodies (Flatten, Linear, ReLU)")
+            raise ValueError("MlpBody needs plain mlp bodies (Flatten, Linear, ReLU, Dropout)")
         found = [f for f in layers if f is not None]
+        #: The dropout probability after each layer (0: none), shared by the runs.
+        self.dropout = [p for _, p in found[0]]
+        if any([p for _, p in f] != self.dropout for f in found):
+            raise ValueError("MlpBody needs bodies with the same dropout")
         self.layers: list[tuple[Tensor, Tensor]] = [
             (
-                _leaf([f[depth].weight for f in found], device),
-                _leaf([f[depth].bias for f in found], device),
+                _leaf([f[depth][0].weight for f in found], device),
+                _leaf([f[depth][0].bias for f in found], device),
             )
             for depth in range(len(found[0]))
         ]
@@ -150,10 +196,15 @@ class MlpBody:
     def parameters(self) -> list[Tensor]:
         return [p for pair in self.layers for p in pair]
 
-    def features(self, x: Tensor, training: bool) -> Tensor:
+    def features(
+        self, x: Tensor, training: bool, generators: Sequence[torch.Generator] | None = None
+    ) -> Tensor:
         h = x.flatten(2)
-        for weight, bias in self.layers:
+        for (weight, bias), p in zip(self.layers, self.dropout, strict=True):
             h = torch.relu(stacked_linear(h, weight, bias))
+            masks = _mask_generators(generators, training, p)
+            if masks is not None:
+                h = stacked_dropout(h, p, masks)
         return h
 
     def slots(self, r: int) -> list[tuple[str, Tensor, int]]:
@@ -166,7 +217,7 @@ class MlpBody:
         layers = _mlp_layers(body)
         assert layers is not None
         with torch.no_grad():
-            for (weight, bias), layer in zip(self.layers, layers, strict=True):
+            for (weight, bias), (layer, _) in zip(self.layers, layers, strict=True):
                 layer.weight.copy_(weight[r])
                 layer.bias.copy_(bias[r])
 
@@ -187,12 +238,21 @@ class _Stage:
     tracked: Tensor  # (R,) int64: num_batches_tracked
 
 
+def _cnn_dropout(body: nn.Module) -> float:
+    """The probability of a ``cnn`` body's last module, a dropout (0: none)."""
+    modules = list(body) if isinstance(body, nn.Sequential) else []
+    p = _dropout_p(modules[-1]) if modules else None
+    return p or 0.0
+
+
 def _cnn_stages(body: nn.Module) -> list[tuple[nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d | None]]:
     """The stages of a ``cnn`` body: [Conv2d, BatchNorm2d, ReLU, (MaxPool2d)]...,
-    AdaptiveAvgPool2d(1), Flatten; a ``ValueError`` saying what does not fit."""
+    AdaptiveAvgPool2d(1), Flatten, (Dropout); a ``ValueError`` saying what does not fit."""
     if not isinstance(body, nn.Sequential):
         raise ValueError("not a Sequential")
     modules = list(body)
+    if modules and _dropout_p(modules[-1]) is not None:
+        modules = modules[:-1]
     if len(modules) < 2 or not (
         isinstance(modules[-2], nn.AdaptiveAvgPool2d)
         and modules[-2].output_size in (1, (1, 1))
@@ -238,6 +298,10 @@ class CnnBody:
             raise ValueError(f"mode must be one of {CONV_MODES}, got {mode!r}")
         self.mode = mode
         per_run = [_cnn_stages(body) for body in bodies]
+        #: The dropout probability after the global pool (0: none), shared by the runs.
+        self.dropout = _cnn_dropout(bodies[0])
+        if any(_cnn_dropout(body) != self.dropout for body in bodies):
+            raise ValueError("CnnBody needs bodies with the same dropout")
         self.stages: list[_Stage] = []
         for depth, (conv, norm, pool) in enumerate(per_run[0]):
             convs = [stages[depth][0] for stages in per_run]
@@ -262,15 +326,18 @@ class CnnBody:
     def parameters(self) -> list[Tensor]:
         return [p for s in self.stages for p in (s.weight, s.gamma, s.beta)]
 
-    def features(self, x: Tensor, training: bool) -> Tensor:
+    def features(
+        self, x: Tensor, training: bool, generators: Sequence[torch.Generator] | None = None
+    ) -> Tensor:
         """``x (R, B, C, H, W)`` to features ``(R, B, F)``; ``training``: batch statistics
-        (and running statistics updated), else the running statistics."""
+        (and running statistics updated) and dropout (run ``r``'s masks from
+        ``generators[r]``), else the running statistics."""
         if training:
             for stage in self.stages:
                 stage.tracked.add_(1)
-        if self.mode == "loop":
-            return self._loop(x, training)
-        return self._grouped(x, training)
+        features = self._loop(x, training) if self.mode == "loop" else self._grouped(x, training)
+        masks = _mask_generators(generators, training, self.dropout)
+        return features if masks is None else stacked_dropout(features, self.dropout, masks)
 
     def _loop(self, x: Tensor, training: bool) -> Tensor:
         # The calls of each run's own modules, on its slice (unbind: one backward per tensor).
@@ -367,7 +434,7 @@ def body_reason(model: nn.Module) -> str | None:
             return f"a cnn body that does not fit the stacked cnn ({error})"
         return None
     if _mlp_layers(body) is None:
-        return "not a plain mlp (Flatten, Linear, ReLU) or cnn"
+        return "not a plain mlp (Flatten, Linear, ReLU, Dropout) or cnn"
     return None
 
 
@@ -424,12 +491,18 @@ class StackedNet:
             params += stacked
         return params
 
-    def features(self, x: Tensor, training: bool = False) -> Tensor:
+    def features(
+        self,
+        x: Tensor,
+        training: bool = False,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> Tensor:
         """Features ``(R, B, F)`` of inputs ``(R, B, ...)``: the runs' own normalisation of
-        images, then the body (batch norm in training or evaluation mode)."""
+        images, then the body (batch norm in training or evaluation mode; in training, a body
+        with dropout draws run ``r``'s masks from ``generators[r]``)."""
         if self.mean is not None and self.std is not None and x.ndim == 5:
             x = (x - self.mean) / self.std
-        return self.body.features(x, training)
+        return self.body.features(x, training, generators)
 
     def outputs(self, features: Tensor) -> list[Tensor]:
         """Outputs of every run, in run order (each (B, outputs))."""

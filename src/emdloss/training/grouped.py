@@ -117,10 +117,7 @@ def why_not_grouped(config: TrainConfig) -> str | None:
     model = config.model or "the data's default"
     if config.model not in (None, "mlp", "cnn"):
         return f"model {model} (only the mlp and the cnn are vectorised)"
-    options = config.model_options
-    if float(options.get("dropout", 0.0) or 0.0) > 0.0:
-        return f"{model} with dropout (per-run random masks are not vectorised)"
-    if options.get("batchnorm"):
+    if config.model_options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
     if config.loss_options.get("feature_pass") == "extra":
         return "the extra feature pass of the learned ground distance"
@@ -386,6 +383,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = torch.stack([_epoch_order(run, epoch) for run in runs]).to(device)
+        generators = [_dropout_generator(run, epoch, device) for run in runs]
         # torchmetrics' MeanMetric, run by run: sum of value * weight, sum of weights (float32).
         loss_sum = torch.zeros(size, device=device)
         weight_sum = torch.zeros(size, device=device)
@@ -395,7 +393,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
             xb = x_train[x_rows, index]
             yb = y_train[rows, index]
             db = None if d_train is None else d_train[rows, index]
-            features = net.features(xb, training=True)
+            features = net.features(xb, training=True, generators=generators)
             outputs = net.outputs(features)
             per_run = features.unbind(0) if needs_features else None
             losses: list[Tensor] = []
@@ -454,6 +452,24 @@ def _epoch_order(run: _Run, epoch: int) -> Tensor:
     """The training items of ``epoch`` in the order the run's own sampler draws them."""
     run.sampler.set_epoch(epoch)
     return torch.tensor(list(run.sampler), dtype=torch.long)
+
+
+def _dropout_generator(run: _Run, epoch: int, device: torch.device) -> torch.Generator:
+    """The generator of the run's dropout masks in ``epoch``, in the state the per-run path's
+    global generator is in when the epoch's first step starts.
+
+    The per-run path reseeds the global generator at every epoch start
+    (:func:`~emdloss.training._sampling.seed_epoch`, from ``(seed, epoch)``), and in training
+    nothing but its dropout layers draws from it, in forward order, one ``bernoulli_`` per layer
+    and step (measured: the state before each draw equals this generator's after the same
+    draws; the loaders draw from their own generators, and there is no sanity check). So run
+    ``r``'s masks, drawn from its own generator, are the ones its per-run training draws.
+    """
+    from emdloss.training._sampling import global_epoch_seed
+
+    generator = torch.Generator(device=device)
+    generator.manual_seed(global_epoch_seed(run.task.seed, epoch))
+    return generator
 
 
 def _train_loss_weights(runs: list[_Run]) -> Tensor:
