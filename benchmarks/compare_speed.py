@@ -8,7 +8,10 @@ Three suites (issue 20):
   210 runs, the suite of docs/results.md's 30-hold-out section;
 * ``images`` (``--suites images``; not run by default): the cnn on RetinaMNIST (28 px, 1080
   training images, batch 64) x 4 losses (ce, emd2, xemd1, l2) x 2 seeds = 8 runs, 5 epochs
-  instead of compare's 30 (``--epochs`` overrides every suite's epochs).
+  instead of compare's 30 (``--epochs`` overrides every suite's epochs);
+* ``dropout`` (``--suites dropout``; not run by default): the mlp with dropout 0.5 after each
+  hidden layer on LEV x 3 losses (ce, emd2, xemd1) x 4 seeds = 12 runs (each run's own dropout
+  masks in the grouped engine).
 
 For each suite it prints, side by side, the wall time per run of
 
@@ -64,11 +67,23 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": 2,
         "epochs": 5,
     },
+    "dropout": {
+        "datasets": ("lev",),
+        "losses": ("ce", "emd2", "xemd1"),
+        "seeds": 4,
+        "options": {"model_options": {"dropout": 0.5}},
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "default": {"datasets": ("lev", "swd"), "losses": ("ce", "emd2"), "seeds": 2},
     "holdouts": {"datasets": ("lev",), "losses": ("ce", "emd2", "xemd1", "l2"), "seeds": 5},
     "images": {"datasets": ("retinamnist",), "losses": ("ce", "emd2"), "seeds": 2, "epochs": 2},
+    "dropout": {
+        "datasets": ("lev",),
+        "losses": ("ce", "emd2"),
+        "seeds": 2,
+        "options": {"model_options": {"dropout": 0.5}},
+    },
 }
 
 
@@ -77,7 +92,9 @@ def _compare(
 ) -> tuple[float, float]:
     from emdloss.compare import compare
 
-    options = {} if epochs is None else {"epochs": epochs}
+    options = dict(suite.get("options", {}))
+    if epochs is not None:
+        options["epochs"] = epochs
     start, cpu = time.perf_counter(), time.process_time()
     result = compare(
         list(suite["datasets"]),
@@ -120,8 +137,11 @@ def _per_run_sample(suite: dict[str, Any], sample: int) -> list[tuple[str, str, 
     return runs if sample <= 0 else runs[:sample]
 
 
-def _plain_loop(runs: Sequence[tuple[str, str, int]], epochs: int | None) -> tuple[float, float]:
-    """The same runs as a plain loop: data, network, AdamW, loss, validation MAE every epoch."""
+def _plain_loop(
+    runs: Sequence[tuple[str, str, int]], epochs: int | None, options: dict[str, Any]
+) -> tuple[float, float]:
+    """The same runs as a plain loop: data, network (with the suite's ``options``), AdamW, loss,
+    validation MAE every epoch."""
     import torch
 
     from emdloss.compare import DATASET_DEFAULTS
@@ -133,7 +153,7 @@ def _plain_loop(runs: Sequence[tuple[str, str, int]], epochs: int | None) -> tup
     torch.set_num_threads(1)
     start, cpu = time.perf_counter(), time.process_time()
     for dataset_name, loss_name, seed in runs:
-        defaults = dict(DATASET_DEFAULTS.get(dataset_name, DATASET_DEFAULTS["tabular"]))
+        defaults = {**DATASET_DEFAULTS.get(dataset_name, DATASET_DEFAULTS["tabular"]), **options}
         if epochs is not None:
             defaults["epochs"] = epochs
         config = TrainConfig(dataset=dataset_name, loss=loss_name, seed=seed, **defaults)
@@ -148,7 +168,10 @@ def _plain_loop(runs: Sequence[tuple[str, str, int]], epochs: int | None) -> tup
             x, xv = (x - mean) / std.view(1, -1, 1, 1), (xv - mean) / std.view(1, -1, 1, 1)
         loss = build_loss(loss_name, data.num_classes, train_targets=y)
         net = build_model(
-            str(config.model), num_outputs=loss.num_outputs, input_shape=data.input_shape
+            str(config.model),
+            num_outputs=loss.num_outputs,
+            input_shape=data.input_shape,
+            **config.model_options,
         )
         net.head = loss.make_head(net.feature_dim) or net.head
         optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
@@ -172,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced suites (about a minute)")
     parser.add_argument(
-        "--suites", default="default,holdouts", help="comma-separated: default, holdouts, images"
+        "--suites",
+        default="default,holdouts",
+        help="comma-separated: default, holdouts, images, dropout",
     )
     parser.add_argument(
         "--per-run-sample",
@@ -219,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "datasets": sorted({d for d, _, _ in sample}),
                 "losses": sorted({loss for _, loss, _ in sample}),
                 "seeds": sorted({s for _, _, s in sample}),
+                "options": suite.get("options", {}),
             }
             per_runs = (
                 len(per_run_suite["datasets"])
@@ -226,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 * len(per_run_suite["seeds"])
             )
             per_run = _compare(per_run_suite, work / "per_run", "per-run", epochs)
-            plain = _plain_loop(sample, epochs)
+            plain = _plain_loop(sample, epochs, suite.get("options", {}))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         for clock in (0, 1):  # wall, then the process's CPU time (less moved by other jobs)

@@ -6,11 +6,12 @@ their first dimension (``(R, B, ...)``). Each run's values are its own model's, 
 start (the model built under the run's seed) and copied back out (:meth:`StackedNet.copy_into`)
 for selection and checkpoints. Bodies:
 
-- :class:`MlpBody`, the plain ``mlp`` (``Flatten``, then ``Linear``-``ReLU`` pairs): one batched
-  product per layer for all runs, with a backward that forms each run's weight gradient as
-  ``F.linear``'s backward does (bit for bit on the CPU);
-- :class:`CnnBody`, the ``cnn`` of :mod:`emdloss.models` without dropout (conv-BN-ReLU stages,
-  max-pools, a global average pool). Batch norm keeps each run's batch statistics and running
+- :class:`MlpBody`, the plain ``mlp`` (``Flatten``, then ``Linear``-``ReLU`` pairs, each
+  followed by a ``Dropout`` or not): one batched product per layer for all runs, with a
+  backward that forms each run's weight gradient as ``F.linear``'s backward does (bit for bit
+  on the CPU);
+- :class:`CnnBody`, the ``cnn`` of :mod:`emdloss.models` (conv-BN-ReLU stages, max-pools, a
+  global average pool, a ``Dropout`` or not). Batch norm keeps each run's batch statistics and running
   statistics (``(R, C)`` buffers, updated in training mode and used in evaluation mode, as
   each run's own ``BatchNorm2d``). Two ways to run the convolutions, one result up to float32
   rounding: ``"loop"`` runs each run's convolutions on its slice with the very calls of its
@@ -28,6 +29,12 @@ bit for bit at the mlp's batch sizes, not at every size: a last batch of a few r
 differ in the last bit; next to a cnn's convolutions a head costs nothing).
 Image inputs are normalised per run with the task's ``input_mean`` and ``input_std``, as
 :meth:`emdloss.training.module.OrdinalTask.features` does.
+
+Dropout (:func:`stacked_dropout`) draws run ``r``'s mask in training from ``generators[r]``
+(passed to :meth:`StackedNet.features`; the grouped engine seeds them as the per-run path seeds
+its global generator) with the very call of ATen's dropout on the CPU, one draw per run, layer
+and step, so each run's masks are those of its own ``nn.Dropout`` fed by a generator in that
+state (``tests/training/test_stacked.py``).
 """
 
 from __future__ import annotations

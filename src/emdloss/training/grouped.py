@@ -19,6 +19,15 @@ run of its own:
 - its optimiser state: Adam(W) and SGD are elementwise, so one optimiser over the stacked tensors
   is each run's optimiser (the runs of a group share the optimiser settings, see
   :func:`group_key`);
+- its dropout masks: the per-run path reseeds torch's global generator at every epoch start
+  from ``(seed, epoch)`` (:func:`~emdloss.training._sampling.seed_epoch`), and in training
+  nothing but its dropout layers draws from it (its loaders draw from their own generators,
+  there is no sanity check; measured by comparing the global state before every dropout
+  call). Each run here has its own generator, seeded at every epoch start as the per-run path
+  seeds the global one, and each dropout layer draws the run's mask from it with ATen's own
+  call (:func:`~emdloss.training._stacked.stacked_dropout`), so run ``r``'s masks are the ones
+  its per-run training draws, whatever its company. (The alternative, a dedicated dropout
+  generator in both paths, was not needed: the per-run sequence is fixed by the seed alone.)
 - its batch statistics (a cnn's batch norms normalise each run's batch by its own statistics)
   and running statistics (updated in training, used in validation and evaluation), and its
   input normalisation (an image set's channel statistics, per run);
@@ -55,10 +64,11 @@ are a small part of a step (an eighth of a tabular group's fit under cProfile, w
 Python calls; less next to a cnn), so they stay per run.
 
 What is not vectorised (:func:`why_not_grouped` says why, and compare trains those runs on the
-per-run path): networks other than the plain ``mlp`` and the ``cnn`` (dropout, whose per-run
-random masks are not drawn, or an mlp's batch norm included; the torchvision backbones), the
-authors' extra feature pass, precisions other than
-``32-true``, several devices or nodes, and a resume.
+per-run path): networks other than the plain ``mlp`` (dropout allowed) and the ``cnn``
+(an mlp's batch norm included; the torchvision backbones), the authors' extra feature pass,
+precisions other than ``32-true``, several devices or nodes, and a resume. On a GPU each run's
+masks come from its own generator seeded alike, yet not the per-run path's: there its dropout
+is the fused kernel (``native_dropout``), which draws otherwise.
 """
 
 from __future__ import annotations
@@ -455,16 +465,8 @@ def _epoch_order(run: _Run, epoch: int) -> Tensor:
 
 
 def _dropout_generator(run: _Run, epoch: int, device: torch.device) -> torch.Generator:
-    """The generator of the run's dropout masks in ``epoch``, in the state the per-run path's
-    global generator is in when the epoch's first step starts.
-
-    The per-run path reseeds the global generator at every epoch start
-    (:func:`~emdloss.training._sampling.seed_epoch`, from ``(seed, epoch)``), and in training
-    nothing but its dropout layers draws from it, in forward order, one ``bernoulli_`` per layer
-    and step (measured: the state before each draw equals this generator's after the same
-    draws; the loaders draw from their own generators, and there is no sanity check). So run
-    ``r``'s masks, drawn from its own generator, are the ones its per-run training draws.
-    """
+    """The generator of the run's dropout masks in ``epoch``: seeded as the per-run path seeds
+    the global generator when the epoch starts (see the module's docstring)."""
     from emdloss.training._sampling import global_epoch_seed
 
     generator = torch.Generator(device=device)
