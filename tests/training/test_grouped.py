@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,23 @@ def _check_group(tmp_path: Path, runs: Sequence[tuple[str, int]], **extra: Any) 
         assert_same_run(tmp_path / "alone" / name, tmp_path / "group" / name)
 
 
+def check_company(
+    root: Path,
+    make: Callable[..., TrainConfig],
+    runs: Sequence[tuple[str, int]],
+    single: tuple[str, int],
+    same: Callable[[Path, Path], None] = assert_same_run,
+    **extra: Any,
+) -> None:
+    """The runs trained alone (``root / "alone"``) equal them trained in reverse order in one
+    group, and ``single`` in a group of its own: a run's numbers do not depend on its company."""
+    train_group([make(root / "cba", loss, seed, **extra) for loss, seed in runs[::-1]])
+    train_group([make(root / "a", *single, **extra)])
+    for loss, seed in runs:
+        same(root / "alone" / f"{loss}_{seed}", root / "cba" / f"{loss}_{seed}")
+    same(root / "alone" / f"{single[0]}_{single[1]}", root / "a" / f"{single[0]}_{single[1]}")
+
+
 def test_a_mixed_group_equals_each_run_alone(tmp_path: Path) -> None:
     # Two seeds of ce (different splits, initial weights and batch orders), a one-output head
     # (l2), and a loss with per-run state (xemd1's learned ground distance and warm-up).
@@ -139,12 +156,7 @@ def test_dropout_runs_equal_their_runs_alone_whatever_their_company(tmp_path: Pa
     # the features after the dropout.
     runs = [("ce", 0), ("emd2", 1), ("xemd1", 0), ("ce", 2)]
     _check_group(tmp_path, runs, **DROPOUT)
-    train_group([_config(tmp_path / "cba", loss, seed, **DROPOUT) for loss, seed in runs[::-1]])
-    train_group([_config(tmp_path / "a", "emd2", 1, **DROPOUT)])
-    for loss, seed in runs:
-        name = f"{loss}_{seed}"
-        assert_same_run(tmp_path / "alone" / name, tmp_path / "cba" / name)
-    assert_same_run(tmp_path / "alone" / "emd2_1", tmp_path / "a" / "emd2_1")
+    check_company(tmp_path, _config, runs, ("emd2", 1), **DROPOUT)
     # The masks are drawn: without dropout the same run trains to other weights (the same
     # parameters, numbered without the dropout layers).
     train(_config(tmp_path / "plain", "emd2", 1, limit_train=330))

@@ -23,7 +23,7 @@ import torch
 pytest.importorskip("yaml")
 pytest.importorskip("lightning")
 
-from tests.training.test_grouped import _rows, assert_same_run
+from tests.training.test_grouped import _rows, assert_same_run, check_company
 
 from emdloss.training import TrainConfig, rundir, train
 from emdloss.training.grouped import train_group, why_not_grouped
@@ -226,27 +226,31 @@ def test_cnn_dropout_runs_equal_their_runs_alone_whatever_their_company(tmp_path
     dropout = {"model_options": {"width": 4, "dropout": 0.5}, "limit_train": 170, "epochs": 2}
     runs = [("ce", 0), ("emd2", 1), ("xemd1", 0)]
     _check_group(tmp_path, runs, **dropout)
-    train_group([_config(tmp_path / "cba", loss, seed, **dropout) for loss, seed in runs[::-1]])
-    train_group([_config(tmp_path / "a", "emd2", 1, **dropout)])
-    for loss, seed in runs:
-        name = f"{loss}_{seed}"
-        assert_same_run(tmp_path / "alone" / name, tmp_path / "cba" / name)
-        _assert_same_batch_norm(tmp_path / "alone" / name, tmp_path / "cba" / name)
-    assert_same_run(tmp_path / "alone" / "emd2_1", tmp_path / "a" / "emd2_1")
+    check_company(tmp_path, _config, runs, ("emd2", 1), _same_run_and_batch_norm, **dropout)
     # Vote histograms (a distribution target per image, which ce and emd2 train on), batches
-    # of 16 and a last one of a few images.
-    (tmp_path / "images").mkdir()
-    votes = {
-        "dataset": f"images:{_vote_images(tmp_path / 'images')}",
+    # of 16 and a last one of 2 images (34 training images).
+    votes = {**_vote_options(tmp_path), "model_options": {"width": 4, "dropout": 0.5}}
+    _check_group(tmp_path / "votes", [("ce", 0), ("emd2", 1)], **votes)
+
+
+def _same_run_and_batch_norm(alone: Path, grouped: Path) -> None:
+    assert_same_run(alone, grouped)
+    _assert_same_batch_norm(alone, grouped)
+
+
+def _vote_options(root: Path) -> dict[str, Any]:
+    """The options of a run on :func:`_vote_images` (written under ``root / "images"``): the
+    whole set, 2 epochs, batches of 16."""
+    (root / "images").mkdir()
+    return {
+        "dataset": f"images:{_vote_images(root / 'images')}",
         "data_options": {"count_columns": "votes_", "image_size": 8},
         "limit_train": None,
         "limit_val": None,
         "limit_test": None,
         "batch_size": 16,
         "epochs": 2,
-        "model_options": {"width": 4, "dropout": 0.5},
     }
-    _check_group(tmp_path / "votes", [("ce", 0), ("emd2", 1)], **votes)
 
 
 def _vote_images(root: Path) -> Path:
@@ -294,16 +298,6 @@ def test_compare_groups_image_sets_with_the_per_run_numbers(
 def test_vote_weighted_draws_on_vote_histograms_equal_their_runs_alone(tmp_path: Path) -> None:
     # vote_weights: each run draws its batches with replacement in proportion to the votes (its
     # own EpochWeightedSampler); a plain shuffle instead would change every number.
-    (tmp_path / "images").mkdir()
-    options: dict[str, Any] = {
-        "dataset": f"images:{_vote_images(tmp_path / 'images')}",
-        "data_options": {"count_columns": "votes_", "image_size": 8},
-        "limit_train": None,
-        "limit_val": None,
-        "limit_test": None,
-        "batch_size": 16,
-        "epochs": 2,
-        "vote_weights": True,
-    }
+    options = {**_vote_options(tmp_path), "vote_weights": True}
     assert why_not_grouped(_config(tmp_path, "ce", 0, **options)) is None
     _check_group(tmp_path, [("ce", 0), ("emd2", 1)], **options)
