@@ -11,11 +11,11 @@ for selection and checkpoints. Bodies:
   backward that forms each run's weight gradient as ``F.linear``'s backward does (bit for bit
   on the CPU);
 - :class:`CnnBody`, the ``cnn`` of :mod:`emdloss.models` (conv-BN-ReLU stages, max-pools, a
-  global average pool, a ``Dropout`` or not). Batch norm keeps each run's batch statistics and running
-  statistics (``(R, C)`` buffers, updated in training mode and used in evaluation mode, as
-  each run's own ``BatchNorm2d``). Two ways to run the convolutions, one result up to float32
-  rounding: ``"loop"`` runs each run's convolutions on its slice with the very calls of its
-  own modules (bit for bit the per-run path's numbers; the CPU's choice, where one grouped
+  global average pool, a ``Dropout`` or not). Batch norm keeps each run's batch statistics and
+  running statistics (``(R, C)`` buffers, updated in training mode and used in evaluation mode,
+  as each run's own ``BatchNorm2d``). Two ways to run the convolutions, one result up to float32
+  rounding: ``"loop"`` runs each run's convolutions on its slice with the very calls of its own
+  modules (bit for bit the per-run path's numbers; the CPU's choice, where one grouped
   convolution was no faster: 24 against 22 ms per run and step, 8 runs, batch 64, 28 px, one
   thread), and ``"grouped"`` stacks the runs as channels, ``(B, R*C, H, W)``, and runs one
   convolution with ``groups=R`` and one batch norm over ``R*C`` channels per stage (one kernel
@@ -155,8 +155,9 @@ def stacked_dropout(h: Tensor, p: float, generators: Sequence[torch.Generator]) 
     """``F.dropout(h[r], p)`` in training mode for every run ``r``, its mask drawn from
     ``generators[r]``.
 
-    ATen's dropout on the CPU (``_dropout_impl``) draws ``noise = empty_like(x).bernoulli_(1 - p)``
-    from the global generator, divides it by ``1 - p`` and returns ``x * noise``; here run
+    ATen's dropout on the CPU (``_dropout_impl``) draws
+    ``noise = empty_like(x).bernoulli_(1 - p)`` from the global generator, divides it by
+    ``1 - p`` and returns ``x * noise``; here run
     ``r``'s noise is drawn by the same call from its own generator (a generator in the state the
     per-run path's global one is in: the same mask), and the division and product are
     elementwise (bit for bit the same on the stack).
