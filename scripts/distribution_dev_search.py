@@ -83,8 +83,9 @@ def _train(
     torch.manual_seed(seed)
     x, t = (torch.tensor(a, dtype=torch.float32) for a in fit)
     xv, tv = (torch.tensor(a, dtype=torch.float32) for a in val)
-    layers: list[nn.Module] = [nn.Linear(x.shape[1], hidden), nn.ReLU()]
-    net = nn.Sequential(*layers, nn.Dropout(dropout), nn.Linear(hidden, t.shape[1]))
+    net = nn.Sequential(
+        nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, t.shape[1])
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
     schedule = torch.optim.lr_scheduler.ExponentialLR(opt, 0.995)
     order = torch.Generator().manual_seed(seed)
