@@ -112,3 +112,16 @@ def test_predict_refuses_a_value_that_would_standardise_to_inf(
     rows.write_text("x1,x2\n0.5,0.1\n1e308,-0.2\n", encoding="utf-8")
     err = _one_line_exit_2(capsys, ["predict", str(run), str(rows)])
     assert f"{rows}, line 3: column 'x1' holds 1e+308" in err
+
+
+def test_an_unknown_data_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It was reported as an internal error with a traceback (a TypeError of the loader)."""
+    data = _table(tmp_path / "t.csv")
+    argv = ["train", "--dataset", f"csv:{data}", "--target", "grade"]
+    argv += ["--data-option", "votes=votes_", "--output", str(tmp_path / "run"), *QUICK]
+    err = _one_line_exit_2(capsys, argv)
+    assert err.startswith(
+        f"emdloss train: error: unknown option(s) ['votes'] for dataset 'csv:{data}'"
+    )
+    assert "valid options: " in err and "count_columns" in err
+    assert not (tmp_path / "run").exists()

@@ -86,7 +86,7 @@ def test_splits_deterministic_per_seed() -> None:
 def test_string_options_and_unknown_option() -> None:
     ds = load_dataset("lev", val_fraction="0.2", test_fraction="0.5")
     assert len(ds.test) == 500 and len(ds.val) == 100
-    with pytest.raises(TypeError, match=r"unknown option\(s\) \['bins'\].*valid options: .*limit"):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bins'\].*valid options: .*limit"):
         load_dataset("lev", bins=3)
     with pytest.raises(ValueError, match="val_fraction='x'"):
         load_dataset("lev", val_fraction="x")

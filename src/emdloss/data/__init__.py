@@ -11,6 +11,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from emdloss.errors import UserError
+
 from ._dataset import (
     ImageFileSplit,
     OrdinalDataset,
@@ -89,7 +91,7 @@ def _check_options(
     ]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(
+        raise UserError(
             f"unknown option(s) {unknown} for dataset {spec!r}; valid options: "
             f"{', '.join(sorted([*valid, 'limit']))}"
         )
