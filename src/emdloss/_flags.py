@@ -228,7 +228,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     for name in COMPARE_PASSTHROUGH:
         option = OPTIONS[name]
         kind = _ARGPARSE_TYPES[option.type.removesuffix(" | None")]
-        group.add_argument(_flag(name), type=kind, default=None, help=option.metadata["compare"])
+        group.add_argument(
+            _flag(name),
+            type=kind,
+            default=None,
+            metavar=option.metadata["metavar"],
+            help=option.metadata["compare"],
+        )
     group.add_argument(
         "--config",
         dest="train_config",

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 __all__ = [
     "MODEL_NAMES",
     "SMALL_INPUT_SIDE",
+    "OrdinalEnsemble",
     "OrdinalModel",
     "build_model",
     "fold_fc6",
@@ -99,6 +100,42 @@ class OrdinalModel(nn.Module):
         """Scores (logits) ``(N, num_outputs)``."""
         out: Tensor = self.head(self.features(x))
         return out
+
+
+class OrdinalEnsemble(nn.Module):
+    """Several networks side by side, each with its own weights (a deep ensemble).
+
+    The members see the same inputs and return their outputs stacked along a new dimension 1;
+    whoever turns outputs into probabilities averages the members' probabilities
+    (:meth:`emdloss.training.OrdinalTask.probabilities`), and training applies the loss to each
+    member on its own, so the members learn independently of one another (the sum of their
+    losses has each member's own gradient).
+
+    Parameters
+    ----------
+    members : sequence of nn.Module
+        Two or more networks with the same outputs (:class:`OrdinalModel`, each freshly
+        initialised: their different starting points are what makes them differ).
+
+    Examples
+    --------
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> ensemble = OrdinalEnsemble([build_model("mlp", num_outputs=3, input_shape=(4,))
+    ...                             for _ in range(2)])
+    >>> ensemble(torch.zeros(5, 4)).shape
+    torch.Size([5, 2, 3])
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The members' outputs ``(N, K, num_outputs)``, member ``k`` at ``[:, k]``."""
+        return torch.stack([member(x) for member in self.members], dim=1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -142,6 +142,32 @@ def test_table_run_onnx_equals_predict(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_ensemble_run_onnx_equals_predict(tmp_path: Path) -> None:
+    """An ensemble exports as one graph: every member, and the mean of their probabilities."""
+    from emdloss.cli import main
+    from emdloss.training.rundir import read_data_record
+
+    table = tmp_path / "grades.csv"
+    _write_table(table, 200, seed=2)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", f"csv:{table}", "--target", "grade", "--classes"]
+    argv += ["low,mid,high", "--loss", "emd2", "--ensemble", "3", "--output", str(run), *QUICK]
+    assert main(argv) == 0
+    model = tmp_path / "model.onnx"
+    assert main(["export", str(run), "--output", str(model), "--rule", "expected"]) == 0
+    rows = _predict_rows(run, [str(table)])
+    record = read_data_record(run)["table"]
+    with table.open() as handle:
+        raw = list(csv.DictReader(handle))
+    numeric = np.array([[float(r[c]) for c in record["numeric_columns"]] for r in raw])
+    categorical = np.array(
+        [[record["categories"]["colour"].index(r["colour"])] for r in raw], dtype=np.int64
+    )
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    _compare(run, session, {"numeric": numeric, "categorical": categorical}, rows, "expected")
+
+
+@pytest.mark.slow
 def test_image_run_onnx_equals_predict(tmp_path: Path) -> None:
     from PIL import Image
 

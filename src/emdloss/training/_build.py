@@ -182,7 +182,7 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
     -------
     OrdinalTask
     """
-    from emdloss.models import build_model
+    from emdloss.models import OrdinalEnsemble, build_model
 
     num_classes = dataset.num_classes
     matrix = None
@@ -206,15 +206,24 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
     distribution = bool(getattr(dataset, "distribution_targets", False))
     if distribution:
         refuse_distribution_targets(loss, config.dataset)
+    if config.ensemble > 1 and (loss.needs_features or getattr(loss, "extra_pass", False)):
+        raise UserError(
+            f"--ensemble {config.ensemble} with --loss {config.loss}: its ground distance is "
+            "learned from one network's features; train it with --ensemble 1"
+        )
     model_name = config.model or default_model(dataset)
     with _user_options(f"--model {model_name}"):
-        model = build_model(
-            model_name,
-            num_outputs=loss.num_outputs,
-            input_shape=tuple(dataset.input_shape),
-            pretrained=config.pretrained,
-            **config.model_options,
-        )
+        members = [
+            build_model(
+                model_name,
+                num_outputs=loss.num_outputs,
+                input_shape=tuple(dataset.input_shape),
+                pretrained=config.pretrained,
+                **config.model_options,
+            )
+            for _ in range(config.ensemble)
+        ]
+    model = members[0] if len(members) == 1 else OrdinalEnsemble(members)
     # The bayes rule needs a decision cost: the given matrix, else |x_i - x_j|. The learned
     # matrix is a training surrogate (negative entries, diagonal 1), not a decision cost.
     decision_cost = matrix

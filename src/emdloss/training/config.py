@@ -264,6 +264,15 @@ class TrainConfig:
         help="further model option KEY=VALUE (repeatable), e.g. dropout=0.2",
         flag="model-option",
     )
+    ensemble: int = _option(
+        1,
+        help="train K networks of --model side by side, each from its own initialisation and "
+        "with its own dropout, on the same batches, and predict the mean of their probabilities "
+        "(a deep ensemble; K times the training cost)",
+        check=_AT_LEAST_1,
+        metavar="K",
+        compare="networks averaged per run (a deep ensemble, as train --ensemble)",
+    )
     loss_options: dict[str, Any] = _option(
         factory=dict,
         help="further loss option KEY=VALUE (repeatable), e.g. mu=0.25",

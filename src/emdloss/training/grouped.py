@@ -127,6 +127,8 @@ def why_not_grouped(config: TrainConfig) -> str | None:
     model = config.model or "the data's default"
     if config.model not in (None, "mlp", "cnn"):
         return f"model {model} (only the mlp and the cnn are vectorised)"
+    if config.ensemble > 1:
+        return f"an ensemble of {config.ensemble} networks (not vectorised)"
     if config.model_options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
     if config.loss_options.get("feature_pass") == "extra":

@@ -58,7 +58,9 @@ class OrdinalTask(pl.LightningModule):
     Parameters
     ----------
     model : nn.Module
-        An :class:`emdloss.models.OrdinalModel` (``features(x)``, ``head``).
+        An :class:`emdloss.models.OrdinalModel` (``features(x)``, ``head``), or an
+        :class:`emdloss.models.OrdinalEnsemble` of them: each member is trained by the loss on
+        its own outputs, and the probabilities are the mean of the members' probabilities.
     loss : TrainingLoss
         The training loss; if it brings its own head (CORAL), the model's head is replaced.
     num_classes : int
@@ -126,9 +128,16 @@ class OrdinalTask(pl.LightningModule):
             raise ValueError(f"loss has {loss.num_classes} classes, expected {num_classes}")
         self.model = model
         self.criterion = loss
-        head = loss.make_head(_head_in_features(model))
-        if head is not None:
-            self.model.head = head
+        #: The networks trained side by side: the model's members, or the model alone.
+        self.members: list[nn.Module] = list(getattr(model, "members", [model]))
+        if len(self.members) > 1 and loss.needs_features:
+            raise ValueError(
+                "an ensemble cannot train a loss that learns from the network's features"
+            )
+        for member in self.members:
+            head = loss.make_head(_head_in_features(member))
+            if head is not None:
+                member.head = head
         self.num_classes = num_classes
         self.positions = None if positions is None else [float(p) for p in positions]
         if decision_cost is None:
@@ -192,6 +201,8 @@ class OrdinalTask(pl.LightningModule):
 
     def features(self, x: Tensor) -> Tensor:
         """Penultimate features of the network (what a learned ground distance learns from)."""
+        if len(self.members) > 1:
+            raise TypeError("an ensemble has one set of features per member, not one")
         out: Tensor = self.model.features(self._normalise(x))  # type: ignore[operator]
         return out
 
@@ -201,7 +212,8 @@ class OrdinalTask(pl.LightningModule):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """Network outputs (logits, regressed index or threshold logits)."""
+        """Network outputs (logits, regressed index or threshold logits): ``(N, O)``, or
+        ``(N, K, O)`` for an ensemble of ``K`` members."""
         out: Tensor = self.model(self._normalise(x))
         return out
 
@@ -213,10 +225,32 @@ class OrdinalTask(pl.LightningModule):
     def probabilities(self, outputs: Tensor, mirrored: Tensor | None = None) -> Tensor:
         """Class probabilities from the model's ``outputs``, averaged with those of the
         mirrored images' outputs when given (``tta``)."""
-        probs = self.criterion.probabilities(outputs)
+        probs = self._member_mean(outputs)
         if mirrored is not None:
-            probs = 0.5 * (probs + self.criterion.probabilities(mirrored))
+            probs = 0.5 * (probs + self._member_mean(mirrored))
         return probs
+
+    def _member_mean(self, outputs: Tensor) -> Tensor:
+        """The loss's probabilities of ``outputs``, averaged over an ensemble's members."""
+        if len(self.members) == 1:
+            return self.criterion.probabilities(outputs)
+        n, k = outputs.shape[:2]
+        probs = self.criterion.probabilities(outputs.flatten(0, 1))
+        return probs.unflatten(0, (n, k)).mean(dim=1)
+
+    def _loss(
+        self, outputs: Tensor, y: Tensor, dist: Tensor | None, features: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The loss to minimise and the loss to report: for an ensemble, the sum of the
+        members' losses (each member gets its own loss's gradient, as if trained alone) and
+        their mean (comparable with one network's)."""
+        if len(self.members) == 1:
+            loss: Tensor = self.criterion(outputs, y, dist, features)
+            return loss, loss
+        total = torch.stack(
+            [self.criterion(outputs[:, k], y, dist, None) for k in range(outputs.shape[1])]
+        ).sum()
+        return total, total / outputs.shape[1]
 
     def decode_all(self, probs: Tensor, rules: Sequence[str] = RULES) -> dict[str, Tensor]:
         """Predicted classes of every rule of :data:`emdloss.vocabulary.RULES` (or of
@@ -288,15 +322,17 @@ class OrdinalTask(pl.LightningModule):
 
     def training_step(self, batch: Sequence[Tensor], batch_idx: int) -> Tensor:
         x, y, dist = self._unpack(batch)
-        features = self.features(x)
-        outputs = self.head(features)
-        loss: Tensor = self.criterion(
-            outputs, y, dist, features if self.criterion.needs_features else None
-        )
+        if len(self.members) > 1:
+            loss, shown = self._loss(self(x), y, dist, None)
+        else:
+            features = self.features(x)
+            loss, shown = self._loss(
+                self.head(features), y, dist, features if self.criterion.needs_features else None
+            )
         self._note_loss(loss, batch_idx)
-        self.train_loss_mean.update(loss.detach(), weight=x.shape[0])
+        self.train_loss_mean.update(shown.detach(), weight=x.shape[0])
         if self._log_steps:
-            self.log("train_loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
+            self.log("train_loss", shown.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
     def _note_loss(self, loss: Tensor, batch_idx: int) -> None:
@@ -394,7 +430,7 @@ class OrdinalTask(pl.LightningModule):
         self._evaluate(batch, self.val_metrics, self._validation_rules(), part="val")
         # The recipe's warm-up and learned matrix apply here too; features are only used to
         # learn from training data, so none are passed.
-        loss = self.criterion(self(x), y, dist, None)
+        _, loss = self._loss(self(x), y, dist, None)
         self.val_loss_mean.update(loss.detach(), weight=x.shape[0])
 
     def on_validation_epoch_end(self) -> None:

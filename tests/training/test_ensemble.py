@@ -1,0 +1,169 @@
+"""Deep ensembles (``--ensemble K``): K networks trained side by side, probabilities averaged.
+
+The oracles: each member's probabilities computed on its own (the mean is the ensemble's), and a
+network trained alone from a member's initial weights on the same batches (a member of the
+ensemble must end with exactly its weights: the sum of the members' losses gives each member
+its own gradient).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from emdloss.models import OrdinalEnsemble, build_model
+from emdloss.training import OrdinalTask, TrainConfig, load_task, train
+from emdloss.training.grouped import why_not_grouped
+from emdloss.training.losses import build_loss
+
+FAST = {"accelerator": "cpu", "progress": False, "plots": False, "batch_size": 64}
+
+
+def _members(k: int, num_outputs: int = 4, seed: int = 0) -> list[nn.Module]:
+    torch.manual_seed(seed)
+    return [
+        build_model("mlp", num_outputs=num_outputs, input_shape=(6,), hidden_sizes=[8])
+        for _ in range(k)
+    ]
+
+
+def test_ensemble_stacks_its_members_outputs() -> None:
+    members = _members(3)
+    x = torch.randn(5, 6)
+    out = OrdinalEnsemble(members)(x)
+    assert out.shape == (5, 3, 4)
+    for k, member in enumerate(members):
+        torch.testing.assert_close(out[:, k], member(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="at least 2 members, got 1"):
+        OrdinalEnsemble(members[:1])
+
+
+@pytest.mark.parametrize("loss_name", ["ce", "emd2", "coral", "nima"])
+def test_probabilities_are_the_mean_of_the_members(loss_name: str) -> None:
+    loss = build_loss(loss_name, 4)
+    members = _members(3, num_outputs=loss.num_outputs)
+    task = OrdinalTask(OrdinalEnsemble(members), loss, num_classes=4).eval()
+    x = torch.randn(7, 6)
+    # Each member alone (with the loss's own head where it brings one, as CORAL does).
+    alone = [loss.probabilities(member(x)) for member in members]
+    want = torch.stack(alone).mean(dim=0)
+    got = task.predict_proba(x)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(got.sum(dim=1), torch.ones(7), rtol=0, atol=1e-6)
+    if loss_name == "coral":  # the loss's own head on every member, each with its own weights
+        heads = [member.head for member in members]
+        assert all(type(head).__name__ == "CoralLayer" for head in heads)
+        assert len({id(head) for head in heads}) == 3
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_each_member_learns_as_if_trained_alone(optimizer: str) -> None:
+    members = _members(2)
+    alone = copy.deepcopy(members[1])
+    config = TrainConfig(optimizer=optimizer, lr=0.05, weight_decay=0.01)
+    loss = build_loss("emd2", 4)
+    ensemble_task = OrdinalTask(OrdinalEnsemble(members), loss, num_classes=4, config=config)
+    single_task = OrdinalTask(alone, build_loss("emd2", 4), num_classes=4, config=config)
+    tasks = (ensemble_task, single_task)
+    optimizers = [task.configure_optimizers() for task in tasks]
+    generator = torch.Generator().manual_seed(1)
+    for step in range(5):
+        x = torch.randn(16, 6, generator=generator)
+        y = torch.randint(0, 4, (16,), generator=generator)
+        for task, opt in zip(tasks, optimizers, strict=True):
+            task._log_steps = False
+            opt.zero_grad()
+            task.training_step((x, y), step).backward()
+            opt.step()
+    for (name, got), (_, want) in zip(
+        members[1].named_parameters(), alone.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7, msg=name)
+    # The members started apart and stay apart.
+    assert not torch.equal(members[0].head.weight, members[1].head.weight)
+
+
+def test_training_reports_the_members_mean_loss() -> None:
+    loss = build_loss("ce", 4)
+    members = _members(3)
+    task = OrdinalTask(OrdinalEnsemble(members), loss, num_classes=4)
+    x, y = torch.randn(9, 6), torch.randint(0, 4, (9,))
+    total, shown = task._loss(task(x), y, None, None)
+    each = torch.stack([loss(m(x), y, None, None) for m in members])
+    torch.testing.assert_close(total, each.sum())
+    torch.testing.assert_close(shown, each.mean())
+
+
+def test_a_learned_ground_distance_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot train a loss that learns from the network"):
+        OrdinalTask(OrdinalEnsemble(_members(2)), build_loss("xemd1", 4), num_classes=4)
+
+
+def test_ensemble_runs_are_not_grouped() -> None:
+    reason = why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce", ensemble=3))
+    assert reason == "an ensemble of 3 networks (not vectorised)"
+    assert why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce")) is None
+
+
+def test_ensemble_option_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"ensemble=0: expected an integer >= 1"):
+        TrainConfig(ensemble=0)
+
+
+@pytest.fixture(scope="module")
+def lev_ensemble(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp("ens") / "run"
+    config = TrainConfig(
+        dataset="lev",
+        loss="emd2",
+        epochs=2,
+        seed=5,
+        ensemble=3,
+        output=str(out),
+        model_options={"hidden_sizes": [16], "dropout": 0.2},
+        **FAST,
+    )
+    return train(config)
+
+
+def test_a_trained_ensemble_is_saved_loaded_and_predicts_its_test_rows(lev_ensemble) -> None:  # type: ignore[no-untyped-def]
+    from emdloss.training._build import load_data
+    from emdloss.training.rundir import read_config
+
+    run_dir = lev_ensemble.run_dir
+    task, _ = load_task(run_dir)
+    assert isinstance(task.model, OrdinalEnsemble) and len(task.model.members) == 3
+    config = read_config(run_dir)
+    assert config.ensemble == 3
+    dataset = load_data(config)
+    x = torch.as_tensor(dataset.test.inputs, dtype=torch.float32)
+    probs = task.eval().predict_proba(x)
+    with (run_dir / "predictions_test.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = json.loads((run_dir / "data.json").read_text())["class_names"]
+    written = torch.tensor([[float(row[f"prob_{n}"]) for n in names] for row in rows])
+    torch.testing.assert_close(probs, written, rtol=0, atol=2e-6)
+    # Three different networks, not one network three times.
+    first, second = (m.head.weight for m in list(task.model.members)[:2])
+    assert not torch.equal(first, second)
+
+
+def test_cli_ensemble_with_a_learned_ground_distance_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emdloss.cli import main
+
+    argv = ["train", "--dataset", "lev", "--loss", "xemd1", "--ensemble", "2"]
+    argv += ["--output", str(tmp_path / "run"), "--no-progress", "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "emdloss train: error: --ensemble 2 with --loss xemd1: its ground distance is learned "
+        "from one network's features; train it with --ensemble 1"
+    ]
