@@ -167,3 +167,26 @@ def test_cli_ensemble_with_a_learned_ground_distance_is_one_line(
         "emdloss train: error: --ensemble 2 with --loss xemd1: its ground distance is learned "
         "from one network's features; train it with --ensemble 1"
     ]
+
+
+def test_compare_trains_every_run_as_an_ensemble(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    import yaml
+
+    from emdloss.compare import add_arguments, run
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    argv = ["--dataset", "lev", "--losses", "ce,emd2", "--seeds", "1", "--ensemble", "2"]
+    argv += ["--epochs", "1", "--no-progress", "--plots", "none", "--output", str(tmp_path)]
+    assert run(parser.parse_args(argv)) == 0
+    printed = capsys.readouterr()
+    assert "an ensemble of 2 networks (not vectorised)" in printed.err + printed.out
+    configs = sorted((tmp_path / "runs").rglob("config.yaml"))
+    assert len(configs) == 2
+    assert all(yaml.safe_load(path.read_text())["ensemble"] == 2 for path in configs)
+    task, _ = load_task(configs[0].parent)
+    assert isinstance(task.model, OrdinalEnsemble) and len(task.model.members) == 2
