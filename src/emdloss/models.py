@@ -107,9 +107,9 @@ class OrdinalEnsemble(nn.Module):
 
     The members see the same inputs and return their outputs stacked along a new dimension 1;
     whoever turns outputs into probabilities averages the members' probabilities
-    (:meth:`emdloss.training.OrdinalTask.probabilities`), and training applies the loss to each
-    member on its own, so the members learn independently of one another (the sum of their
-    losses has each member's own gradient).
+    (:meth:`emdloss.training.module.OrdinalTask.probabilities`), and training applies the loss
+    to each member on its own, so the members learn independently of one another (the sum of
+    their losses has each member's own gradient).
 
     Parameters
     ----------
