@@ -62,6 +62,19 @@ def test_probabilities_are_the_mean_of_the_members(loss_name: str) -> None:
         assert len({id(head) for head in heads}) == 3
 
 
+def test_mirror_averaging_and_the_ensemble_mean_compose() -> None:
+    torch.manual_seed(2)
+    members = [build_model("cnn", num_outputs=3, input_shape=(3, 8, 8), width=4) for _ in range(2)]
+    loss = build_loss("emd2", 3)
+    task = OrdinalTask(OrdinalEnsemble(members), loss, num_classes=3, tta=True).eval()
+    x = torch.rand(4, 3, 8, 8)
+    mirrored = torch.flip(x, dims=[-1])
+    per_member = [
+        0.5 * (loss.probabilities(m(x)) + loss.probabilities(m(mirrored))) for m in members
+    ]
+    torch.testing.assert_close(task.predict_proba(x), torch.stack(per_member).mean(dim=0))
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_each_member_learns_as_if_trained_alone(optimizer: str) -> None:
     members = _members(2)
