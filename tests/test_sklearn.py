@@ -204,6 +204,19 @@ def test_grid_search_over_loss_and_learning_rate() -> None:
     assert grid.best_score_ == pytest.approx(scores.max())
 
 
+def test_soft_voting_averages_the_members_probabilities() -> None:
+    """The ensemble docs/sklearn.md shows: VotingClassifier(voting="soft") over seeds."""
+    from sklearn.ensemble import VotingClassifier
+
+    X, y = ordinal_data(n=150)
+    members = [(f"m{i}", EMDClassifier(random_state=i, **FAST)) for i in range(3)]
+    vote = VotingClassifier(members, voting="soft").fit(X, y)
+    alone = [EMDClassifier(random_state=i, **FAST).fit(X, y).predict_proba(X) for i in range(3)]
+    np.testing.assert_allclose(vote.predict_proba(X), np.mean(alone, axis=0), rtol=0, atol=1e-12)
+    assert not np.allclose(alone[0], alone[1])  # three different networks
+    np.testing.assert_array_equal(vote.predict(X), np.argmax(np.mean(alone, axis=0), axis=1))
+
+
 def test_cross_val_score() -> None:
     X, y = ordinal_data(n=180)
     scores = cross_val_score(EMDClassifier(random_state=0, **FAST), X, y, cv=3)
