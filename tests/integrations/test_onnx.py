@@ -56,6 +56,19 @@ def _write_table(path: Path, n: int, seed: int) -> None:
             writer.writerow([f"{x1:.4f}", f"{x2:.4f}", colour, grade])
 
 
+def _train_on_table(tmp_path: Path, rows: int, seed: int, *options: str) -> tuple[Path, Path]:
+    """``_write_table``'s grades, trained with emd2 and ``options``: (the table, the run)."""
+    from emdloss.cli import main
+
+    table = tmp_path / "grades.csv"
+    _write_table(table, rows, seed=seed)
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", f"csv:{table}", "--target", "grade", "--classes"]
+    argv += ["low,mid,high", "--loss", "emd2", *options, "--output", str(run), *QUICK]
+    assert main(argv) == 0
+    return table, run
+
+
 def _predict_rows(run: Path, inputs: list[str]) -> list[dict]:
     from emdloss.training import predict
 
@@ -78,12 +91,7 @@ def test_table_run_onnx_equals_predict(tmp_path: Path) -> None:
     from emdloss.training._build import load_data
     from emdloss.training.rundir import read_config, read_data_record
 
-    table = tmp_path / "grades.csv"
-    _write_table(table, 300, seed=0)
-    run = tmp_path / "run"
-    argv = ["train", "--dataset", f"csv:{table}", "--target", "grade", "--classes"]
-    argv += ["low,mid,high", "--loss", "emd2", "--seed", "1", "--output", str(run), *QUICK]
-    assert main(argv) == 0
+    table, run = _train_on_table(tmp_path, 300, 0, "--seed", "1")
     model = tmp_path / "model.onnx"
     assert main(["export", str(run), "--format", "onnx", "--output", str(model)]) == 0
     sidecar = json.loads((tmp_path / "model.onnx.json").read_text())
@@ -147,12 +155,7 @@ def test_ensemble_run_onnx_equals_predict(tmp_path: Path) -> None:
     from emdloss.cli import main
     from emdloss.training.rundir import read_data_record
 
-    table = tmp_path / "grades.csv"
-    _write_table(table, 200, seed=2)
-    run = tmp_path / "run"
-    argv = ["train", "--dataset", f"csv:{table}", "--target", "grade", "--classes"]
-    argv += ["low,mid,high", "--loss", "emd2", "--ensemble", "3", "--output", str(run), *QUICK]
-    assert main(argv) == 0
+    table, run = _train_on_table(tmp_path, 200, 2, "--ensemble", "3")
     model = tmp_path / "model.onnx"
     assert main(["export", str(run), "--output", str(model), "--rule", "expected"]) == 0
     rows = _predict_rows(run, [str(table)])
