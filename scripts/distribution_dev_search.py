@@ -14,7 +14,9 @@ epoch, batch 64, soft cross-entropy or squared EMD), the same network as ``mlp``
 
 A split is a fold of a 10-fold partition for ``ldl:`` files and a seed otherwise (MEBeauty's
 official split is the same for every seed: its dev rows then change with the seed). The means
-over the splits are printed, a line per model; ``ensemble=K`` averages K networks' predictions.
+over the splits are printed, a line per model; ``ensemble=K`` averages K networks' predictions
+(trained one after another, each with its own seed, shuffle and epoch: unlike ``emdloss train
+--ensemble``, whose members share the batches and the selected epoch).
 """
 
 from __future__ import annotations
