@@ -28,7 +28,9 @@ def test_unknown_dataset_lists_valid_names() -> None:
 
 
 def test_unknown_option_lists_valid_options(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match=r"\['colour'\] for dataset 'csv:.*valid options: .*target"):
+    with pytest.raises(
+        ValueError, match=r"\['colour'\] for dataset 'csv:.*valid options: .*target"
+    ):
         load_dataset(f"csv:{tmp_path / 'x.csv'}", target="y", colour="red")
 
 
