@@ -17,6 +17,8 @@ import pytest
 import torch
 from torch import nn
 
+pytest.importorskip("lightning")
+
 from emdloss.models import OrdinalEnsemble, build_model
 from emdloss.training import OrdinalTask, TrainConfig, load_task, train
 from emdloss.training.grouped import why_not_grouped
