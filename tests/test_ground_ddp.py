@@ -25,6 +25,7 @@ pytestmark = [
 # The worker runs as its own Python process (no pickling of test-module functions needed).
 WORKER = textwrap.dedent(
     """
+    import os
     import sys
     import torch
     import torch.distributed as dist
@@ -49,7 +50,10 @@ WORKER = textwrap.dedent(
     results["lazy"] = lazy.compute()
     dist.barrier()
     torch.save(results, out)
-    dist.destroy_process_group()
+    # No teardown: at torch 2.5, destroy_process_group() hung in about 1 run of 6 on this
+    # FileStore once the other rank had gone (CI's minimum-versions job); the results are saved.
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
