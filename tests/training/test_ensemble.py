@@ -115,9 +115,11 @@ def test_training_reports_the_members_mean_loss() -> None:
     torch.testing.assert_close(shown, each.mean())
 
 
-def test_a_learned_ground_distance_is_refused() -> None:
-    with pytest.raises(ValueError, match="cannot train a loss that learns from the network"):
-        OrdinalTask(OrdinalEnsemble(_members(2)), build_loss("xemd1", 4), num_classes=4)
+@pytest.mark.parametrize("options", [{}, {"feature_pass": "extra"}])
+def test_a_learned_ground_distance_is_refused(options: dict[str, str]) -> None:
+    loss = build_loss("xemd1", 4, **options)
+    with pytest.raises(ValueError, match="--ensemble 2 with --loss xemd1: its ground distance"):
+        OrdinalTask(OrdinalEnsemble(_members(2)), loss, num_classes=4)
 
 
 def test_ensemble_runs_are_not_grouped() -> None:

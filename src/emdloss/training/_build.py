@@ -206,11 +206,6 @@ def build_task(config: TrainConfig, dataset: Any) -> OrdinalTask:
     distribution = bool(getattr(dataset, "distribution_targets", False))
     if distribution:
         refuse_distribution_targets(loss, config.dataset)
-    if config.ensemble > 1 and (loss.needs_features or getattr(loss, "extra_pass", False)):
-        raise UserError(
-            f"--ensemble {config.ensemble} with --loss {config.loss}: its ground distance is "
-            "learned from one network's features; train it with --ensemble 1"
-        )
     model_name = config.model or default_model(dataset)
     with _user_options(f"--model {model_name}"):
         members = [

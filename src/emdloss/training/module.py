@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from emdloss.decoding import decode
+from emdloss.errors import UserError
 from emdloss.metrics import OrdinalMetrics
 from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
@@ -130,9 +131,10 @@ class OrdinalTask(pl.LightningModule):
         self.criterion = loss
         #: The networks trained side by side: the model's members, or the model alone.
         self.members: list[nn.Module] = list(getattr(model, "members", [model]))
-        if len(self.members) > 1 and loss.needs_features:
-            raise ValueError(
-                "an ensemble cannot train a loss that learns from the network's features"
+        if len(self.members) > 1 and (loss.needs_features or getattr(loss, "extra_pass", False)):
+            raise UserError(
+                f"--ensemble {len(self.members)} with --loss {loss.name}: its ground distance is "
+                "learned from one network's features; train it with --ensemble 1"
             )
         for member in self.members:
             head = loss.make_head(_head_in_features(member))
