@@ -158,6 +158,7 @@ def test_a_trained_ensemble_is_saved_loaded_and_predicts_its_test_rows(lev_ensem
     assert isinstance(task.model, OrdinalEnsemble) and len(task.model.members) == 3
     config = read_config(run_dir)
     assert config.ensemble == 3
+    assert json.loads((run_dir / "metrics.json").read_text())["ensemble"] == 3
     dataset = load_data(config)
     x = torch.as_tensor(dataset.test.inputs, dtype=torch.float32)
     probs = task.eval().predict_proba(x)

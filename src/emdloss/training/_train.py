@@ -285,6 +285,7 @@ def write_finished_run(
         "dataset": config.dataset,
         "loss": config.loss,
         "model": config.model or default_model(dataset),
+        "ensemble": config.ensemble,  # networks averaged (1: a single network)
         "seed": config.seed,
         "best_epoch": best_epoch,
         "epochs": len(history),
