@@ -76,6 +76,23 @@ def test_ldl_mat_loads_features_distributions_and_seeded_splits(tmp_path):
     assert load_dataset(f"ldl:{path}", seed=4).test.ids != ds.test.ids
 
 
+@pytest.mark.parametrize("value", [False, "false", "no", "0"])
+def test_ldl_standardize_false_keeps_the_features_of_the_file(tmp_path, value):
+    path = _mat(tmp_path)
+    raw = scipy.io.loadmat(path)["features"]
+    ds = load_dataset(f"ldl:{path}", seed=3, standardize=value)
+    for part in (ds.train, ds.val, ds.test):
+        rows = [int(i.split()[1]) for i in part.ids]
+        np.testing.assert_array_equal(part.inputs.numpy(), raw[rows].astype(np.float32))
+    scaled = load_dataset(f"ldl:{path}", seed=3).train.inputs.numpy()
+    np.testing.assert_allclose(scaled.mean(0), 0.0, atol=1e-6)
+
+
+def test_ldl_bad_standardize_value_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"option standardize='maybe': expected true or false"):
+        load_dataset(f"ldl:{_mat(tmp_path)}", standardize="maybe")
+
+
 def test_ldl_folds_partition_the_items(tmp_path):
     path = _mat(tmp_path)
     tests = [
@@ -155,6 +172,16 @@ def test_csv_vote_prefix_official_split_and_counts(tmp_path):
     first = [float(v) for v in cells[0][2:]]
     np.testing.assert_allclose(ds.train.dists[0].numpy(), np.array(first) / sum(first))
     assert float(ds.train.votes[0]) == sum(first)
+
+
+def test_csv_standardize_false_keeps_the_column(tmp_path):
+    path = _vote_csv(tmp_path, _good_rows())
+    ds = load_dataset(f"csv:{path}", count_columns="votes_", standardize="false")
+    column = [float(r.split(",")[0]) for r in _good_rows()]
+    rows = [int(i.split()[1]) - 2 for i in ds.train.ids]  # "line N", the header is line 1
+    np.testing.assert_array_equal(
+        ds.train.inputs[:, 0].numpy(), np.float32([column[r] for r in rows])
+    )
 
 
 def test_csv_vote_list_equals_prefix(tmp_path):

@@ -35,3 +35,30 @@ def test_a_column_without_training_values_is_named() -> None:
     split = make_split(np.arange(30) % 3, seed=0)
     with pytest.raises(UserError, match="column 'b' has no value in the training rows"):
         encode_table(values, ["a", "b"], [], [], split)
+
+
+def test_standardize_false_keeps_the_values_and_records_the_identity() -> None:
+    rng = np.random.default_rng(1)
+    values = (rng.random((120, 4)) < 0.05).astype(float)  # sparse 0/1 indicators
+    values[:, 3] = rng.normal(size=120)
+    values[5, 3] = np.nan
+    split = make_split(np.arange(120) % 3, seed=0)
+    kept = encode_table(values, list("abcd"), [], [], split, standardize=False)
+    filled = values.copy()
+    filled[5, 3] = np.median(values[split.train, 3][~np.isnan(values[split.train, 3])])
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(
+            kept.inputs[part].numpy(), filled[getattr(split, part)].astype(np.float32)
+        )
+    assert kept.mean.tolist() == [0.0] * 4 and kept.scale.tolist() == [1.0] * 4
+    # The default standardises: a rare 1 becomes large, which is why the option exists.
+    scaled = encode_table(values, list("abcd"), [], [], split)
+    assert float(scaled.inputs["train"][:, :3].max()) > 3.0
+
+
+def test_standardize_false_refuses_a_value_beyond_float32_by_name() -> None:
+    values = np.ones((30, 2))
+    values[4, 1] = 1e39
+    split = make_split(np.arange(30) % 3, seed=0)
+    with pytest.raises(UserError, match=r"row 4, column 'b': value 1e\+39 does not fit in float32"):
+        encode_table(values, ["a", "b"], [], [], split, standardize=False)

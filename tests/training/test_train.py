@@ -442,3 +442,35 @@ def test_deferred_test_reads_the_test_split_once_and_matches_training(
     assert _read_csv(out / "predictions_test.csv") == _read_csv(
         lev_run.run_dir / "predictions_test.csv"
     )
+
+
+def test_a_run_on_unstandardised_inputs_predicts_raw_rows_like_training(tmp_path: Path) -> None:
+    # standardize=false records the identity (mean 0, scale 1): predict must apply that, not
+    # re-standardise new rows.
+    import skordinal.datasets as skd
+
+    config = TrainConfig(
+        dataset="lev",
+        loss="emd2",
+        epochs=2,
+        seed=3,
+        output=str(tmp_path / "run"),
+        data_options={"standardize": "false"},
+        **FAST,
+    )
+    run = train(config)
+    table = json.loads((run.run_dir / "data.json").read_text())["table"]
+    assert table["feature_mean"] == [0.0] * 4 and table["feature_scale"] == [1.0] * 4
+    bunch = skd.load_lev()
+    expected = _read_csv(run.run_dir / "predictions_test.csv")[:20]
+    raw = tmp_path / "new.csv"
+    with raw.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(bunch.feature_names)
+        for row in expected:
+            writer.writerow([repr(float(v)) for v in bunch.data[int(row["id"].split()[-1])]])
+    result = predict(run.run_dir, [raw], output=tmp_path / "pred.csv")
+    names = json.loads((run.run_dir / "data.json").read_text())["class_names"]
+    for got, want in zip(result, expected, strict=True):
+        for name in names:
+            assert got[f"prob_{name}"] == pytest.approx(float(want[f"prob_{name}"]), abs=2e-6)

@@ -37,6 +37,7 @@ def encode_table(
     split: Split,
     *,
     row_names: Sequence[str] | None = None,
+    standardize: bool = True,
 ) -> EncodedTable:
     r"""Encode a table with statistics of the training rows only.
 
@@ -55,6 +56,10 @@ def encode_table(
     ----------
     row_names : sequence of str, optional
         How to name each row in an error (e.g. ``"data.csv, line 7"``); default ``"row i"``.
+    standardize : bool
+        ``False`` keeps the numeric values as they are (mean 0 and scale 1 are recorded, so
+        prediction applies the same identity). Sparse 0/1 indicator columns are the case for it:
+        standardising a column with one 1 in 5,000 training rows turns that 1 into about 70.
 
     Raises
     ------
@@ -77,6 +82,11 @@ def encode_table(
         # Every column at once (a loop over Movie's 1,869 columns took 7 s of a 10 s load).
         medians = np.nanmedian(train_block, axis=0) if gaps.any() else np.median(train_block, 0)
         numeric = np.where(np.isnan(numeric), medians, numeric)
+    if numeric.shape[1] and not standardize:
+        mean = np.zeros(numeric.shape[1])
+        scale = np.ones(numeric.shape[1])
+        _check_float32(numeric, numeric, numeric_names, row_names, scaled=False)
+    elif numeric.shape[1]:
         # Exact power-of-two prescaling (see above): a column of 1e308s stays finite.
         peak = np.abs(numeric[train]).max(axis=0)
         # frexp: peak = m * 2**e with 0.5 <= m < 1, so 2**(e - 1) <= peak, never inf.
@@ -122,6 +132,8 @@ def _check_float32(
     raw: NDArray[np.float64],
     names: Sequence[str],
     row_names: Sequence[str] | None,
+    *,
+    scaled: bool = True,
 ) -> None:
     # A value 1e38 times beyond the training range standardises past float32's largest number:
     # refuse it by name rather than feed the network an inf.
@@ -131,6 +143,11 @@ def _check_float32(
         return
     row, col = (int(i[0]) for i in np.nonzero(bad))
     where = row_names[row] if row_names is not None else f"row {row}"
+    if not scaled:
+        raise UserError(
+            f"{where}, column {names[col]!r}: value {raw[row, col]:g} does not fit in float32 "
+            "(largest 3.4e38); rescale it, or standardise the features (standardize=true)"
+        )
     raise UserError(
         f"{where}, column {names[col]!r}: value {raw[row, col]:g} lies too far outside the range "
         "of the training rows to be standardised in float32; fix or rescale it"

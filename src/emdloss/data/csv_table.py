@@ -22,7 +22,7 @@ from ._csv_cells import (
     read_csv_rows,
 )
 from ._dataset import OrdinalDataset
-from ._options import as_float_list, as_int, as_str_list
+from ._options import as_bool, as_float_list, as_int, as_str_list
 from ._table import encode_table, tabular_dataset
 from .distributions import (
     DistributionTargets,
@@ -267,6 +267,7 @@ def load_csv(
     test_fraction: Any = 0.3,
     count_columns: Any = None,
     split_column: str = "split",
+    standardize: Any = True,
 ) -> OrdinalDataset:
     """Load a CSV file whose column ``target`` holds an ordinal class, or whose
     ``count_columns`` hold a distribution over ordered levels (vote counts or proportions).
@@ -280,7 +281,7 @@ def load_csv(
     refused with the file, line, column and value named, never silently re-encoded: declare it
     ``categorical``, or set ``invalid="missing"``. Numeric features are standardised with
     training statistics (exactly rescaled by a power of two first, so that values up to the
-    float64 limit never overflow into NaN). Splits as in :func:`emdloss.data.make_split`.
+    float64 limit never overflow into NaN), unless ``standardize`` is false. Splits as in :func:`emdloss.data.make_split`.
 
     Parameters
     ----------
@@ -324,6 +325,10 @@ def load_csv(
         A column holding the official split (``train``/``val``/``test`` per row; rows left
         empty are dropped with one warning), used when the file has it (default ``split``);
         ``none`` ignores it. It is never a feature.
+    standardize : bool or str
+        Standardise the numeric features (default); ``False`` (``"false"`` from the command
+        line) keeps them as they are: for features already on a common scale, or sparse 0/1
+        indicators, which standardising inflates (a 1 in 5,000 rows becomes about 70).
 
     Returns
     -------
@@ -363,6 +368,7 @@ def load_csv(
         raise UserError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     if invalid not in INVALID_POLICIES:
         raise UserError(f"invalid must be one of {INVALID_POLICIES}, got {invalid!r}")
+    standardize = as_bool("standardize", standardize)
     header, rows, lines = read_csv_rows(path, delimiter=delimiter, encoding=encoding)
 
     def column_index(name: str, role: str) -> int:
@@ -481,6 +487,7 @@ def load_csv(
         [header[c] for c in categorical_cols],
         split,
         row_names=[f"{path}, line {n}" for n in lines],
+        standardize=standardize,
     )
     if not table.feature_names:
         raise UserError(f"{path}: no feature columns left besides the target {target!r}")

@@ -20,7 +20,7 @@ from emdloss.errors import UserError
 
 from ._csv_cells import _number
 from ._dataset import OrdinalDataset
-from ._options import as_str_list
+from ._options import as_bool, as_str_list
 from ._table import encode_table, tabular_dataset
 from .distributions import median_class, read_distribution
 from .splits import make_split
@@ -35,13 +35,14 @@ def load_ldl(
     classes: Any = None,
     val_fraction: Any = 0.1,
     test_fraction: Any = 0.2,
+    standardize: Any = True,
 ) -> OrdinalDataset:
     """Load an LDL benchmark ``.mat`` file: features and a distribution over ordered levels.
 
     ``labels`` may hold proportions (rows normalised with one warning when they do not sum to
     1) or integral vote counts (kept as counts). The hard class of each item, used to stratify
     the splits and by the ordinal metrics, is the median level of its distribution. Features
-    are standardised with the training rows' statistics.
+    are standardised with the training rows' statistics unless ``standardize`` is false.
 
     Splits (seeded, stratified on the median level): without ``fold``, a ``test_fraction``
     hold-out (default 0.2) and a ``val_fraction`` of the rest for validation (default 0.1); with
@@ -57,6 +58,10 @@ def load_ldl(
         Names of the levels in order; default ``"1"`` ... ``"C"``.
     seed, fold, num_folds, val_fraction, test_fraction
         Split settings (:func:`emdloss.data.make_split`).
+    standardize : bool or str
+        Standardise the features (default); ``False`` (``"false"`` from the command line) keeps
+        them as they are, as sparse 0/1 features such as Movie's are best kept (see
+        :func:`emdloss.data._table.encode_table`).
 
     Returns
     -------
@@ -83,6 +88,7 @@ def load_ldl(
     import scipy.io
     import scipy.sparse
 
+    standardize = as_bool("standardize", standardize)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"LDL file {path} not found")
@@ -145,7 +151,13 @@ def load_ldl(
     )
     names = [f"f{j}" for j in range(x.shape[1])]
     table = encode_table(
-        x, names, [], [], split, row_names=[f"{path}, row {i}" for i in range(len(x))]
+        x,
+        names,
+        [],
+        [],
+        split,
+        row_names=[f"{path}, row {i}" for i in range(len(x))],
+        standardize=standardize,
     )
     numeric = [_number(n) for n in class_names]
     dataset = tabular_dataset(

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ._dataset import OrdinalDataset
+from ._options import as_bool
 from ._table import encode_table, tabular_dataset
 from .splits import make_split
 
@@ -29,6 +30,7 @@ def load_tabular(
     num_folds: int | None = None,
     val_fraction: Any = 0.1,
     test_fraction: Any = 0.3,
+    standardize: Any = True,
 ) -> OrdinalDataset:
     """Load ERA, ESL (or ``esl6``), LEV or SWD from ``skordinal`` with stratified splits.
 
@@ -50,6 +52,8 @@ def load_tabular(
         Share of the non-test rows used for validation.
     test_fraction : float, optional
         Share of the rows held out for testing (hold-out only).
+    standardize : bool or str, optional
+        ``False`` (``"false"`` from the command line) keeps the inputs as they are.
 
     Returns
     -------
@@ -62,6 +66,7 @@ def load_tabular(
     >>> ds.input_shape, ds.class_names, len(ds.test)
     ((4,), ['1', '2', '3', '4', '5'], 300)
     """
+    standardize = as_bool("standardize", standardize)
     base = "esl" if name == "esl6" else name
     if base in ORDERLESS_NAMES:
         from sklearn.datasets import load_digits
@@ -101,7 +106,7 @@ def load_tabular(
         val_fraction=val_fraction,
         test_fraction=test_fraction,
     )
-    table = encode_table(x, list(bunch.feature_names), [], [], split)
+    table = encode_table(x, list(bunch.feature_names), [], [], split, standardize=standardize)
     return tabular_dataset(
         name=name,
         class_names=class_names,
