@@ -51,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--losses", default="ce,emd2,w1,nima,xemd1")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds FIRST ... FIRST+SEEDS-1: fresh splits (or fold partitions) no run has read",
+    )
     parser.add_argument("--folds", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=1)
@@ -73,9 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         # The baselines need the splits only: fitted beside the networks, seed by seed with
         # folds (one fit serves every seed without them); a seed that never trains is
         # cancelled before its fit starts.
-        seed_lists = (
-            [[seed] for seed in range(args.seeds)] if args.folds else [list(range(args.seeds))]
-        )
+        every = list(range(args.first_seed, args.first_seed + args.seeds))
+        seed_lists = [[seed] for seed in every] if args.folds else [every]
         fitting = [
             pool.submit(_baselines, args.dataset, data_options, seeds, args.folds, measure)
             for seeds in seed_lists
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             result = compare(
                 args.dataset,
                 args.losses,
-                list(range(n)),
+                every[:n],
                 args.output,
                 folds=args.folds,
                 jobs=args.jobs,
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                 select=args.select,
                 plots="none",  # per-run plots, drawn again at every seed: not evidence
             )
-            log.append(f"seed {n - 1}: {time.perf_counter() - t0:.0f} s")
+            log.append(f"seed {every[n - 1]}: {time.perf_counter() - t0:.0f} s")
             print(log[-1], flush=True)
         t0 = time.perf_counter()
         trained = {r.spec.seed for r in result.records if r.status != "failed"} if result else set()

@@ -41,3 +41,33 @@ def test_grid_over_folds_reports_every_chosen_run_and_its_baselines(
     summary = (out / "distribution_summary.md").read_text(encoding="utf-8")
     assert "grid, ce, validation kl: weight_decay=0.01:" in summary and "*chosen*" in summary
     assert "**Against the LDL baselines (" in summary
+
+
+@pytest.mark.slow
+def test_first_seed_draws_fresh_fold_partitions(tmp_path: Path, load_script: Any) -> None:
+    import scipy.io
+
+    from emdloss.data import load_dataset
+
+    rng = np.random.default_rng(1)
+    path = tmp_path / "toy.mat"
+    scipy.io.savemat(
+        path, {"features": rng.normal(size=(60, 3)), "labels": rng.dirichlet(np.ones(3), size=60)}
+    )
+    out = tmp_path / "ev"
+    argv = [
+        "--dataset", f"ldl:{path}", "--losses", "ce", "--seeds", "1", "--first-seed", "7",
+        "--folds", "3", "--epochs", "1", "--output", str(out),
+        "--set", "model_options={hidden_sizes: [4]}",
+    ]  # fmt: skip
+    assert load_script("scripts/distribution_evidence.py").main(argv) == 0
+    rows = list(csv.DictReader((out / "distribution_results.csv").open(encoding="utf-8")))
+    assert {(r["loss"], r["seed"]) for r in rows} == {
+        (m, "7") for m in ("ce", "baseline:mean", "baseline:aa_knn", "baseline:linear_kl")
+    }
+    # The runs read seed 7's partition, not seed 0's: the fold-0 run's test rows say so.
+    run = out.joinpath("runs").glob("*/ce/seed7_fold0")
+    with next(run).joinpath("predictions_test.csv").open(encoding="utf-8") as handle:
+        ids = [row["id"] for row in csv.DictReader(handle)]
+    assert ids == load_dataset(f"ldl:{path}", seed=7, fold=0, num_folds=3).test.ids
+    assert ids != load_dataset(f"ldl:{path}", seed=0, fold=0, num_folds=3).test.ids
