@@ -91,9 +91,12 @@ def _train(args: argparse.Namespace) -> int:
     if not result.metrics:
         return 0  # a non-zero rank of a multi-process run: rank 0 reports
     print(f"\nrun directory: {result.run_dir}")
+    members = int(result.metrics.get("ensemble", 1))
     print(
         f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
-        f"(by {result.metrics.get('monitor')}), training {result.train_seconds:.1f} s"
+        f"(by {result.metrics.get('monitor')}), "
+        + (f"an ensemble of {members} networks, " if members > 1 else "")
+        + f"training {result.train_seconds:.1f} s"
     )
     if "test" not in result.metrics:  # --no-evaluate-test: the test split stays unread
         print(_with_baselines(result.metrics["val"], result.metrics, "val"))

@@ -172,6 +172,18 @@ def test_a_trained_ensemble_is_saved_loaded_and_predicts_its_test_rows(lev_ensem
     assert not torch.equal(first, second)
 
 
+def test_cli_train_says_the_ensemble_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emdloss.cli import main
+
+    argv = ["train", "--dataset", "lev", "--loss", "emd2", "--ensemble", "2", "--epochs", "1"]
+    argv += ["--output", str(tmp_path / "run"), "--no-progress", "--limit-train", "64"]
+    assert main(argv) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("best epoch"))
+    assert "(by val_mae), an ensemble of 2 networks, training " in line
+
+
 def test_cli_ensemble_with_a_learned_ground_distance_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
