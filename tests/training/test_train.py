@@ -274,11 +274,13 @@ def test_evaluate_reproduces_the_metrics_and_writes_nothing(lev_run: Any) -> Non
     assert _digest(lev_run.run_dir) == before
 
 
-def test_predict_encodes_raw_rows_like_training(lev_run: Any, tmp_path: Path) -> None:
+def _predicts_raw_rows_like_training(run_dir: Path, tmp_path: Path, rows: int) -> list[Any]:
+    """``predict`` on the first test rows, written raw from skordinal's LEV, equals
+    ``predictions_test.csv``; returns predict's rows."""
     import skordinal.datasets as skd
 
     bunch = skd.load_lev()
-    expected = _read_csv(lev_run.run_dir / "predictions_test.csv")[:25]
+    expected = _read_csv(run_dir / "predictions_test.csv")[:rows]
     raw = tmp_path / "new.csv"
     with raw.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -287,14 +289,19 @@ def test_predict_encodes_raw_rows_like_training(lev_run: Any, tmp_path: Path) ->
             index = int(row["id"].split()[-1])
             writer.writerow(["x", *[repr(float(v)) for v in bunch.data[index]]])
     out = tmp_path / "pred.csv"
-    result = predict(lev_run.run_dir, [raw], output=out)
-    assert len(result) == 25 and out.is_file()
-    names = json.loads((lev_run.run_dir / "data.json").read_text())["class_names"]
+    result = predict(run_dir, [raw], output=out)
+    assert len(result) == rows and out.is_file()
+    names = json.loads((run_dir / "data.json").read_text())["class_names"]
     for got, want in zip(result, expected, strict=True):
         for name in names:
             assert got[f"prob_{name}"] == pytest.approx(float(want[f"prob_{name}"]), abs=2e-6)
         assert got["pred_median"] == names[int(want["pred_median"])]
     assert _read_csv(out)[0]["id"] == "line 2"
+    return result
+
+
+def test_predict_encodes_raw_rows_like_training(lev_run: Any, tmp_path: Path) -> None:
+    _predicts_raw_rows_like_training(lev_run.run_dir, tmp_path, 25)
 
 
 def test_existing_run_needs_resume_or_overwrite(lev_run: Any) -> None:
@@ -447,30 +454,8 @@ def test_deferred_test_reads_the_test_split_once_and_matches_training(
 def test_a_run_on_unstandardised_inputs_predicts_raw_rows_like_training(tmp_path: Path) -> None:
     # standardize=false records the identity (mean 0, scale 1): predict must apply that, not
     # re-standardise new rows.
-    import skordinal.datasets as skd
-
-    config = TrainConfig(
-        dataset="lev",
-        loss="emd2",
-        epochs=2,
-        seed=3,
-        output=str(tmp_path / "run"),
-        data_options={"standardize": "false"},
-        **FAST,
-    )
-    run = train(config)
+    options = {"data_options": {"standardize": "false"}, **FAST}
+    run = train(TrainConfig(dataset="lev", epochs=2, output=str(tmp_path / "run"), **options))
     table = json.loads((run.run_dir / "data.json").read_text())["table"]
     assert table["feature_mean"] == [0.0] * 4 and table["feature_scale"] == [1.0] * 4
-    bunch = skd.load_lev()
-    expected = _read_csv(run.run_dir / "predictions_test.csv")[:20]
-    raw = tmp_path / "new.csv"
-    with raw.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(bunch.feature_names)
-        for row in expected:
-            writer.writerow([repr(float(v)) for v in bunch.data[int(row["id"].split()[-1])]])
-    result = predict(run.run_dir, [raw], output=tmp_path / "pred.csv")
-    names = json.loads((run.run_dir / "data.json").read_text())["class_names"]
-    for got, want in zip(result, expected, strict=True):
-        for name in names:
-            assert got[f"prob_{name}"] == pytest.approx(float(want[f"prob_{name}"]), abs=2e-6)
+    _predicts_raw_rows_like_training(run.run_dir, tmp_path, 20)
