@@ -150,16 +150,24 @@ def test_table_run_onnx_equals_predict(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ensemble_run_onnx_equals_predict(tmp_path: Path) -> None:
-    """An ensemble exports as one graph: every member, and the mean of their probabilities."""
+@pytest.mark.parametrize(
+    "options", [("--ensemble", "3"), ("--data-option", "standardize=false")], ids=str
+)
+def test_ensemble_and_unstandardised_runs_onnx_equals_predict(
+    tmp_path: Path, options: tuple[str, str]
+) -> None:
+    """An ensemble exports as one graph (every member, and the mean of their probabilities); a
+    run on unstandardised features exports the identity it recorded."""
     from emdloss.cli import main
     from emdloss.training.rundir import read_data_record
 
-    table, run = _train_on_table(tmp_path, 200, 2, "--ensemble", "3")
+    table, run = _train_on_table(tmp_path, 200, 2, *options)
     model = tmp_path / "model.onnx"
     assert main(["export", str(run), "--output", str(model), "--rule", "expected"]) == 0
     rows = _predict_rows(run, [str(table)])
     record = read_data_record(run)["table"]
+    if "standardize=false" in options:
+        assert record["feature_mean"] == [0.0, 0.0] and record["feature_scale"] == [1.0, 1.0]
     with table.open() as handle:
         raw = list(csv.DictReader(handle))
     numeric = np.array([[float(r[c]) for c in record["numeric_columns"]] for r in raw])
