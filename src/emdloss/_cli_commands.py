@@ -91,7 +91,7 @@ def _train(args: argparse.Namespace) -> int:
     if not result.metrics:
         return 0  # a non-zero rank of a multi-process run: rank 0 reports
     print(f"\nrun directory: {result.run_dir}")
-    members = int(result.metrics.get("ensemble", 1))
+    members = result.config.ensemble
     print(
         f"best epoch {result.best_epoch} of {result.metrics.get('epochs')} "
         f"(by {result.metrics.get('monitor')}), "

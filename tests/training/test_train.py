@@ -274,9 +274,9 @@ def test_evaluate_reproduces_the_metrics_and_writes_nothing(lev_run: Any) -> Non
     assert _digest(lev_run.run_dir) == before
 
 
-def _predicts_raw_rows_like_training(run_dir: Path, tmp_path: Path, rows: int) -> list[Any]:
+def _predicts_raw_rows_like_training(run_dir: Path, tmp_path: Path, rows: int) -> None:
     """``predict`` on the first test rows, written raw from skordinal's LEV, equals
-    ``predictions_test.csv``; returns predict's rows."""
+    ``predictions_test.csv``."""
     import skordinal.datasets as skd
 
     bunch = skd.load_lev()
@@ -297,7 +297,6 @@ def _predicts_raw_rows_like_training(run_dir: Path, tmp_path: Path, rows: int) -
             assert got[f"prob_{name}"] == pytest.approx(float(want[f"prob_{name}"]), abs=2e-6)
         assert got["pred_median"] == names[int(want["pred_median"])]
     assert _read_csv(out)[0]["id"] == "line 2"
-    return result
 
 
 def test_predict_encodes_raw_rows_like_training(lev_run: Any, tmp_path: Path) -> None:

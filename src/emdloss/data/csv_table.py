@@ -281,7 +281,8 @@ def load_csv(
     refused with the file, line, column and value named, never silently re-encoded: declare it
     ``categorical``, or set ``invalid="missing"``. Numeric features are standardised with
     training statistics (exactly rescaled by a power of two first, so that values up to the
-    float64 limit never overflow into NaN), unless ``standardize`` is false. Splits as in :func:`emdloss.data.make_split`.
+    float64 limit never overflow into NaN), unless ``standardize`` is false. Splits as in
+    :func:`emdloss.data.make_split`.
 
     Parameters
     ----------
@@ -327,8 +328,7 @@ def load_csv(
         ``none`` ignores it. It is never a feature.
     standardize : bool or str
         Standardise the numeric features (default); ``False`` (``"false"`` from the command
-        line) keeps them as they are: for features already on a common scale, or sparse 0/1
-        indicators, which standardising inflates (a 1 in 5,000 rows becomes about 70).
+        line) keeps them as they are (see :func:`emdloss.data._table.encode_table`).
 
     Returns
     -------

@@ -60,8 +60,7 @@ def load_ldl(
         Split settings (:func:`emdloss.data.make_split`).
     standardize : bool or str
         Standardise the features (default); ``False`` (``"false"`` from the command line) keeps
-        them as they are, as sparse 0/1 features such as Movie's are best kept (see
-        :func:`emdloss.data._table.encode_table`).
+        them as they are (see :func:`emdloss.data._table.encode_table`).
 
     Returns
     -------
