@@ -24,6 +24,18 @@ from emdloss.training._stacked import StackedNet, body_reason
 RUNS, BATCH, SHAPE = 3, 5, (3, 12, 12)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    # The engine trains the mlp and the cnn on one intra-op thread (use_threads), where the
+    # equalities below hold bit for bit; on two, BLAS splits a batched product otherwise than
+    # each run's own (off in the last bit), so these tests must not inherit another test's
+    # thread count.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tasks(models: list[nn.Module], normalise: bool) -> list[Any]:
     tasks = []
     for r, model in enumerate(models):
