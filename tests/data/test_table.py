@@ -62,3 +62,34 @@ def test_standardize_false_refuses_a_value_beyond_float32_by_name() -> None:
     split = make_split(np.arange(30) % 3, seed=0)
     with pytest.raises(UserError, match=r"row 4, column 'b': value 1e\+39 does not fit in float32"):
         encode_table(values, ["a", "b"], [], [], split, standardize=False)
+
+
+def test_a_table_of_rare_indicators_gets_one_hint_towards_standardize_false() -> None:
+    import warnings
+
+    from emdloss.errors import InputWarning
+
+    rng = np.random.default_rng(2)
+    rows = 600
+    values = np.zeros((rows, 4))
+    values[rng.choice(rows, 2, replace=False), 0] = 1.0  # two 1s in 600 rows: about 17
+    values[:, 1] = rng.random(rows) < 0.5  # a balanced indicator stays within +-1
+    values[:, 2] = rng.random(rows) < 0.3
+    values[:, 3] = rng.normal(size=rows)
+    split = make_split(np.arange(rows) % 3, seed=0)
+    with pytest.warns(InputWarning) as caught:
+        encoded = encode_table(values, list("abcd"), [], [], split)
+    assert float(encoded.inputs["train"][:, 0].max()) > 10
+    assert [str(w.message) for w in caught] == [
+        "3 of 4 numeric columns hold only 0 and 1, and standardising turns a 1 that is rare in "
+        "the training rows into an input above 10; --data-option standardize=false keeps them "
+        "as they are"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        encode_table(values, list("abcd"), [], [], split, standardize=False)  # asked for
+        values[rng.choice(rows, 200, replace=False), 0] = 1.0
+        encode_table(values, list("abcd"), [], [], split)  # no rare 1: within 10
+        values[:, 0] = values[:, 1] = rng.normal(size=rows)
+        values[:2, 2] = 1.0
+        encode_table(values, list("abcd"), [], [], split)  # one indicator of four: no table of them
