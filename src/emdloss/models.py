@@ -38,6 +38,7 @@ __all__ = [
     "OrdinalModel",
     "build_model",
     "fold_fc6",
+    "members_of",
     "pretrained_weights_path",
 ]
 
@@ -136,6 +137,20 @@ class OrdinalEnsemble(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """The members' outputs ``(N, K, num_outputs)``, member ``k`` at ``[:, k]``."""
         return torch.stack([member(x) for member in self.members], dim=1)
+
+
+def members_of(model: nn.Module) -> list[nn.Module]:
+    """The networks of ``model``: an ensemble's members, or the model alone.
+
+    Examples
+    --------
+    >>> net = build_model("mlp", num_outputs=3, input_shape=(4,))
+    >>> members_of(net) == [net]
+    True
+    >>> len(members_of(OrdinalEnsemble([net, build_model("mlp", num_outputs=3, input_shape=(4,))])))
+    2
+    """
+    return list(getattr(model, "members", [model]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ pytest.importorskip("lightning")
 
 from emdloss.models import OrdinalEnsemble, build_model
 from emdloss.training import OrdinalTask, TrainConfig, load_task, train
-from emdloss.training.grouped import why_not_grouped
 from emdloss.training.losses import build_loss
 
 FAST = {"accelerator": "cpu", "progress": False, "plots": False, "batch_size": 64}
@@ -122,12 +121,6 @@ def test_a_learned_ground_distance_is_refused(options: dict[str, str]) -> None:
         OrdinalTask(OrdinalEnsemble(_members(2)), loss, num_classes=4)
 
 
-def test_ensemble_runs_are_not_grouped() -> None:
-    reason = why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce", ensemble=3))
-    assert reason == "an ensemble of 3 networks (not vectorised)"
-    assert why_not_grouped(TrainConfig(dataset="lev", model="mlp", loss="ce")) is None
-
-
 def test_ensemble_option_is_checked() -> None:
     with pytest.raises(ValueError, match=r"ensemble=0: expected an integer >= 1"):
         TrainConfig(ensemble=0)
@@ -214,7 +207,8 @@ def test_compare_trains_every_run_as_an_ensemble(
     argv += ["--epochs", "1", "--no-progress", "--plots", "none", "--output", str(tmp_path)]
     assert run(parser.parse_args(argv)) == 0
     printed = capsys.readouterr()
-    assert "an ensemble of 2 networks (not vectorised)" in printed.err + printed.out
+    # Both runs train in one group (tests/training/test_grouped.py: bit for bit the per-run path).
+    assert "grouped engine for 2 run(s) in 1 group(s) of 2" in printed.err + printed.out
     configs = sorted((tmp_path / "runs").rglob("config.yaml"))
     assert len(configs) == 2
     assert all(yaml.safe_load(path.read_text())["ensemble"] == 2 for path in configs)

@@ -165,9 +165,9 @@ def test_dropout_runs_equal_their_runs_alone_whatever_their_company(tmp_path: Pa
     assert not any(torch.equal(x, y) for x, y in zip(a.values(), b.values(), strict=True))
 
 
-def test_dropout_runs_on_distribution_targets_equal_their_runs_alone(tmp_path: Path) -> None:
-    # An ldl: file (a distribution per item; ce and emd2 train on the distributions, kl is
-    # measured), a one-layer mlp with dropout, batches of 32 with a last one of 8 rows.
+def _toy_ldl(tmp_path: Path) -> dict[str, Any]:
+    """Options for an ldl: file (a distribution per item) and a one-layer mlp with dropout,
+    batches of 32 with a last one of 8 rows."""
     scipy_io = pytest.importorskip("scipy.io")
     import numpy as np
 
@@ -176,15 +176,72 @@ def test_dropout_runs_on_distribution_targets_equal_their_runs_alone(tmp_path: P
     logits = np.stack([x[:, 0], -x[:, 0], x[:, 1], np.zeros(len(x))], axis=1)
     labels = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     scipy_io.savemat(tmp_path / "toy.mat", {"features": x, "labels": labels})
-    options = {
+    return {
         "dataset": f"ldl:{tmp_path / 'toy.mat'}",
         "model_options": {"hidden_sizes": [16], "dropout": 0.5},
         "limit_train": 200,
         "batch_size": 32,
     }
+
+
+def test_dropout_runs_on_distribution_targets_equal_their_runs_alone(tmp_path: Path) -> None:
+    # ce and emd2 train on the distributions, kl is measured.
+    options = _toy_ldl(tmp_path)
     assert _config(tmp_path, "ce", 0, **options).dataset.startswith("ldl:")
     _check_group(tmp_path, [("ce", 0), ("emd2", 1), ("emd2", 2)], **options)
     assert "distribution" in _metrics(tmp_path / "group" / "emd2_1")
+
+
+def test_ensemble_runs_equal_their_runs_alone_whatever_their_company(tmp_path: Path) -> None:
+    # Deep ensembles (--ensemble 3): each member is a slot of the stack, built under the run's
+    # seed in member order; the members of a run draw their dropout masks from the run's one
+    # generator in the order of its per-run forward (member 0's two layers, then member 1's,
+    # ...), so the default mlp's two dropout layers would catch masks drawn layer by layer
+    # across members. A last batch of 10 rows runs the stacked layers slot by slot. The loss is
+    # the sum of the members' (the gradient), its mean is what the history reports.
+    options = {**DROPOUT, "ensemble": 3}
+    runs = [("ce", 0), ("emd2", 1), ("coral", 0)]
+    _check_group(tmp_path, runs, **options)
+    check_company(tmp_path, _config, runs, ("emd2", 1), **options)
+    weights = _weights(tmp_path / "group" / "emd2_1")
+    assert {key.split(".")[2] for key in weights} == {"0", "1", "2"}  # model.members.<k>...
+    members = [
+        [weights[f"model.members.{k}.head.weight"]] for k in range(3)
+    ]  # different members (different initial weights), not copies of one
+    assert not torch.equal(members[0][0], members[1][0])
+    assert _metrics(tmp_path / "group" / "emd2_1")["ensemble"] == 3
+    # An ensemble with a learned ground distance fails alone, with the per-run path's message.
+    results = train_group([_config(tmp_path / "x", loss, 0, **options) for loss in ("ce", "xemd1")])
+    assert isinstance(results[0], rundir.RunResult)
+    assert "--ensemble 3 with --loss xemd1" in str(results[1])
+
+
+def test_ensembles_on_distribution_targets_equal_their_runs_alone(tmp_path: Path) -> None:
+    # The Movie protocol in small: an ldl: file, ensembles of one-layer mlps with dropout.
+    options = {**_toy_ldl(tmp_path), "ensemble": 2}
+    _check_group(tmp_path, [("ce", 0), ("emd2", 1), ("nima", 1)], **options)
+    assert "distribution" in _metrics(tmp_path / "group" / "nima_1")
+
+
+def test_a_group_is_cut_where_a_stacked_parameter_would_pass_the_mmap_threshold() -> None:
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from emdloss.training.grouped import STACK_BYTES, _stack_parts
+
+    def run(networks: int, inputs: int) -> Any:  # a layer of inputs x 256 float32 weights
+        members = [nn.Linear(inputs, 256) for _ in range(networks)]
+        return SimpleNamespace(task=SimpleNamespace(members=members))
+
+    movie = 1869 * 256 * 4  # Movie's first layer: 1.9 MB a network
+    assert 12 * movie <= STACK_BYTES < 20 * movie  # 12 were as fast a network as 1, 20 not
+    ensembles = [(i, run(5, 1869)) for i in range(5)]  # 9.6 MB a run: two a part
+    assert [[i for i, _ in part] for part in _stack_parts(ensembles)] == [[0, 1], [2, 3], [4]]
+    small = [(i, run(1, 8)) for i in range(50)]  # the tables' mlps: one part
+    assert len(_stack_parts(small)) == 1
+    huge = [(0, run(2, 20000)), (1, run(1, 8))]  # a run above the bound still trains, alone
+    assert [[i for i, _ in part] for part in _stack_parts(huge)] == [[0], [1]]
 
 
 def test_one_diverging_run_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,6 +288,7 @@ def test_what_cannot_be_grouped_says_why(tmp_path: Path) -> None:
     assert why_not_grouped(_config(tmp_path, "ce", 0, model="cnn")) is None
     dropout = _config(tmp_path, "ce", 0, model="cnn", model_options={"dropout": 0.1})
     assert why_not_grouped(dropout) is None
+    assert why_not_grouped(_config(tmp_path, "ce", 0, ensemble=3)) is None
     batchnorm = _config(tmp_path, "ce", 0, model_options={"batchnorm": True})
     assert "batch norm" in str(why_not_grouped(batchnorm))
     assert "resnet18" in str(why_not_grouped(_config(tmp_path, "ce", 0, model="resnet18")))

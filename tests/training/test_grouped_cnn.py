@@ -60,7 +60,8 @@ def _check_group(root: Path, runs: Sequence[tuple[str, int]], **extra: Any) -> N
     for loss, seed in runs:
         name = f"{loss}_{seed}"
         assert_same_run(root / "alone" / name, root / "group" / name)
-        _assert_same_batch_norm(root / "alone" / name, root / "group" / name)
+        networks = int(extra.get("ensemble", 1))
+        _assert_same_batch_norm(root / "alone" / name, root / "group" / name, networks)
 
 
 def _state(run_dir: Path, name: str = rundir.BEST_CHECKPOINT) -> dict[str, torch.Tensor]:
@@ -69,12 +70,12 @@ def _state(run_dir: Path, name: str = rundir.BEST_CHECKPOINT) -> dict[str, torch
     return state
 
 
-def _assert_same_batch_norm(alone: Path, grouped: Path) -> None:
+def _assert_same_batch_norm(alone: Path, grouped: Path, networks: int = 1) -> None:
     """The running statistics (and step counts) of every batch norm, best and last state."""
     for name in (rundir.BEST_CHECKPOINT, rundir.LAST_CHECKPOINT):
         a, b = _state(alone, name), _state(grouped, name)
         keys = [k for k in a if "running_" in k or "num_batches_tracked" in k]
-        assert len(keys) == 9, keys  # three batch norms
+        assert len(keys) == 9 * networks, keys  # three batch norms a network
         for key in keys:
             assert torch.equal(a[key], b[key]), (name, key)
 
@@ -231,6 +232,20 @@ def test_cnn_dropout_runs_equal_their_runs_alone_whatever_their_company(tmp_path
     # of 16 and a last one of 2 images (34 training images).
     votes = {**_vote_options(tmp_path), "model_options": {"width": 4, "dropout": 0.5}}
     _check_group(tmp_path / "votes", [("ce", 0), ("emd2", 1)], **votes)
+
+
+def test_cnn_ensembles_with_dropout_and_tta_equal_their_runs_alone(tmp_path: Path) -> None:
+    # An ensemble of two cnns a run: each member's own batch statistics and running
+    # statistics, its dropout mask drawn from the run's generator in member order, the run's
+    # channel normalisation for both, and the mirror average of each member's outputs.
+    options = {
+        "ensemble": 2,
+        "tta": True,
+        "model_options": {"width": 4, "dropout": 0.5},
+        "limit_train": 170,
+        "epochs": 2,
+    }
+    _check_group(tmp_path, [("ce", 0), ("emd2", 1)], **options)
 
 
 def _same_run_and_batch_norm(alone: Path, grouped: Path) -> None:

@@ -1,8 +1,9 @@
 """The stacked networks of the grouped engine (:mod:`emdloss.training.grouped`).
 
-R runs of one shape become one :class:`StackedNet`: every parameter of theirs is one
-``(R, ...)`` tensor (one leaf for the optimiser), and inputs and features carry the run as
-their first dimension (``(R, B, ...)``). Each run's values are its own model's, copied in at the
+R networks of one shape become one :class:`StackedNet`: every parameter of theirs is one
+``(R, ...)`` tensor (one leaf for the optimiser), and inputs and features carry the network
+(a slot) as their first dimension (``(R, B, ...)``). A run is one slot, or K consecutive slots
+for an ensemble of K (:attr:`StackedNet.runs`). Each run's values are its own model's, copied in at the
 start (the model built under the run's seed) and copied back out (:meth:`StackedNet.copy_into`)
 for selection and checkpoints. Bodies:
 
@@ -30,11 +31,14 @@ differ in the last bit; next to a cnn's convolutions a head costs nothing).
 Image inputs are normalised per run with the task's ``input_mean`` and ``input_std``, as
 :meth:`emdloss.training.module.OrdinalTask.features` does.
 
-Dropout (:func:`stacked_dropout`) draws run ``r``'s mask in training from ``generators[r]``
-(passed to :meth:`StackedNet.features`; the grouped engine seeds them as the per-run path seeds
-its global generator) with the very call of ATen's dropout on the CPU, one draw per run, layer
-and step, so each run's masks are those of its own ``nn.Dropout`` fed by a generator in that
-state (``tests/training/test_stacked.py``).
+Dropout (:func:`stacked_dropout`) draws slot ``r``'s mask in training from ``generators[r]``
+(passed to :meth:`StackedNet.features`; the grouped engine seeds one per run as the per-run
+path seeds its global generator, and an ensemble's slots share their run's,
+:meth:`StackedNet.run_generators`) with the very call of ATen's dropout on the CPU, one draw
+per slot, layer and step, slot by slot and within a slot layer by layer (the order of a
+network's own forward, and of an ensemble's members one after another), so each network's
+masks are those of its own ``nn.Dropout`` fed by a generator in that state
+(``tests/training/test_stacked.py``, ``tests/training/test_grouped.py``).
 """
 
 from __future__ import annotations
@@ -48,7 +52,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["CONV_MODES", "CnnBody", "MlpBody", "StackedNet", "body_reason", "stacked_dropout"]
+from emdloss.models import members_of
+
+__all__ = [
+    "CONV_MODES",
+    "CnnBody",
+    "MlpBody",
+    "StackedNet",
+    "body_reason",
+    "dropout_noise",
+    "stacked_dropout",
+]
 
 #: How :class:`CnnBody` runs its convolutions (see the module's docstring).
 CONV_MODES = ("loop", "grouped")
@@ -152,21 +166,39 @@ def _mlp_layers(body: nn.Module) -> list[tuple[nn.Linear, float]] | None:
 
 
 def stacked_dropout(h: Tensor, p: float, generators: Sequence[torch.Generator]) -> Tensor:
-    """``F.dropout(h[r], p)`` in training mode for every run ``r``, its mask drawn from
+    """``F.dropout(h[r], p)`` in training mode for every slot ``r``, its mask drawn from
     ``generators[r]``.
 
     ATen's dropout on the CPU (``_dropout_impl``) draws
     ``noise = empty_like(x).bernoulli_(1 - p)`` from the global generator, divides it by
-    ``1 - p`` and returns ``x * noise``; here run
+    ``1 - p`` and returns ``x * noise``; here slot
     ``r``'s noise is drawn by the same call from its own generator (a generator in the state the
     per-run path's global one is in: the same mask), and the division and product are
     elementwise (bit for bit the same on the stack).
     """
-    noise = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    for row, generator in zip(noise, generators, strict=True):
-        row.bernoulli_(1 - p, generator=generator)
-    noise.div_(1 - p)
-    return h * noise
+    noise = dropout_noise([(tuple(h.shape), p)], generators, h.dtype, h.device)[0]
+    return h if noise is None else h * noise
+
+
+def dropout_noise(
+    layers: Sequence[tuple[tuple[int, ...], float]],
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> list[Tensor | None]:
+    """The scaled masks of dropout layers ``(shape (R, ...), p)`` (``None`` where ``p`` is 0),
+    as :func:`stacked_dropout` draws them, slot by slot and within a slot layer by layer: the
+    order of a network's own forward, so slots that share a generator (an ensemble's members,
+    in member order) draw what their run's per-run forward draws."""
+    noise = [torch.empty(shape, dtype=dtype, device=device) if p else None for shape, p in layers]
+    for r, generator in enumerate(generators):
+        for mask, (_, p) in zip(noise, layers, strict=True):
+            if mask is not None:
+                mask[r].bernoulli_(1 - p, generator=generator)
+    for mask, (_, p) in zip(noise, layers, strict=True):
+        if mask is not None:
+            mask.div_(1 - p)
+    return noise
 
 
 def _mask_generators(
@@ -207,13 +239,28 @@ class MlpBody:
     def features(
         self, x: Tensor, training: bool, generators: Sequence[torch.Generator] | None = None
     ) -> Tensor:
+        noise = self._noise(x, training, generators)
         h = x.flatten(2)
-        for (weight, bias), p in zip(self.layers, self.dropout, strict=True):
+        for (weight, bias), mask in zip(self.layers, noise, strict=True):
             h = torch.relu(stacked_linear(h, weight, bias))
-            masks = _mask_generators(generators, training, p)
-            if masks is not None:
-                h = stacked_dropout(h, p, masks)
+            if mask is not None:
+                h = h * mask
         return h
+
+    def _noise(
+        self, x: Tensor, training: bool, generators: Sequence[torch.Generator] | None
+    ) -> list[Tensor | None]:
+        """Every dropout layer's scaled mask ``(R, B, width)`` (``None``: none there), drawn
+        before the forward in its order (:func:`dropout_noise`): a layer-by-layer draw across
+        the slots would give an ensemble's members with several dropout layers other masks."""
+        if _mask_generators(generators, training, max(self.dropout)) is None:
+            return [None] * len(self.layers)
+        assert generators is not None
+        layers = [
+            ((x.shape[0], x.shape[1], weight.shape[1]), p)
+            for (weight, _), p in zip(self.layers, self.dropout, strict=True)
+        ]
+        return dropout_noise(layers, generators, x.dtype, x.device)
 
     def slots(self, r: int) -> list[tuple[str, Tensor, int]]:
         slots: list[tuple[str, Tensor, int]] = []
@@ -466,15 +513,21 @@ class StackedNet:
     """
 
     def __init__(self, tasks: Sequence[Any], device: torch.device, mode: str = "loop") -> None:
+        #: Each run's slots (its networks' rows in the stacked tensors), in member order.
+        self.runs: list[list[int]] = []
+        models: list[Any] = []  # OrdinalModels (body, head)
         for task in tasks:
-            reason = body_reason(task.model)
-            if reason is not None:
-                raise ValueError(f"StackedNet cannot stack this model: {reason}")
-        models = [task.model for task in tasks]
+            networks = members_of(task.model)
+            for network in networks:
+                reason = body_reason(network)
+                if reason is not None:
+                    raise ValueError(f"StackedNet cannot stack this model: {reason}")
+            self.runs.append(list(range(len(models), len(models) + len(networks))))
+            models += networks
         self.body = _make_body(
             [m.body for m in models], getattr(models[0], "name", ""), device, mode
         )
-        self.mean, self.std = _normalisation(tasks, device)
+        self.mean, self.std = _normalisation(tasks, [len(slots) for slots in self.runs], device)
         # A cnn's head costs little next to its convolutions: on the CPU each run's own head
         # (F.linear, bit for bit at every batch size; the batched product equals it at the
         # sizes of the mlp's batches, yet not at every size, e.g. a last batch of a few rows).
@@ -491,7 +544,8 @@ class StackedNet:
             params = [_leaf([dict(h.named_parameters())[n] for h in heads], device) for n in names]
             self.heads.append((members, names, params))
         self.modules = [model.head for model in models]
-        self.size = len(tasks)
+        #: The number of slots (networks), ``R`` in the shapes below.
+        self.size = len(models)
 
     def parameters(self) -> list[Tensor]:
         params = list(self.body.parameters())
@@ -512,8 +566,29 @@ class StackedNet:
             x = (x - self.mean) / self.std
         return self.body.features(x, training, generators)
 
+    def slot_inputs(self, x: Tensor) -> Tensor:
+        """Each run's inputs ``(runs, B, ...)`` repeated for its slots, ``(R, B, ...)``."""
+        if self.size == len(self.runs):
+            return x
+        counts = torch.tensor([len(slots) for slots in self.runs], device=x.device)
+        return x.repeat_interleave(counts, dim=0)
+
+    def run_generators(self, generators: Sequence[torch.Generator]) -> list[torch.Generator]:
+        """Each run's generator once per slot: an ensemble's members draw from their run's
+        generator in member order, as its per-run forward does (see :class:`MlpBody`)."""
+        return [g for g, slots in zip(generators, self.runs, strict=True) for _ in slots]
+
+    def run_outputs(self, features: Tensor) -> list[Tensor]:
+        """Outputs of every run, in run order: ``(B, outputs)``, or ``(B, K, outputs)`` for an
+        ensemble of ``K`` (as :class:`emdloss.models.OrdinalEnsemble` stacks them)."""
+        out = self.outputs(features)
+        return [
+            out[slots[0]] if len(slots) == 1 else torch.stack([out[s] for s in slots], dim=1)
+            for slots in self.runs
+        ]
+
     def outputs(self, features: Tensor) -> list[Tensor]:
-        """Outputs of every run, in run order (each (B, outputs))."""
+        """Outputs of every slot, in slot order (each (B, outputs))."""
         from torch.func import functional_call
 
         out: list[Tensor | None] = [None] * self.size
@@ -534,29 +609,32 @@ class StackedNet:
                 out[r] = functional_call(self.modules[r], values, (fr,))
         return [o for o in out if o is not None]
 
-    def _slots(self, r: int) -> list[tuple[str, Tensor, int]]:
-        """Run ``r``'s parameters in its model's order: (name, stacked tensor, row)."""
-        slots = self.body.slots(r)
+    def _slots(self, s: int) -> list[tuple[str, Tensor, int]]:
+        """Slot ``s``'s parameters in its network's order: (name, stacked tensor, row)."""
+        slots = self.body.slots(s)
         for members, names, params in self.heads:
-            if r in members:
-                j = members.index(r)
+            if s in members:
+                j = members.index(s)
                 slots += [(f"head.{n}", p, j) for n, p in zip(names, params, strict=True)]
         return slots
 
     def copy_into(self, r: int, model: nn.Module) -> None:
-        """Write run ``r``'s weights (and batch-norm statistics) into its own model."""
-        body, head = model.body, model.head
-        assert isinstance(body, nn.Module) and isinstance(head, nn.Module)
-        self.body.copy_into(r, body)
-        by_name = dict(head.named_parameters())
-        with torch.no_grad():
-            for name, stacked, row in self._slots(r):
-                if name.startswith("head."):
-                    by_name[name[len("head.") :]].copy_(stacked[row])
+        """Write run ``r``'s weights (and batch-norm statistics) into its own model (each
+        member of an ensemble)."""
+        for s, member in zip(self.runs[r], members_of(model), strict=True):
+            body, head = member.body, member.head
+            assert isinstance(body, nn.Module) and isinstance(head, nn.Module)
+            self.body.copy_into(s, body)
+            by_name = dict(head.named_parameters())
+            with torch.no_grad():
+                for name, stacked, row in self._slots(s):
+                    if name.startswith("head."):
+                        by_name[name[len("head.") :]].copy_(stacked[row])
 
     def optimizer_state(self, r: int, optimizer: torch.optim.Optimizer) -> Any:
-        """Run ``r``'s slice of the optimiser state, in the layout of a per-run optimiser."""
-        slots = self._slots(r)
+        """Run ``r``'s slice of the optimiser state, in the layout of a per-run optimiser (an
+        ensemble's members one after the other, as its parameters are ordered)."""
+        slots = [slot for s in self.runs[r] for slot in self._slots(s)]
         state: dict[int, dict[str, Any]] = {}
         for i, (_, param, row) in enumerate(slots):
             entry = optimizer.state.get(param, {})
@@ -569,17 +647,20 @@ class StackedNet:
 
 
 def _normalisation(
-    tasks: Sequence[Any], device: torch.device
+    tasks: Sequence[Any], slots: Sequence[int], device: torch.device
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Each run's per-channel ``input_mean`` and ``input_std`` as ``(R, 1, C, 1, 1)``
-    (``None``: no run normalises). A run without them gets 0 and 1 (exact identities)."""
-    means = [getattr(task, "input_mean", torch.zeros(0)) for task in tasks]
-    stds = [getattr(task, "input_std", torch.ones(0)) for task in tasks]
+    """Each slot's per-channel ``input_mean`` and ``input_std`` (its run's, ``slots[r]`` times)
+    as ``(R, 1, C, 1, 1)`` (``None``: no run normalises). A run without them gets 0 and 1
+    (exact identities)."""
+    means, stds = [], []
+    for task, count in zip(tasks, slots, strict=True):
+        means += [getattr(task, "input_mean", torch.zeros(0))] * count
+        stds += [getattr(task, "input_std", torch.ones(0))] * count
     sized = [m for m in means if m.numel()]
     if not sized:
         return None, None
     channels = sized[0].numel()
     mean = [m if m.numel() else torch.zeros(channels) for m in means]
     std = [s if s.numel() else torch.ones(channels) for s in stds]
-    shape = (len(tasks), 1, channels, 1, 1)
+    shape = (len(means), 1, channels, 1, 1)
     return _buffer(mean, device).view(shape), _buffer(std, device).view(shape)

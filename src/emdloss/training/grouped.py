@@ -9,7 +9,11 @@ its slice on the CPU and as one grouped convolution elsewhere. Each run keeps wh
 run of its own:
 
 - its initial weights: the run's network is built exactly as :func:`emdloss.training.train`
-  builds it under the run's seed, then stacked;
+  builds it under the run's seed, then stacked; a deep ensemble (``ensemble = K``, shared by a
+  group) is K networks built one after another as ``train`` builds them, and each is a slot of
+  the stack of its own (:meth:`~emdloss.training._stacked.StackedNet.run_outputs` stacks a run's
+  slots as :class:`~emdloss.models.OrdinalEnsemble` stacks its members, and the task's own
+  code sums their losses and averages their probabilities);
 - its batch order: the items its own sampler draws for ``(seed, epoch)`` (the permutation of
   :class:`~emdloss.training._sampling.EpochShuffleSampler`, or with ``vote_weights`` the
   weighted draws of :class:`~emdloss.training._sampling.EpochWeightedSampler`), and its own
@@ -24,10 +28,12 @@ run of its own:
   nothing but its dropout layers draws from it (its loaders draw from their own generators,
   there is no sanity check; measured by comparing the global state before every dropout
   call). Each run here has its own generator, seeded at every epoch start as the per-run path
-  seeds the global one, and each dropout layer draws the run's mask from it with ATen's own
-  call (:func:`~emdloss.training._stacked.stacked_dropout`), so run ``r``'s masks are the ones
-  its per-run training draws, whatever its company. (The alternative, a dedicated dropout
-  generator in both paths, was not needed: the per-run sequence is fixed by the seed alone.)
+  seeds the global one, and its masks are drawn from it with ATen's own call
+  (:func:`~emdloss.training._stacked.stacked_dropout`) in the order of the run's own forward:
+  an ensemble's members one after another, each member's dropout layers in turn. So run
+  ``r``'s masks are the ones its per-run training draws, whatever its company. (The
+  alternative, a dedicated dropout generator in both paths, was not needed: the per-run
+  sequence is fixed by the seed alone.)
 - its batch statistics (a cnn's batch norms normalise each run's batch by its own statistics)
   and running statistics (updated in training, used in validation and evaluation), and its
   input normalisation (an image set's channel statistics, per run);
@@ -40,7 +46,8 @@ run of its own:
 
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
 per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
-``tests/training/test_grouped_cnn.py``). That needs the backward of the stacked linear layer to
+``tests/training/test_grouped_cnn.py``; ensembles included), at the one intra-op thread both
+paths train the mlp and the cnn on (:func:`~emdloss.training._context.use_threads`). That needs the backward of the stacked linear layer to
 form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), batches of
 fewer than 16 rows (a split's last batch, where BLAS takes other kernels) to run each run's
 product alone, heads other
@@ -127,8 +134,6 @@ def why_not_grouped(config: TrainConfig) -> str | None:
     model = config.model or "the data's default"
     if config.model not in (None, "mlp", "cnn"):
         return f"model {model} (only the mlp and the cnn are vectorised)"
-    if config.ensemble > 1:
-        return f"an ensemble of {config.ensemble} networks (not vectorised)"
     if config.model_options.get("batchnorm"):
         return "mlp with batch norm (not vectorised)"
     if config.loss_options.get("feature_pass") == "extra":
@@ -324,16 +329,42 @@ def _train_part(
     by_shape: dict[tuple[Any, ...], list[tuple[int, _Run]]] = {}
     for i, run in runs:
         by_shape.setdefault(_shape(run), []).append((i, run))
-    for members in by_shape.values():
-        group = [run for _, run in members]
-        try:
-            _fit(group, device)
-        except Exception as error:  # of the group as a whole: each run reports it
-            for run in group:
-                run.error = run.error or error
-        for i, run in members:
-            results[i] = run.error if run.error is not None else _finished(run)
-            run.tensors.clear()
+    for same_shape in by_shape.values():
+        for members in _stack_parts(same_shape):
+            group = [run for _, run in members]
+            try:
+                _fit(group, device)
+            except Exception as error:  # of the group as a whole: each run reports it
+                for run in group:
+                    run.error = run.error or error
+            for i, run in members:
+                results[i] = run.error if run.error is not None else _finished(run)
+                run.tensors.clear()
+
+
+#: The most bytes one stacked parameter (one layer's weights of every network of a part) may
+#: take. Above glibc's largest mmap threshold (32 MiB on 64-bit) every step's gradient and
+#: optimiser temporaries of that size are fresh mappings, and their page faults made each
+#: network's step on Movie's 1,869-input layer a third slower (measured on the CPU: 20
+#: networks of 1.9 MB each against 12; docs/benchmarks.md).
+STACK_BYTES = 24 << 20
+
+
+def _stack_parts(runs: list[tuple[int, _Run]]) -> list[list[tuple[int, _Run]]]:
+    """``runs`` cut, in order, into parts whose largest stacked parameter stays within
+    :data:`STACK_BYTES` (at least one run a part; an ensemble's networks stay together)."""
+    parts: list[list[tuple[int, _Run]]] = []
+    held = 0
+    for item in runs:
+        members = item[1].task.members
+        largest = max((p.numel() * p.element_size() for p in members[0].parameters()), default=0)
+        size = len(members) * largest
+        if not parts or held + size > STACK_BYTES:
+            parts.append([])
+            held = 0
+        parts[-1].append(item)
+        held += size
+    return parts
 
 
 def _finished(run: _Run) -> rundir.RunResult | BaseException:
@@ -344,9 +375,10 @@ def _finished(run: _Run) -> rundir.RunResult | BaseException:
 
 
 def _check_vectorisable(task: Any) -> None:
-    reason = body_reason(task.model)
-    if reason is not None:
-        raise ValueError(f"train_group cannot stack the model: {reason}")
+    for member in task.members:
+        reason = body_reason(member)
+        if reason is not None:
+            raise ValueError(f"train_group cannot stack the model: {reason}")
     trained = [p for p in task.parameters() if p.requires_grad]
     if len(trained) != len(list(task.model.parameters())):
         raise ValueError(f"train_group: loss {task.criterion.name} has trainable parameters")
@@ -395,41 +427,45 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr
         order = torch.stack([_epoch_order(run, epoch) for run in runs]).to(device)
-        generators = [_dropout_generator(run, epoch, device) for run in runs]
+        generators = net.run_generators([_dropout_generator(run, epoch, device) for run in runs])
         # torchmetrics' MeanMetric, run by run: sum of value * weight, sum of weights (float32).
         loss_sum = torch.zeros(size, device=device)
         weight_sum = torch.zeros(size, device=device)
         unit = _train_loss_weights(runs)
         for step, begin in enumerate(range(0, n, batch)):
             index = order[:, begin : begin + batch]
-            xb = x_train[x_rows, index]
+            xb = net.slot_inputs(x_train[x_rows, index])
             yb = y_train[rows, index]
             db = None if d_train is None else d_train[rows, index]
             features = net.features(xb, training=True, generators=generators)
-            outputs = net.outputs(features)
+            outputs = net.run_outputs(features)
+            # A loss that learns from features has one network per run (no ensemble): slot r.
             per_run = features.unbind(0) if needs_features else None
             losses: list[Tensor] = []
+            shown: list[Tensor] = []
             for r, run in enumerate(runs):
                 crit = run.task.criterion
-                loss = zero
+                loss = report = zero
                 if run.error is None:
                     try:
-                        loss = crit(
+                        # The task's own sum over an ensemble's members, and its mean to report.
+                        loss, report = run.task._loss(
                             outputs[r],
                             yb[r],
                             None if db is None else db[r],
                             per_run[r] if per_run is not None and crit.needs_features else None,
                         )
                     except Exception as error:  # this run's loss fails it, not the group
-                        run.error, loss = error, zero
+                        run.error, loss, report = error, zero, zero
                     if not bool(torch.isfinite(loss.detach())):
                         # As the per-run path: this run fails here; the others go on.
                         run.error = FloatingPointError(
                             f"training loss is {float(loss.detach())} at epoch {epoch}, batch {step}; "
                             f"lower the learning rate (lr={run.task.lr_at(epoch):g})"
                         )
-                        loss = zero
+                        loss = report = zero
                 losses.append(loss)
+                shown.append(report.detach())
             stacked = torch.stack(losses)
             if not stacked.requires_grad:  # every run of the group has failed
                 return
@@ -438,7 +474,7 @@ def _fit(runs: list[_Run], device: torch.device) -> None:
             optimizer.step()
             weight = torch.where(unit, 1.0, float(xb.shape[1])).to(device)
             # MeanMetric casts to its float32 state first (a peer loss may be float64).
-            loss_sum += stacked.detach().to(loss_sum.dtype) * weight
+            loss_sum += torch.stack(shown).to(loss_sum.dtype) * weight
             weight_sum += weight
         _validate(runs, net, epoch, batch)
         seconds = (time.perf_counter() - start) / size
@@ -499,8 +535,8 @@ def _validate(runs: list[_Run], net: StackedNet, epoch: int, batch: int) -> None
         weight_sum = [torch.zeros(()) for _ in runs]
         n = x_val.shape[1]
         for begin in range(0, n, batch):
-            xb = x_val[:, begin : begin + batch]
-            outputs = net.outputs(net.features(xb))
+            xb = net.slot_inputs(x_val[:, begin : begin + batch])
+            outputs = net.run_outputs(net.features(xb))
             mirrored = _mirrored_outputs(runs, net, xb)
             for r, run in enumerate(runs):
                 if run.error is not None:
@@ -514,7 +550,7 @@ def _validate(runs: list[_Run], net: StackedNet, epoch: int, batch: int) -> None
                 _metric_of(run).update(probs, yb, preds)
                 if task.distribution and db is not None:  # distribution targets' measures
                     task._distribution_metric("val").update(probs, db)
-                loss = task.criterion(outputs[r], yb, db, None).detach().cpu()
+                loss = task._loss(outputs[r], yb, db, None)[1].detach().cpu()
                 loss = loss.to(loss_sum[r].dtype)  # as MeanMetric casts to its float32 state
                 weight = torch.tensor(float(len(yb)))
                 loss_sum[r] = loss_sum[r] + (loss * weight).sum()
@@ -535,11 +571,11 @@ def _validate(runs: list[_Run], net: StackedNet, epoch: int, batch: int) -> None
 
 
 def _mirrored_outputs(runs: list[_Run], net: StackedNet, x: Tensor) -> list[Tensor] | None:
-    """Every run's outputs for the horizontal mirrors of images ``x (R, B, C, H, W)`` when the
-    runs average them in (``tta``, shared by a group), else ``None``."""
+    """Every run's outputs for the horizontal mirrors of images ``x (R, B, C, H, W)`` (one
+    row per slot) when the runs average them in (``tta``, shared by a group), else ``None``."""
     if not runs[0].task.tta or x.ndim != 5:
         return None
-    return net.outputs(net.features(torch.flip(x, dims=[-1])))
+    return net.run_outputs(net.features(torch.flip(x, dims=[-1])))
 
 
 def _metric_of(run: _Run) -> Any:

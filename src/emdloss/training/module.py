@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric
 from emdloss.decoding import decode
 from emdloss.errors import UserError
 from emdloss.metrics import OrdinalMetrics
+from emdloss.models import members_of
 from emdloss.training._loss_base import TrainingLoss
 from emdloss.training._sampling import seed_epoch
 from emdloss.training.config import TrainConfig
@@ -130,7 +131,7 @@ class OrdinalTask(pl.LightningModule):
         self.model = model
         self.criterion = loss
         #: The networks trained side by side: the model's members, or the model alone.
-        self.members: list[nn.Module] = list(getattr(model, "members", [model]))
+        self.members: list[nn.Module] = members_of(model)
         if len(self.members) > 1 and (loss.needs_features or getattr(loss, "extra_pass", False)):
             raise UserError(
                 f"--ensemble {len(self.members)} with --loss {loss.name}: its ground distance is "
