@@ -11,7 +11,15 @@ Three suites (issue 20):
   instead of compare's 30 (``--epochs`` overrides every suite's epochs);
 * ``dropout`` (``--suites dropout``; not run by default): the mlp with dropout 0.5 after each
   hidden layer on LEV x 3 losses (ce, emd2, xemd1) x 4 seeds = 12 runs (each run's own dropout
-  masks in the grouped engine).
+  masks in the grouped engine);
+* ``ensemble`` (``--suites ensemble``; not run by default): deep ensembles of five such mlps
+  (``--ensemble 5``, dropout 0.5) on LEV x 3 losses (ce, emd2, w1) x 4 seeds = 12 runs (each
+  member a slot of the grouped engine's stack);
+* ``movie`` (``--suites movie``; not run by default; needs ``ldl/Movie.mat`` under the data
+  directory, ``$EMDLOSS_DATA``): the protocol of docs/results.md's Movie evidence on fewer
+  runs, ensembles of five 256-unit mlps (dropout 0.7, weight decay 1, lr 1e-3, 15 epochs,
+  features unstandardised) x 2 losses (ce, emd2) x 1 seed x 3 folds = 6 runs. The plain loop
+  trains its networks on the items' modes (the time of a step is the same).
 
 For each suite it prints, side by side, the wall time per run of
 
@@ -73,6 +81,26 @@ SUITES: dict[str, dict[str, Any]] = {
         "seeds": 4,
         "options": {"model_options": {"dropout": 0.5}},
     },
+    "ensemble": {
+        "datasets": ("lev",),
+        "losses": ("ce", "emd2", "w1"),
+        "seeds": 4,
+        "options": {"ensemble": 5, "model_options": {"dropout": 0.5}},
+    },
+    "movie": {
+        "datasets": ("ldl:{data}/ldl/Movie.mat",),
+        "losses": ("ce", "emd2"),
+        "seeds": 1,
+        "folds": 3,
+        "options": {
+            "ensemble": 5,
+            "epochs": 15,
+            "lr": 1e-3,
+            "weight_decay": 1.0,
+            "model_options": {"hidden_sizes": [256], "dropout": 0.7},
+            "data_options": {"standardize": False},
+        },
+    },
 }
 QUICK: dict[str, dict[str, Any]] = {
     "default": {"datasets": ("lev", "swd"), "losses": ("ce", "emd2"), "seeds": 2},
@@ -84,7 +112,21 @@ QUICK: dict[str, dict[str, Any]] = {
         "seeds": 2,
         "options": {"model_options": {"dropout": 0.5}},
     },
+    "ensemble": {
+        "datasets": ("lev",),
+        "losses": ("ce", "emd2"),
+        "seeds": 2,
+        "options": {"ensemble": 3, "model_options": {"dropout": 0.5}},
+    },
 }
+QUICK["movie"] = {**SUITES["movie"], "folds": 2, "losses": ("ce",)}
+
+
+def _datasets(suite: dict[str, Any]) -> list[str]:
+    """The suite's data sets, ``{data}`` replaced by the data directory."""
+    from emdloss.data._download import resolve_data_dir
+
+    return [name.format(data=resolve_data_dir()) for name in suite["datasets"]]
 
 
 def _compare(
@@ -97,10 +139,11 @@ def _compare(
         options["epochs"] = epochs
     start, cpu = time.perf_counter(), time.process_time()
     result = compare(
-        list(suite["datasets"]),
+        _datasets(suite),
         list(suite["losses"]),
         suite["seeds"],
         output,
+        folds=suite.get("folds"),
         progress=False,
         baselines=False,
         train_options=options,
@@ -131,17 +174,21 @@ def _per_run_sample(suite: dict[str, Any], sample: int) -> list[tuple[str, str, 
     runs = [
         (dataset, loss, seed)
         for seed in range(suite["seeds"])
-        for dataset in suite["datasets"]
+        for dataset in _datasets(suite)
         for loss in suite["losses"]
     ]
     return runs if sample <= 0 else runs[:sample]
 
 
 def _plain_loop(
-    runs: Sequence[tuple[str, str, int]], epochs: int | None, options: dict[str, Any]
+    runs: Sequence[tuple[str, str, int]],
+    epochs: int | None,
+    options: dict[str, Any],
+    folds: int | None = None,
 ) -> tuple[float, float]:
-    """The same runs as a plain loop: data, network (with the suite's ``options``), AdamW, loss,
-    validation MAE every epoch."""
+    """The same runs as a plain loop: data, network (with the suite's ``options``; an
+    ensemble's networks side by side, the sum of their losses), AdamW, loss, validation MAE
+    every epoch."""
     import torch
 
     from emdloss.compare import DATASET_DEFAULTS
@@ -156,6 +203,8 @@ def _plain_loop(
         defaults = {**DATASET_DEFAULTS.get(dataset_name, DATASET_DEFAULTS["tabular"]), **options}
         if epochs is not None:
             defaults["epochs"] = epochs
+        if folds is not None:  # the first fold's split (a fold's runs are of one size)
+            defaults.update(fold=0, num_folds=folds)
         config = TrainConfig(dataset=dataset_name, loss=loss_name, seed=seed, **defaults)
         torch.manual_seed(seed)
         data = load_data(config)
@@ -167,26 +216,32 @@ def _plain_loop(
             mean, std = torch.tensor(data.mean).view(1, -1, 1, 1), torch.tensor(data.std)
             x, xv = (x - mean) / std.view(1, -1, 1, 1), (xv - mean) / std.view(1, -1, 1, 1)
         loss = build_loss(loss_name, data.num_classes, train_targets=y)
-        net = build_model(
-            str(config.model),
-            num_outputs=loss.num_outputs,
-            input_shape=data.input_shape,
-            **config.model_options,
+        nets = torch.nn.ModuleList(
+            build_model(
+                str(config.model),
+                num_outputs=loss.num_outputs,
+                input_shape=data.input_shape,
+                **config.model_options,
+            )
+            for _ in range(config.ensemble)
         )
-        net.head = loss.make_head(net.feature_dim) or net.head
-        optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=1e-4)
+        for net in nets:
+            net.head = loss.make_head(net.feature_dim) or net.head
+        optimizer = torch.optim.AdamW(
+            nets.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         for epoch in range(config.epochs):
-            net.train()
+            nets.train()
             order = torch.randperm(len(y))
             for begin in range(0, len(y), config.batch_size):
                 index = order[begin : begin + config.batch_size]
                 optimizer.zero_grad()
-                loss(net(x[index]), y[index]).backward()
+                sum(loss(net(x[index]), y[index]) for net in nets).backward()  # type: ignore[union-attr]
                 optimizer.step()
-            net.eval()
+            nets.eval()
             with torch.no_grad():
-                predicted = loss.probabilities(net(xv)).argmax(1)
-                float((predicted - yv).abs().float().mean())
+                probs = torch.stack([loss.probabilities(net(xv)) for net in nets]).mean(0)
+                float((probs.argmax(1) - yv).abs().float().mean())
             del epoch
     return time.perf_counter() - start, time.process_time() - cpu
 
@@ -197,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--suites",
         default="default,holdouts",
-        help="comma-separated: default, holdouts, images, dropout",
+        help="comma-separated: default, holdouts, images, dropout, ensemble, movie",
     )
     parser.add_argument(
         "--per-run-sample",
@@ -234,7 +289,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     lines = [header]
     for name in [n for n in args.suites.split(",") if n]:
         suite = suites[name]
-        total = len(suite["datasets"]) * len(suite["losses"]) * suite["seeds"]
+        folds = suite.get("folds") or 1
+        total = len(suite["datasets"]) * len(suite["losses"]) * suite["seeds"] * folds
         sample = _per_run_sample(suite, args.per_run_sample)
         epochs = suite.get("epochs") if args.epochs is None else args.epochs
         work = Path(tempfile.mkdtemp(prefix=f"compare_speed_{name}_"))
@@ -244,15 +300,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "datasets": sorted({d for d, _, _ in sample}),
                 "losses": sorted({loss for _, loss, _ in sample}),
                 "seeds": sorted({s for _, _, s in sample}),
+                "folds": suite.get("folds"),
                 "options": suite.get("options", {}),
             }
             per_runs = (
                 len(per_run_suite["datasets"])
                 * len(per_run_suite["losses"])
                 * len(per_run_suite["seeds"])
+                * folds
             )
             per_run = _compare(per_run_suite, work / "per_run", "per-run", epochs)
-            plain = _plain_loop(sample, epochs, suite.get("options", {}))
+            plain = _plain_loop(sample, epochs, suite.get("options", {}), suite.get("folds"))
         finally:
             shutil.rmtree(work, ignore_errors=True)
         for clock in (0, 1):  # wall, then the process's CPU time (less moved by other jobs)
