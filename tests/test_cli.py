@@ -272,3 +272,25 @@ def test_a_train_process_writes_every_file_before_it_ends(tmp_path: Path) -> Non
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     assert len((run / "history.csv").read_text().splitlines()) == 3
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_each_input_warning_text_is_printed_once_per_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The runs of a comparison load the same data again and again, each under filters of its
+    # own (which clear Python's once-per-location memory): one line per text, not per run.
+    import warnings
+
+    from emdloss.cli import _one_line_warnings
+    from emdloss.errors import InputWarning
+
+    with _one_line_warnings("emdloss compare"):
+        for _ in range(3):
+            with warnings.catch_warnings():
+                warnings.simplefilter("always")
+                warnings.warn("the same text", InputWarning, stacklevel=1)
+        warnings.warn("another text", InputWarning, stacklevel=1)
+    assert capsys.readouterr().err.splitlines() == [
+        "emdloss compare: warning: the same text",
+        "emdloss compare: warning: another text",
+    ]

@@ -225,10 +225,12 @@ def _imports_outside_gc(program: bool) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _one_line_warnings(prefix: str) -> Iterator[None]:
-    """Show emdloss's InputWarnings as ``emdloss train: warning: ...``, one line each."""
+    """Show emdloss's InputWarnings as ``emdloss train: warning: ...``, one line each, and each
+    text once: the runs of a comparison load the same data (and its warnings) many times."""
     from emdloss.errors import InputWarning
 
     previous = warnings.showwarning
+    shown: set[str] = set()
 
     def show(
         message: Warning | str,
@@ -239,7 +241,9 @@ def _one_line_warnings(prefix: str) -> Iterator[None]:
         line: str | None = None,
     ) -> None:
         if issubclass(category, InputWarning):
-            print(f"{prefix}: warning: {message}", file=sys.stderr)
+            if str(message) not in shown:
+                shown.add(str(message))
+                print(f"{prefix}: warning: {message}", file=sys.stderr)
         else:
             previous(message, category, filename, lineno, file, line)
 
