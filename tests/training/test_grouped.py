@@ -236,12 +236,14 @@ def test_a_group_is_cut_where_a_stacked_parameter_would_pass_the_mmap_threshold(
 
     movie = 1869 * 256 * 4  # Movie's first layer: 1.9 MB a network
     assert 12 * movie <= STACK_BYTES < 20 * movie  # 12 were as fast a network as 1, 20 not
+    cpu = torch.device("cpu")
     ensembles = [(i, run(5, 1869)) for i in range(5)]  # 9.6 MB a run: two a part
-    assert [[i for i, _ in part] for part in _stack_parts(ensembles)] == [[0, 1], [2, 3], [4]]
+    assert [[i for i, _ in part] for part in _stack_parts(ensembles, cpu)] == [[0, 1], [2, 3], [4]]
+    assert len(_stack_parts(ensembles, torch.device("cuda"))) == 1  # a caching allocator
     small = [(i, run(1, 8)) for i in range(50)]  # the tables' mlps: one part
-    assert len(_stack_parts(small)) == 1
+    assert len(_stack_parts(small, cpu)) == 1
     huge = [(0, run(2, 20000)), (1, run(1, 8))]  # a run above the bound still trains, alone
-    assert [[i for i, _ in part] for part in _stack_parts(huge)] == [[0], [1]]
+    assert [[i for i, _ in part] for part in _stack_parts(huge, cpu)] == [[0], [1]]
 
 
 def test_one_diverging_run_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,8 +47,9 @@ run of its own:
 Equal numbers: on the CPU every run's history, selected epoch, metrics and predictions equal the
 per-run path's bit for bit (``tests/training/test_grouped.py``, and on images
 ``tests/training/test_grouped_cnn.py``; ensembles included), at the one intra-op thread both
-paths train the mlp and the cnn on (:func:`~emdloss.training._context.use_threads`). That needs the backward of the stacked linear layer to
-form its weight gradient as ``grad^T @ input`` (as ``F.linear``'s backward does), batches of
+paths train the mlp and the cnn on (:func:`~emdloss.training._context.use_threads`). That
+needs the backward of the stacked linear layer to form its weight gradient as
+``grad^T @ input`` (as ``F.linear``'s backward does), batches of
 fewer than 16 rows (a split's last batch, where BLAS takes other kernels) to run each run's
 product alone, heads other
 than a linear layer with several outputs (``l2``'s one output, whose one-column product takes
@@ -330,7 +331,7 @@ def _train_part(
     for i, run in runs:
         by_shape.setdefault(_shape(run), []).append((i, run))
     for same_shape in by_shape.values():
-        for members in _stack_parts(same_shape):
+        for members in _stack_parts(same_shape, device):
             group = [run for _, run in members]
             try:
                 _fit(group, device)
@@ -343,16 +344,21 @@ def _train_part(
 
 
 #: The most bytes one stacked parameter (one layer's weights of every network of a part) may
-#: take. Above glibc's largest mmap threshold (32 MiB on 64-bit) every step's gradient and
-#: optimiser temporaries of that size are fresh mappings, and their page faults made each
-#: network's step on Movie's 1,869-input layer a third slower (measured on the CPU: 20
-#: networks of 1.9 MB each against 12; docs/benchmarks.md).
+#: take on the CPU. Above glibc's largest mmap threshold (32 MiB on 64-bit) every step's
+#: gradient and optimiser temporaries of that size are fresh mappings, and their page faults
+#: made each network's step on Movie's 1,869-input layer a third slower (20 networks of 1.9 MB
+#: each against 12; docs/benchmarks.md). An accelerator's caching allocator has no such cost.
 STACK_BYTES = 24 << 20
 
 
-def _stack_parts(runs: list[tuple[int, _Run]]) -> list[list[tuple[int, _Run]]]:
+def _stack_parts(
+    runs: list[tuple[int, _Run]], device: torch.device
+) -> list[list[tuple[int, _Run]]]:
     """``runs`` cut, in order, into parts whose largest stacked parameter stays within
-    :data:`STACK_BYTES` (at least one run a part; an ensemble's networks stay together)."""
+    :data:`STACK_BYTES` on the CPU (at least one run a part; an ensemble's networks stay
+    together); elsewhere one part."""
+    if device.type != "cpu":
+        return [runs]
     parts: list[list[tuple[int, _Run]]] = []
     held = 0
     for item in runs:
