@@ -1,6 +1,6 @@
 """Wall time per run of ``emdloss compare``: per-run path, grouped path and a plain PyTorch loop.
 
-Three suites (issue 20):
+Suites (issue 20, and issue 18 for the last two):
 
 * ``default``: what ``emdloss compare`` runs without options, 4 tables (era, esl6, lev, swd) x
   4 losses (ce, emd2, xemd1, l2) x 3 seeds = 48 runs, 20 epochs of the mlp, batch 64;

@@ -205,10 +205,9 @@ def test_ensemble_runs_equal_their_runs_alone_whatever_their_company(tmp_path: P
     check_company(tmp_path, _config, runs, ("emd2", 1), **options)
     weights = _weights(tmp_path / "group" / "emd2_1")
     assert {key.split(".")[2] for key in weights} == {"0", "1", "2"}  # model.members.<k>...
-    members = [
-        [weights[f"model.members.{k}.head.weight"]] for k in range(3)
-    ]  # different members (different initial weights), not copies of one
-    assert not torch.equal(members[0][0], members[1][0])
+    # Different members (different initial weights), not copies of one.
+    heads = [weights[f"model.members.{k}.head.weight"] for k in range(3)]
+    assert not torch.equal(heads[0], heads[1])
     assert _metrics(tmp_path / "group" / "emd2_1")["ensemble"] == 3
     # An ensemble with a learned ground distance fails alone, with the per-run path's message.
     results = train_group([_config(tmp_path / "x", loss, 0, **options) for loss in ("ce", "xemd1")])

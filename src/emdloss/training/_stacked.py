@@ -527,7 +527,10 @@ class StackedNet:
         self.body = _make_body(
             [m.body for m in models], getattr(models[0], "name", ""), device, mode
         )
-        self.mean, self.std = _normalisation(tasks, [len(slots) for slots in self.runs], device)
+        counts = [len(slots) for slots in self.runs]
+        self.mean, self.std = _normalisation(tasks, counts, device)
+        # How often slot_inputs repeats each run's inputs (None: one network a run).
+        self._repeats = None if len(models) == len(tasks) else torch.tensor(counts, device=device)
         # A cnn's head costs little next to its convolutions: on the CPU each run's own head
         # (F.linear, bit for bit at every batch size; the batched product equals it at the
         # sizes of the mlp's batches, yet not at every size, e.g. a last batch of a few rows).
@@ -568,10 +571,7 @@ class StackedNet:
 
     def slot_inputs(self, x: Tensor) -> Tensor:
         """Each run's inputs ``(runs, B, ...)`` repeated for its slots, ``(R, B, ...)``."""
-        if self.size == len(self.runs):
-            return x
-        counts = torch.tensor([len(slots) for slots in self.runs], device=x.device)
-        return x.repeat_interleave(counts, dim=0)
+        return x if self._repeats is None else x.repeat_interleave(self._repeats, dim=0)
 
     def run_generators(self, generators: Sequence[torch.Generator]) -> list[torch.Generator]:
         """Each run's generator once per slot: an ensemble's members draw from their run's
