@@ -266,6 +266,136 @@ def test_csv_target_and_count_columns_together_are_refused(tmp_path):
         load_dataset(f"csv:{_vote_csv(tmp_path, _good_rows())}", count_columns="score_")
 
 
+def _rows_with(cells: list[list[str]]) -> list[str]:
+    parts = ["train"] * (len(cells) - 10) + ["val"] * 5 + ["test"] * 5
+    return [
+        f"{i / 10},{part}," + ",".join(c)
+        for i, (part, c) in enumerate(zip(parts, cells, strict=True))
+    ]
+
+
+def test_csv_prefix_beside_an_unnumbered_column_is_refused_and_ignore_leaves_it_out(tmp_path):
+    # Found by the loader audit: votes_total used to become a fourth level "total".
+    header = "x,split,votes_1,votes_2,votes_3,votes_total"
+    rows = [r + f",{sum(int(v) for v in r.split(',')[2:])}" for r in _good_rows()]
+    path = _vote_csv(tmp_path, rows, header=header)
+    with pytest.raises(UserError, match=r"matches \['votes_total'\].*ignore=votes_total"):
+        load_dataset(f"csv:{path}", count_columns="votes_")
+    ds = load_dataset(f"csv:{path}", count_columns="votes_", ignore="votes_total")
+    assert ds.class_names == ["1", "2", "3"] and ds.feature_names == ["x"]
+    assert float(ds.train.votes[0]) == sum(float(v) for v in _good_rows()[0].split(",")[2:])
+
+
+@pytest.mark.parametrize(
+    ("suffixes", "names"),
+    [
+        (["0.25", "0.5", "0.75"], ["0.25", "0.5", "0.75"]),
+        (["0.1", "0.2", "0.3"], ["0.1", "0.2", "0.3"]),  # used to become 1, 2, 3
+        (["-1", "1", "0"], ["-1", "0", "1"]),  # negative numbers sorted as numbers
+    ],
+)
+def test_csv_decimal_and_negative_levels_keep_their_numbers(tmp_path, suffixes, names):
+    header = "x,split," + ",".join(f"s_{v}" for v in suffixes)
+    ds = load_dataset(f"csv:{_vote_csv(tmp_path, _good_rows(), header=header)}", count_columns="s_")
+    assert ds.class_names == names
+    assert ds.positions == [float(v) for v in names]
+    # The level order follows the numbers: the file's first column is level suffixes[0].
+    first = [float(v) for v in _good_rows()[0].split(",")[2:]]
+    by_level = dict(zip(suffixes, first, strict=True))
+    expected = np.array([by_level[n] for n in names]) / sum(first)
+    rows = [int(i.split()[1]) - 2 for i in ds.train.ids]
+    np.testing.assert_allclose(ds.train.dists[rows.index(0)].numpy(), expected, rtol=1e-6)
+
+
+def test_csv_numbered_levels_out_of_order_are_refused(tmp_path):
+    path = _vote_csv(tmp_path, _good_rows())
+    with pytest.raises(UserError, match=r"levels \['1', '3', '2'\] are numbers out of increasing"):
+        load_dataset(f"csv:{path}", count_columns="votes_1,votes_3,votes_2")
+    header = "x,split,v_1,v_01,v_2"
+    with pytest.raises(UserError, match="'v_01' and 'v_1' both name level 1"):
+        load_dataset(f"csv:{_vote_csv(tmp_path, _good_rows(), header=header)}", count_columns="v_")
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("abc", "'abc' is not a finite number"),
+        ("1e309", "'1e309' is not a finite number"),  # used to be shown as nan
+        ("", "missing target value in column 'votes_2'"),
+    ],
+)
+def test_csv_bad_vote_cell_is_named_as_written(tmp_path, cell, shown):
+    rows = _good_rows()
+    parts = rows[4].split(",")
+    parts[3] = cell
+    rows[4] = ",".join(parts)
+    with pytest.raises(UserError) as info:
+        load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_")
+    message = str(info.value)
+    assert "line 6" in message and "'votes_2'" in message and shown in message
+
+
+def test_csv_missing_vote_cell_drops_the_row_under_missing_drop(tmp_path):
+    rows = _good_rows()
+    parts = rows[2].split(",")
+    parts[2] = "NA"
+    rows[2] = ",".join(parts)
+    ds = load_dataset(f"csv:{_vote_csv(tmp_path, rows)}", count_columns="votes_", missing="drop")
+    assert len(ds.train) == 19 and "line 4" not in ds.train.ids
+
+
+def test_integer_percentages_are_proportions_with_a_warning(tmp_path):
+    cells = [["50", "30", "20"], ["33", "33", "34"], ["0", "100", "0"]] * 10
+    with pytest.warns(InputWarning, match="read as percentages, not votes"):
+        ds = load_dataset(f"csv:{_vote_csv(tmp_path, _rows_with(cells))}", count_columns="votes_")
+    assert ds.train.votes is None  # no false noise floor from 100 "votes" per item
+    # Counts from a panel of about 100 raters that never sums to exactly 100 stay counts.
+    t = read_distribution([[60, 39], [50, 49]], rows=["a", "b"], columns=["p", "q"], source="f")
+    assert t.counts is not None and t.counts.tolist() == [99.0, 99.0]
+
+
+def test_one_fractional_count_is_named_in_the_warning(tmp_path):
+    cells = [[str(a), str(b), str(c)] for a, b, c in [(1, 2, 3), (2, 2, 1), (0, 4, 1)] * 10]
+    cells[7][0] = "2.5"
+    with pytest.warns(
+        InputWarning, match=r"line 9, column 'votes_1' holds 2.5, not a whole number"
+    ):
+        ds = load_dataset(f"csv:{_vote_csv(tmp_path, _rows_with(cells))}", count_columns="votes_")
+    assert ds.train.votes is None
+
+
+def test_counts_that_overflow_are_refused():
+    with pytest.raises(UserError, match=r"^b, columns.*sum past the largest float"):
+        read_distribution([[1, 2], [1e308, 1e308]], rows=["a", "b"], columns=["p", "q"], source="f")
+
+
+def test_float32_proportions_are_taken_as_they_are(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.dirichlet(np.ones(4), size=60).astype(np.float32)
+    assert np.abs(labels.astype(np.float64).sum(1) - 1).max() > 1e-9  # off at float32 precision
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)
+        ds = load_dataset(f"ldl:{_mat(tmp_path, labels=labels)}", seed=0)
+    np.testing.assert_allclose(ds.train.dists.sum(1).numpy(), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (np.array([["a", "b"]] * 60), "'labels' holds MATLAB type"),
+        (np.ones((60, 3)) * (1 + 1j), "'labels' holds complex numbers"),
+    ],
+)
+def test_ldl_labels_that_are_not_real_numbers_are_refused(tmp_path, labels, expected):
+    with pytest.raises(UserError, match=expected):
+        load_dataset(f"ldl:{_mat(tmp_path, labels=labels)}")
+
+
+def test_ldl_numbered_classes_out_of_order_are_refused(tmp_path):
+    with pytest.raises(UserError, match="out of increasing order"):
+        load_dataset(f"ldl:{_mat(tmp_path)}", classes="1,3,2,4")
+
+
 # ------------------------------------------------------------------------------ images:
 def test_image_csv_vote_prefix_and_official_split(tmp_path):
     import PIL.Image
@@ -281,6 +411,31 @@ def test_image_csv_vote_prefix_and_official_split(tmp_path):
     x, _, dist = ds.test[0]
     assert tuple(x.shape) == (3, 6, 6) and abs(float(dist.sum()) - 1) < 1e-6
     assert ds.test.votes is not None
+
+
+def test_image_csv_counts_ignore_a_score_column_and_refuse_bins(tmp_path):
+    # Found by the loader audit: a score column used to name and place the vote levels.
+    import PIL.Image
+
+    rows = []
+    for i, line in enumerate(_good_rows()):
+        PIL.Image.new("RGB", (6, 6), (i * 8, 0, 0)).save(tmp_path / f"{i}.png")
+        rows.append(f"{i}.png,{i % 7}," + line.split(",", 1)[1])
+    path = _vote_csv(tmp_path, rows, header="image,score,split,votes_1,votes_2,votes_3")
+    ds = load_dataset(f"images:{path}", count_columns="votes_", path_column="image", image_size=6)
+    assert ds.class_names == ["1", "2", "3"] and ds.positions == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="bins and bin_edges do not apply"):
+        load_dataset(
+            f"images:{path}", count_columns="votes_", path_column="image", image_size=6, bins=3
+        )
+    named = load_dataset(
+        f"images:{path}",
+        count_columns="votes_",
+        path_column="image",
+        image_size=6,
+        classes="low,mid,high",
+    )
+    assert named.class_names == ["low", "mid", "high"] and named.positions == [1.0, 2.0, 3.0]
 
 
 # ------------------------------------------------------------------------------ helpers

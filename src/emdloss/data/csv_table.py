@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from .distributions import (
     DistributionTargets,
     distribution_columns,
     level_names,
+    level_positions,
     median_class,
     read_distribution,
 )
@@ -199,18 +201,54 @@ def encode_target(
     return TargetEncoding(labels, class_names, positions, scores)
 
 
-def _cell(text: str) -> float:
-    number = _number(text)
-    return float("nan") if number is None else number
+def read_count_columns(
+    rows: Sequence[Sequence[str]],
+    lines: Sequence[int],
+    header: Sequence[str],
+    columns: Sequence[int],
+    *,
+    path: Path,
+    classes: Any = None,
+) -> tuple[DistributionTargets, TargetEncoding]:
+    """Distribution targets from a CSV's vote-count or proportion ``columns`` (``csv:`` and
+    ``images:``), and their class encoding: the median level of each row, the level names
+    (``classes``, else :func:`~emdloss.data.distributions.level_names` of the columns) and
+    their numeric positions.
 
-
-def distribution_encoding(levels: list[str], target: DistributionTargets) -> TargetEncoding:
-    """The class encoding of distribution targets: the median level of each row, the level
-    names (:func:`~emdloss.data.distributions.level_names`) and their numeric positions."""
-    class_names = level_names(levels)
-    numeric = [_number(n) for n in class_names]
-    positions = [float(v) for v in numeric if v is not None] if None not in numeric else None
-    return TargetEncoding(median_class(target.proportions), class_names, positions, None)
+    Raises
+    ------
+    UserError
+        For a cell that is not a finite number (its text named), the checks of
+        :func:`~emdloss.data.distributions.read_distribution`, numbered levels out of order, or
+        ``classes`` of another length than ``columns``.
+    """
+    levels = [header[c] for c in columns]
+    values = np.empty((len(rows), len(columns)), dtype=np.float64)
+    for r, cells in enumerate(rows):
+        for j, c in enumerate(columns):
+            number = _number(cells[c])
+            if number is None:
+                shown = "an empty cell" if cells[c] == "" else repr(cells[c])
+                raise UserError(
+                    f"{path}, line {lines[r]}, column {header[c]!r}: {shown} is not a finite "
+                    "number; expected a vote count or a proportion >= 0"
+                )
+            values[r, j] = number
+    target = read_distribution(
+        values, rows=[f"{path}, line {n}" for n in lines], columns=levels, source=str(path)
+    )
+    names = level_names(levels)
+    positions = level_positions(names, source=str(path))
+    if classes is not None:
+        given = as_str_list("classes", classes)
+        if len(given) != len(levels):
+            raise UserError(
+                f"{path}: classes names {len(given)} levels for {len(levels)} count columns "
+                f"{levels}"
+            )
+        names = given
+        positions = level_positions(names, source=str(path)) or positions
+    return target, TargetEncoding(median_class(target.proportions), names, positions, None)
 
 
 def official_split(
@@ -303,7 +341,7 @@ def load_csv(
         Missing cells (empty, ``NA``, ``N/A``, ``NaN``, ``nan``, ``NULL``, ``null`` or ``?``;
         ``emdloss.data._csv_cells.MISSING_TOKENS``): refuse with the line and column named, drop
         the rows, or impute features (numeric: training median; categorical: all-zero code).
-        Rows with a missing target are dropped under ``"drop"`` and ``"impute"``.
+        Rows with a missing target (or count cell) are dropped under ``"drop"`` and ``"impute"``.
     invalid : {"error", "missing"}
         Cells that are not finite numbers in a column whose other cells are (mostly) numbers:
         refuse them with the cell named, or read them as missing values (then ``missing``
@@ -321,7 +359,8 @@ def load_csv(
         Distribution targets instead of ``target``: the level columns in order
         (``"votes_1,votes_2,votes_3"``) or their common prefix (``"votes_"``), holding vote
         counts or proportions (see :mod:`emdloss.data.distributions`; the checks name the line
-        and column of a bad cell). Level names are what follows the prefix (``1`` ... ``10``).
+        and column of a bad cell). Level names are what follows the prefix (``1`` ... ``10``),
+        or ``classes``; ``ignore`` leaves columns out of a prefix.
     split_column : str
         A column holding the official split (``train``/``val``/``test`` per row; rows left
         empty are dropped with one warning), used when the file has it (default ``split``);
@@ -377,19 +416,20 @@ def load_csv(
         return header.index(name)
 
     official, rows, lines = official_split(header, rows, lines, split_column, path, fold, num_folds)
+    ignored = set(as_str_list("ignore", ignore)) if ignore is not None else set()
+    for name in ignored:
+        column_index(name, "ignored")
     if count_columns is not None:
-        levels = distribution_columns(count_columns, header, source=f"csv:{path}")
+        levels = distribution_columns(
+            count_columns, header, source=f"csv:{path}", exclude=sorted(ignored)
+        )
         target_cols = [header.index(n) for n in levels]
     else:
         assert target is not None
         target_cols = [column_index(target, "target")]
-    t_col = target_cols[0]
     not_features = set(target_cols)
     if official is not None:
         not_features.add(header.index(split_column))
-    ignored = set(as_str_list("ignore", ignore)) if ignore is not None else set()
-    for name in ignored:
-        column_index(name, "ignored")
     if features is not None:
         feature_cols = [column_index(n, "feature") for n in as_str_list("features", features)]
     else:
@@ -411,10 +451,11 @@ def load_csv(
     dropped_target = dropped_features = 0
     kept: list[int] = []
     for r, cells in enumerate(rows):
-        if count_columns is None and cells[t_col] in MISSING_TOKENS:
+        absent = [header[c] for c in target_cols if cells[c] in MISSING_TOKENS]
+        if absent:
             if missing == "error":
                 raise UserError(
-                    f"{path}, line {lines[r]}: missing target value in column {target!r} "
+                    f"{path}, line {lines[r]}: missing target value in column {absent[0]!r} "
                     "(use missing='drop' to drop such rows)"
                 )
             dropped_target += 1
@@ -436,21 +477,15 @@ def load_csv(
 
     distribution: DistributionTargets | None = None
     if count_columns is not None:
-        if classes is not None or bins is not None or bin_edges is not None:
-            raise UserError(
-                "count_columns name the levels; classes, bins and bin_edges do not apply"
-            )
-        distribution = read_distribution(
-            [[_cell(cells[c]) for c in target_cols] for cells in rows],
-            rows=[f"{path}, line {n}" for n in lines],
-            columns=levels,
-            source=str(path),
+        if bins is not None or bin_edges is not None:
+            raise UserError("count_columns name the levels; bins and bin_edges do not apply")
+        distribution, target_encoding = read_count_columns(
+            rows, lines, header, target_cols, path=path, classes=classes
         )
-        target_encoding = distribution_encoding(levels, distribution)
         target = ",".join(levels)
     else:
         target_encoding = encode_target(
-            [cells[t_col] for cells in rows],
+            [cells[target_cols[0]] for cells in rows],
             lines,
             path=path,
             column=str(target),

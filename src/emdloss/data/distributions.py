@@ -18,6 +18,7 @@ of its distribution (:func:`median_class`).
 
 from __future__ import annotations
 
+import itertools
 import re
 import warnings
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ __all__ = [
     "distribution_columns",
     "distribution_summary",
     "level_names",
+    "level_number",
+    "level_positions",
     "median_class",
     "read_distribution",
 ]
@@ -63,18 +66,22 @@ class DistributionTargets:
     normalised: int = 0
 
 
-def distribution_columns(spec: Any, header: Sequence[str], *, source: str) -> list[str]:
+def distribution_columns(
+    spec: Any, header: Sequence[str], *, source: str, exclude: Sequence[str] | None = None
+) -> list[str]:
     """The level columns named by the ``count_columns`` option, in level order.
 
     ``spec`` is a list of columns (``"votes_1,votes_2,votes_3"`` or a sequence), or one prefix
-    (``"votes_"``, also written ``"votes_*"``) that every level column starts with and no
-    other column does; the columns of a prefix are ordered by the number after it when all have
-    one (so ``votes_10`` follows ``votes_9``), else kept in file order.
+    (``"votes_"``, also written ``"votes_*"``) that every level column starts with. The columns
+    of a prefix are ordered by the number after it when all have one (so ``votes_10`` follows
+    ``votes_9``, ``s_-1`` precedes ``s_0``), else kept in file order; columns in ``exclude``
+    (the ``ignore`` option; ``None`` where the source has none) are left out first.
 
     Raises
     ------
     UserError
-        For a column that is not in the header, fewer than two levels or a repeated column.
+        For a column that is not in the header, fewer than two levels, a repeated column, or a
+        prefix that matches numbered levels and other columns (``votes_total``) at once.
 
     Examples
     --------
@@ -82,16 +89,35 @@ def distribution_columns(spec: Any, header: Sequence[str], *, source: str) -> li
     ['votes_1', 'votes_2', 'votes_10']
     >>> distribution_columns("a,b", ["a", "b", "c"], source="t.csv")
     ['a', 'b']
+    >>> distribution_columns("votes_", ["votes_1", "votes_2", "votes_all"], source="t.csv", exclude=[])
+    Traceback (most recent call last):
+    ...
+    emdloss.errors.UserError: t.csv: count_columns='votes_' matches ['votes_all'] beside the numbered levels ['votes_1', 'votes_2']; name the level columns (count_columns=A,B,C) or leave the others out (ignore=votes_all)
     """
     from ._options import as_str_list
 
     names = as_str_list("count_columns", spec)
     if len(names) == 1 and names[0] not in header:
         prefix = names[0].removesuffix("*")
-        names = [h for h in header if h.startswith(prefix) and h != prefix]
-        suffixes = [h[len(prefix) :] for h in names]
-        if names and all(re.fullmatch(r"\d+(\.\d+)?", s) for s in suffixes):
-            names = [n for _, n in sorted(zip((float(s) for s in suffixes), names, strict=True))]
+        left_out = set(exclude or ())
+        names = [h for h in header if h.startswith(prefix) and h != prefix and h not in left_out]
+        numbers = [level_number(h[len(prefix) :]) for h in names]
+        numbered = [n for n, v in zip(names, numbers, strict=True) if v is not None]
+        if numbered and len(numbered) < len(names):
+            odd = [n for n in names if n not in numbered]
+            hint = "" if exclude is None else f" or leave the others out (ignore={','.join(odd)})"
+            raise UserError(
+                f"{source}: count_columns={spec!r} matches {odd} beside the numbered levels "
+                f"{numbered}; name the level columns (count_columns=A,B,C){hint}"
+            )
+        if numbered:
+            by_number = sorted(zip([v for v in numbers if v is not None], names, strict=True))
+            for (a, first), (b, second) in itertools.pairwise(by_number):
+                if a == b:
+                    raise UserError(
+                        f"{source}: count columns {first!r} and {second!r} both name level {a:g}"
+                    )
+            names = [name for _, name in by_number]
         if not names:
             raise UserError(
                 f"{source}: count_columns={spec!r} is neither a column nor the prefix of one; "
@@ -109,25 +135,78 @@ def distribution_columns(spec: Any, header: Sequence[str], *, source: str) -> li
     return names
 
 
+#: A level's number as the end of a column name writes it: ``10``, ``-3``, ``0.25``, ``.5``.
+_LEVEL_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+def level_number(text: str) -> float | None:
+    """The number that ``text`` writes, or ``None``.
+
+    Examples
+    --------
+    >>> level_number("-3"), level_number("0.25"), level_number("total"), level_number("1_0")
+    (-3.0, 0.25, None, None)
+    """
+    return float(text) if _LEVEL_NUMBER.fullmatch(text) else None
+
+
 def level_names(columns: Sequence[str]) -> list[str]:
-    """Names of the levels of ``columns``: what follows their common prefix when each has a
-    non-empty rest (``votes_1`` -> ``1``), else the column names.
+    """Names of the levels of ``columns``: what follows their common prefix.
+
+    Where the rests can all be numbers, the prefix is the shortest that leaves numbers without
+    splitting one (``votes_1``, ``votes_10`` -> ``1``, ``10``; ``p_0.1`` -> ``0.1``; ``s_-3``
+    -> ``-3``; but ``x-1`` -> ``1``: a sign must follow a separator); otherwise the longest
+    common prefix, when every rest is non-empty; else the column names themselves.
 
     Examples
     --------
     >>> level_names(["votes_1", "votes_2", "votes_10"]), level_names(["low", "lower"])
     (['1', '2', '10'], ['low', 'lower'])
+    >>> level_names(["p_0.1", "p_0.2"]), level_names(["s_-1", "s_0"]), level_names(["x-1", "x-2"])
+    (['0.1', '0.2'], ['-1', '0'], ['1', '2'])
     """
     prefix = columns[0] if columns else ""
     for column in columns[1:]:
         while not column.startswith(prefix):
             prefix = prefix[:-1]
+    for cut in range(len(prefix) + 1):
+        head = prefix[:cut]
+        rests = [c[cut:] for c in columns]
+        if head and head[-1].isdigit():
+            continue  # the cut would split a number
+        signed = any(r[:1] in ("-", "+", ".") for r in rests)
+        if signed and head and head[-1].isalnum():
+            continue  # "x-1": the "-" separates, it is no sign
+        if all(level_number(r) is not None for r in rests):
+            return rests
     rests = [c[len(prefix) :] for c in columns]
-    # A prefix ending inside a number (votes_1, votes_10 share "votes_1") is cut back to it.
-    while prefix and prefix[-1].isdigit():
-        prefix = prefix[:-1]
-        rests = [c[len(prefix) :] for c in columns]
     return rests if prefix and all(rests) else list(columns)
+
+
+def level_positions(names: Sequence[str], *, source: str) -> list[float] | None:
+    """The numeric positions of levels whose names are all numbers (``None`` otherwise).
+
+    Raises
+    ------
+    UserError
+        For numbered levels that are not in increasing order (their columns listed out of
+        order): the position-aware losses and measures would read a wrong order.
+
+    Examples
+    --------
+    >>> level_positions(["1", "2", "10"], source="f"), level_positions(["low", "high"], source="f")
+    ([1.0, 2.0, 10.0], None)
+    """
+    numbers = [level_number(str(n)) for n in names]
+    if any(v is None for v in numbers):
+        return None
+    positions = [float(v) for v in numbers if v is not None]
+    if any(b <= a for a, b in itertools.pairwise(positions)):
+        raise UserError(
+            f"{source}: the levels {list(names)} are numbers out of increasing order; "
+            "list the level columns from the lowest level to the highest"
+        )
+    return positions
 
 
 def read_distribution(
@@ -140,10 +219,12 @@ def read_distribution(
     r"""Check vote counts or proportions and return them as distributions over the levels.
 
     Integral cells are vote counts when some row sums to more than 1: they are kept
-    (``counts``) and each row is divided by its total. Otherwise the cells are proportions; a
-    row whose sum is off 1 by more than :data:`SUM_TOLERANCE` (percentages, ``1e-6``
-    placeholders for zeros) is divided by its sum, and one :class:`~emdloss.errors.InputWarning`
-    says how many rows and by how much.
+    (``counts``) and each row is divided by its total, except whole numbers whose rows all sum
+    to 99 ... 101, one to exactly 100: those are rounded percentages. Otherwise the cells are
+    proportions; a row whose sum is off 1 by more than :data:`SUM_TOLERANCE` (or, for float32
+    cells, by more than their precision: percentages, ``1e-6`` placeholders for zeros) is divided
+    by its sum, and one :class:`~emdloss.errors.InputWarning` says how many rows, by how much,
+    and why cells that looked like counts were not taken as counts.
 
     Parameters
     ----------
@@ -160,7 +241,7 @@ def read_distribution(
     ------
     UserError
         One line naming the row and the column: a cell that is not a finite number, a negative
-        cell, a row with no votes (all zero).
+        cell, a row with no votes (all zero), a row whose sum overflows.
 
     Examples
     --------
@@ -172,7 +253,8 @@ def read_distribution(
     ...
     emdloss.errors.UserError: r0, column 'b': -1 is negative; expected a vote count or a proportion >= 0
     """
-    cells = np.asarray(values, dtype=np.float64)
+    raw = np.asarray(values)
+    cells = raw.astype(np.float64)
     if cells.ndim != 2 or cells.shape[1] != len(columns) or cells.shape[0] != len(rows):
         raise ValueError(
             f"values of shape {cells.shape} for {len(rows)} rows, {len(columns)} columns"
@@ -183,7 +265,7 @@ def read_distribution(
     if bad.any():
         r, c = (int(i[0]) for i in np.nonzero(bad))
         raise UserError(
-            f"{rows[r]}, column {columns[c]!r}: {cells[r, c]!r} is not a finite number; expected "
+            f"{rows[r]}, column {columns[c]!r}: {cells[r, c]:g} is not a finite number; expected "
             "a vote count or a proportion >= 0"
         )
     negative = cells < 0
@@ -193,7 +275,15 @@ def read_distribution(
             f"{rows[r]}, column {columns[c]!r}: {cells[r, c]:g} is negative; expected a vote "
             "count or a proportion >= 0"
         )
-    totals = cells.sum(axis=1)
+    with np.errstate(over="ignore"):
+        totals = cells.sum(axis=1)
+    overflow = np.flatnonzero(~np.isfinite(totals))
+    if overflow.size:
+        r = int(overflow[0])
+        raise UserError(
+            f"{rows[r]}, columns {columns[0]!r}..{columns[-1]!r}: the cells sum past the largest "
+            f"float (largest cell {cells[r].max():g}); expected vote counts or proportions"
+        )
     empty = np.flatnonzero(totals <= 0)
     if empty.size:
         r = int(empty[0])
@@ -201,16 +291,34 @@ def read_distribution(
             f"{rows[r]}, columns {columns[0]!r}..{columns[-1]!r}: no votes (every level is 0); "
             f"{empty.size} such row(s); remove them"
         )
-    integral = bool(np.all(cells == np.round(cells)))
-    if integral and bool(np.any(totals > 1)):
+    whole = cells == np.round(cells)
+    integral = bool(whole.all())
+    # Whole numbers summing to 99..101 with some row at exactly 100 are rounded percentages,
+    # not about 100 votes per item: kept as counts they would give a false noise floor.
+    percentages = (
+        integral and bool(np.all((totals >= 99) & (totals <= 101))) and bool(np.any(totals == 100))
+    )
+    if integral and not percentages and bool(np.any(totals > 1)):
         return DistributionTargets(cells / totals[:, None], totals, 0)
-    off = np.abs(totals - 1.0) > SUM_TOLERANCE
+    # Float32 sources (a .mat file) sum to 1 only to their own precision.
+    precision = float(np.finfo(raw.dtype).eps) if np.issubdtype(raw.dtype, np.floating) else 0.0
+    tolerance = max(SUM_TOLERANCE, 4 * cells.shape[1] * precision)
+    off = np.abs(totals - 1.0) > tolerance
     if off.any():
+        why = ""
+        if percentages:
+            why = "; whole numbers summing to about 100 were read as percentages, not votes"
+        elif totals.max() > 1.5:
+            r, c = (int(i[0]) for i in np.nonzero(~whole))
+            why = (
+                f"; read as proportions, not vote counts, because {rows[r]}, column "
+                f"{columns[c]!r} holds {cells[r, c]:g}, not a whole number"
+            )
         warnings.warn(
             f"{source}: {int(off.sum())} of {len(totals)} rows of proportions in "
-            f"{columns[0]}..{columns[-1]} do not sum to 1 (sums {totals.min():.6g} to "
-            f"{totals.max():.6g}, at most {np.abs(totals - 1.0).max():.3g} off); each row was "
-            "divided by its sum",
+            f"{columns[0]}..{columns[-1]} do not sum to 1 (sums {totals.min():.10g} to "
+            f"{totals.max():.10g}, at most {np.abs(totals - 1.0).max():.3g} off); each row was "
+            f"divided by its sum{why}",
             InputWarning,
             stacklevel=3,
         )

@@ -15,14 +15,13 @@ from ._dataset import IMAGE_CACHE_BYTES, ImageFileSplit, OrdinalDataset
 from ._options import as_bool, as_float, as_int, as_str_list
 from .csv_table import (
     MISSING_TOKENS,
-    _cell,
     _number,
-    distribution_encoding,
     encode_target,
     official_split,
+    read_count_columns,
     read_csv_rows,
 )
-from .distributions import distribution_columns, read_distribution
+from .distributions import distribution_columns
 from .splits import Split, make_split
 
 IMAGE_EXTENSIONS = frozenset(
@@ -346,7 +345,17 @@ def load_image_csv(
         if count_columns is not None
         else None
     )
-    if label_column is None and score_column is None:
+    if counts_cols is not None and (
+        label_column is not None
+        or score_column is not None
+        or bins is not None
+        or bin_edges is not None
+    ):
+        raise ValueError(
+            "count_columns name the levels; label_column, score_column, bins and bin_edges do "
+            "not apply"
+        )
+    if label_column is None and score_column is None and counts_cols is None:
         has_label, has_score = "label" in header, "score" in header
         if has_label and has_score:
             raise ValueError(
@@ -355,7 +364,7 @@ def load_image_csv(
             )
         label_column = "label" if has_label else None
         score_column = "score" if has_score else None
-        if label_column is None and score_column is None and counts_cols is None:
+        if label_column is None and score_column is None:
             raise ValueError(
                 f"{csv_path} needs a 'label' or 'score' column (or label_column=, "
                 f"score_column=, count_columns=); columns: {header}"
@@ -406,27 +415,11 @@ def load_image_csv(
         positions = encoding.positions
     votes: NDArray[np.float64] | None = None
     if counts_cols is not None:
-        level_columns = [header[c] for c in counts_cols]
-        distribution = read_distribution(
-            [[_cell(cells[c]) for c in counts_cols] for cells in rows],
-            rows=[f"{csv_path}, line {n}" for n in lines],
-            columns=level_columns,
-            source=str(csv_path),
+        distribution, level = read_count_columns(
+            rows, lines, header, counts_cols, path=csv_path, classes=classes
         )
         dists, votes = distribution.proportions, distribution.counts
-        if encoding is None:
-            level = distribution_encoding(level_columns, distribution)
-            labels, positions = level.labels, level.positions
-            class_names = (
-                as_str_list("classes", classes) if classes is not None else level.class_names
-            )
-            if len(class_names) != len(counts_cols):
-                raise ValueError(f"{len(class_names)} classes for {len(counts_cols)} count columns")
-        elif len(class_names) != len(counts_cols):
-            raise ValueError(
-                f"{len(counts_cols)} count columns for {len(class_names)} classes of "
-                f"column {target_column!r}"
-            )
+        labels, class_names, positions = level.labels, level.class_names, level.positions
     elif as_bool("soft", soft):
         assert encoding is not None
         if encoding.scores is not None and (bins is not None or bin_edges is not None):

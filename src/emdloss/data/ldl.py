@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from emdloss.errors import UserError
 
-from ._csv_cells import _number
 from ._dataset import OrdinalDataset
 from ._options import as_bool, as_str_list
 from ._table import encode_table, tabular_dataset
-from .distributions import median_class, read_distribution
+from .distributions import level_positions, median_class, read_distribution
 from .splits import make_split
 
 
@@ -85,7 +85,6 @@ def load_ldl(
     (['1', '2', '3', '4'], (3,), 'distribution', 8)
     """
     import scipy.io
-    import scipy.sparse
 
     standardize = as_bool("standardize", standardize)
     path = Path(path)
@@ -101,6 +100,11 @@ def load_ldl(
         IndexError,  # SciPy < 1.11 on a file shorter than a .mat header
         scipy.io.matlab.MatReadError,
     ) as error:
+        if isinstance(error, NotImplementedError) and "7.3" in str(error):
+            raise UserError(
+                f"{path} is a MATLAB v7.3 (HDF5) file, which SciPy does not read; save it in the "
+                "v7 format (MATLAB: save(file, 'features', 'labels', '-v7'))"
+            ) from None
         raise UserError(f"cannot read {path} as a MATLAB .mat file: {error}") from None
     absent = [name for name in ("features", "labels") if name not in content]
     if absent:
@@ -109,14 +113,8 @@ def load_ldl(
             f"{path} has no variable(s) {absent}; an LDL .mat file holds 'features' and "
             f"'labels' (found {found})"
         )
-    features = content["features"]
-    if scipy.sparse.issparse(features):
-        features = features.toarray()
-    x = np.asarray(features, dtype=np.float64)
-    labels = content["labels"]
-    if scipy.sparse.issparse(labels):
-        labels = labels.toarray()
-    t = np.asarray(labels, dtype=np.float64)
+    x = _real_matrix(content["features"], "features", path).astype(np.float64)
+    t = _real_matrix(content["labels"], "labels", path)  # float32 labels sum to 1 less exactly
     if x.ndim != 2 or t.ndim != 2 or x.shape[0] != t.shape[0]:
         raise UserError(
             f"{path}: features {x.shape} and labels {t.shape} must be 2-D with one row per item"
@@ -124,7 +122,7 @@ def load_ldl(
     bad = ~np.isfinite(x)
     if bad.any():
         r, c = (int(i[0]) for i in np.nonzero(bad))
-        raise UserError(f"{path}, row {r}, feature {c}: {x[r, c]!r} is not a finite number")
+        raise UserError(f"{path}, row {r}, feature {c}: {x[r, c]:g} is not a finite number")
     num_levels = t.shape[1]
     class_names = (
         as_str_list("classes", classes)
@@ -158,11 +156,10 @@ def load_ldl(
         row_names=[f"{path}, row {i}" for i in range(len(x))],
         standardize=standardize,
     )
-    numeric = [_number(n) for n in class_names]
     dataset = tabular_dataset(
         name=f"ldl:{path}",
         class_names=class_names,
-        positions=[float(v) for v in numeric if v is not None] if None not in numeric else None,
+        positions=level_positions(class_names, source=str(path)),
         labels=hard,
         ids=[f"row {i}" for i in range(len(x))],
         table=table,
@@ -177,3 +174,20 @@ def load_ldl(
         target_kind="distribution",
     )
     return dataset
+
+
+def _real_matrix(value: Any, name: str, path: Path) -> NDArray[Any]:
+    """A .mat variable as a dense array of real numbers, refusing what is not real numbers (cells, structs,
+    strings, complex numbers) with the variable named."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(value):
+        value = value.toarray()
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        what = "complex numbers" if array.dtype.kind == "c" else f"MATLAB type {array.dtype}"
+        raise UserError(
+            f"{path}: the variable {name!r} holds {what}; expected a real numeric (N, "
+            f"{'d' if name == 'features' else 'C'}) matrix"
+        )
+    return array
