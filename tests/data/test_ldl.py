@@ -458,3 +458,11 @@ def test_mebeauty_facenet_official_split():
     assert (len(ds.train), len(ds.val), len(ds.test)) == (1655, 213, 506)
     assert ds.input_shape == (512,) and ds.num_classes == 10
     assert 20 < float(ds.train.votes.mean()) < 30
+
+
+def test_csv_classes_name_the_vote_levels(tmp_path):
+    path = _vote_csv(tmp_path, _good_rows())
+    ds = load_dataset(f"csv:{path}", count_columns="votes_", classes="lo,mid,hi")
+    assert ds.class_names == ["lo", "mid", "hi"] and ds.positions == [1.0, 2.0, 3.0]
+    with pytest.raises(UserError, match=r"classes names 2 levels for 3 count columns"):
+        load_dataset(f"csv:{path}", count_columns="votes_", classes="lo,hi")
