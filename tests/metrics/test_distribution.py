@@ -275,7 +275,8 @@ WORK = """
     def work(rank, data):
         pred, target, positions, shards = data
         metric = DistributionMetrics(pred.shape[1], positions=positions)
-        for idx in shards[rank].split(5):  # uneven shards, several batches each
+        # Uneven shards, several batches each; an empty shard: a process that sees no item.
+        for idx in shards[rank].split(5) if len(shards[rank]) else ():
             metric.update(pred[idx], target[idx])
         out = {k: v.clone() for k, v in metric.compute().items()}
         out["local_count"] = metric.count.clone()  # compute() restored the local states
@@ -300,6 +301,117 @@ def test_ddp_two_gloo_processes_match_one_process(two_gloo_ranks: Callable[..., 
         assert set(out) == set(expected)
         for key, value in expected.items():
             assert float(out[key]) == pytest.approx(value, rel=1e-10, abs=1e-12), (rank, key)
+
+
+@pytest.mark.ddp
+@pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="needs torch.distributed gloo"
+)
+def test_ddp_a_process_that_saw_no_item_syncs(two_gloo_ranks: Callable[..., Any]) -> None:
+    # Found by the metrics audit: rank 1's empty mean-score state was float32 beside rank 0's
+    # float64, and gloo aborted the process ("Received data size doesn't match").
+    pred, target = _pair(22, 30, 4)
+    shards = [torch.arange(30), torch.arange(0)]
+    outputs = two_gloo_ranks(WORK, (pred, target, None, shards))
+    expected = distribution_metrics(pred, target)
+    for rank in (0, 1):
+        out = dict(outputs[rank])
+        assert int(out.pop("local_count")) == len(shards[rank])
+        for key, value in expected.items():
+            assert float(out[key]) == pytest.approx(value, rel=1e-10, abs=1e-12), (rank, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# found by the metrics audit: half precision, ties of mean scores, gradients at p == t
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_softmax_is_measured(dtype: torch.dtype) -> None:
+    pred64, target = _pair(23, 40, 10, zeros=False)
+    pred = pred64.log().to(dtype).softmax(1)  # mixed precision: off 1 by up to the dtype's eps
+    expected = distribution_metrics(pred.double() / pred.double().sum(1, keepdim=True), target)
+    got = distribution_metrics(pred, target)
+    metric = DistributionMetrics(10)
+    metric.update(pred, target)
+    stateful = metric.compute()
+    for key in ("kl", "emd2", "lcc", "mean_rmse"):  # srcc: bfloat16 ties mean scores
+        assert got[key] == pytest.approx(expected[key], rel=0.02, abs=1e-3), key
+    for key in DISTRIBUTION_METRIC_KEYS:
+        assert float(stateful[key]) == pytest.approx(got[key], rel=1e-12), key
+
+
+def test_emd2_takes_what_the_distribution_check_takes() -> None:
+    # -5e-5 and a row off 1 by 5e-5 pass float32's check (1e-4) and must be measured.
+    p = torch.tensor([[-5e-5, 0.5, 0.50005], [0.25 + 5e-5, 0.25, 0.5]])
+    t = torch.tensor([[0.0, 0.5, 0.5], [0.25, 0.25, 0.5]])
+    hand = [((p[i] - t[i]).cumsum(0) ** 2).mean() for i in range(2)]
+    assert float(emd2(p, t)) == pytest.approx(float(sum(hand) / 2), rel=1e-5)
+    assert math.isfinite(distribution_metrics(p, t)["emd2"])
+
+
+def test_half_precision_zero_levels_give_numbers_not_nan() -> None:
+    z = torch.tensor([[0.0, 0.5, 0.5]], dtype=torch.float16)
+    for measure in (clark, canberra, kl_divergence):
+        value = measure(z, z)
+        assert value.dtype == torch.float16 and float(value) == 0.0, measure.__name__
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_correlations_in_half_precision_are_not_zero(dtype: torch.dtype) -> None:
+    x = torch.linspace(0, 1, 50)
+    pred = torch.stack([0.45 + 0.1 * x, 0.55 - 0.1 * x], 1)
+    target = torch.stack([x, 1 - x], 1)
+    assert float(lcc(pred.to(dtype), target.to(dtype), positions=[1.0, 10.0])) == pytest.approx(
+        1.0, abs=1e-2
+    )
+    assert float(srcc(pred.to(dtype), target.to(dtype), positions=[1.0, 10.0])) > 0.9
+    q = torch.stack([torch.linspace(0, 1, 400), 1 - torch.linspace(0, 1, 400)], 1).to(dtype)
+    assert float(lcc(q, q, positions=[0.0, 100.0])) == pytest.approx(1.0, abs=1e-2)
+
+
+def test_tied_mean_scores_are_ranked_as_ties() -> None:
+    # 22/6 from two different vote histograms: a matrix product rounded them apart.
+    target = (
+        torch.tensor(
+            [[0, 0, 0, 2, 4], [0, 0, 1, 0, 5], [6, 0, 0, 0, 0], [0, 3, 3, 0, 0]],
+            dtype=torch.float64,
+        )
+        / 6
+    )
+    pred = torch.tensor(
+        [
+            [0.1, 0.1, 0.2, 0.3, 0.3],
+            [0.2] * 5,
+            [0.6, 0.1, 0.1, 0.1, 0.1],
+            [0.3, 0.3, 0.2, 0.1, 0.1],
+        ],
+        dtype=torch.float64,
+    )
+    exact = stats.spearmanr([3.1, 2.0, 0.6, 1.1], [22 / 6, 22 / 6, 0.0, 1.5]).statistic
+    assert float(srcc(pred, target)) == pytest.approx(exact, abs=1e-12)
+
+
+def test_srcc_does_not_depend_on_the_batches() -> None:
+    g = torch.Generator().manual_seed(5)
+    votes = torch.distributions.Multinomial(6, torch.tensor([0.1, 0.2, 0.4, 0.2, 0.1])).sample(
+        (101,)
+    )
+    target = votes.double() / 6
+    pred = torch.randn(101, 5, generator=g, dtype=torch.float64).softmax(1)
+    whole = distribution_metrics(pred, target)["srcc"]
+    metric = DistributionMetrics(5)
+    for lo, hi in ((0, 7), (7, 30), (30, 37), (37, 101)):
+        metric.update(pred[lo:hi], target[lo:hi])
+    assert float(metric.compute()["srcc"]) == whole
+    mu_p = (pred * torch.arange(5.0, dtype=torch.float64)).sum(1).numpy()
+    mu_t = (votes.double() @ torch.arange(5.0, dtype=torch.float64)).numpy()  # exact integers
+    assert whole == pytest.approx(stats.spearmanr(mu_p, mu_t).statistic, abs=1e-12)
+
+
+@pytest.mark.parametrize("measure", [clark, nima_emd, mean_score_rmse])
+def test_gradient_where_the_prediction_equals_the_target_is_finite(measure: Any) -> None:
+    q = torch.tensor([[0.2, 0.3, 0.5], [0.1, 0.1, 0.8]], dtype=torch.float64, requires_grad=True)
+    measure(q, q.detach().clone()).backward()
+    assert q.grad is not None and bool(torch.isfinite(q.grad).all())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,7 +43,11 @@ when given, else the indices :math:`0, \dots, C-1` (as the rest of :mod:`emdloss
 ``mean_mae``, ``mean_rmse``, ``lcc`` and ``srcc`` do not change when the positions are shifted,
 so ``1, ..., C`` (PyLDL's and NIMA's convention) gives the same values as the default.
 ``lcc`` and ``srcc`` are 0 when either side is constant (a single item, or a model that predicts
-one distribution for all), never NaN. ``mode_accuracy`` counts an item as right when the
+one distribution for all), never NaN. The mean scores are summed level by level and correlated
+in float64, so an item's score does not depend on the items batched with it, and ``srcc`` ties
+scores that are equal up to rounding (22/6 reached from two vote histograms): batches,
+processes and the whole data rank alike. Half-precision inputs are measured in float32 and the
+square roots have gradient 0 where a prediction equals its target. ``mode_accuracy`` counts an item as right when the
 predicted mode (first :math:`\arg\max`) is one of the target's modes: a level within
 :data:`MODE_TOLERANCE` of the target's maximum (vote histograms often have tied modes).
 
@@ -176,7 +180,35 @@ def _per_item_measure(
     formula: Callable[[Tensor, Tensor], Tensor], probs: Any, target: Any, reduction: str
 ) -> Tensor:
     p, t = check_distributions(probs, target)
-    return _reduce(formula(p, t), reduction)
+    # Half precision computes in float32 (EPS underflows to 0 in float16: 0/0, 0 log 0).
+    work = torch.promote_types(p.dtype, torch.float32)
+    return _reduce(formula(p.to(work), t.to(work)), reduction).to(p.dtype)
+
+
+def _mean_scores(q: Tensor, pos: Tensor) -> Tensor:
+    r""":math:`\sum_j x_j q_j` per row, accumulated level by level: a row's value does not depend
+    on the rows batched with it (a matrix product rounds them differently), so tied mean scores
+    stay tied and batches, processes and the whole data give the same ranks."""
+    total = q[:, 0] * pos[0]
+    for j in range(1, q.shape[1]):
+        total = total + q[:, j] * pos[j]
+    return total
+
+
+def _mean_scores64(
+    p: Tensor, t: Tensor, positions: Sequence[float] | Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Both sides' mean scores in float64: correlations of half-precision scores overflow or
+    read a spread as constant."""
+    p, t = p.double(), t.double()
+    pos = _positions(positions, p)
+    return _mean_scores(p, pos), _mean_scores(t, pos)
+
+
+def _sqrt(x: Tensor) -> Tensor:
+    """Square root whose gradient at 0 is 0, not NaN (a prediction equal to its target)."""
+    positive = x > 0
+    return torch.where(positive, torch.where(positive, x, torch.ones_like(x)).sqrt(), 0.0 * x)
 
 
 def _reduce(values: Tensor, reduction: str) -> Tensor:
@@ -202,7 +234,7 @@ def _chebyshev(p: Tensor, t: Tensor) -> Tensor:
 
 def _clark(p: Tensor, t: Tensor) -> Tensor:
     p, t = _clip(p), _clip(t)
-    return (((t - p) / (t + p)) ** 2).sum(dim=1).sqrt()
+    return _sqrt((((t - p) / (t + p)) ** 2).sum(dim=1))
 
 
 def _canberra(p: Tensor, t: Tensor) -> Tensor:
@@ -224,9 +256,13 @@ def _intersection(p: Tensor, t: Tensor) -> Tensor:
 
 
 def _emd2(p: Tensor, t: Tensor) -> Tensor:
-    from emdloss.functional import squared_emd
+    # The inputs were checked at their own dtype's tolerance: squared_emd would check them again
+    # at their cast dtype's (a float16 softmax, cast to float64, is off 1 by more than 1e-6).
+    return ((p - t).cumsum(dim=1) ** 2).mean(dim=1)
 
-    return squared_emd(p, t, input_type="probs", normalization="class_mean", reduction="none")
+
+def _nima_emd(p: Tensor, t: Tensor) -> Tensor:
+    return _sqrt(_emd2(p, t))
 
 
 def _mode_hit(p: Tensor, t: Tensor) -> Tensor:
@@ -247,13 +283,22 @@ _PER_ITEM = {
 }
 
 
+def _rounding(x: Tensor) -> Tensor:
+    """How far apart two values of ``x`` (along the last dim) may be and still be equal up to
+    rounding: 64 units in the last place of its largest magnitude (at least 1)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+    return 64 * torch.finfo(x.dtype).eps * scale
+
+
 def _mid_ranks(x: Tensor) -> Tensor:
-    """Ranks 1..N along the last dim, ties sharing their average rank (any leading dims)."""
+    """Ranks 1..N along the last dim, ties sharing their average rank (any leading dims); values
+    equal up to rounding (:func:`_rounding`) are tied: 22/6 reached by two sums of votes."""
     values, order = x.sort(dim=-1)
     n = x.shape[-1]
     index = torch.arange(n, device=x.device).expand_as(values)
     new = torch.ones_like(values, dtype=torch.bool)
-    new[..., 1:] = values[..., 1:] != values[..., :-1]  # the first of a run of equal values
+    # The first of a run of equal values.
+    new[..., 1:] = values[..., 1:] - values[..., :-1] > _rounding(x)
     first = torch.where(new, index, torch.zeros_like(index)).cummax(dim=-1).values
     last_new = torch.ones_like(new)
     last_new[..., :-1] = new[..., 1:]  # the last of a run
@@ -277,8 +322,7 @@ def _constant(x: Tensor) -> Tensor:
     for every item gives mean scores that differ in the last bits (a matrix product rounds rows
     differently), and their Pearson's r is then noise, not 0."""
     span = x.amax(dim=-1) - x.amin(dim=-1)
-    scale = x.abs().amax(dim=-1).clamp(min=1.0)
-    return span <= 64 * torch.finfo(x.dtype).eps * scale
+    return span <= _rounding(x).squeeze(-1)
 
 
 def _spearman(x: Tensor, y: Tensor) -> Tensor:
@@ -424,7 +468,7 @@ def nima_emd(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tenso
     >>> nima_emd(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.0, 1.0], [0.0, 1.0]]))
     tensor(0.3536)
     """
-    return _per_item_measure(lambda p, t: _emd2(p, t).sqrt(), probs, target, reduction)
+    return _per_item_measure(_nima_emd, probs, target, reduction)
 
 
 def mean_score(probs: Any, positions: Sequence[float] | Tensor | None = None) -> Tensor:
@@ -437,7 +481,7 @@ def mean_score(probs: Any, positions: Sequence[float] | Tensor | None = None) ->
     tensor([2., 2.])
     """
     q = check_distribution(probs, "probs")
-    return q @ _positions(positions, q)
+    return _mean_scores(q, _positions(positions, q))
 
 
 def mean_score_mae(
@@ -458,7 +502,7 @@ def mean_score_mae(
     """
     p, t = check_distributions(probs, target)
     pos = _positions(positions, p)
-    return _reduce((p @ pos - t @ pos).abs(), reduction)
+    return _reduce((_mean_scores(p, pos) - _mean_scores(t, pos)).abs(), reduction)
 
 
 def mean_score_rmse(
@@ -477,7 +521,7 @@ def mean_score_rmse(
     """
     p, t = check_distributions(probs, target)
     pos = _positions(positions, p)
-    return ((p @ pos - t @ pos) ** 2).mean().sqrt()
+    return _sqrt(((_mean_scores(p, pos) - _mean_scores(t, pos)) ** 2).mean())
 
 
 def lcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None = None) -> Tensor:
@@ -496,8 +540,7 @@ def lcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None =
     tensor(0.9966)
     """
     p, t = check_distributions(probs, target)
-    pos = _positions(positions, p)
-    return _pearson(p @ pos, t @ pos)
+    return _pearson(*_mean_scores64(p, t, positions)).to(p.dtype)
 
 
 def srcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None = None) -> Tensor:
@@ -513,8 +556,7 @@ def srcc(probs: Any, target: Any, *, positions: Sequence[float] | Tensor | None 
     tensor(1.)
     """
     p, t = check_distributions(probs, target)
-    pos = _positions(positions, p)
-    return _spearman(p @ pos, t @ pos)
+    return _spearman(*_mean_scores64(p, t, positions)).to(p.dtype)
 
 
 def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> Tensor:
@@ -535,8 +577,8 @@ def mode_accuracy(probs: Any, target: Any, *, reduction: Reduction = "mean") -> 
 def _per_item(p: Tensor, t: Tensor, pos: Tensor) -> dict[str, Tensor]:
     """Every additive measure per item, plus the mean scores (checked float inputs)."""
     values = {key: f(p, t) for key, f in _PER_ITEM.items()}
-    values["nima_emd"] = values["emd2"].sqrt()
-    mu_p, mu_t = p @ pos, t @ pos
+    values["nima_emd"] = _sqrt(values["emd2"])
+    mu_p, mu_t = _mean_scores(p, pos), _mean_scores(t, pos)
     values["mean_mae"] = (mu_p - mu_t).abs()
     values["mean_se"] = (mu_p - mu_t) ** 2
     values["mode_accuracy"] = _mode_hit(p, t)
@@ -547,7 +589,7 @@ def _per_item(p: Tensor, t: Tensor, pos: Tensor) -> dict[str, Tensor]:
 def _finish(means: dict[str, Tensor], mu_pred: Tensor, mu_target: Tensor) -> dict[str, Tensor]:
     """The dict of :data:`DISTRIBUTION_METRIC_KEYS` from item means and all mean scores."""
     out = dict(means)
-    out["mean_rmse"] = out.pop("mean_se").sqrt()
+    out["mean_rmse"] = _sqrt(out.pop("mean_se"))
     out["lcc"] = _pearson(mu_pred, mu_target)
     out["srcc"] = _spearman(mu_pred, mu_target)
     return {key: out[key] for key in DISTRIBUTION_METRIC_KEYS}
@@ -661,6 +703,13 @@ class DistributionMetrics(Metric):
     def metric_names(self) -> tuple[str, ...]:
         """The keys of :meth:`compute`'s dict, in order."""
         return DISTRIBUTION_METRIC_KEYS
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """float64, the dtype of the states: torchmetrics gives a process that saw no item an
+        empty mean-score state of this dtype, and a float32 one beside the others' float64
+        would make the all-gather abort (gloo: "data size doesn't match")."""
+        return torch.float64
 
     def update(self, probs: Any, target: Any) -> None:
         """Add a batch of predicted and target distributions ``(N, C)``."""
