@@ -268,3 +268,28 @@ def test_distribution_panels_name_items_by_file_name_and_keep_both_ends() -> Non
     assert titles[0].startswith("a_very_long_") and titles[0].endswith("_cropped.jpg")
     assert "\u2026" in titles[0]
     assert plots.plot_distributions(p, p, ["lo", "hi"], items=3).axes[2].get_title() == "2"
+
+
+def test_distribution_panels_show_several_models_beside_the_truth() -> None:
+    from emdloss.plots import plot_distributions
+
+    t = [[0.0, 1.0], [0.5, 0.5]]
+    fig = plot_distributions(
+        {"ce": [[0.2, 0.8], [0.6, 0.4]], "emd2": [[0.3, 0.7], [0.5, 0.5]]}, t, ["lo", "hi"]
+    )
+    labels = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["true", "ce", "emd2"]
+    heights = [round(bar.get_height(), 3) for bar in fig.axes[0].patches]
+    assert heights == [0.0, 1.0, 0.2, 0.8, 0.3, 0.7]  # truth, then each model, level by level
+    with pytest.raises(ValueError, match="'emd2'"):
+        plot_distributions(
+            {"ce": [[0.2, 0.8]], "emd2": [[0.3, 0.7, 0.0]]}, [[0.0, 1.0]], ["lo", "hi"]
+        )
+
+
+def test_every_measure_where_higher_is_better_is_labelled_so() -> None:
+    # Found by the compare audit: learning_curves.png said "validation cosine (lower is better)".
+    from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, HIGHER_IS_BETTER, METRIC_MODES
+
+    for name, mode in {**METRIC_MODES, **DISTRIBUTION_METRIC_MODES}.items():
+        assert (name in HIGHER_IS_BETTER) == (mode == "max"), name

@@ -376,8 +376,11 @@ def plot_distributions(
 
     Parameters
     ----------
-    probs, targets : Tensor or array-like
-        ``(N, C)`` predicted and true distributions.
+    probs : Tensor or array-like, or mapping of str to one
+        ``(N, C)`` predicted distributions, or several models' (``{"ce": ..., "emd2": ...}``,
+        the same items in the same order), drawn beside each other and the truth.
+    targets : Tensor or array-like
+        ``(N, C)`` true distributions.
     class_names : sequence of str
         ``C`` level names.
     path : str or PathLike, optional
@@ -399,23 +402,44 @@ def plot_distributions(
     >>> fig = plot_distributions([[0.2, 0.8], [0.6, 0.4]], [[0.0, 1.0], [0.5, 0.5]], ["lo", "hi"])
     >>> len(fig.axes)
     2
+    >>> fig = plot_distributions({"ce": [[0.2, 0.8]], "emd2": [[0.3, 0.7]]}, [[0.0, 1.0]], ["lo", "hi"])
+    >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    ['true', 'ce', 'emd2']
     """
-    p = np.asarray(probs.detach().cpu() if hasattr(probs, "detach") else probs, dtype=float)
-    t = np.asarray(targets.detach().cpu() if hasattr(targets, "detach") else targets, dtype=float)
-    if p.ndim != 2 or p.shape != t.shape or p.shape[0] == 0:
-        raise ValueError(f"probs {p.shape} and targets {t.shape} must have the same shape (N, C)")
-    names = _check_names(class_names, p.shape[1])
-    count = max(1, min(int(items), p.shape[0]))
-    rows = np.unique(np.linspace(0, p.shape[0] - 1, count).round().astype(int))
+
+    def array(x: Any) -> np.ndarray:
+        return np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+
+    models = (
+        {str(k): array(v) for k, v in probs.items()}
+        if isinstance(probs, Mapping)
+        else {"predicted": array(probs)}
+    )
+    t = array(targets)
+    for label, p in models.items():
+        if p.ndim != 2 or p.shape != t.shape or p.shape[0] == 0:
+            raise ValueError(
+                f"probs {label!r} {p.shape} and targets {t.shape} must have the same shape (N, C)"
+            )
+    if not models:
+        raise ValueError("probs: no model to draw")
+    names = _check_names(class_names, t.shape[1])
+    count = max(1, min(int(items), t.shape[0]))
+    rows = np.unique(np.linspace(0, t.shape[0] - 1, count).round().astype(int))
     columns = min(3, len(rows))
     lines = math.ceil(len(rows) / columns)
-    width = max(0.35 * len(names), 1.5)
+    bars = 1 + len(models)
+    width = max(0.35 * len(names) * bars / 2, 1.5)
     fig = _new_figure((columns * (width + 1.8), lines * 2.6 + 0.6))
     axes = np.atleast_1d(fig.subplots(lines, columns, squeeze=False).ravel())
     x = np.arange(len(names))
+    step = 0.8 / bars
+    offsets = (np.arange(bars) - (bars - 1) / 2) * step
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
     for ax, row in zip(axes, rows, strict=False):
-        ax.bar(x - 0.2, t[row], width=0.4, label="true", color="0.6")
-        ax.bar(x + 0.2, p[row], width=0.4, label="predicted", color="tab:blue")
+        ax.bar(x + offsets[0], t[row], width=step, label="true", color="0.6")
+        for k, (label, p) in enumerate(models.items()):
+            ax.bar(x + offsets[k + 1], p[row], width=step, label=label, color=colours[k % 6])
         ax.set_xticks(x)
         ax.set_xticklabels(names, fontsize=7)
         ax.set_ylim(0, 1)

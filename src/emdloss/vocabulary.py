@@ -110,9 +110,9 @@ SELECT_MODES: dict[str, str] = {
     **{name: METRICS[name] for name in REPORTED_METRICS},
     **DISTRIBUTION_METRIC_MODES,
 }
-#: The metrics where larger is better.
+#: The metrics and distribution measures where larger is better.
 HIGHER_IS_BETTER: frozenset[str] = frozenset(
-    name for name, mode in METRIC_MODES.items() if mode == "max"
+    name for name, mode in {**METRIC_MODES, **DISTRIBUTION_METRIC_MODES}.items() if mode == "max"
 )
 
 # ---------------------------------------------------------------------------- conformal
@@ -127,9 +127,10 @@ SOFT_TARGET_POLICIES: tuple[str, ...] = ("refuse", "hard-for-all")
 #: are drawn under every choice; a run's own figures are also ``emdloss plot RUN_DIR``.
 RUN_PLOTS: dict[str, str] = {
     "end": "per data set, one figure of the losses' confusion matrices and one of the runs' "
-    "learning curves, drawn when the runs are done",
+    "learning curves (and on distribution targets one of a few test items' true and predicted "
+    "histograms), drawn when the runs are done",
     "runs": "as end, and each reported run's own figures (learning curves, confusion matrix, "
-    "ground distance) in its directory",
+    "distributions, ground distance) in its directory",
     "none": "no figure of the runs",
     "each": "as end, and each run's own figures drawn by the run as it ends (the slowest)",
 }

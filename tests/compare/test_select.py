@@ -93,6 +93,21 @@ def test_paired_interval_matches_scipy() -> None:
     assert paired_difference({0: 1.0, 1: 2.0, 5: 9.0}, {0: 0.0, 1: 0.5}).n == 2
 
 
+def test_identical_differences_are_judged_by_the_sign_test() -> None:
+    # Found by the compare audit: two equal MAE differences gave a zero-width interval that
+    # "excluded" 0, and compare printed "loses to ce".
+    two = paired_difference({0: 0.6, 1: 0.5}, {0: 0.5, 1: 0.4})
+    assert two.outcome("mae") == "cannot be judged against" and math.isnan(two.low)
+    # All six of one sign: p = 2^-5 < 0.05 (exact sign test), a real verdict.
+    six = paired_difference({k: 0.5 for k in range(6)}, {k: 0.25 for k in range(6)})
+    assert six.outcome("mae") == "loses to" and six.outcome("accuracy") == "beats"
+    # ... but not at a Bonferroni level that 2^-5 does not reach.
+    assert math.isnan(
+        paired_difference({k: 0.5 for k in range(6)}, {k: 0.25 for k in range(6)}, level=0.99).low
+    )
+    assert paired_difference({0: 1.0, 1: 1.0}, {0: 1.0, 1: 1.0}).outcome("mae") == "ties with"
+
+
 def test_welch_interval_matches_scipy() -> None:
     from scipy import stats
 

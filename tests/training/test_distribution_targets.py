@@ -197,6 +197,12 @@ def test_train_end_to_end_on_a_vote_table(tmp_path):
     assert (out / "distributions_test.png").stat().st_size > 0
     history = (out / "history.csv").read_text().splitlines()[0]
     assert "val_kl" in history and "val_emd2" in history
+    # `emdloss plot RUN_DIR` (and compare --plots runs) draws it again from the run's files.
+    from emdloss.training import write_run_plots
+
+    (out / "distributions_test.png").unlink()
+    assert out / "distributions_test.png" in write_run_plots(out)
+    assert (out / "distributions_test.png").stat().st_size > 0
 
 
 def _image_votes(tmp_path: Path, n: int = 90) -> Path:
@@ -377,6 +383,20 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path, mon
         or "emd2 beats ce on kl" in summary
         or ("emd2 loses to ce on kl" in summary)
     )
+    assert "plug-in estimate" in summary  # what the noise floor is, said as it is
+    # The printed verdict table answers on the measure the runs were selected on (KL), not on
+    # the MAE of the median level; the overview shows a few items' histograms per loss.
+    header, _, emd2_line = result.table.splitlines()
+    assert header.split()[4] == "kl" and "ce" in emd2_line  # "data set" is two words
+    mean_kl = np.mean(
+        [
+            float(r["kl"])
+            for r in csv.DictReader((out / "distribution_results.csv").open())
+            if r["loss"] == "emd2"
+        ]
+    )
+    assert emd2_line.split()[3] == f"{mean_kl:.4f}"
+    assert next(out.rglob("plots/*/distributions_test.png")).stat().st_size > 0
 
 
 # ---------------------------------------------------------------------------- vote weights
@@ -442,12 +462,15 @@ def test_compare_runs_the_ldl_protocol_on_a_mat_file(tmp_path):
         1,
         tmp_path / "cmp",
         folds=3,
-        train_options={"epochs": 1, "batch_size": 16},
+        # Runs that fit the baselines themselves too: compare's own fit replaces theirs, one row
+        # per baseline and fold (the compare audit found every baseline row twice).
+        train_options={"epochs": 1, "batch_size": 16, "ldl_baselines": True},
         progress=False,
     )
     rows = list(csv.DictReader((tmp_path / "cmp" / "distribution_results.csv").open()))
     folds = {(r["loss"], r["fold"]) for r in rows}
     assert {("ce", str(k)) for k in range(3)} <= folds
+    assert [r["loss"] for r in rows].count("baseline:aa_knn") == 3
     assert {("baseline:aa_knn", str(k)) for k in range(3)} <= folds
     assert "noise floor" not in {r["loss"] for r in rows}  # proportions: no vote counts
     assert "n=3" in result.summary

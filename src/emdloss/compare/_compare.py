@@ -471,7 +471,14 @@ def compare(
             from emdloss.compare import _distribution
 
             # Data with distribution targets: their measures, LDL baselines and noise floor.
-            distribution = _distribution.distribution_rows(reported) + fitted
+            # Baselines that runs fitted themselves (ldl_baselines=true, older runs) give way to
+            # compare's own fit of the same splits: one row per baseline and split.
+            refitted = {row["dataset"] for row in fitted}
+            distribution = [
+                row
+                for row in _distribution.distribution_rows(reported)
+                if not (row["dataset"] in refitted and str(row["loss"]).startswith("baseline:"))
+            ] + fitted
             if distribution:
                 files.append(
                     write_text(
@@ -499,7 +506,7 @@ def compare(
             if section:
                 summary = summary.rstrip("\n") + "\n\n" + section
             files.append(write_text(out / "summary.md", summary))
-            table = verdict_table(infos, rows)
+            table = verdict_table(infos, rows, distribution=distribution, measures=ldl_measure)
             return CompareResult(
                 out, records, rows, summary, files, time.perf_counter() - start, selections, table
             )

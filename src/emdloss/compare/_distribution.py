@@ -167,8 +167,16 @@ def distribution_section(rows: Sequence[Mapping[str, Any]], infos: Sequence[Data
             + ", ".join(m for m in measures if DISTRIBUTION_METRIC_MODES[m] == "min")
             + "; higher for "
             + ", ".join(m for m in measures if DISTRIBUTION_METRIC_MODES[m] == "max")
-            + ". Baselines are fitted on each run's training split; the noise floor is what "
-            "the true distribution itself would score against histograms of this many votes."
+            + "."
+            + (" Baselines are fitted on each run's training split." if baselines else "")
+            + (
+                " The noise floor is what each item's observed vote shares would score against "
+                "fresh histograms of as many votes (a plug-in estimate of what the true "
+                "distribution would score: optimistic, for Clark and Canberra by far, see "
+                "emdloss.metrics.noise_floor)."
+                if NOISE_FLOOR in names
+                else ""
+            )
         )
         parts.append("")
         body = []

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 #: The overview figures of each data set (``plots/<dataset>/``), drawn by ``--plots end``.
-OVERVIEW_FILES = ("confusion_matrices.png", "learning_curves.png")
+OVERVIEW_FILES = ("confusion_matrices.png", "learning_curves.png", "distributions_test.png")
 
 
 def read_predictions(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -371,14 +371,18 @@ def write_overview(
     out: Path, records: Sequence[RunRecord], infos: Sequence[DatasetInfo]
 ) -> list[Path]:
     """Per data set, the runs at a glance: ``plots/<dataset>/confusion_matrices.png`` and
-    ``learning_curves.png`` (``--plots end``, the default, in place of every run's own PNGs).
+    ``learning_curves.png`` (``--plots end``, the default, in place of every run's own PNGs),
+    and on distribution targets ``distributions_test.png``.
 
     ``confusion_matrices.png`` has a panel per loss: the test predictions (argmax rule) of the
     loss's reported runs pooled into one confusion matrix, normalised over the true class
     (:func:`emdloss.plots.plot_confusion_matrices`). ``learning_curves.png`` has a panel per
     loss and a line per run: the validation metric that model selection monitored, per epoch,
-    the selected epoch marked (:func:`emdloss.plots.plot_runs_by_group`). A run's own figures
-    are ``emdloss plot RUN_DIR`` (or ``--plots runs``).
+    the selected epoch marked (:func:`emdloss.plots.plot_runs_by_group`).
+    ``distributions_test.png`` shows a few test items of the first seed (and fold) that every
+    loss ran: their true distribution beside each loss's prediction
+    (:func:`emdloss.plots.plot_distributions`). A run's own figures are ``emdloss plot
+    RUN_DIR`` (or ``--plots runs``).
 
     Parameters
     ----------
@@ -397,7 +401,7 @@ def write_overview(
     import torch
 
     from emdloss.metrics import confusion_matrix
-    from emdloss.plots import plot_confusion_matrices, plot_runs_by_group
+    from emdloss.plots import plot_confusion_matrices, plot_distributions, plot_runs_by_group
 
     files: list[Path] = []
     for info in infos:
@@ -453,7 +457,49 @@ def write_overview(
                 "(selected epoch marked)",
             )
             files.append(path)
+        drawn = _draw_distributions(folder, records, info, plot_distributions)
+        if drawn is not None:
+            files.append(drawn)
     return files
+
+
+def _draw_distributions(
+    folder: Path, records: Sequence[RunRecord], info: DatasetInfo, plot: Any
+) -> Path | None:
+    """``distributions_test.png`` of one data set: the first (seed, fold) whose test
+    predictions every loss has, read from the runs' ``predictions_test.csv``; ``None`` when the
+    data has no distribution targets."""
+    by_split: dict[tuple[int, int], dict[str, Path]] = {}
+    for record in records:
+        spec = record.spec
+        if spec.dataset == info.spec and record.tested and record.status != "failed":
+            key = (spec.seed, -1 if spec.fold is None else spec.fold)
+            by_split.setdefault(key, {}).setdefault(spec.loss, record.run_dir)
+    for key in sorted(by_split):
+        runs = by_split[key]
+        if set(info.losses) - set(runs):
+            continue
+        read = {loss: rundir.read_distributions(runs[loss]) for loss in info.losses}
+        if any(r is None for r in read.values()):
+            return None
+        first = read[info.losses[0]]
+        assert first is not None
+        names, ids, _, targets = first
+        probs = {loss: r[2] for loss, r in read.items() if r is not None}
+        path = folder / OVERVIEW_FILES[2]
+        seed, fold = key
+        plot(
+            probs,
+            targets,
+            names,
+            path,
+            ids=ids,
+            title=f"{info.spec}: test items of seed {seed}"
+            + ("" if fold < 0 else f" fold {fold}")
+            + ", true and predicted distributions",
+        )
+        return path
+    return None
 
 
 def draw_figures(

@@ -165,6 +165,8 @@ def paired_difference(
     >>> d = paired_difference({0: 1.0, 1: 2.0, 2: 3.0}, {0: 0.5, 1: 1.5, 2: 2.0})
     >>> (round(d.mean, 4), round(d.se, 4), d.n)
     (0.6667, 0.1667, 3)
+    >>> paired_difference({0: 0.6, 1: 0.5}, {0: 0.5, 1: 0.4}).outcome("mae")  # two equal diffs
+    'cannot be judged against'
     """
     keys = [k for k in candidate if k in reference]
     diffs = [
@@ -179,6 +181,12 @@ def paired_difference(
     if n == 1:
         return Interval(mean, math.nan, math.nan, math.nan, 1, level)
     se = statistics.stdev(diffs) / math.sqrt(n)
+    if se == 0.0 and mean != 0.0:
+        # Identical differences (a discrete measure, few pairs) leave a t interval no width:
+        # the exact sign test judges them instead (all n of one sign: p = 2^(1 - n)), and
+        # below its level there is no interval, not a zero-width one that excludes 0.
+        if 2.0 ** (1 - n) >= 1.0 - level:
+            return Interval(mean, 0.0, math.nan, math.nan, n, level)
     half = t_quantile(0.5 + level / 2, n - 1) * se
     return Interval(mean, se, mean - half, mean + half, n, level)
 

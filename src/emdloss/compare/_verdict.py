@@ -180,13 +180,42 @@ def _key_metric(info: DatasetInfo) -> str:
     return info.select if info.select in METRIC_KEYS else "mae"
 
 
+def _key_measure(
+    info: DatasetInfo,
+    rows: Sequence[Mapping[str, Any]],
+    rule: str,
+    distribution: Sequence[Mapping[str, Any]],
+    measures: Mapping[str, str | None] | None,
+) -> tuple[str, Sequence[Mapping[str, Any]]]:
+    """The key metric of a data set and the rows that hold it: on distribution targets the
+    measure its runs were selected on (a distribution does not depend on the prediction rule,
+    so its rows stand under ``rule``)."""
+    measure = (measures or {}).get(info.spec)
+    mine = [row for row in distribution if row["dataset"] == info.spec]
+    if measure is not None and mine:
+        return measure, [{**row, "rule": rule} for row in mine]
+    return _key_metric(info), rows
+
+
+def _label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, metric)
+
+
 def verdict_table(
-    infos: Sequence[DatasetInfo], rows: Sequence[Mapping[str, Any]], rule: str = "argmax"
+    infos: Sequence[DatasetInfo],
+    rows: Sequence[Mapping[str, Any]],
+    rule: str = "argmax",
+    *,
+    distribution: Sequence[Mapping[str, Any]] = (),
+    measures: Mapping[str, str | None] | None = None,
 ) -> str:
     """The answer of a comparison as one compact table: a line per data set and loss.
 
     Each line holds the data set's key metric (its ``--select`` metric; accuracy on classes
-    without order) on the test split, mean over runs under ``rule``; the paired difference
+    without order; on distribution targets the measure its runs were selected on,
+    ``measures[spec]``, from the ``distribution`` rows of
+    :func:`emdloss.compare._distribution.distribution_rows`) on the test split, mean over runs
+    under ``rule``; the paired difference
     loss - cross-entropy over the seeds (and folds) both ran, with its 95% interval; and the
     verdict of that interval (:meth:`emdloss.compare._stats.Interval.outcome`). Everything else
     (every metric and rule, baselines, published rows, the Bonferroni-adjusted verdict of the
@@ -203,21 +232,26 @@ def verdict_table(
     lev       ce    2     0.550  reference
     lev       w1    2     0.440  -0.110 [-0.237, +0.017]  ties with ce
     """
+    keyed = {info.spec: _key_measure(info, rows, rule, distribution, measures) for info in infos}
     # One key metric for every data set: its name heads the column; else each cell names it.
-    labels = sorted({METRIC_LABELS[_key_metric(info)] for info in infos})
+    labels = sorted({_label(metric) for metric, _ in keyed.values()})
     one = labels[0] if len(labels) == 1 else None
     lines: list[tuple[str, ...]] = [
         ("data set", "loss", "runs", one or "metric", "loss - ce [95% CI]", "verdict")
     ]
     for info in infos:
-        metric = _key_metric(info)
-        reference = _pairs(rows, info.spec, "ce", rule, metric)
+        metric, source = keyed[info.spec]
+        reference = _pairs(source, info.spec, "ce", rule, metric)
         for loss in info.losses:
-            pairs = _pairs(rows, info.spec, loss, rule, metric)
+            pairs = _pairs(source, info.spec, loss, rule, metric)
             values = [v for v in pairs.values() if not math.isnan(v)]
-            mean = f"{sum(values) / len(values):.3f}" if values else "–"
+            mean = (
+                f"{sum(values) / len(values):.{3 if metric in METRIC_KEYS else 4}f}"
+                if values
+                else "–"
+            )
             if one is None:
-                mean = f"{METRIC_LABELS[metric]} {mean}"
+                mean = f"{_label(metric)} {mean}"
             if loss == "ce":
                 cells: tuple[str, ...] = ("reference", "")
             elif not reference:

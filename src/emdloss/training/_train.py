@@ -361,7 +361,8 @@ def write_run_plots(run_dir: str | os.PathLike[str]) -> list[Path]:
     ``emdloss compare`` trains its runs with ``plots=False``; ``emdloss plot RUN_DIR`` and
     ``compare --plots runs`` draw them here from the run's files: the learning curves from
     ``history.csv``, the confusion matrix from ``predictions_test.csv`` (when the run was
-    tested) and the learned ground distance from ``best.ckpt``. Each file is written
+    tested), a few test items' predicted and true distributions (distribution targets) and the
+    learned ground distance from ``best.ckpt``. Each file is written
     atomically.
 
     Parameters
@@ -385,9 +386,17 @@ def write_run_plots(run_dir: str | os.PathLike[str]) -> list[Path]:
         targets, preds = (torch.as_tensor(values) for values in predictions)
     history = rundir.read_history(path)
     best_epoch = int(content.get("best_epoch", 0))
-    return _write_plots(
+    written = _write_plots(
         path, task.criterion, record["class_names"], history, targets, preds, best_epoch
     )
+    distributions = rundir.read_distributions(path)
+    if distributions is not None:
+        from emdloss.plots import plot_distributions
+
+        names, ids, probs, target_probs = distributions
+        written.append(path / rundir.PLOT_FILES[3])
+        plot_distributions(probs, target_probs, names, written[-1], ids=ids)
+    return written
 
 
 def _write_test_outputs(

@@ -77,6 +77,7 @@ __all__ = [
     "read_calibration",
     "read_config",
     "read_data_record",
+    "read_distributions",
     "read_history",
     "read_metrics",
     "read_predictions",
@@ -576,6 +577,47 @@ def read_predictions(
     targets = np.array([a for a, _ in pairs], dtype=np.int64)
     predictions = np.array([b for _, b in pairs], dtype=np.int64)
     return targets, predictions
+
+
+def read_distributions(
+    run_dir: str | os.PathLike[str],
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray] | None:
+    """The predicted and target distributions of a run's test set, from
+    ``predictions_test.csv`` (runs on distribution targets write ``target_prob_<class>``).
+
+    Returns
+    -------
+    (class_names, ids, probs, target_probs) or None
+        ``probs`` and ``target_probs`` float arrays (N, C); ``None`` when the run has no
+        (readable) distribution columns.
+    """
+    import numpy as np
+
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        fields = reader.fieldnames or []
+        names = [f.removeprefix("target_prob_") for f in fields if f.startswith("target_prob_")]
+        if not names or any(f"prob_{name}" not in fields for name in names):
+            return None
+        try:
+            rows = [
+                (
+                    row["id"],
+                    [float(row[f"prob_{n}"]) for n in names],
+                    [float(row[f"target_prob_{n}"]) for n in names],
+                )
+                for row in reader
+            ]
+        except (KeyError, TypeError, ValueError):
+            return None
+    if not rows:
+        return None
+    probs = np.array([r[1] for r in rows], dtype=np.float64)
+    targets = np.array([r[2] for r in rows], dtype=np.float64)
+    return names, [r[0] for r in rows], probs, targets
 
 
 # ---------------------------------------------------------------------------- checkpoints
