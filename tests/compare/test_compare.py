@@ -205,8 +205,9 @@ def test_plots_end_runs_and_the_plot_command(
     runs = sorted(p.parent for p in (out / "runs").rglob("metrics.json"))
     assert len(runs) == 4
     assert all(not list(run.glob("*.png")) for run in runs)
-    for name in OVERVIEW_FILES:
+    for name in OVERVIEW_FILES[:2]:
         assert (out / "plots" / "lev" / name).read_bytes()[:8] == PNG_MAGIC
+    assert not (out / "plots" / "lev" / OVERVIEW_FILES[2]).exists()  # hard labels: no histograms
     # Oracle: each loss's panel is its runs' test predictions pooled (scikit-learn's counts).
     matrices = drawn["plot_confusion_matrices"][0]
     assert list(matrices) == ["ce", "xemd1"]
@@ -315,6 +316,7 @@ def test_compare_on_retinamnist(tmp_path: Path, data_dir: Path) -> None:
     assert cells["MedMNIST v2: ResNet-18 (28)"][1] == "0.524"
     assert "same official test set" in summary
     assert "official MedMNIST v2 split" in summary
+    assert "train/val/test 96/40/80" in summary  # the sizes the runs trained on, not the data's
 
 
 # ------------------------------------------------------------------------------- harness

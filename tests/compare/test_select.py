@@ -414,10 +414,13 @@ def test_logreg_baseline_matches_scikit_learn() -> None:
     assert metrics["baseline:logreg"]["argmax"]["mae"] == pytest.approx(expected)
 
 
-def test_ordinal_logit_fit_equals_the_plain_statsmodels_fit_bit_for_bit() -> None:
-    """The fast logistic CDF (issue 20) changes the time of the fit, not one bit of it: the
-    same parameters and probabilities as ``OrderedModel(distr="logit")`` on a real table."""
+def test_ordinal_logit_fit_equals_the_plain_statsmodels_fit() -> None:
+    """The fast logistic CDF (issue 20) and the analytic gradient change the time of the fit,
+    not the model: the CDF is statsmodels' bit for bit, the gradient its finite differences',
+    and the fit reaches the plain ``OrderedModel(distr="logit")``'s probabilities on a real
+    table."""
     from statsmodels.miscmodels.ordinal_model import OrderedModel
+    from statsmodels.tools.numdiff import approx_fprime
 
     from emdloss.compare._baselines import _logit_model
     from emdloss.training import TrainConfig
@@ -427,16 +430,23 @@ def test_ordinal_logit_fit_equals_the_plain_statsmodels_fit_bit_for_bit() -> Non
     x = torch.stack([data.train.input(i) for i in range(len(data.train))]).double().numpy()
     x = x[:, x.std(axis=0) > 1e-12]
     codes = np.searchsorted(np.unique(data.train.targets), data.train.targets)
-    fits = [
-        model(codes, x, distr="logit").fit(method="bfgs", maxiter=2000, disp=False)
-        for model in (OrderedModel, _logit_model())
-    ]
-    assert fits[1].model.cdf.__func__ is not OrderedModel.cdf  # the fast path was taken
-    np.testing.assert_array_equal(fits[0].params, fits[1].params)
-    probs = [np.asarray(f.model.predict(f.params, exog=x)) for f in fits]
-    np.testing.assert_array_equal(probs[0], probs[1])
+    plain, fast = (model(codes, x, distr="logit") for model in (OrderedModel, _logit_model()))
     edges = np.array([-np.inf, -3.0, 0.0, -0.0, 2.5, np.inf, np.nan])
-    np.testing.assert_array_equal(fits[0].model.cdf(edges), fits[1].model.cdf(edges))
+    np.testing.assert_array_equal(plain.cdf(edges), fast.cdf(edges))
+    rng = np.random.default_rng(0)
+    for params in (
+        plain.start_params,
+        plain.start_params + rng.normal(0, 0.3, plain.start_params.size),
+    ):
+        numeric = approx_fprime(params, plain.loglike, centered=True)
+        np.testing.assert_allclose(fast.score(params), numeric, rtol=1e-5, atol=1e-4)
+    fits = [
+        plain.fit(method="bfgs", maxiter=2000, disp=False),
+        fast.fit(method="bfgs", maxiter=2000, disp=False, skip_hessian=True),
+    ]
+    assert fits[1].llf == pytest.approx(fits[0].llf, rel=1e-7)
+    probs = [np.asarray(f.model.predict(f.params, exog=x)) for f in fits]
+    np.testing.assert_allclose(probs[0], probs[1], atol=1e-4)
 
 
 def test_reused_metric_objects_score_baselines_as_fresh_ones(

@@ -384,6 +384,13 @@ def test_compare_reports_distribution_measures_and_paired_verdicts(tmp_path, mon
         or ("emd2 loses to ce on kl" in summary)
     )
     assert "plug-in estimate" in summary  # what the noise floor is, said as it is
+    # The validated rule of runs selected on KL is chosen on validation MAE, not left empty.
+    validated = [
+        r
+        for r in csv.DictReader((out / "results.csv").open())
+        if r["rule"] == "validated" and r["loss"] == "emd2"
+    ]
+    assert len(validated) == 2 and all(r["mae"] not in ("", "nan") for r in validated)
     # The printed verdict table answers on the measure the runs were selected on (KL), not on
     # the MAE of the median level; the overview shows a few items' histograms per loss.
     header, _, emd2_line = result.table.splitlines()

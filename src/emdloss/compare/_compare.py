@@ -142,6 +142,18 @@ def _load_info(
     return dataset, resolved
 
 
+def _run_sizes(dataset: Any, config: Any) -> tuple[int, int, int]:
+    """The split sizes the runs train on: after ``limit_train/val/test``, as ``load_data``
+    cuts them."""
+
+    def size(part: str) -> int:
+        limit = getattr(config, f"limit_{part}")
+        whole = len(getattr(dataset, part))
+        return whole if limit is None else min(whole, int(limit))
+
+    return size("train"), size("val"), size("test")
+
+
 def _threads(kind: str) -> int | None:
     """Torch threads per run: one for tables, else the process's (``cores // jobs``)."""
     return 1 if kind == "tabular" else None
@@ -344,7 +356,7 @@ def compare(
                 spec=spec,
                 num_classes=dataset.num_classes,
                 kind=dataset.kind,
-                sizes=(len(dataset.train), len(dataset.val), len(dataset.test)),
+                sizes=_run_sizes(dataset, config),
                 options=_protocol(options, None),
                 seeds=tuple(seed_list),
                 folds=folds,

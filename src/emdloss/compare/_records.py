@@ -207,6 +207,10 @@ def _validated_rule(metrics: Mapping[str, Any], rules: Sequence[str]) -> str | N
     # rule (argmax first), so a loss gains nothing from rules that do no better.
     val = metrics.get("val")
     monitor = str(metrics.get("monitor", "val_mae")).removeprefix("val_")
+    if monitor in DISTRIBUTION_METRIC_MODES:
+        # Runs on distribution targets select their epoch on a distribution measure, which no
+        # rule changes; the rule that decodes their median level is chosen on the MAE.
+        monitor = "mae"
     if not isinstance(val, Mapping) or monitor not in METRIC_KEYS:
         return None
     scored = [(rule, float(val[rule][monitor])) for rule in rules if _is_metric_dict(val.get(rule))]
