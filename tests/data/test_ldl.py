@@ -397,14 +397,20 @@ def test_ldl_numbered_classes_out_of_order_are_refused(tmp_path):
 
 
 # ------------------------------------------------------------------------------ images:
-def test_image_csv_vote_prefix_and_official_split(tmp_path):
+def _image_vote_csv(tmp_path: Path, score: bool = False) -> Path:
+    """An image CSV of _good_rows' votes (and a score column when asked), 6 x 6 images."""
     import PIL.Image
 
     rows = []
     for i, line in enumerate(_good_rows()):
         PIL.Image.new("RGB", (6, 6), (i * 8, 0, 0)).save(tmp_path / f"{i}.png")
-        rows.append(f"{i}.png," + line.split(",", 1)[1])
-    path = _vote_csv(tmp_path, rows, header="image,split,votes_1,votes_2,votes_3")
+        rows.append(f"{i}.png," + (f"{i % 7}," if score else "") + line.split(",", 1)[1])
+    header = "image," + ("score," if score else "") + "split,votes_1,votes_2,votes_3"
+    return _vote_csv(tmp_path, rows, header=header)
+
+
+def test_image_csv_vote_prefix_and_official_split(tmp_path):
+    path = _image_vote_csv(tmp_path)
     ds = load_dataset(f"images:{path}", count_columns="votes_", path_column="image", image_size=6)
     assert ds.distribution_targets and ds.class_names == ["1", "2", "3"]
     assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 5, 5)
@@ -415,13 +421,7 @@ def test_image_csv_vote_prefix_and_official_split(tmp_path):
 
 def test_image_csv_counts_ignore_a_score_column_and_refuse_bins(tmp_path):
     # Found by the loader audit: a score column used to name and place the vote levels.
-    import PIL.Image
-
-    rows = []
-    for i, line in enumerate(_good_rows()):
-        PIL.Image.new("RGB", (6, 6), (i * 8, 0, 0)).save(tmp_path / f"{i}.png")
-        rows.append(f"{i}.png,{i % 7}," + line.split(",", 1)[1])
-    path = _vote_csv(tmp_path, rows, header="image,score,split,votes_1,votes_2,votes_3")
+    path = _image_vote_csv(tmp_path, score=True)
     ds = load_dataset(f"images:{path}", count_columns="votes_", path_column="image", image_size=6)
     assert ds.class_names == ["1", "2", "3"] and ds.positions == [1.0, 2.0, 3.0]
     with pytest.raises(ValueError, match="bins and bin_edges do not apply"):
