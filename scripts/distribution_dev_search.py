@@ -56,7 +56,10 @@ def _splits(dataset: str, split: int, options: dict[str, str]) -> tuple[Arrays, 
     ds = load_dataset(dataset, **folds, **options)
 
     def arrays(part: Any) -> Arrays:
-        return part.inputs.double().numpy(), part.dists.double().numpy()
+        # Item by item: a split cut by the limit option is a subset without whole tensors.
+        items = [part[i] for i in range(len(part))]
+        x = torch.stack([item[0] for item in items]).double().numpy()
+        return x, torch.stack([item[2] for item in items]).double().numpy()
 
     (x, t), val = arrays(ds.train), arrays(ds.val)
     order = np.random.default_rng(100 + split).permutation(len(x))

@@ -38,7 +38,8 @@ CSV files (--dataset csv:PATH --target COLUMN) take these --data-option KEY=VALU
   count_columns=votes_    distribution targets (vote counts or proportions) instead of
                           --target: a column prefix or a list (also for images:PATH)
   split_column=split      the official train/val/test column, used when present (none: ignore)
-every source: val_fraction=0.1, test_fraction=0.3 (shares of the split), limit=N
+every source: val_fraction=0.1, test_fraction=F (shares of the split; 0.3 for tables,
+  0.2 for ldl: and images:), limit=N
 
 train prints the columns it uses, the class order, the split sizes and warnings
 (identifier, leak, integer codes, constant column, small validation split) first.

@@ -189,7 +189,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-baselines",
         dest="baselines",
         action="store_false",
-        help="leave out the baselines (class prior; logistic and ordinal logit on tables)",
+        help="leave out the baselines (class prior; logistic and ordinal logit on tables; the "
+        "LDL baselines on distribution targets)",
     )
     parser.add_argument(
         "--soft-targets",

@@ -57,3 +57,11 @@ def test_prints_a_line_per_model_with_every_measure(
     for line in lines[1:]:
         values = [float(v) for v in line.split(" | ")[1:]]
         assert all(np.isfinite(values))
+
+
+def test_the_limit_option_cuts_the_splits(tmp_path: Path, load_script: Any) -> None:
+    # Found by the docs audit: a split cut by limit= has no whole tensors, and the script failed.
+    script = load_script("scripts/distribution_dev_search.py")
+    (x_fit, t_fit), (x_val, _), (x_dev, _) = script._splits(_toy(tmp_path), 0, {"limit": "40"})
+    assert len(x_fit) + len(x_dev) == 40 and len(x_val) <= 40
+    assert x_fit.shape[1] == 4 and np.allclose(t_fit.sum(1), 1.0)

@@ -346,7 +346,7 @@ class TrainConfig:
     ldl_baselines: bool = _option(
         True,
         help="on distribution targets, fit the LDL baselines (emdloss.ldl_baselines) on the "
-        "run's splits and report them beside the model (compare fits them once per seed)",
+        "run's splits and report them beside the model (compare fits them once per distinct split)",
         resumable=True,
         protocol=False,
     )
