@@ -80,6 +80,14 @@ def _train(args: argparse.Namespace) -> int:
             saved = probe.run_dir / CONFIG_FILE
             if "output" in given and saved.is_file():
                 base = TrainConfig.from_yaml(saved)
+            else:
+                # Resuming where nothing ran starts a run (a preempted job's first start), but
+                # says so: a mistyped --output would otherwise train with the defaults.
+                print(
+                    f"emdloss train: nothing to resume in {probe.run_dir} (no {CONFIG_FILE}); "
+                    "starting a new run",
+                    file=sys.stderr,
+                )
         if args.config:
             base = TrainConfig.from_yaml(args.config, base=base)
         if base is not None:

@@ -481,3 +481,85 @@ def test_compare_runs_the_ldl_protocol_on_a_mat_file(tmp_path):
     assert {("baseline:aa_knn", str(k)) for k in range(3)} <= folds
     assert "noise floor" not in {r["loss"] for r in rows}  # proportions: no vote counts
     assert "n=3" in result.summary
+
+
+# ---------------------------------------------------------------------------- after training
+# Found by the after-training audit: each of these was silently wrong or a dead end.
+def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
+    from emdloss.training import TrainConfig, evaluate, train
+
+    path = _table(tmp_path)
+    config = TrainConfig(
+        dataset=f"csv:{path}",
+        loss="emd2",
+        epochs=2,
+        batch_size=16,
+        output=str(tmp_path / "run"),
+        progress=False,
+        data_options={"count_columns": "votes_"},
+    )
+    train(config)
+    assert evaluate(tmp_path / "run")["distribution"]["test"]["kl"] > 0  # the same data: fine
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines, *lines[1:11]]) + "\n")  # ten more training rows
+    with pytest.raises(
+        UserError,
+        match=r"data changed since the run was trained \(the train split has 70 rows, recorded 60",
+    ):
+        evaluate(tmp_path / "run")
+    with pytest.raises(UserError, match="data changed since the run was trained"):
+        train(TrainConfig.from_dict({"resume": True, "epochs": 3}, base=config))
+
+
+def test_predict_reads_new_rows_as_the_run_read_its_own(tmp_path, recwarn):
+    from emdloss.training import TrainConfig, predict, train
+
+    rng = np.random.default_rng(0)
+    rows = ["a;b;grade"]
+    for i in range(80):
+        a, b = rng.normal(), rng.normal()
+        cell = "" if i % 9 == 0 else f"{b:.3f}"  # empty cells, imputed by the run
+        rows.append(f"{a:.3f};{cell};{int(a > 0) + int(a > 1)}")
+    path = tmp_path / "semi.csv"
+    path.write_text("\n".join(rows) + "\n")
+    options = {"delimiter": ";", "missing": "impute", "target": "grade"}
+    train(
+        TrainConfig(
+            dataset=f"csv:{path}",
+            loss="ce",
+            epochs=1,
+            output=str(tmp_path / "run"),
+            progress=False,
+            data_options={k: v for k, v in options.items() if k != "target"},
+            target="grade",
+        )
+    )
+    new = tmp_path / "new" / "rows.csv"
+    new.parent.mkdir()
+    new.write_text("a;b\n0.5;\n-1.0;0.2\n")
+    out = predict(tmp_path / "run", str(new))  # one path, not a sequence of characters
+    assert len(out) == 2 and out[0]["id"] == "line 2"
+    assert any(
+        "1 empty numeric cell(s) filled with the training median" in str(w.message) for w in recwarn
+    )
+    assert [r["id"] for r in predict(tmp_path / "run", new.parent)] == [
+        "line 2",
+        "line 3",
+    ]  # a folder of CSVs
+    with pytest.raises(UserError, match="no CSV files found under"):
+        predict(tmp_path / "run", [tmp_path / "run" / "checkpoints"])
+
+
+def test_resume_where_nothing_ran_says_it_starts_a_new_run(tmp_path, capsys):
+    from emdloss.cli import main
+
+    args = [
+        "train",
+        "--dataset",
+        f"csv:{_table(tmp_path)}",
+        "--data-option",
+        "count_columns=votes_",
+    ]
+    args += ["--epochs", "1", "--no-progress", "--no-plots", "--output", str(tmp_path / "typo")]
+    assert main([*args, "--resume"]) == 0
+    assert "nothing to resume in" in capsys.readouterr().err

@@ -145,8 +145,19 @@ def _edit_json(path: Path, change: Any) -> None:
             ["data.json", "input_shape = [7]", "expected [2]"],
         ),
         (lambda r: r.update(positions=[0, 1]), ["data.json", "positions", "a list of 3"]),
+        (
+            lambda r: r["table"].update(feature_median=[1.0, 2.0, 3.0]),
+            ["data.json", "table.feature_median", "a list of 2 finite numbers"],
+        ),
     ],
-    ids=["short-feature-mean", "no-feature-scale", "no-class-names", "shape", "positions"],
+    ids=[
+        "short-feature-mean",
+        "no-feature-scale",
+        "no-class-names",
+        "shape",
+        "positions",
+        "long-feature-median",
+    ],
 )
 def test_an_inconsistent_data_json_is_one_line(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], change: Any, needles: list[str]

@@ -101,12 +101,20 @@ def conform_images(
     return torch.stack(images), notes
 
 
-def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tensor, list[str]]:
+def conform_table(
+    path: Path,
+    table: Mapping[str, Any],
+    *,
+    delimiter: str = ",",
+    encoding: str = "utf-8-sig",
+) -> tuple[list[str], Tensor, list[str]]:
     """Encode the rows of a CSV file exactly as a run's training rows were encoded.
 
     Numeric columns are standardised with the training mean and scale; categorical columns
     become one-hot blocks over the training categories, where an unseen value encodes as all
     zeros, as in training, and is named in a note. Columns the model does not use are ignored.
+    Where the run imputed (``missing="impute"``: the record has ``feature_median``), an empty
+    numeric cell takes the training median, as in training, and a note counts them.
 
     Parameters
     ----------
@@ -114,7 +122,10 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         CSV file with a header row.
     table : mapping
         The ``table`` record of a run's ``data.json``: ``numeric_columns``,
-        ``categorical_columns``, ``feature_mean``, ``feature_scale``, ``categories``.
+        ``categorical_columns``, ``feature_mean``, ``feature_scale``, ``categories`` (and
+        ``feature_median`` where the run imputed).
+    delimiter, encoding : str
+        How the file is written (the run's own ``delimiter`` and ``encoding`` options).
 
     Returns
     -------
@@ -127,10 +138,10 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         For a missing column (names it and lists the expected ones), a row with the wrong number
         of cells, a non-number in a numeric column (names line, column and value), no rows.
     """
-    from emdloss.data._csv_cells import read_csv_rows
+    from emdloss.data._csv_cells import MISSING_TOKENS, read_csv_rows
 
     # The training reader: linear in the file, lines and cells bounded, rows of the header's width.
-    header, cells, lines = read_csv_rows(path)
+    header, cells, lines = read_csv_rows(path, delimiter=delimiter, encoding=encoding)
     rows = list(zip(lines, cells, strict=True))
     column = {name: j for j, name in enumerate(header)}  # one lookup per cell, not a scan
     numeric, categorical = list(table["numeric_columns"]), list(table["categorical_columns"])
@@ -144,12 +155,18 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
     mean = np.asarray(table["feature_mean"], dtype=np.float64)
     scale = np.asarray(table["feature_scale"], dtype=np.float64)
     categories: Mapping[str, list[str]] = table["categories"]
+    medians = table.get("feature_median")
     unseen: dict[str, list[str]] = {}
+    imputed = 0
     ids, encoded = [], []
     for line, row in rows:
         values = []
-        for name in numeric:
+        for j, name in enumerate(numeric):
             cell = row[column[name]]
+            if medians is not None and cell in MISSING_TOKENS:
+                values.append(float(medians[j]))
+                imputed += 1
+                continue
             try:
                 number = float(cell)
             except ValueError:
@@ -186,4 +203,6 @@ def conform_table(path: Path, table: Mapping[str, Any]) -> tuple[list[str], Tens
         for name, values in unseen.items()
         if values
     ]
+    if imputed:
+        notes.append(f"{path}: {imputed} empty numeric cell(s) filled with the training median")
     return ids, torch.tensor(np.asarray(encoded), dtype=torch.float32), notes

@@ -539,6 +539,8 @@ def load_csv(
         **info_split,
         "numeric_columns": [header[c] for c in numeric_cols],
         "categorical_columns": [header[c] for c in categorical_cols],
+        # What predict fills an empty numeric cell with, as training did (missing="impute").
+        **({"feature_median": table.medians.tolist()} if missing == "impute" else {}),
         # What each column became and warnings about suspicious ones (training rows only).
         "inspection": inspect_columns(
             header,

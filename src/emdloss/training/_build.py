@@ -115,12 +115,14 @@ def opened_run(
     reopen a run).
     """
     from emdloss import _ordinal
+    from emdloss.training import rundir
     from emdloss.training._context import kept_threads, use_threads
 
     with warnings.catch_warnings():
         ignore_expected_warnings()
         with _ordinal.implementation(config.implementation), kept_threads():
             dataset = load_data(config)
+            rundir.check_same_data(config.run_dir, dataset)
             use_threads(config, config.model or default_model(dataset))
             yield dataset
 

@@ -33,12 +33,16 @@ SET_COLUMN = "conformal_set"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def _table_inputs(path: Path, table: dict[str, Any]) -> tuple[list[str], Tensor]:
-    """Encode the rows of a CSV exactly as the training rows were encoded; warn about unseen
-    categories (they encode as all zeros, as in training)."""
+def _table_inputs(
+    path: Path, table: dict[str, Any], options: dict[str, Any]
+) -> tuple[list[str], Tensor]:
+    """Encode the rows of a CSV exactly as the training rows were encoded, read with the run's
+    ``delimiter`` and ``encoding`` options; warn about unseen categories (they encode as all
+    zeros, as in training) and imputed cells."""
     from emdloss.data.conform import conform_table
 
-    ids, x, notes = conform_table(path, table)
+    how = {key: str(options[key]) for key in ("delimiter", "encoding") if key in options}
+    ids, x, notes = conform_table(path, table, **how)
     for note in notes:
         warnings.warn(note, InputWarning, stacklevel=3)
     return ids, x
@@ -54,14 +58,17 @@ def _image_inputs(paths: Sequence[Path], shape: Sequence[int]) -> tuple[list[str
     return [str(p) for p in paths], images
 
 
-def _expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
+def _expand_inputs(inputs: Iterable[str | os.PathLike[str]], tabular: bool) -> list[Path]:
+    """The files of ``inputs``, a folder standing for its images (image runs) or its CSV files
+    (tabular runs)."""
+    suffixes, what = ({".csv"}, "CSV files") if tabular else (_IMAGE_SUFFIXES, "image files")
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
             if not found:
-                raise UserError(f"no image files found under {path}")
+                raise UserError(f"no {what} found under {path}")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
@@ -74,7 +81,7 @@ def _expand_inputs(inputs: Iterable[str | os.PathLike[str]]) -> list[Path]:
 
 def predict(
     run_dir: str | os.PathLike[str],
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     output: str | os.PathLike[str] | None = None,
     batch_size: int = 256,
@@ -86,9 +93,10 @@ def predict(
     ----------
     run_dir : path-like
         A run directory.
-    inputs : sequence of path-like
-        Image files or folders of images (image runs), or CSV files of rows with the training
-        feature columns (tabular runs; other columns are ignored).
+    inputs : path-like or sequence of path-like
+        Image files or folders of images (image runs), or CSV files (or folders of them) of
+        rows with the training feature columns (tabular runs; other columns are ignored), read
+        with the run's ``delimiter`` and ``encoding`` options.
     output : path-like, optional
         Write the predictions as CSV there (atomically); never inside a run directory, nor over
         an existing file unless ``overwrite`` (:func:`emdloss.training.rundir.check_output`).
@@ -117,16 +125,19 @@ def predict(
         check_output(output, overwrite=overwrite, run_dir=run_dir)
     task, record = load_task(run_dir)
     calibration = load_run_calibrator(run_dir)
-    paths = _expand_inputs(inputs)
+    # One path is one input, not a sequence of one-character paths.
+    listed = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths = _expand_inputs(listed, tabular=record["kind"] == "tabular")
     names = record["class_names"]
     if record["kind"] == "tabular":
+        options = dict(read_config(run_dir).data_options)
         bad = [p for p in paths if p.suffix.lower() != ".csv"]
         if bad:
             raise UserError(f"a tabular run predicts from CSV files, got {bad[0]}")
         ids: list[str] = []
         xs: list[Tensor] = []
         for path in paths:
-            file_ids, x = _table_inputs(path, record["table"])
+            file_ids, x = _table_inputs(path, record["table"], options)
             ids.extend(f"{path}:{i}" if len(paths) > 1 else i for i in file_ids)
             xs.append(x)
         x_all = torch.cat(xs)

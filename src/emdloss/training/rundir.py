@@ -68,6 +68,7 @@ __all__ = [
     "TARGET_COLUMN",
     "RunResult",
     "check_output",
+    "check_same_data",
     "data_record",
     "enclosing_run",
     "load_checkpoint",
@@ -274,6 +275,8 @@ def data_record(dataset: Any) -> dict[str, Any]:
             "categorical_columns": list(info.get("categorical_columns", [])),
             "categories": dict(info.get("categories", {})),
         }
+        if "feature_median" in info:  # missing="impute": predict fills empty cells as training
+            record["table"]["feature_median"] = list(info["feature_median"])
     return record
 
 
@@ -287,6 +290,46 @@ def write_data_record(
     if description is not None:
         record["description"] = dict(description)
     return write_json(Path(run_dir) / DATA_FILE, record)
+
+
+def check_same_data(run_dir: str | os.PathLike[str], dataset: Any) -> None:
+    """Refuse a reloaded data set that differs from the one the run recorded in ``data.json``:
+    its split sizes, classes, or (tables) the training rows' feature means and scales. A run
+    re-read on changed data would score a model on inputs encoded unlike its training inputs
+    (evaluate, calibrate, a resumed run). Nothing to check where ``data.json`` is absent.
+
+    Raises
+    ------
+    UserError
+        Naming what changed.
+    """
+    import numpy as np
+
+    if not (Path(run_dir) / DATA_FILE).is_file():
+        return
+    recorded, now = read_data_record(run_dir), data_record(dataset)
+    changed = []
+    sizes = recorded.get("sizes") or {}
+    for part in ("train", "val", "test"):
+        if part in sizes and int(sizes[part]) != now["sizes"][part]:
+            changed.append(
+                f"the {part} split has {now['sizes'][part]} rows, recorded {sizes[part]}"
+            )
+    if list(recorded["class_names"]) != now["class_names"]:
+        changed.append(f"classes {now['class_names']}, recorded {recorded['class_names']}")
+    table, table_now = recorded.get("table"), now.get("table")
+    if isinstance(table, dict) and table_now is not None:
+        for key in ("feature_mean", "feature_scale"):
+            a, b = np.asarray(table[key], dtype=float), np.asarray(table_now[key], dtype=float)
+            if a.shape != b.shape or not np.allclose(a, b, rtol=1e-9, atol=1e-12):
+                changed.append(f"the training rows' {key.removeprefix('feature_')}s differ")
+                break
+    if changed:
+        raise UserError(
+            f"{run_dir}: the data changed since the run was trained ({'; '.join(changed)}); "
+            f"{DATA_FILE} records the data it was trained on, and scores on other data would "
+            "not be the model's"
+        )
 
 
 def read_data_record(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -371,6 +414,8 @@ def _check_data_record(record: dict[str, Any], path: Path) -> None:
     categorical = _text_list(path, "table.categorical_columns", table["categorical_columns"])
     _numbers(path, "table.feature_mean", table["feature_mean"], len(numeric))
     _numbers(path, "table.feature_scale", table["feature_scale"], len(numeric), positive=True)
+    if "feature_median" in table:
+        _numbers(path, "table.feature_median", table["feature_median"], len(numeric))
     categories = table["categories"]
     if not isinstance(categories, dict):
         raise _bad(path, "table.categories", categories, "an object of category lists")
