@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from emdloss.errors import UserError
-from emdloss.vocabulary import REPORTED_METRICS
+from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, REPORTED_METRICS
 
 _SHORT = {"one_off_accuracy": "1-off"}
 
@@ -151,9 +151,10 @@ def format_distribution_table(metrics: Mapping[str, Any], part: str) -> str:
         for name, values in rows.items()
     ]
     widths = [max(len(r[i]) for r in [header, *body]) + 2 for i in range(len(header))]
+    higher = ", ".join(k for k, mode in DISTRIBUTION_METRIC_MODES.items() if mode == "max")
     title = (
         f"{'validation' if part == 'val' else part} distribution measures (kl, emd2, ... lower is "
-        "better; cosine, intersection, lcc, srcc, mode_accuracy higher)"
+        f"better; {higher} higher)"
     )
     lines = [title] + [
         "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
@@ -191,6 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(f"best checkpoint: epoch {metrics['best_epoch']}")
     print(_with_baselines(metrics["val"], metrics, "val"))
+    _print_distribution(metrics, "val")
     print(_with_baselines(metrics["test"], metrics, "test"))
     _print_distribution(metrics, "test")
     if "conformal" in metrics:

@@ -563,3 +563,7 @@ def test_resume_where_nothing_ran_says_it_starts_a_new_run(tmp_path, capsys):
     args += ["--epochs", "1", "--no-progress", "--no-plots", "--output", str(tmp_path / "typo")]
     assert main([*args, "--resume"]) == 0
     assert "nothing to resume in" in capsys.readouterr().err
+    # evaluate prints the validation split's distribution measures too, not only the test's.
+    assert main(["evaluate", str(tmp_path / "typo"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation distribution measures" in printed and "test distribution measures" in printed
