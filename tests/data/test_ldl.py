@@ -466,3 +466,14 @@ def test_csv_classes_name_the_vote_levels(tmp_path):
     assert ds.class_names == ["lo", "mid", "hi"] and ds.positions == [1.0, 2.0, 3.0]
     with pytest.raises(UserError, match=r"classes names 2 levels for 3 count columns"):
         load_dataset(f"csv:{path}", count_columns="votes_", classes="lo,hi")
+
+
+def test_ldl_v73_file_says_how_to_resave_it(tmp_path):
+    # A v7.3 MAT file is HDF5 behind a 128-byte MATLAB header whose version is 0x0200.
+    header = (
+        b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sun Dec  6 2026 HDF5 schema 1.00 ."
+    )
+    path = tmp_path / "v73.mat"
+    path.write_bytes(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02" + b"IM" + b"\x00" * 512)
+    with pytest.raises(UserError, match=r"v7\.3 \(HDF5\) file.*'-v7'"):
+        load_dataset(f"ldl:{path}")
