@@ -18,6 +18,12 @@ from emdloss.vocabulary import CONFORMAL_METHODS
 _TRAIN_MODULES = ("yaml", "lightning", "torchmetrics")
 _TRAIN_EXTRA = "pip install 'emdloss[train]'"
 
+#: ``--data-dir`` of the commands that read a finished run's data again.
+DATA_DIR_HELP = (
+    "where the data lives now: a built-in data set's directory, or the folder that a run's "
+    "csv:, ldl:, images: or folder: data moved to (found by its name; checked against data.json)"
+)
+
 
 def _missing_train_modules() -> list[str]:
     """Modules of the ``train`` extra that are not installed (found without importing them)."""
@@ -118,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         **sub,
     )
     evaluate.add_argument("run_dir", metavar="RUN_DIR")
-    evaluate.add_argument("--data-dir", help="where the data lives now")
+    evaluate.add_argument("--data-dir", help=DATA_DIR_HELP)
     evaluate.add_argument("--accelerator", help="override the run's accelerator, e.g. cpu")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument(
@@ -150,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="calibration split; the sets are assessed on the other one",
     )
-    calibrate.add_argument("--data-dir", help="where the data lives now")
+    calibrate.add_argument("--data-dir", help=DATA_DIR_HELP)
     calibrate.add_argument("--accelerator", help="override the run's accelerator, e.g. cpu")
     calibrate.add_argument("--json", action="store_true", help="print the record as JSON")
     calibrate.add_argument(

@@ -567,3 +567,29 @@ def test_resume_where_nothing_ran_says_it_starts_a_new_run(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "typo"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "validation distribution measures" in printed and "test distribution measures" in printed
+
+
+def test_evaluate_finds_moved_data_in_the_data_dir(tmp_path):
+    # Found by the after-training audit: --data-dir did nothing for a csv: run, whose path is
+    # recorded absolute, so moved data could not be evaluated.
+    from emdloss.training import TrainConfig, evaluate, train
+
+    path = _table(tmp_path)
+    train(
+        TrainConfig(
+            dataset=f"csv:{path}",
+            loss="emd2",
+            epochs=1,
+            batch_size=16,
+            output=str(tmp_path / "run"),
+            progress=False,
+            data_options={"count_columns": "votes_"},
+        )
+    )
+    before = evaluate(tmp_path / "run")
+    (tmp_path / "moved").mkdir()
+    path.rename(tmp_path / "moved" / path.name)
+    with pytest.raises(FileNotFoundError):
+        evaluate(tmp_path / "run")
+    after = evaluate(tmp_path / "run", data_dir=str(tmp_path / "moved"))
+    assert after["distribution"] == before["distribution"]

@@ -93,15 +93,27 @@ def finished_run_config(
     path: Path, *, data_dir: str | None = None, accelerator: str | None = None
 ) -> TrainConfig:
     """The recorded config of the run in ``path``, to be read again (never resumed), with the
-    data directory and accelerator a later command may override."""
+    data directory and accelerator a later command may override.
+
+    ``data_dir`` is where the data lives now: the built-in data sets' directory, and for a run
+    on a file (``csv:``, ``ldl:``, ``images:``, ``folder:``, recorded by its absolute path)
+    whose recorded path is gone, the same name in ``data_dir`` (the data moved; the reloaded
+    data is still checked against ``data.json``).
+    """
     from emdloss.training import rundir
 
+    config = rundir.read_config(path)
     overrides: dict[str, Any] = {"output": str(path), "resume": False}
     if data_dir is not None:
         overrides["data_dir"] = data_dir
+        prefix, sep, recorded = config.dataset.partition(":")
+        moved = Path(data_dir).expanduser() / Path(recorded).name
+        if sep and prefix in ("csv", "folder", "images", "ldl") and not Path(recorded).exists():
+            if moved.exists():
+                overrides["dataset"] = f"{prefix}:{moved.resolve()}"
     if accelerator is not None:
         overrides["accelerator"] = accelerator
-    return TrainConfig.from_dict(overrides, base=rundir.read_config(path))
+    return TrainConfig.from_dict(overrides, base=config)
 
 
 @contextlib.contextmanager
