@@ -7,6 +7,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -485,20 +486,28 @@ def test_compare_runs_the_ldl_protocol_on_a_mat_file(tmp_path):
 
 # ---------------------------------------------------------------------------- after training
 # Found by the after-training audit: each of these was silently wrong or a dead end.
-def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
-    from emdloss.training import TrainConfig, evaluate, train
+def _trained_vote_run(tmp_path: Path, epochs: int) -> tuple[Path, Any]:
+    """The vote table and the config of a finished emd2 run on it in ``tmp_path / "run"``."""
+    from emdloss.training import TrainConfig, train
 
     path = _table(tmp_path)
     config = TrainConfig(
         dataset=f"csv:{path}",
         loss="emd2",
-        epochs=2,
+        epochs=epochs,
         batch_size=16,
         output=str(tmp_path / "run"),
         progress=False,
         data_options={"count_columns": "votes_"},
     )
     train(config)
+    return path, config
+
+
+def test_evaluate_and_resume_refuse_data_that_changed_since_training(tmp_path):
+    from emdloss.training import TrainConfig, evaluate, train
+
+    path, config = _trained_vote_run(tmp_path, epochs=2)
     assert evaluate(tmp_path / "run")["distribution"]["test"]["kl"] > 0  # the same data: fine
     lines = path.read_text().splitlines()
     path.write_text("\n".join([*lines, *lines[1:11]]) + "\n")  # ten more training rows
@@ -572,20 +581,9 @@ def test_resume_where_nothing_ran_says_it_starts_a_new_run(tmp_path, capsys):
 def test_evaluate_finds_moved_data_in_the_data_dir(tmp_path):
     # Found by the after-training audit: --data-dir did nothing for a csv: run, whose path is
     # recorded absolute, so moved data could not be evaluated.
-    from emdloss.training import TrainConfig, evaluate, train
+    from emdloss.training import evaluate
 
-    path = _table(tmp_path)
-    train(
-        TrainConfig(
-            dataset=f"csv:{path}",
-            loss="emd2",
-            epochs=1,
-            batch_size=16,
-            output=str(tmp_path / "run"),
-            progress=False,
-            data_options={"count_columns": "votes_"},
-        )
-    )
+    path, _ = _trained_vote_run(tmp_path, epochs=1)
     before = evaluate(tmp_path / "run")
     (tmp_path / "moved").mkdir()
     path.rename(tmp_path / "moved" / path.name)
