@@ -84,6 +84,11 @@ def _evaluate(
 def load_task(run_dir: str | os.PathLike[str]) -> tuple[OrdinalTask, dict[str, Any]]:
     """The best checkpoint of a run as an :class:`OrdinalTask` in eval mode, and its data record.
 
+    The task takes inputs as the run's data loader gave them: images it normalises itself, but
+    table rows must already be encoded with the record's ``table`` (standardised with
+    ``feature_mean`` and ``feature_scale``, categories one-hot): read raw rows with
+    :func:`emdloss.data.conform.conform_table`, or let :func:`predict` do both.
+
     Parameters
     ----------
     run_dir : path-like
