@@ -256,9 +256,12 @@ def _intersection(p: Tensor, t: Tensor) -> Tensor:
 
 
 def _emd2(p: Tensor, t: Tensor) -> Tensor:
-    # The inputs were checked at their own dtype's tolerance: squared_emd would check them again
-    # at their cast dtype's (a float16 softmax, cast to float64, is off 1 by more than 1e-6).
-    return ((p - t).cumsum(dim=1) ** 2).mean(dim=1)
+    # The losses' unchecked core: the inputs were checked at their own dtype's tolerance, and
+    # squared_emd would check them again at their cast dtype's (a float16 softmax, cast to
+    # float64, is off 1 by more than 1e-6).
+    from emdloss import _ordinal
+
+    return _ordinal.cdf_loss(p, t, None, squared=True, input_type="probs") / p.shape[1]
 
 
 def _nima_emd(p: Tensor, t: Tensor) -> Tensor:
