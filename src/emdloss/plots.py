@@ -439,7 +439,9 @@ def plot_distributions(
     for ax, row in zip(axes, rows, strict=False):
         ax.bar(x + offsets[0], t[row], width=step, label="true", color="0.6")
         for k, (label, p) in enumerate(models.items()):
-            ax.bar(x + offsets[k + 1], p[row], width=step, label=label, color=colours[k % 6])
+            ax.bar(
+                x + offsets[k + 1], p[row], width=step, label=label, color=colours[k % len(colours)]
+            )
         ax.set_xticks(x)
         ax.set_xticklabels(names, fontsize=7)
         ax.set_ylim(0, 1)

@@ -401,7 +401,7 @@ def write_overview(
     import torch
 
     from emdloss.metrics import confusion_matrix
-    from emdloss.plots import plot_confusion_matrices, plot_distributions, plot_runs_by_group
+    from emdloss.plots import plot_confusion_matrices, plot_runs_by_group
 
     files: list[Path] = []
     for info in infos:
@@ -457,49 +457,48 @@ def write_overview(
                 "(selected epoch marked)",
             )
             files.append(path)
-        drawn = _draw_distributions(folder, records, info, plot_distributions)
+        drawn = _draw_distributions(folder, records, info)
         if drawn is not None:
             files.append(drawn)
     return files
 
 
 def _draw_distributions(
-    folder: Path, records: Sequence[RunRecord], info: DatasetInfo, plot: Any
+    folder: Path, records: Sequence[RunRecord], info: DatasetInfo
 ) -> Path | None:
     """``distributions_test.png`` of one data set: the first (seed, fold) whose test
     predictions every loss has, read from the runs' ``predictions_test.csv``; ``None`` when the
     data has no distribution targets."""
+    from emdloss.plots import plot_distributions
+
     by_split: dict[tuple[int, int], dict[str, Path]] = {}
     for record in records:
         spec = record.spec
         if spec.dataset == info.spec and record.tested and record.status != "failed":
             key = (spec.seed, -1 if spec.fold is None else spec.fold)
             by_split.setdefault(key, {}).setdefault(spec.loss, record.run_dir)
-    for key in sorted(by_split):
-        runs = by_split[key]
-        if set(info.losses) - set(runs):
-            continue
-        read = {loss: rundir.read_distributions(runs[loss]) for loss in info.losses}
-        if any(r is None for r in read.values()):
+    complete = [key for key in sorted(by_split) if set(info.losses) <= set(by_split[key])]
+    if not complete:
+        return None
+    seed, fold = complete[0]
+    probs: dict[str, Any] = {}
+    for loss in info.losses:
+        read = rundir.read_distributions(by_split[seed, fold][loss])
+        if read is None:  # hard labels (or an unreadable file): nothing to draw
             return None
-        first = read[info.losses[0]]
-        assert first is not None
-        names, ids, _, targets = first
-        probs = {loss: r[2] for loss, r in read.items() if r is not None}
-        path = folder / OVERVIEW_FILES[2]
-        seed, fold = key
-        plot(
-            probs,
-            targets,
-            names,
-            path,
-            ids=ids,
-            title=f"{info.spec}: test items of seed {seed}"
-            + ("" if fold < 0 else f" fold {fold}")
-            + ", true and predicted distributions",
-        )
-        return path
-    return None
+        names, ids, probs[loss], targets = read
+    path = folder / OVERVIEW_FILES[2]
+    plot_distributions(
+        probs,
+        targets,
+        names,
+        path,
+        ids=ids,
+        title=f"{info.spec}: test items of seed {seed}"
+        + ("" if fold < 0 else f" fold {fold}")
+        + ", true and predicted distributions",
+    )
+    return path
 
 
 def draw_figures(

@@ -100,7 +100,10 @@ def load_ldl(
         IndexError,  # SciPy < 1.11 on a file shorter than a .mat header
         scipy.io.matlab.MatReadError,
     ) as error:
-        if isinstance(error, NotImplementedError) and "7.3" in str(error):
+        # SciPy reads the MATLAB header of a v7.3 (HDF5) file, then refuses the rest.
+        if isinstance(error, NotImplementedError) and scipy.io.matlab.matfile_version(
+            str(path)
+        ) == (2, 0):
             raise UserError(
                 f"{path} is a MATLAB v7.3 (HDF5) file, which SciPy does not read; save it in the "
                 "v7 format (MATLAB: save(file, 'features', 'labels', '-v7'))"
@@ -177,8 +180,8 @@ def load_ldl(
 
 
 def _real_matrix(value: Any, name: str, path: Path) -> NDArray[Any]:
-    """A .mat variable as a dense array of real numbers, refusing what is not real numbers (cells, structs,
-    strings, complex numbers) with the variable named."""
+    """A .mat variable as a dense array of real numbers, refusing anything else (cells,
+    structs, strings, complex numbers) with the variable named."""
     import scipy.sparse
 
     if scipy.sparse.issparse(value):

@@ -108,9 +108,9 @@ def finished_run_config(
         overrides["data_dir"] = data_dir
         prefix, sep, recorded = config.dataset.partition(":")
         moved = Path(data_dir).expanduser() / Path(recorded).name
-        if sep and prefix in ("csv", "folder", "images", "ldl") and not Path(recorded).exists():
-            if moved.exists():
-                overrides["dataset"] = f"{prefix}:{moved.resolve()}"
+        on_file = sep and prefix in ("csv", "folder", "images", "ldl")
+        if on_file and not Path(recorded).exists() and moved.exists():
+            overrides["dataset"] = f"{prefix}:{moved.resolve()}"
     if accelerator is not None:
         overrides["accelerator"] = accelerator
     return TrainConfig.from_dict(overrides, base=config)

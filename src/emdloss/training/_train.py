@@ -232,7 +232,7 @@ def _train(
     if launched_rank() == 0:
         if ckpt_path is not None:
             rundir.check_same_data(run_dir, dataset)  # resumed on the data it started on
-        if ckpt_path is None:
+        else:
             # Before the first epoch: the features, classes, split sizes and warnings (issue
             # 10); a resumed run said it when it started (data.json keeps it either way).
             announce_data(description, verbose=config.progress)
