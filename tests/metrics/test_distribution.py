@@ -386,7 +386,8 @@ def test_tied_mean_scores_are_ranked_as_ties() -> None:
         ],
         dtype=torch.float64,
     )
-    exact = stats.spearmanr([3.1, 2.0, 0.6, 1.1], [22 / 6, 22 / 6, 0.0, 1.5]).statistic
+    # The oracle ranks the predicted means (2.6, 2.0, 1.0, 1.4) against the exact target means.
+    exact = stats.spearmanr(pred.numpy() @ np.arange(5.0), [22 / 6, 22 / 6, 0.0, 1.5]).statistic
     assert float(srcc(pred, target)) == pytest.approx(exact, abs=1e-12)
 
 
