@@ -24,6 +24,7 @@ runs' ``distribution_monitor``, KL) is reported; the baselines choose on the sam
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -34,7 +35,6 @@ from typing import Any
 from emdloss._atomic import write_text
 from emdloss._yaml import load_yaml
 from emdloss.compare import _distribution, compare
-from emdloss.compare._rows import DatasetInfo
 
 
 def _past(deadline: str | None) -> bool:
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += [row for row in fitted if row["seed"] in seeds]
     if any(len(s.scores) > 1 for s in result.selections.values()):
         log += _grid_lines(result)
-    infos = [DatasetInfo(args.dataset, 0, "tabular", (0, 0, 0), {}, tuple(seeds), args.folds, ())]
+    # compare ran seed by seed: its data set info with every seed that finished.
+    infos = [dataclasses.replace(result.infos[0], seeds=tuple(seeds))]
     section = _distribution.distribution_section(rows, infos)
     wall = time.perf_counter() - start
     out = Path(args.output)

@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("b", help="OUTPUT_DIR:LOSS, the reference")
     parser.add_argument("--label-a", default=None, help="name of A in the table")
     parser.add_argument("--label-b", default=None, help="name of B in the table")
+    parser.add_argument(
+        "--test-train-ratio",
+        type=float,
+        default=None,
+        help="test rows over training and validation rows of one run, where the test rows are "
+        "resampled (hold-outs per seed: 0.3/0.7; k folds: 1/(k-1)): the corrected resampled "
+        "t interval of Nadeau & Bengio instead of the plain paired t",
+    )
     args = parser.parse_args(argv)
     (path_a, loss_a), (path_b, loss_b) = _side(args.a), _side(args.b)
     a, b = _values(path_a, loss_a), _values(path_b, loss_b)
@@ -68,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     for dataset, rule, metric in keys:
         if rule not in RULES:
             continue
-        d = paired_difference(a[(dataset, rule, metric)], b[(dataset, rule, metric)])
+        d = paired_difference(
+            a[(dataset, rule, metric)],
+            b[(dataset, rule, metric)],
+            test_train_ratio=args.test_train_ratio,
+        )
         print(
             f"| {dataset} | {rule} | {metric} | {d.short()} | {d.n} | "
             f"{label_a} {d.outcome(metric)} {label_b} |"

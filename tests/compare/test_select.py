@@ -93,6 +93,41 @@ def test_paired_interval_matches_scipy() -> None:
     assert paired_difference({0: 1.0, 1: 2.0, 5: 9.0}, {0: 0.0, 1: 0.5}).n == 2
 
 
+def test_corrected_resampled_interval_matches_nadeau_bengio() -> None:
+    # Nadeau & Bengio's corrected statistic is the plain paired t (SciPy's ttest_rel) scaled by
+    # sqrt((1/n) / (1/n + n_test/n_train)), on n - 1 degrees of freedom.
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.50, 0.02, 50), rng.normal(0.49, 0.02, 50)
+    ratio = 1 / 9  # 10 folds
+    d = paired_difference(dict(enumerate(a)), dict(enumerate(b)), test_train_ratio=ratio)
+    plain = stats.ttest_rel(a, b)
+    corrected = plain.statistic * math.sqrt((1 / 50) / (1 / 50 + ratio))
+    assert d.mean / d.se == pytest.approx(corrected)
+    assert d.high - d.mean == pytest.approx(stats.t.ppf(0.975, 49) * d.se)
+    assert d.excludes_zero() == (2 * stats.t.sf(abs(corrected), 49) < 0.05)
+
+
+def test_resampled_folds_do_not_turn_a_small_gap_into_a_win() -> None:
+    # Found on Movie (issue 18): over 50 (repetition, fold) pairs of 10-fold cross-validation,
+    # SRCC +0.012 with a paired sd of 0.0127 "beat" the linear baseline under the plain t at
+    # 5 %/12, though every repetition re-used the same 7,755 movies. Corrected, it ties.
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0.0, 1.0, 50)
+    diffs = 0.0123 + 0.0127 * (diffs - diffs.mean()) / diffs.std(ddof=1)
+    pairs, zero = dict(enumerate(diffs)), dict.fromkeys(range(50), 0.0)
+    level = 1 - 0.05 / 12
+    assert paired_difference(pairs, zero, level=level).outcome("srcc") == "beats"
+    fair = paired_difference(pairs, zero, level=level, test_train_ratio=1 / 9)
+    assert fair.outcome("srcc") == "ties with"
+    # The interval widens by sqrt(1 + n * ratio) and no number of repetitions removes that.
+    plain = paired_difference(pairs, zero, level=level)
+    assert fair.se / plain.se == pytest.approx(math.sqrt(1 + 50 / 9))
+    with pytest.raises(ValueError, match=r"test_train_ratio must be a positive number, got -0.1"):
+        paired_difference(pairs, zero, test_train_ratio=-0.1)
+
+
 def test_identical_differences_are_judged_by_the_sign_test() -> None:
     # Found by the compare audit: two equal MAE differences gave a zero-width interval that
     # "excluded" 0, and compare printed "loses to ce".
@@ -156,6 +191,31 @@ def test_summary_verdict_tie_and_beats(tmp_path: Path) -> None:
     assert "emd2 ties with cross-entropy on MAE" in tie.summary
     win = compare("lev", "ce,xemd1", 6, tmp_path / "b", **kwargs)
     assert "xemd1 beats cross-entropy on MAE" in win.summary
+
+
+def test_verdicts_on_resampled_splits_use_the_corrected_test(tmp_path: Path) -> None:
+    # lev draws a hold-out per seed; with folds every run tests on its own fold. Both overlap
+    # the runs' training rows, so the summary's verdicts take the corrected interval and say so.
+    kwargs: dict[str, Any] = dict(train_fn=planted_train, progress=False, baselines=False)
+    result = compare("lev", "ce,emd2", 2, tmp_path / "f", folds=3, plots="none", **kwargs)
+    (info,) = result.infos
+    train, val, test = info.sizes
+    assert info.resampled and info.test_train_ratio == pytest.approx(test / (train + val))
+    assert info.test_train_ratio == pytest.approx(1 / 2, abs=0.01)  # 3 folds: 1/(k - 1)
+    assert "corrected resampled t-test (Nadeau & Bengio; test/train rows 0.5" in result.summary
+    assert "paired t-test over seeds" not in result.summary
+    # One official split: seeds change only the training, the plain paired t applies.
+    path = tmp_path / "official.csv"
+    parts = ["train"] * 30 + ["val"] * 10 + ["test"] * 20
+    lines = ["x,y,split"] + [f"{i % 7},{i % 3},{part}" for i, part in enumerate(parts)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    spec = f"csv:{path}"
+    options = {"target": "y"}
+    fixed = compare(
+        spec, "ce,emd2", 2, tmp_path / "o", plots="none", train_options=options, **kwargs
+    )
+    assert not fixed.infos[0].resampled and fixed.infos[0].test_train_ratio is None
+    assert "(paired t-test over seeds)" in fixed.summary and "corrected" not in fixed.summary
 
 
 # ------------------------------------------------------------------------------- the grid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,27 @@ def test_bad_fractions_are_refused() -> None:
         make_split(LABELS, seed=0, test_fraction=0.0)
     with pytest.raises(ValueError, match="non-negative integer"):
         stratified_split(np.array([0.5, 1.0]), 0.5, seed=0)
+
+
+def test_splits_say_whether_their_test_rows_are_resampled(tmp_path: Path) -> None:
+    # compare widens its paired intervals where the test rows change from run to run; the
+    # data layer is what knows that.
+    from emdloss.data import load_dataset
+    from emdloss.data.splits import restrict_split, split_from_column
+
+    assert make_split(LABELS, seed=0).resampled
+    assert make_split(LABELS, seed=0, fold=1, num_folds=3).resampled
+    names = ["train"] * 5 + ["val"] * 2 + ["test"] * 3
+    _, official = split_from_column(names, rows=[str(i) for i in range(10)], column="s", source="x")
+    assert not official.resampled
+    assert restrict_split(make_split(LABELS, seed=0), range(30)).resampled
+    assert not restrict_split(official, range(8)).resampled
+
+    assert load_dataset("lev", seed=0).resampled  # a hold-out drawn from the seed
+    assert load_dataset("lev", seed=0, limit=50).resampled
+    path = tmp_path / "t.csv"
+    rows = ["x,y,split"] + [f"{i},{i % 3},{names[i]}" for i in range(10)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    official_set = load_dataset(f"csv:{path}", target="y", split_column="split")
+    assert not official_set.resampled
+    assert load_dataset(f"csv:{path}", target="y", limit=2).resampled

@@ -94,6 +94,9 @@ class CompareResult:
     table : str
         The answer in a few lines (:func:`emdloss.compare._verdict.verdict_table`): what the
         command prints, with the path of ``summary.md``.
+    infos : list of DatasetInfo
+        Per data set, the protocol its runs shared (sizes, seeds, folds, whether the test rows
+        are resampled).
     """
 
     output: Path
@@ -104,6 +107,7 @@ class CompareResult:
     wall_seconds: float = 0.0
     selections: dict[tuple[str, str], Selection] = field(default_factory=dict)
     table: str = ""
+    infos: list[DatasetInfo] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -351,12 +355,13 @@ def compare(
         options = {key: getattr(config, key) for key in options}
         chosen_on[spec] = _grid_measure(spec, dataset, select, metric, config)
         options_by_dataset[spec] = options
+        sizes = _run_sizes(dataset, config)
         infos.append(
             DatasetInfo(
                 spec=spec,
                 num_classes=dataset.num_classes,
                 kind=dataset.kind,
-                sizes=_run_sizes(dataset, config),
+                sizes=sizes,
                 options=_protocol(options, None),
                 seeds=tuple(seed_list),
                 folds=folds,
@@ -365,6 +370,8 @@ def compare(
                 protocol=getattr(dataset, "protocol", ""),
                 targets=targets,
                 select=metric,
+                # Folds, a hold-out per seed, or a test subset drawn from the seed.
+                resampled=folds is not None or dataset.resampled or sizes[2] < len(dataset.test),
             )
         )
     # The LDL baselines choose their k and L2 on the grid's measure where it is a distribution
@@ -520,7 +527,15 @@ def compare(
             files.append(write_text(out / "summary.md", summary))
             table = verdict_table(infos, rows, distribution=distribution, measures=ldl_measure)
             return CompareResult(
-                out, records, rows, summary, files, time.perf_counter() - start, selections, table
+                out,
+                records,
+                rows,
+                summary,
+                files,
+                time.perf_counter() - start,
+                selections,
+                table,
+                infos,
             )
 
         finally:

@@ -103,11 +103,14 @@ def _stats(
     return per_loss
 
 
-def _paired_size_difference(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> Interval:
+def _paired_size_difference(
+    a: Mapping[Any, Any], b: Mapping[Any, Any], test_train_ratio: float | None
+) -> Interval:
     """Set size of ``a`` minus ``b``, paired over the runs (seed, fold) both have (paired t)."""
     return paired_difference(
         {k: v["mean_set_size"] for k, v in a.items()},
         {k: v["mean_set_size"] for k, v in b.items()},
+        test_train_ratio=test_train_ratio,
     )
 
 
@@ -152,7 +155,9 @@ def conformal_section(
             for loss in info.losses:
                 if loss == "ce" or loss not in per_loss:
                     continue
-                diff = _paired_size_difference(per_loss[loss]["by_run"], per_loss["ce"]["by_run"])
+                diff = _paired_size_difference(
+                    per_loss[loss]["by_run"], per_loss["ce"]["by_run"], info.test_train_ratio
+                )
                 if diff.n == 0:
                     continue
                 if math.isnan(diff.low):

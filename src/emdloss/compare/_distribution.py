@@ -20,7 +20,7 @@ from typing import Any
 
 from emdloss.compare._records import RunRecord, _read_metrics
 from emdloss.compare._rows import DatasetInfo, Stat
-from emdloss.compare._stats import paired_difference, selection_level
+from emdloss.compare._stats import paired_difference, selection_level, test_name
 from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
 
 __all__ = [
@@ -185,30 +185,37 @@ def distribution_section(rows: Sequence[Mapping[str, Any]], infos: Sequence[Data
             body.append([name, *cells])
         parts += _table(["model", *measures], body)
         parts.append("")
-        parts += _versus_ce(info.spec, mine, losses, measures)
-        parts += _versus_baselines(info.spec, mine, losses, baselines, measures)
+        ratio = info.test_train_ratio
+        parts += _versus_ce(info.spec, mine, losses, measures, ratio)
+        parts += _versus_baselines(info.spec, mine, losses, baselines, measures, ratio)
     if not parts:
         return ""
     return "## Distribution targets\n\n" + "\n".join(parts).rstrip("\n") + "\n"
 
 
 def _versus_ce(
-    dataset: str, rows: Sequence[Mapping[str, Any]], losses: Sequence[str], measures: Sequence[str]
+    dataset: str,
+    rows: Sequence[Mapping[str, Any]],
+    losses: Sequence[str],
+    measures: Sequence[str],
+    test_train_ratio: float | None = None,
 ) -> list[str]:
     others = [loss for loss in losses if loss != "ce"]
     if "ce" not in losses or not others:
         return ["No paired verdict against cross-entropy: ce and another loss are needed.", ""]
     lines = [
-        "Paired difference loss - ce over the same seeds and splits (95 % t interval; * the "
-        "interval excludes 0):",
+        "Paired difference loss - ce over the same seeds and splits (95 % interval, "
+        f"{test_name(test_train_ratio)}; * the interval excludes 0):",
         "",
     ]
     body = []
     for loss in others:
         cells = [
-            paired_difference(_pairs(rows, dataset, loss, m), _pairs(rows, dataset, "ce", m)).short(
-                4
-            )
+            paired_difference(
+                _pairs(rows, dataset, loss, m),
+                _pairs(rows, dataset, "ce", m),
+                test_train_ratio=test_train_ratio,
+            ).short(4)
             for m in measures
         ]
         body.append([loss, *cells])
@@ -219,7 +226,12 @@ def _versus_ce(
     for m in [m for m in VERDICT_MEASURES if m in measures]:
         reference = _pairs(rows, dataset, "ce", m)
         intervals = {
-            loss: paired_difference(_pairs(rows, dataset, loss, m), reference, level=level)
+            loss: paired_difference(
+                _pairs(rows, dataset, loss, m),
+                reference,
+                level=level,
+                test_train_ratio=test_train_ratio,
+            )
             for loss in others
         }
         best = max(others, key=lambda loss: _nan_low(_sign(m) * intervals[loss].mean))
@@ -246,6 +258,7 @@ def _versus_baselines(
     losses: Sequence[str],
     baselines: Sequence[str],
     measures: Sequence[str],
+    test_train_ratio: float | None = None,
 ) -> list[str]:
     if not losses or not baselines:
         return []
@@ -260,7 +273,10 @@ def _versus_baselines(
             baselines, key=lambda n: _nan_low(_sign(m) * _mean(_pairs(rows, dataset, n, m)))
         )
         interval = paired_difference(
-            _pairs(rows, dataset, best_loss, m), _pairs(rows, dataset, best_base, m), level=level
+            _pairs(rows, dataset, best_loss, m),
+            _pairs(rows, dataset, best_base, m),
+            level=level,
+            test_train_ratio=test_train_ratio,
         )
         outcome = interval.outcome(m)
         wins += outcome == "beats"
@@ -276,8 +292,9 @@ def _versus_baselines(
         )
     lines = [
         f"**Against the LDL baselines ({dataset}):** the best loss beats the best baseline on "
-        f"{wins} of {len(measures)} measures (paired over seeds and splits; best of "
-        f"{len(losses)} x {len(baselines)} pairs, tested at 5%/{len(losses) * len(baselines)}).",
+        f"{wins} of {len(measures)} measures (paired over seeds and splits, "
+        f"{test_name(test_train_ratio)}; best of {len(losses)} x {len(baselines)} pairs, tested "
+        f"at 5%/{len(losses) * len(baselines)}).",
         "",
     ]
     lines += _table(["measure", "best loss", "best baseline", "difference", "verdict"], body)

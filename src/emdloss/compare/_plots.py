@@ -182,12 +182,15 @@ def paired_to_reference(
     metrics: Sequence[str],
     rules: Sequence[str] = ("argmax", VALIDATED_RULE),
     reference: str = "ce",
+    *,
+    test_train_ratio: float | None = None,
 ) -> dict[tuple[str, str, str], Interval]:
     """``{(loss, rule, metric): Interval}``: each loss minus ``reference``, paired by seed.
 
     The intervals are Bonferroni-corrected over the losses compared (level
     :func:`~emdloss.compare._stats.selection_level` of their number): the figure asks "which of
-    these k losses differ from cross-entropy", one family of k tests.
+    these k losses differ from cross-entropy", one family of k tests. ``test_train_ratio``:
+    where the test rows are resampled, the overlap correction of ``paired_difference``.
     """
 
     others = [loss for loss in losses if loss != reference]
@@ -200,7 +203,10 @@ def paired_to_reference(
                 continue
             for loss in others:
                 interval = paired_difference(
-                    _pairs(rows, dataset, loss, rule, metric), base, level=level
+                    _pairs(rows, dataset, loss, rule, metric),
+                    base,
+                    level=level,
+                    test_train_ratio=test_train_ratio,
                 )
                 if interval.n >= 2:
                     out[(loss, rule, metric)] = interval
@@ -342,7 +348,9 @@ def write_plots(
         orderless = info.spec.lower() in ORDERLESS
         if "ce" in losses and len(losses) > 1:
             metrics = ("accuracy",) if orderless else ("mae", "qwk", "accuracy")
-            paired = paired_to_reference(rows, info.spec, losses, metrics)
+            paired = paired_to_reference(
+                rows, info.spec, losses, metrics, test_train_ratio=info.test_train_ratio
+            )
             drawn = plot_paired(folder / "paired_vs_ce.png", info.spec, paired)
             if drawn is not None:
                 files.append(drawn)

@@ -100,6 +100,9 @@ class DatasetInfo:
         What the losses were trained on: ``"hard labels"`` or a note on soft targets.
     select : str
         Validation metric that chose grid settings and validated rules.
+    resampled : bool
+        Whether the test rows change from run to run (folds, or a hold-out drawn from each seed):
+        the paired intervals are then corrected for the overlap of the runs' training sets.
     """
 
     spec: str
@@ -114,6 +117,23 @@ class DatasetInfo:
     protocol: str = ""
     targets: str = ""
     select: str = "mae"
+    resampled: bool = False
+
+    @property
+    def test_train_ratio(self) -> float | None:
+        """A run's test rows over the rows it trained and selected on, where the test rows are
+        resampled (``None`` on one fixed split), for ``paired_difference``'s correction.
+
+        Examples
+        --------
+        >>> DatasetInfo("era", 9, "tabular", (630, 70, 300), {}, (0,), None, ("ce",),
+        ...             resampled=True).test_train_ratio
+        0.42857142857142855
+        """
+        if not self.resampled:
+            return None
+        train, val, test = self.sizes
+        return test / (train + val) if train + val > 0 else None
 
 
 @dataclass(frozen=True)

@@ -206,9 +206,10 @@ def _dataset_section(
     if tables:
         lines.append("")
     lines += _rules_section(name, [*losses, *baselines], stats)
-    lines += _paired_section(name, losses, rows)
-    lines += [_verdict(name, losses, rows), ""]
-    validated = _verdict(name, losses, rows, VALIDATED_RULE)
+    ratio = info.test_train_ratio
+    lines += _paired_section(name, losses, rows, ratio)
+    lines += [_verdict(name, losses, rows, test_train_ratio=ratio), ""]
+    validated = _verdict(name, losses, rows, VALIDATED_RULE, test_train_ratio=ratio)
     if validated:
         lines += [validated, ""]
     lines += _baseline_verdict(info, losses, baselines, rows)
@@ -342,7 +343,10 @@ def _rules_section(
 
 
 def _paired_section(
-    dataset: str, losses: Sequence[str], rows: Sequence[Mapping[str, Any]]
+    dataset: str,
+    losses: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+    test_train_ratio: float | None = None,
 ) -> list[str]:
     """Loss and decision rule apart: every loss minus ce under the same rule, and every rule
     minus argmax for the same loss, paired by seed, with 95% intervals."""
@@ -358,6 +362,7 @@ def _paired_section(
                 d = paired_difference(
                     _pairs(rows, dataset, loss, rule, metric),
                     _pairs(rows, dataset, "ce", rule, metric),
+                    test_train_ratio=test_train_ratio,
                 )
                 cells.append(d.short())
             body.append(cells)
@@ -376,7 +381,11 @@ def _paired_section(
             cells = [loss]
             for rule in rules[1:]:
                 cells.append(
-                    paired_difference(_pairs(rows, dataset, loss, rule, metric), base).short()
+                    paired_difference(
+                        _pairs(rows, dataset, loss, rule, metric),
+                        base,
+                        test_train_ratio=test_train_ratio,
+                    ).short()
                 )
             body.append(cells)
         lines += [

@@ -16,7 +16,7 @@ from emdloss.compare._rows import (
     DatasetInfo,
     Stat,
 )
-from emdloss.compare._stats import LEVEL, paired_difference, selection_level
+from emdloss.compare._stats import LEVEL, paired_difference, selection_level, test_name
 from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = ["compare_to_baseline", "verdict_table"]
@@ -80,6 +80,8 @@ def _verdict(
     losses: Sequence[str],
     rows: Sequence[Mapping[str, Any]],
     rule: str = "argmax",
+    *,
+    test_train_ratio: float | None = None,
 ) -> str:
     emd = [loss for loss in losses if is_emd_variant(loss)]
     if "ce" not in losses or not emd:
@@ -95,7 +97,10 @@ def _verdict(
         reference = _pairs(rows, dataset, "ce", rule, metric)
         intervals = {
             loss: paired_difference(
-                _pairs(rows, dataset, loss, rule, metric), reference, level=level
+                _pairs(rows, dataset, loss, rule, metric),
+                reference,
+                level=level,
+                test_train_ratio=test_train_ratio,
             )
             for loss in emd
         }
@@ -113,9 +118,9 @@ def _verdict(
         else f"{dataset}, each run decoded by the rule best on its validation split"
     )
     text = (
-        f"**Verdict ({label}):** the best EMD variant: {joined}. Paired t-test over seeds: "
-        "'beats' or 'loses to' only when the interval of the mean paired difference "
-        "excludes 0, else 'ties with'."
+        f"**Verdict ({label}):** the best EMD variant: {joined}. 'beats' or 'loses to' only "
+        "when the interval of the mean paired difference excludes 0, else 'ties with' "
+        f"({test_name(test_train_ratio)})."
         + (
             f" The best of {len(emd)} EMD variants is tested at 5%/{len(emd)} (Bonferroni: a "
             f"{100 * level:.4g}% interval), since it was picked for its mean."
@@ -163,13 +168,15 @@ def _baseline_verdict(
         _pairs(rows, info.spec, best_loss, rule, metric),
         _pairs(rows, info.spec, best_base, rule, metric),
         level=selection_level(len(losses) * len(baselines)),
+        test_train_ratio=info.test_train_ratio,
     )
     outcome = interval.outcome(metric)
     return [
         f"**Against the baselines ({info.spec}):** the best loss ({best_loss}, "
         f"{METRIC_LABELS[metric]} {mean(best_loss):.3f}) {outcome} the best "
         f"baseline ({best_base.removeprefix('baseline:')}, {mean(best_base):.3f}); paired "
-        f"difference {interval.format()}, {rule} rule, same seeds and splits.",
+        f"difference {interval.format()}, {rule} rule, same seeds and splits "
+        f"({test_name(info.test_train_ratio)}).",
         "",
     ]
 
@@ -257,7 +264,9 @@ def verdict_table(
             elif not reference:
                 cells = ("–", "no ce runs to pair with")
             else:
-                interval = paired_difference(pairs, reference, level=LEVEL)
+                interval = paired_difference(
+                    pairs, reference, level=LEVEL, test_train_ratio=info.test_train_ratio
+                )
                 cells = (interval.short().rstrip("*"), f"{interval.outcome(metric)} ce")
             lines.append((info.spec, loss, str(len(values)), mean, *cells))
     widths = [max(len(line[k]) for line in lines) for k in range(5)]

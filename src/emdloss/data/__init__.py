@@ -123,6 +123,7 @@ def _limit(dataset: OrdinalDataset, limit: int, seed: int) -> OrdinalDataset:
     for part in ("train", "val", "test"):
         setattr(dataset, part, limit_split(getattr(dataset, part), limit, seed=seed, stream=2))
     dataset.protocol += f"; each split limited to {limit} samples (stratified, seed {seed})"
+    dataset.resampled = True  # the test subset changes with the seed
     return dataset
 
 

@@ -368,6 +368,9 @@ class OrdinalDataset:
         ``"distribution"`` when the target of every item is a distribution over the levels
         (vote histograms, LDL): the splits' ``dists`` hold it (rows sum to 1), their
         ``votes`` the number of votes behind it when known, and ``targets`` its median level.
+    resampled : bool
+        Whether the test split is drawn from the seed (a hold-out, a fold, a seeded subset), so
+        that runs of other seeds test on other rows (see ``Split.resampled``).
     """
 
     name: str
@@ -384,6 +387,7 @@ class OrdinalDataset:
     feature_names: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     target_kind: Literal["label", "distribution"] = "label"
+    resampled: bool = False
 
     def __post_init__(self) -> None:
         if self.target_kind not in ("label", "distribution"):

@@ -229,6 +229,7 @@ def tabular_dataset(
         test=parts["test"],
         positions=positions,
         protocol=split.protocol,
+        resampled=split.resampled,
         feature_names=table.feature_names,
         info=info,
         target_kind=target_kind,

@@ -78,6 +78,7 @@ def image_dataset(
         test=parts["test"],
         positions=positions,
         protocol=split.protocol,
+        resampled=split.resampled,
         info=info,
         target_kind=target_kind,
     )

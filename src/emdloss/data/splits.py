@@ -195,12 +195,18 @@ def group_split(
 
 @dataclass(frozen=True)
 class Split:
-    """Indices of the train, validation and test parts, and a sentence saying how they were made."""
+    """Indices of the train, validation and test parts, and a sentence saying how they were made.
+
+    ``resampled``: the test part is drawn from the seed (a hold-out or a fold), so runs of other
+    seeds or folds test on other rows and train on overlapping ones (their differences are
+    correlated; compare widens their paired intervals for it).
+    """
 
     train: IndexArray
     val: IndexArray
     test: IndexArray
     protocol: str
+    resampled: bool = False
 
 
 def check_fold(fold: int | None, num_folds: int | None) -> tuple[int, int] | None:
@@ -292,7 +298,7 @@ def make_split(
         )
         val_stream = (_VAL_STREAM, k_fold)
     train_local, val_local = stratified_split(y[rest], val_fraction, seed=seed, stream=val_stream)
-    return Split(rest[train_local], rest[val_local], test, protocol)
+    return Split(rest[train_local], rest[val_local], test, protocol, resampled=True)
 
 
 #: The values of an official split column and the part each names.
@@ -400,4 +406,4 @@ def restrict_split(split: Split, kept: Sequence[int] | NDArray[np.int64]) -> Spl
         )
         for part in ("train", "val", "test")
     ]
-    return Split(parts[0], parts[1], parts[2], split.protocol)
+    return Split(parts[0], parts[1], parts[2], split.protocol, split.resampled)
