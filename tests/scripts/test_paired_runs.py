@@ -48,6 +48,12 @@ def test_pairs_by_seed_and_words_the_verdict(
     assert "learned ties with xemd1 |" in out  # accuracy: no difference
     module.main([f"{same}:xemd1", f"{b}:xemd1"])
     assert "xemd1 ties with xemd1" in capsys.readouterr().out
+    # Hold-outs of the same rows per seed: the corrected resampled interval, wider by
+    # sqrt(1 + n * ratio).
+    assert module.main([f"{a}:xemd1", f"{b}:xemd1", "--test-train-ratio", str(3 / 7)]) == 0
+    out = capsys.readouterr().out
+    half = (high - low) / 2 * np.sqrt(1 + len(d) * 3 / 7)
+    assert f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]" in out
 
 
 def test_bad_arguments_name_what_is_wrong(tmp_path: Path, load_script: Any) -> None:
