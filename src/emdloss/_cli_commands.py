@@ -122,8 +122,11 @@ def _print_distribution(metrics: Mapping[str, Any], part: str) -> None:
         print(table)
 
 
-def format_distribution_table(metrics: Mapping[str, Any], part: str) -> str:
-    """The distribution measures of a split: the model, the LDL baselines, the noise floor.
+def format_distribution_table(
+    metrics: Mapping[str, Any], part: str, *, title: str | None = None
+) -> str:
+    """The distribution measures of a split: the model, the LDL baselines, the noise floor
+    (``title`` names the rows measured instead of the split ``part``).
 
     Examples
     --------
@@ -152,11 +155,8 @@ def format_distribution_table(metrics: Mapping[str, Any], part: str) -> str:
     ]
     widths = [max(len(r[i]) for r in [header, *body]) + 2 for i in range(len(header))]
     higher = ", ".join(k for k, mode in DISTRIBUTION_METRIC_MODES.items() if mode == "max")
-    title = (
-        f"{'validation' if part == 'val' else part} distribution measures (kl, emd2, ... lower is "
-        f"better; {higher} higher)"
-    )
-    lines = [title] + [
+    what = title or f"{'validation' if part == 'val' else part} distribution measures"
+    lines = [f"{what} (kl, emd2, ... lower is better; {higher} higher)"] + [
         "".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in [header, *body]
     ]
@@ -243,10 +243,16 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from emdloss.training import predict
-    from emdloss.training.rundir import predictions_csv
+    from emdloss.training import measures_path, predict
+    from emdloss.training.rundir import predictions_csv, read_config
 
-    rows = predict(args.run_dir, args.inputs, output=args.output, overwrite=args.overwrite)
+    rows, measures = predict(
+        args.run_dir,
+        args.inputs,
+        output=args.output,
+        overwrite=args.overwrite,
+        return_measures=True,
+    )
     if rows and "conformal_set" in rows[0]:
         from emdloss.training import conformal_summary
         from emdloss.training.rundir import read_calibration
@@ -260,11 +266,41 @@ def _predict(args: argparse.Namespace) -> int:
                 f"split ({summary['method']}, n={summary['n_calibration']})",
                 file=sys.stderr,
             )
+    if measures is not None:
+        print(format_measures(measures, read_config(args.run_dir).loss), file=sys.stderr)
     if args.output:
         print(f"wrote {len(rows)} predictions to {args.output}", file=sys.stderr)
+        if measures is not None:
+            print(f"wrote the measures to {measures_path(args.output)}", file=sys.stderr)
     else:
         sys.stdout.write(predictions_csv(rows))
     return 0
+
+
+def format_measures(measures: Mapping[str, Any], loss: str) -> str:
+    """What ``predict`` prints about the labelled rows of its inputs
+    (:func:`emdloss.training.predict`'s measures).
+
+    Examples
+    --------
+    >>> m = {"labelled_rows": 2, "metrics": {"argmax": {"accuracy": 0.5}},
+    ...      "distribution": {"kl": 0.25}}
+    >>> print(format_measures(m, "emd2"))
+    metrics per prediction rule over the 2 labelled input rows
+    rule      accuracy
+    argmax    0.5000
+    distribution measures over the 2 labelled input rows (kl, emd2, ... lower is better; cosine, intersection, lcc, srcc, mode_accuracy higher)
+    model  kl
+    emd2   0.2500
+    """
+    over = f"over the {measures['labelled_rows']} labelled input rows"
+    lines = [format_table(measures["metrics"], f"metrics per prediction rule {over}")]
+    if measures.get("distribution"):
+        record = {"loss": loss, "distribution": {"input": measures["distribution"]}}
+        lines.append(
+            format_distribution_table(record, "input", title=f"distribution measures {over}")
+        )
+    return "\n".join(lines)
 
 
 def _export(args: argparse.Namespace) -> int:

@@ -166,16 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="predict classes of images or CSV rows with a trained run",
-        description="Predict with the best checkpoint of a run; CSV on stdout or --output.",
+        description=(
+            "Predict with the best checkpoint of a run; CSV on stdout or --output. CSV rows that\n"
+            "also carry the run's target columns (vote counts, proportions or the label) are\n"
+            "scored: target columns added, the measures printed on stderr."
+        ),
         **sub,
     )
     predict.add_argument("run_dir", metavar="RUN_DIR")
     predict.add_argument(
         "inputs", nargs="+", metavar="INPUTS", help="image files/folders or CSV files"
     )
-    predict.add_argument("--output", "-o", help="write the predictions CSV here")
     predict.add_argument(
-        "--overwrite", action="store_true", help="replace an existing --output file"
+        "--output",
+        "-o",
+        help="write the predictions CSV here (and the measures of labelled rows to "
+        "NAME.measures.json beside it)",
+    )
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --output file (and its measures file)",
     )
 
     export = commands.add_parser(

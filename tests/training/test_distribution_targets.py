@@ -591,3 +591,189 @@ def test_evaluate_finds_moved_data_in_the_data_dir(tmp_path):
         evaluate(tmp_path / "run")
     after = evaluate(tmp_path / "run", data_dir=str(tmp_path / "moved"))
     assert after["distribution"] == before["distribution"]
+
+
+# ---------------------------------------------------------------------------- predict, labelled
+@pytest.fixture(scope="module")
+def vote_run(tmp_path_factory):
+    """A one-epoch emd2 run on the vote table: (run directory, table)."""
+    from emdloss.training import TrainConfig, train
+
+    tmp = tmp_path_factory.mktemp("vote_run")
+    path = _table(tmp)
+    train(
+        TrainConfig(
+            dataset=f"csv:{path}",
+            loss="emd2",
+            epochs=1,
+            batch_size=16,
+            output=str(tmp / "run"),
+            progress=False,
+            plots=False,
+            ldl_baselines=False,
+            data_options={"count_columns": "votes_"},
+        )
+    )
+    return tmp / "run", path
+
+
+def _hold_out(table: Path, out: Path, *, votes: bool = True, bad: str | None = None) -> Path:
+    """The test rows of the vote table, without the split column (and the votes); ``bad``
+    replaces the second vote of the third row."""
+    with table.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"] == "test"]
+    names = ["a", "b", *([f"votes_{k + 1}" for k in range(C)] if votes else [])]
+    if bad is not None:
+        rows[2]["votes_2"] = bad
+    with out.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names)
+        writer.writerows([r[n] for n in names] for r in rows)
+    return out
+
+
+def _columns(rows: list[dict[str, str]], prefix: str) -> np.ndarray:
+    return np.array([[float(r[f"{prefix}{k + 1}"]) for k in range(C)] for r in rows])
+
+
+def test_predict_scores_a_labelled_vote_table(vote_run, tmp_path, capsys):
+    from emdloss.cli import main
+    from emdloss.training import predict
+
+    run, table = vote_run
+    labelled = _hold_out(table, tmp_path / "held_out.csv")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run), str(labelled), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "distribution measures over the 15 labelled input rows" in err
+    assert "metrics per prediction rule over the 15 labelled input rows" in err
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    probs = [f"prob_{k + 1}" for k in range(C)]
+    targets = [f"target_prob_{k + 1}" for k in range(C)]
+    preds = [f"pred_{rule}" for rule in ("argmax", "median", "expected", "bayes")]
+    assert list(rows[0]) == ["id", "target_name", *probs, *targets, *preds]
+    # (a) The target columns are the file's votes, normalised, named as in predictions_test.csv.
+    with labelled.open() as handle:
+        votes = _columns(list(csv.DictReader(handle)), "votes_")
+    t = _columns(rows, "target_prob_")
+    np.testing.assert_allclose(t, votes / votes.sum(1, keepdims=True), rtol=1e-5)
+    with (run / "predictions_test.csv").open() as handle:
+        assert set(targets) <= set(next(csv.DictReader(handle)))
+    # (b) The measures against an independent computation from the written columns.
+    measures = json.loads((tmp_path / "preds.measures.json").read_text())
+    p = _columns(rows, "prob_")
+    assert measures["labelled_rows"] == 15
+    assert measures["distribution"]["kl"] == pytest.approx(
+        float(np.mean(scipy.stats.entropy(t, p, axis=1))), rel=1e-4
+    )
+    assert measures["distribution"]["chebyshev"] == pytest.approx(
+        float(np.mean(np.abs(p - t).max(axis=1))), rel=1e-4
+    )
+    median = [str(int(np.argmax(np.cumsum(row) >= 0.5)) + 1) for row in t]
+    assert [r["target_name"] for r in rows] == median
+    hits = np.mean([r["target_name"] == r["pred_argmax"] for r in rows])
+    assert measures["metrics"]["argmax"]["accuracy"] == pytest.approx(hits)
+    # The test rows of the training file score as training scored them, and the API agrees.
+    recorded = json.loads((run / "metrics.json").read_text())["distribution"]["test"]
+    for key in ("kl", "chebyshev", "emd2", "mean_mae", "mode_accuracy"):
+        assert measures["distribution"][key] == pytest.approx(recorded[key], rel=1e-5)
+    api_rows, api_measures = predict(run, labelled, return_measures=True)
+    assert api_measures == measures  # the JSON file holds what the API returns
+    assert api_rows[0][targets[0]] == pytest.approx(float(rows[0][targets[0]]), rel=1e-5)
+
+
+def test_predict_on_rows_without_the_votes_is_unchanged(vote_run, tmp_path, capsys):
+    from emdloss.cli import main
+    from emdloss.training import predict
+
+    run, table = vote_run
+    bare = _hold_out(table, tmp_path / "bare.csv", votes=False)
+    rows, measures = predict(run, bare, return_measures=True)
+    assert measures is None
+    assert list(rows[0]) == [
+        "id",
+        *[f"prob_{k + 1}" for k in range(C)],
+        *[f"pred_{rule}" for rule in ("argmax", "median", "expected", "bayes")],
+    ]
+    assert predict(run, bare) == rows  # a list, as before
+    assert main(["predict", str(run), str(bare), "--output", str(tmp_path / "p.csv")]) == 0
+    assert "measures" not in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare.csv", "p.csv"]
+    # The same rows with their votes predict the same.
+    labelled = predict(run, _hold_out(table, tmp_path / "votes.csv"))
+    assert [{k: r[k] for k in rows[0]} for r in labelled] == rows
+
+
+@pytest.mark.parametrize("cell", ["", "-1", "inf", "many"])
+def test_a_bad_vote_in_a_labelled_input_is_the_training_error(vote_run, tmp_path, capsys, cell):
+    from emdloss.cli import main
+    from emdloss.data.csv_table import load_csv
+
+    run, table = vote_run
+    bad = _hold_out(table, tmp_path / "bad.csv", bad=cell)
+    with pytest.raises(UserError) as training:
+        load_csv(bad, count_columns="votes_")
+    message = str(training.value)
+    assert f"{bad}, line 4" in message and "'votes_2'" in message
+    assert main(["predict", str(run), str(bad), "--output", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.endswith(message), err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_scores_a_labelled_class_column(tmp_path):
+    from emdloss.training import TrainConfig, predict, train
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=60)
+    grade = (a > -0.5).astype(int) + (a > 0.5).astype(int)
+    path = tmp_path / "grades.csv"
+    path.write_text("a,grade\n" + "".join(f"{x:.3f},{g}\n" for x, g in zip(a, grade, strict=True)))
+    run = tmp_path / "run"
+    config = TrainConfig(
+        dataset=f"csv:{path}", loss="emd2", epochs=1, output=str(run), progress=False
+    )
+    train(TrainConfig.from_dict({"target": "grade", "plots": False}, base=config))
+    new = tmp_path / "new.csv"
+    new.write_text("a,grade\n-1.0,0\n0.0,1.0\n1.5,2\n")  # "1.0" is class "1", as in training
+    rows, measures = predict(run, new, return_measures=True)
+    assert [r["target_name"] for r in rows] == ["0", "1", "2"]
+    assert "distribution" not in measures and measures["labelled_rows"] == 3
+    hits = np.mean([r["target_name"] == r["pred_median"] for r in rows])
+    assert measures["metrics"]["median"]["accuracy"] == pytest.approx(hits)
+    new.write_text("a,grade\n-1.0,0\n0.0,7\n")
+    with pytest.raises(UserError, match=r"new.csv, line 3: label '7' in column 'grade' is not"):
+        predict(run, new)
+
+
+def test_predict_scores_an_ldl_run_from_target_prob_columns(tmp_path):
+    import scipy.io
+
+    from emdloss.training import TrainConfig, predict, train
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3))
+    labels = rng.dirichlet(np.ones(4), size=60)
+    scipy.io.savemat(tmp_path / "toy.mat", {"features": x, "labels": labels})
+    run = tmp_path / "run"
+    train(
+        TrainConfig(
+            dataset=f"ldl:{tmp_path / 'toy.mat'}",
+            loss="emd2",
+            epochs=1,
+            output=str(run),
+            progress=False,
+            plots=False,
+            ldl_baselines=False,
+        )
+    )
+    new = tmp_path / "new.csv"
+    head = ["f0", "f1", "f2", *[f"target_prob_{k + 1}" for k in range(4)]]
+    body = [[*x[i], *labels[i]] for i in range(5)]
+    new.write_text("\n".join(",".join(map(str, r)) for r in [head, *body]) + "\n")
+    rows, measures = predict(run, new, return_measures=True)
+    np.testing.assert_allclose(
+        [[r[f"target_prob_{k + 1}"] for k in range(4)] for r in rows], labels[:5], rtol=1e-12
+    )
+    assert measures["labelled_rows"] == 5 and measures["distribution"]["kl"] > 0

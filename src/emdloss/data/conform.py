@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from emdloss.errors import UserError
 
-__all__ = ["conform_images", "conform_table"]
+__all__ = ["conform_images", "conform_table", "conform_targets"]
 
 
 def _first(items: Sequence[str], count: int = 3) -> str:
@@ -206,3 +207,101 @@ def conform_table(
     if imputed:
         notes.append(f"{path}: {imputed} empty numeric cell(s) filled with the training median")
     return ids, torch.tensor(np.asarray(encoded), dtype=torch.float32), notes
+
+
+def conform_targets(
+    path: Path,
+    columns: Sequence[str],
+    *,
+    class_names: Sequence[str],
+    distribution: bool,
+    missing: str = "error",
+    delimiter: str = ",",
+    encoding: str = "utf-8-sig",
+) -> tuple[NDArray[np.int64], NDArray[np.float64] | None] | None:
+    """The targets of a CSV file's rows, read as a run's training rows were, where the file has
+    the run's target columns (a labelled hold-out for ``predict``).
+
+    Parameters
+    ----------
+    path : Path
+        CSV file with a header row.
+    columns : sequence of str
+        The run's target columns: its vote-count or proportion columns in level order
+        (``distribution``), or its one label column.
+    class_names : sequence of str
+        The run's classes (levels).
+    distribution : bool
+        Whether ``columns`` hold a distribution (read by
+        :func:`~emdloss.data.csv_table.read_count_columns`: counts or proportions, normalised)
+        or a label (read by :func:`~emdloss.data.csv_table.class_indices`).
+    missing : {"error", "drop", "impute"}
+        The run's option: a row with a missing target cell is refused (``"error"``, the
+        training message) or left unlabelled.
+    delimiter, encoding : str
+        How the file is written (the run's own options).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray or None) or None
+        ``None`` when the file has none of ``columns``. Else the class of every row (``-1`` on
+        an unlabelled row; a distribution's median level) and, with ``distribution``, the
+        ``(N, C)`` normalised distributions (NaN rows where unlabelled), in the file's row order
+        (that of :func:`conform_table`).
+
+    Raises
+    ------
+    emdloss.errors.UserError
+        For a file with some but not all of ``columns``, and the training readers' one-line
+        errors naming the line and column: a missing cell under ``missing="error"``, a cell that
+        is not a finite number, a negative vote, a row of no votes, a label outside the classes.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = Path(d, "new.csv")
+    ...     _ = p.write_text("x,v_1,v_2,v_3\\n0.5,1,3,0\\n0.1,0,0,2\\n")
+    ...     labels, dists = conform_targets(p, ["v_1", "v_2", "v_3"], class_names=["1", "2", "3"],
+    ...                                     distribution=True)
+    >>> labels.tolist(), dists.tolist()
+    ([1, 2], [[0.25, 0.75, 0.0], [0.0, 0.0, 1.0]])
+    """
+    from emdloss.data._csv_cells import MISSING_TOKENS, read_csv_rows
+    from emdloss.data.csv_table import class_indices, missing_target_error, read_count_columns
+
+    header, rows, lines = read_csv_rows(path, delimiter=delimiter, encoding=encoding)
+    present = [name for name in columns if name in header]
+    if not present:
+        return None
+    if len(present) < len(columns):
+        absent = [name for name in columns if name not in header]
+        raise UserError(
+            f"{path} has the run's target column(s) {', '.join(present)} but lacks "
+            f"{', '.join(absent)}; give all of them (to score the rows) or none"
+        )
+    cols = [header.index(name) for name in columns]
+    kept: list[int] = []
+    for r, cells in enumerate(rows):
+        gaps = [header[c] for c in cols if cells[c] in MISSING_TOKENS]
+        if gaps:
+            if missing == "error":
+                raise missing_target_error(path, lines[r], gaps[0])
+            continue  # "drop" and "impute": unlabelled, as training dropped the row
+        kept.append(r)
+    labels = np.full(len(rows), -1, dtype=np.int64)
+    dists = np.full((len(rows), len(class_names)), np.nan) if distribution else None
+    if kept:
+        some_rows, some_lines = [rows[r] for r in kept], [lines[r] for r in kept]
+        if dists is not None:
+            target, encoded = read_count_columns(
+                some_rows, some_lines, header, cols, path=path, classes=list(class_names)
+            )
+            dists[kept] = target.proportions
+            labels[kept] = encoded.labels
+        else:
+            values = [cells[cols[0]] for cells in some_rows]
+            labels[kept] = class_indices(
+                values, some_lines, path=path, column=columns[0], class_names=class_names
+            )
+    return labels, dists

@@ -115,6 +115,59 @@ class TargetEncoding:
     scores: NDArray[np.float64] | None  # the numeric values, when the target is numeric
 
 
+def class_indices(
+    values: Sequence[str],
+    lines: Sequence[int],
+    *,
+    path: Path,
+    column: str,
+    class_names: Sequence[str],
+) -> NDArray[np.int64]:
+    """The class index of each label cell: the class of that name, or of the numerically equal
+    name (``"1.0"`` is class ``"1"``).
+
+    Raises
+    ------
+    UserError
+        Naming the file, line, value and column of a label outside ``class_names``.
+
+    Examples
+    --------
+    >>> class_indices(["2.0", "1"], [2, 3], path=Path("f.csv"), column="y",
+    ...               class_names=["1", "2"]).tolist()
+    [1, 0]
+    """
+    names = list(class_names)
+    lookup = {name: k for k, name in enumerate(names)}
+    numeric_lookup = {v: k for k, n in enumerate(names) if (v := _number(n)) is not None}
+    labels = []
+    for value, line in zip(values, lines, strict=True):
+        k = lookup.get(value)
+        if k is None and (number := _number(value)) is not None:
+            k = numeric_lookup.get(number)
+        if k is None:
+            raise UserError(
+                f"{path}, line {line}: label {value!r} in column {column!r} is not one of "
+                f"the declared classes {names}"
+            )
+        labels.append(k)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def missing_target_error(path: Path, line: int, column: str) -> UserError:
+    """The error of a row whose target (or count) cell is missing, under ``missing="error"``.
+
+    Examples
+    --------
+    >>> str(missing_target_error(Path("f.csv"), 7, "votes_2"))
+    "f.csv, line 7: missing target value in column 'votes_2' (use missing='drop' to drop such rows)"
+    """
+    return UserError(
+        f"{path}, line {line}: missing target value in column {column!r} "
+        "(use missing='drop' to drop such rows)"
+    )
+
+
 def encode_target(
     values: list[str],
     lines: list[int],
@@ -149,21 +202,8 @@ def encode_target(
         class_names = as_str_list("classes", classes)
         if len(set(class_names)) != len(class_names):
             raise UserError(f"classes has repeated names: {class_names}")
-        lookup = {name: k for k, name in enumerate(class_names)}
+        labels = class_indices(values, lines, path=path, column=column, class_names=class_names)
         numeric_names = [_number(n) for n in class_names]
-        numeric_lookup = {v: k for k, v in enumerate(numeric_names) if v is not None}
-        labels_list = []
-        for value, line in zip(values, lines, strict=True):
-            k = lookup.get(value)
-            if k is None and (number := _number(value)) is not None:
-                k = numeric_lookup.get(number)
-            if k is None:
-                raise UserError(
-                    f"{path}, line {line}: label {value!r} in column {column!r} is not one of "
-                    f"the declared classes {class_names}"
-                )
-            labels_list.append(k)
-        labels = np.asarray(labels_list, dtype=np.int64)
         positions = (
             [float(v) for v in numeric_names if v is not None]
             if all(v is not None for v in numeric_names)
@@ -454,10 +494,7 @@ def load_csv(
         absent = [header[c] for c in target_cols if cells[c] in MISSING_TOKENS]
         if absent:
             if missing == "error":
-                raise UserError(
-                    f"{path}, line {lines[r]}: missing target value in column {absent[0]!r} "
-                    "(use missing='drop' to drop such rows)"
-                )
+                raise missing_target_error(path, lines[r], absent[0])
             dropped_target += 1
             continue
         gaps = [header[c] for c in feature_cols if cells[c] in MISSING_TOKENS]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from emdloss.training._context import baseline_rows, distribution_baseline_scores
     from emdloss.training._evaluate import evaluate, load_task
     from emdloss.training._loss_base import TrainingLoss
-    from emdloss.training._predict import predict
+    from emdloss.training._predict import measures_path, predict
     from emdloss.training._train import run_deferred_test, train, write_run_plots
     from emdloss.training.datamodule import OrdinalDataModule
     from emdloss.training.grouped import group_key, train_group, why_not_grouped
@@ -58,6 +58,7 @@ __all__ = [
     "load_data",
     "load_run_calibrator",
     "load_task",
+    "measures_path",
     "predict",
     "quiet_lightning_logs",
     "run_deferred_test",
@@ -86,6 +87,7 @@ _LAZY = {
     "load_data": "emdloss.training._build",
     "load_run_calibrator": "emdloss.training._calibrate",
     "load_task": "emdloss.training._evaluate",
+    "measures_path": "emdloss.training._predict",
     "predict": "emdloss.training._predict",
     "quiet_lightning_logs": "emdloss.training._build",
     "run_deferred_test": "emdloss.training._train",
