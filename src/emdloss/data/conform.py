@@ -286,7 +286,9 @@ def conform_targets(
         gaps = [header[c] for c in cols if cells[c] in MISSING_TOKENS]
         if gaps:
             if missing == "error":
-                raise missing_target_error(path, lines[r], gaps[0])
+                # The run's missing="error" is fixed: predict's user fills the cell instead.
+                hint = "fill it, or leave out the target columns to predict without scoring"
+                raise missing_target_error(path, lines[r], gaps[0], hint)
             continue  # "drop" and "impute": unlabelled, as training dropped the row
         kept.append(r)
     labels = np.full(len(rows), -1, dtype=np.int64)

@@ -154,18 +154,18 @@ def class_indices(
     return np.asarray(labels, dtype=np.int64)
 
 
-def missing_target_error(path: Path, line: int, column: str) -> UserError:
-    """The error of a row whose target (or count) cell is missing, under ``missing="error"``.
+def missing_target_error(
+    path: Path, line: int, column: str, hint: str = "use missing='drop' to drop such rows"
+) -> UserError:
+    """The error of a row whose target (or count) cell is missing, under ``missing="error"``;
+    ``hint`` says what the reader can do about it.
 
     Examples
     --------
     >>> str(missing_target_error(Path("f.csv"), 7, "votes_2"))
     "f.csv, line 7: missing target value in column 'votes_2' (use missing='drop' to drop such rows)"
     """
-    return UserError(
-        f"{path}, line {line}: missing target value in column {column!r} "
-        "(use missing='drop' to drop such rows)"
-    )
+    return UserError(f"{path}, line {line}: missing target value in column {column!r} ({hint})")
 
 
 def encode_target(
