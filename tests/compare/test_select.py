@@ -204,6 +204,8 @@ def test_verdicts_on_resampled_splits_use_the_corrected_test(tmp_path: Path) -> 
     assert info.test_train_ratio == pytest.approx(1 / 2, abs=0.01)  # 3 folds: 1/(k - 1)
     assert "corrected resampled t-test (Nadeau & Bengio; test/train rows 0.5" in result.summary
     assert "paired t-test over seeds" not in result.summary
+    # The printed verdict table says which test its intervals come from.
+    assert result.table.splitlines()[-1].startswith("95% CI: corrected resampled t-test")
     # One official split: seeds change only the training, the plain paired t applies.
     path = tmp_path / "official.csv"
     parts = ["train"] * 30 + ["val"] * 10 + ["test"] * 20
@@ -216,6 +218,7 @@ def test_verdicts_on_resampled_splits_use_the_corrected_test(tmp_path: Path) -> 
     )
     assert not fixed.infos[0].resampled and fixed.infos[0].test_train_ratio is None
     assert "(paired t-test over seeds)" in fixed.summary and "corrected" not in fixed.summary
+    assert "95% CI:" not in fixed.table
 
 
 # ------------------------------------------------------------------------------- the grid

@@ -20,7 +20,7 @@ from typing import Any
 
 from emdloss.compare._records import RunRecord, _read_metrics
 from emdloss.compare._rows import DatasetInfo, Stat
-from emdloss.compare._stats import paired_difference, selection_level, test_name
+from emdloss.compare._stats import interval_method, paired_difference, selection_level
 from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES
 
 __all__ = [
@@ -205,7 +205,7 @@ def _versus_ce(
         return ["No paired verdict against cross-entropy: ce and another loss are needed.", ""]
     lines = [
         "Paired difference loss - ce over the same seeds and splits (95 % interval, "
-        f"{test_name(test_train_ratio)}; * the interval excludes 0):",
+        f"{interval_method(test_train_ratio)}; * the interval excludes 0):",
         "",
     ]
     body = []
@@ -293,7 +293,7 @@ def _versus_baselines(
     lines = [
         f"**Against the LDL baselines ({dataset}):** the best loss beats the best baseline on "
         f"{wins} of {len(measures)} measures (paired over seeds and splits, "
-        f"{test_name(test_train_ratio)}; best of {len(losses)} x {len(baselines)} pairs, tested "
+        f"{interval_method(test_train_ratio)}; best of {len(losses)} x {len(baselines)} pairs, tested "
         f"at 5%/{len(losses) * len(baselines)}).",
         "",
     ]

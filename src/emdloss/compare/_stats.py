@@ -44,10 +44,10 @@ from emdloss.vocabulary import DISTRIBUTION_METRIC_MODES, METRIC_MODES
 __all__ = [
     "LEVEL",
     "Interval",
+    "interval_method",
     "paired_difference",
     "selection_level",
     "t_quantile",
-    "test_name",
     "welch_difference",
 ]
 
@@ -159,14 +159,14 @@ def selection_level(candidates: int, level: float = LEVEL) -> float:
     return 1 - (1 - level) / max(int(candidates), 1)
 
 
-def test_name(test_train_ratio: float | None) -> str:
+def interval_method(test_train_ratio: float | None) -> str:
     """The name of the paired test an interval comes from, for the sentences under a table.
 
     Examples
     --------
-    >>> test_name(None)
+    >>> interval_method(None)
     'paired t-test over seeds'
-    >>> test_name(1 / 9)
+    >>> interval_method(1 / 9)
     'corrected resampled t-test (Nadeau & Bengio; test/train rows 0.111)'
     """
     if test_train_ratio is None:

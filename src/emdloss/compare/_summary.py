@@ -22,7 +22,7 @@ from emdloss.compare._rows import (
     result_rows,
 )
 from emdloss.compare._select import Selection
-from emdloss.compare._stats import paired_difference, test_name, welch_difference
+from emdloss.compare._stats import interval_method, paired_difference, welch_difference
 from emdloss.compare._verdict import (
     _baseline_verdict,
     _pairs,
@@ -369,7 +369,7 @@ def _paired_section(
         lines += [
             f"The loss, rule held fixed: {METRIC_LABELS[metric]} of each loss minus cross-entropy "
             f"under the same prediction rule, paired by seed (mean [95% CI], "
-            f"{test_name(test_train_ratio)}; * the interval excludes 0; negative favours the "
+            f"{interval_method(test_train_ratio)}; * the interval excludes 0; negative favours the "
             "loss):",
             "",
             *_table(["loss", *rules], body),
@@ -391,7 +391,7 @@ def _paired_section(
             body.append(cells)
         lines += [
             f"The rule, loss held fixed: {METRIC_LABELS[metric]} of each prediction rule minus "
-            f"argmax for the same runs (mean [95% CI], {test_name(test_train_ratio)}; "
+            f"argmax for the same runs (mean [95% CI], {interval_method(test_train_ratio)}; "
             "negative favours the rule):",
             "",
             *_table(["loss", *rules[1:]], body),

@@ -16,7 +16,7 @@ from emdloss.compare._rows import (
     DatasetInfo,
     Stat,
 )
-from emdloss.compare._stats import LEVEL, paired_difference, selection_level, test_name
+from emdloss.compare._stats import LEVEL, interval_method, paired_difference, selection_level
 from emdloss.vocabulary import HIGHER_IS_BETTER
 
 __all__ = ["compare_to_baseline", "verdict_table"]
@@ -120,7 +120,7 @@ def _verdict(
     text = (
         f"**Verdict ({label}):** the best EMD variant: {joined}. 'beats' or 'loses to' only "
         "when the interval of the mean paired difference excludes 0, else 'ties with' "
-        f"({test_name(test_train_ratio)})."
+        f"({interval_method(test_train_ratio)})."
         + (
             f" The best of {len(emd)} EMD variants is tested at 5%/{len(emd)} (Bonferroni: a "
             f"{100 * level:.4g}% interval), since it was picked for its mean."
@@ -176,7 +176,7 @@ def _baseline_verdict(
         f"{METRIC_LABELS[metric]} {mean(best_loss):.3f}) {outcome} the best "
         f"baseline ({best_base.removeprefix('baseline:')}, {mean(best_base):.3f}); paired "
         f"difference {interval.format()}, {rule} rule, same seeds and splits "
-        f"({test_name(info.test_train_ratio)}).",
+        f"({interval_method(info.test_train_ratio)}).",
         "",
     ]
 
@@ -270,7 +270,7 @@ def verdict_table(
                 cells = (interval.short().rstrip("*"), f"{interval.outcome(metric)} ce")
             lines.append((info.spec, loss, str(len(values)), mean, *cells))
     widths = [max(len(line[k]) for line in lines) for k in range(5)]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)).rstrip()
         if not line[5]
         else "  ".join(cell.ljust(width) for cell, width in zip(line[:5], widths, strict=True))
@@ -278,3 +278,9 @@ def verdict_table(
         + line[5]
         for line in lines
     )
+    # Resampled test rows widen the intervals: say by which test, once per distinct one.
+    corrected = {info.spec: info.test_train_ratio for info in infos if info.resampled}
+    if not corrected:
+        return table
+    tests = sorted({interval_method(ratio) for ratio in corrected.values()})
+    return table + "\n" + f"95% CI: {'; '.join(tests)}"
