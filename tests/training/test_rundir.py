@@ -297,3 +297,32 @@ def test_checkpoints_are_written_once_and_hold_the_best_epoch(
         best = rundir.load_checkpoint(run / rundir.CHECKPOINT_DIR / rundir.BEST_CHECKPOINT)
         last = rundir.load_checkpoint(run / rundir.CHECKPOINT_DIR / rundir.LAST_CHECKPOINT)
         assert best["epoch"] == metrics["best_epoch"] - 1 and last["epoch"] == 5
+
+
+def test_written_probabilities_read_back_as_distributions(tmp_path: Path) -> None:
+    # Found in review: written with 6 significant digits, ten-class rows read back as float64
+    # summed up to 2e-6 away from 1, and distribution_metrics (1e-6 in float64) refused them.
+    import csv
+
+    import numpy as np
+
+    from emdloss.metrics import distribution_metrics
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(200, 10) * 3, dim=1)
+    names = [f"c{k}" for k in range(10)]
+    decoded = {"argmax": probs.argmax(dim=1)}
+    path = rundir.write_predictions(
+        tmp_path, probs.argmax(dim=1).tolist(), probs, decoded, names, target_probs=probs
+    )
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    read = torch.tensor([[float(r[f"prob_{n}"]) for n in names] for r in rows], dtype=torch.float64)
+    back = [[float(r[f"target_prob_{n}"]) for n in names] for r in rows]
+    assert torch.equal(read.float(), probs)  # every float32 value exactly
+    old = torch.tensor(np.vectorize(lambda v: float(f"{v:.6g}"))(probs.double().numpy()))
+    assert (old.sum(dim=1) - 1).abs().max() > 1e-6  # what 6 digits wrote: refused in float64
+    scores = distribution_metrics(read, torch.tensor(back, dtype=torch.float64))
+    assert scores["kl"] == pytest.approx(0.0, abs=1e-12)
+    line = rundir.predictions_csv([{"id": "a", "prob_x": float(probs[0, 0])}]).splitlines()[1]
+    assert torch.tensor(float(line.split(",")[1])) == probs[0, 0]  # predict's rows, too
