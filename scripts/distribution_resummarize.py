@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emdloss.compare import _distribution
+from emdloss.compare._compare import run_split
 from emdloss.compare._rows import DatasetInfo
 from emdloss.data import load_dataset
 
@@ -48,9 +49,9 @@ def _info(spec: str, protocol: dict[str, Any], rows: list[dict[str, Any]]) -> Da
     if folds:
         options.update(fold=0, num_folds=folds)
     dataset = load_dataset(spec, seed=seed, **options)
-    sizes = (len(dataset.train), len(dataset.val), len(dataset.test))
+    # compare.json keeps no limit_* option: the evidence runs used whole splits.
+    sizes, resampled = run_split(dataset, folds)
     seeds = tuple(sorted({r["seed"] for r in rows}))
-    resampled = bool(folds) or dataset.resampled
     return DatasetInfo(spec, dataset.num_classes, dataset.kind, sizes, {}, seeds, folds, (),
                        resampled=resampled)  # fmt: skip
 

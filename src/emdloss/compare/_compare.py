@@ -146,16 +146,21 @@ def _load_info(
     return dataset, resolved
 
 
-def _run_sizes(dataset: Any, config: Any) -> tuple[int, int, int]:
-    """The split sizes the runs train on: after ``limit_train/val/test``, as ``load_data``
-    cuts them."""
+def run_split(
+    dataset: Any, folds: int | None, config: Any = None
+) -> tuple[tuple[int, int, int], bool]:
+    """The split sizes the runs train on (after ``config``'s ``limit_train/val/test``, as
+    ``load_data`` cuts them; none without ``config``) and whether their test rows change from
+    run to run: folds, a hold-out drawn from each seed, or a test subset drawn from the seed
+    (``DatasetInfo.resampled``)."""
 
     def size(part: str) -> int:
-        limit = getattr(config, f"limit_{part}")
+        limit = getattr(config, f"limit_{part}", None)
         whole = len(getattr(dataset, part))
         return whole if limit is None else min(whole, int(limit))
 
-    return size("train"), size("val"), size("test")
+    sizes = size("train"), size("val"), size("test")
+    return sizes, folds is not None or dataset.resampled or sizes[2] < len(dataset.test)
 
 
 def _threads(kind: str) -> int | None:
@@ -355,7 +360,7 @@ def compare(
         options = {key: getattr(config, key) for key in options}
         chosen_on[spec] = _grid_measure(spec, dataset, select, metric, config)
         options_by_dataset[spec] = options
-        sizes = _run_sizes(dataset, config)
+        sizes, resampled = run_split(dataset, folds, config)
         infos.append(
             DatasetInfo(
                 spec=spec,
@@ -370,8 +375,7 @@ def compare(
                 protocol=getattr(dataset, "protocol", ""),
                 targets=targets,
                 select=metric,
-                # Folds, a hold-out per seed, or a test subset drawn from the seed.
-                resampled=folds is not None or dataset.resampled or sizes[2] < len(dataset.test),
+                resampled=resampled,
             )
         )
     # The LDL baselines choose their k and L2 on the grid's measure where it is a distribution
